@@ -1,0 +1,201 @@
+/**
+ * Loads a config file: read → YAML parse (with line tracking) → strict schema → resolve paths
+ * against the file's folder → expand profiles → load the key files it names → deep-freeze.
+ * Every failure is a typed error naming the file, the key path and the line, and nothing is
+ * started with a config that did not pass.
+ */
+import { readFile } from 'node:fs/promises'
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { LineCounter, parseDocument, isNode } from 'yaml'
+import type { PrivateKey, PeerId } from '@libp2p/interface'
+import { ConfigInvalidError, ConfigKeyFileError, ConfigNotFoundError, ConfigParseError, type ConfigIssue } from './errors.ts'
+import { rawConfigSchema, parseHostPort, type RawConfig } from './schema.ts'
+import { PROFILES, type DetectorProfile, type OwnershipProfile } from './profiles.ts'
+import { KeyFileError, loadIdentity, loadPsk } from './identity.ts'
+
+export type Role = 'host' | 'witness'
+
+export interface PeerConfig {
+  name: string
+  id: string
+  addrs: string[]
+  role: Role
+  limitBytesPerSec?: number
+}
+
+export interface VmConfig {
+  name: string
+  disks: string[]
+  files: string[]
+  replicateTo: string[]
+  failover: 'auto' | 'manual'
+  priority: number
+  startOrder: number
+  blockSizeBytes: number
+  scanIntervalMs: number
+  quietBudgetMs: number
+  recoveryPoints: { count: number, keepAllWithinMs: number, hourlyBeyond: boolean }
+  seed: 'full' | 'existing'
+  limitBytesPerSec?: number
+  verifyIntervalMs?: number
+}
+
+export interface Config {
+  /** Absolute path of the config file. */
+  file: string
+  dir: string
+  node: { name: string, identityPath: string, listen: string[], dataDir: string, api: { host: string, port: number }, role: Role }
+  mesh: { profile: 'lan' | 'wan', pskPath?: string, peers: PeerConfig[], detector: DetectorProfile, dialBackoffMinMs: number, dialBackoffMaxMs: number }
+  ownership: OwnershipProfile & { maxConcurrentStarts: number }
+  hypervisor: RawConfig['hypervisor']
+  vms: VmConfig[]
+  bandwidth: { limitBytesPerSec: number, schedule: Array<{ days: number[], fromMinute: number, toMinute: number, limitBytesPerSec: number }> }
+  log: { level: string }
+}
+
+export interface LoadedConfig {
+  config: Config
+  /** Secrets stay out of the frozen config object so it can be logged. */
+  secrets: { privateKey: PrivateKey, peerId: PeerId, psk?: Uint8Array }
+}
+
+export interface LoadOptions {
+  /** Skip reading key files (commands that only need the shape, e.g. `peer add`). @default false */
+  skipSecrets?: boolean
+}
+
+function formatPath (path: ReadonlyArray<PropertyKey>): string {
+  let out = ''
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : (out === '' ? String(p) : `.${String(p)}`)
+  return out
+}
+
+/** Parses and validates config text. Exposed for tests and for `peer add`'s re-validation. */
+export function parseConfigText (text: string, file: string): { raw: RawConfig, lineOf: (path: ReadonlyArray<PropertyKey>) => number | undefined } {
+  const lineCounter = new LineCounter()
+  const doc = parseDocument(text, { lineCounter, uniqueKeys: true, prettyErrors: false })
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!
+    throw new ConfigParseError(file, e.linePos?.[0]?.line, e.message.split('\n')[0] ?? e.message)
+  }
+  const lineOf = (path: ReadonlyArray<PropertyKey>): number | undefined => {
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as unknown[], true)
+      if (isNode(node) && node.range != null) return lineCounter.linePos(node.range[0]).line
+    }
+    return undefined
+  }
+  const data = doc.toJS() ?? {}
+  const parsed = rawConfigSchema.safeParse(data)
+  if (!parsed.success) {
+    const issues: ConfigIssue[] = parsed.error.issues.map(i => {
+      let path = [...i.path]
+      let message = i.message
+      if (i.code === 'unrecognized_keys') {
+        const keys = (i as { keys: string[] }).keys
+        path = [...path, keys[0] as string]
+        message = `unknown key${keys.length > 1 ? 's' : ''} ${keys.map(k => `"${k}"`).join(', ')}`
+      }
+      const line = lineOf(path)
+      return line === undefined ? { path: formatPath(path), message } : { path: formatPath(path), message, line }
+    })
+    throw new ConfigInvalidError(file, issues)
+  }
+  return { raw: parsed.data, lineOf }
+}
+
+/** Builds the normalized, frozen config from validated raw data. */
+export function normalizeConfig (raw: RawConfig, file: string): Config {
+  const dir = dirname(file)
+  const abs = (p: string): string => isAbsolute(p) ? p : resolve(dir, p)
+  const profile = PROFILES[raw.mesh.profile]
+  const detector = { ...profile.detector, ...stripUndefined(raw.mesh.detector) }
+  const { maxConcurrentStarts, ...own } = raw.ownership
+  const ownership = { ...profile.ownership, ...stripUndefined(own), maxConcurrentStarts: maxConcurrentStarts ?? raw.hypervisor.maxConcurrentStarts }
+  const config: Config = {
+    file,
+    dir,
+    node: {
+      name: raw.node.name,
+      identityPath: abs(raw.node.identity),
+      listen: raw.node.listen,
+      dataDir: abs(raw.node.dataDir),
+      api: parseHostPort(raw.node.api) as { host: string, port: number },
+      role: raw.node.role
+    },
+    mesh: {
+      profile: raw.mesh.profile,
+      ...(raw.mesh.psk !== undefined ? { pskPath: abs(raw.mesh.psk) } : {}),
+      peers: raw.mesh.peers.map(p => ({ name: p.name, id: p.id, addrs: p.addrs, role: p.role, ...(p.limit !== undefined ? { limitBytesPerSec: p.limit } : {}) })),
+      detector,
+      dialBackoffMinMs: raw.mesh.dialBackoffMin,
+      dialBackoffMaxMs: raw.mesh.dialBackoffMax
+    },
+    ownership,
+    hypervisor: raw.hypervisor,
+    vms: raw.vms.map(v => ({
+      name: v.name,
+      disks: v.disks.map(abs),
+      files: v.files.map(abs),
+      replicateTo: v.replicateTo,
+      failover: v.failover,
+      priority: v.priority,
+      startOrder: v.startOrder,
+      blockSizeBytes: v.blockSize,
+      scanIntervalMs: v.scanInterval,
+      quietBudgetMs: v.quietBudget,
+      recoveryPoints: { count: v.recoveryPoints.count, keepAllWithinMs: v.recoveryPoints.keepAllWithin, hourlyBeyond: v.recoveryPoints.hourlyBeyond },
+      seed: v.seed,
+      ...(v.limit !== undefined ? { limitBytesPerSec: v.limit } : {}),
+      ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {})
+    })),
+    bandwidth: { limitBytesPerSec: raw.bandwidth.limit, schedule: raw.bandwidth.schedule },
+    log: raw.log
+  }
+  const issues: ConfigIssue[] = []
+  if (config.ownership.fenceMs >= config.ownership.leaseMs * (1 - config.ownership.driftRatio)) issues.push({ path: 'ownership.fenceMs', message: 'must be well inside the lease (fenceMs < leaseMs × (1 − driftRatio))' })
+  if (config.ownership.renewMs >= config.ownership.fenceMs) issues.push({ path: 'ownership.renewMs', message: 'must be shorter than ownership.fenceMs' })
+  if (config.mesh.detector.probeTimeoutMs >= config.mesh.detector.probeIntervalMs) issues.push({ path: 'mesh.detector.probeTimeoutMs', message: 'must be shorter than probeIntervalMs' })
+  if (config.mesh.detector.suspicionMinMs > config.mesh.detector.suspicionMaxMs) issues.push({ path: 'mesh.detector.suspicionMinMs', message: 'must not exceed suspicionMaxMs' })
+  if (issues.length > 0) throw new ConfigInvalidError(file, issues)
+  return deepFreeze(config)
+}
+
+function stripUndefined<T extends object> (o: T): { [K in keyof T]-?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]-?: Exclude<T[K], undefined> }
+}
+
+export function deepFreeze<T> (o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o)
+    for (const v of Object.values(o)) deepFreeze(v)
+  }
+  return o
+}
+
+/** Reads, validates and freezes the config at `path`, loading its key files. */
+export async function loadConfig (path: string, opts: LoadOptions = {}): Promise<LoadedConfig> {
+  const file = resolve(path)
+  let text: string
+  try { text = await readFile(file, 'utf8') } catch (err) { throw new ConfigNotFoundError(file, { cause: err }) }
+  const { raw, lineOf } = parseConfigText(text, file)
+  const config = normalizeConfig(raw, file)
+  if (opts.skipSecrets === true) return { config, secrets: undefined as unknown as LoadedConfig['secrets'] }
+  const withLine = (key: string[], f: string): string => { const l = lineOf(key); return l === undefined ? f : `${f}:${l}` }
+  let identity
+  try { identity = await loadIdentity(config.node.identityPath) } catch (err) {
+    if (err instanceof KeyFileError) throw new ConfigKeyFileError(withLine(['node', 'identity'], file), 'node.identity', config.node.identityPath, err.message.slice(config.node.identityPath.length + 2), { cause: err })
+    throw err
+  }
+  let psk: Uint8Array | undefined
+  if (config.mesh.pskPath !== undefined) {
+    try { psk = await loadPsk(config.mesh.pskPath) } catch (err) {
+      if (err instanceof KeyFileError) throw new ConfigKeyFileError(withLine(['mesh', 'psk'], file), 'mesh.psk', config.mesh.pskPath, err.message.slice(config.mesh.pskPath.length + 2), { cause: err })
+      throw err
+    }
+  }
+  if (config.mesh.peers.some(p => p.id === identity.peerId.toString())) {
+    throw new ConfigInvalidError(file, [{ path: 'mesh.peers', message: 'lists this node\'s own peer ID', ...(lineOf(['mesh', 'peers']) !== undefined ? { line: lineOf(['mesh', 'peers']) as number } : {}) }])
+  }
+  return { config, secrets: { privateKey: identity.privateKey, peerId: identity.peerId, ...(psk !== undefined ? { psk } : {}) } }
+}

@@ -1,0 +1,210 @@
+/**
+ * The config file's schema. The raw YAML is validated once, strictly (unknown keys are errors:
+ * a typo must not silently fall back to a default), then normalized: units turned into numbers
+ * (`limitBytesPerSec`, `blockSizeBytes`, `...Ms`), profiles expanded, paths left relative for
+ * load.ts to resolve. Cross-field rules (unique names and IDs, replicateTo naming real hosts)
+ * live in `superRefine` so that every problem is reported with its key path in one pass.
+ */
+import { z } from 'zod'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { parseDuration, parseRate, parseSize } from './units.ts'
+
+const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
+
+const peerIdString = z.string().refine(s => { try { peerIdFromString(s); return true } catch { return false } }, 'not a valid libp2p peer ID')
+
+const multiaddrString = z.string().refine(s => {
+  try { const ma = multiaddr(s); return ma.toString().length > 0 && /\/tcp\/\d+/.test(ma.toString()) } catch { return false }
+}, 'not a valid TCP multiaddr (e.g. /ip4/192.0.2.10/tcp/7400)')
+
+const hostPort = z.string().refine(s => parseHostPort(s) !== undefined, 'must be HOST:PORT (e.g. 127.0.0.1:7401)')
+
+const rate = z.union([z.string(), z.number()]).refine(v => parseRate(v) !== undefined, 'not a rate (e.g. 100Mbit, 20MB, unlimited)').transform(v => parseRate(v) as number)
+const size = z.union([z.string(), z.number()]).refine(v => parseSize(v) !== undefined, 'not a size (e.g. 64KiB, 4MiB)').transform(v => parseSize(v) as number)
+const duration = z.union([z.string(), z.number()]).refine(v => parseDuration(v) !== undefined, 'not a duration (e.g. 500ms, 30s, 2h)').transform(v => parseDuration(v) as number)
+const posInt = z.number().int().positive()
+
+export function parseHostPort (s: string): { host: string, port: number } | undefined {
+  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(s)
+  if (m == null) return undefined
+  const port = Number(m[2])
+  if (port < 0 || port > 65535) return undefined
+  return { host: (m[1] as string).replace(/^\[|\]$/g, ''), port }
+}
+
+const role = z.enum(['host', 'witness'])
+
+const detectorOverrides = z.strictObject({
+  probeIntervalMs: posInt.optional(),
+  probeTimeoutMs: posInt.optional(),
+  indirectProbes: z.number().int().min(0).max(16).optional(),
+  suspicionMinMs: posInt.optional(),
+  suspicionMaxMs: posInt.optional(),
+  awarenessMax: z.number().int().min(0).max(64).optional(),
+  retransmitMult: z.number().int().min(1).max(16).optional(),
+  gossipPerMessage: z.number().int().min(1).max(64).optional()
+})
+
+const ownershipOverrides = z.strictObject({
+  renewMs: posInt.optional(),
+  leaseMs: posInt.optional(),
+  fenceMs: posInt.optional(),
+  driftRatio: z.number().min(0).max(0.2).optional(),
+  electionStaggerMs: z.number().int().min(0).optional(),
+  maxConcurrentStarts: posInt.optional()
+})
+
+const peer = z.strictObject({
+  name,
+  id: peerIdString,
+  addrs: z.array(multiaddrString).min(1, 'at least one address'),
+  role: role.default('host'),
+  limit: rate.optional()
+})
+
+const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']
+
+/** "mon-fri", "sat,sun", "daily" → weekday numbers (0 = Sunday). */
+export function parseDays (s: string): number[] | undefined {
+  const t = s.trim().toLowerCase()
+  if (t === 'daily' || t === 'all' || t === '*') return [0, 1, 2, 3, 4, 5, 6]
+  const out = new Set<number>()
+  for (const part of t.split(',')) {
+    const [a, b] = part.trim().split('-')
+    const ia = DAYS.indexOf(a ?? '')
+    if (ia < 0) return undefined
+    if (b === undefined) { out.add(ia); continue }
+    const ib = DAYS.indexOf(b)
+    if (ib < 0) return undefined
+    for (let d = ia; ; d = (d + 1) % 7) { out.add(d); if (d === ib) break }
+  }
+  return [...out].sort()
+}
+
+function parseClock (s: string): number | undefined {
+  const m = /^(\d{1,2}):(\d{2})$/.exec(s.trim())
+  if (m == null) return undefined
+  const h = Number(m[1]); const mi = Number(m[2])
+  if (h > 24 || mi > 59 || (h === 24 && mi !== 0)) return undefined
+  return h * 60 + mi
+}
+
+const scheduleEntry = z.strictObject({
+  days: z.string().refine(s => parseDays(s) !== undefined, 'days must look like "mon-fri", "sat,sun" or "daily"'),
+  from: z.string().refine(s => parseClock(s) !== undefined, 'from must be HH:MM'),
+  to: z.string().refine(s => parseClock(s) !== undefined, 'to must be HH:MM'),
+  limit: rate
+}).transform(e => ({ days: parseDays(e.days) as number[], fromMinute: parseClock(e.from) as number, toMinute: parseClock(e.to) as number, limitBytesPerSec: e.limit }))
+
+const recoveryPoints = z.strictObject({
+  count: z.number().int().min(0).max(10_000).default(24),
+  keepAllWithin: duration.default(3_600_000),
+  hourlyBeyond: z.boolean().default(true)
+})
+
+const vm = z.strictObject({
+  name,
+  disks: z.array(z.string().min(1)).default([]),
+  files: z.array(z.string().min(1)).default([]),
+  replicateTo: z.array(name).default([]),
+  failover: z.enum(['auto', 'manual']).default('auto'),
+  priority: z.number().int().default(0),
+  startOrder: z.number().int().default(0),
+  blockSize: size.refine(v => v >= 4096 && v <= 4 * 1024 * 1024 && (v & (v - 1)) === 0, 'blockSize must be a power of two from 4KiB to 4MiB').default(65536),
+  scanInterval: duration.default(1000),
+  quietBudget: duration.default(2000),
+  recoveryPoints: recoveryPoints.default({ count: 24, keepAllWithin: 3_600_000, hourlyBeyond: true }),
+  seed: z.enum(['full', 'existing']).default('full'),
+  limit: rate.optional(),
+  verifyInterval: duration.optional()
+})
+
+const commandDriver = z.strictObject({
+  start: z.string().min(1),
+  stop: z.string().min(1),
+  status: z.string().min(1),
+  list: z.string().min(1).optional(),
+  timeout: duration.default(60_000)
+})
+
+const hypervisor = z.strictObject({
+  driver: z.enum(['hyperv', 'libvirt', 'qemu', 'command', 'none']).default('none'),
+  command: commandDriver.optional(),
+  qemu: z.strictObject({
+    binary: z.string().default('qemu-system-x86_64'),
+    args: z.array(z.string()).default([]),
+    memoryMiB: posInt.default(256)
+  }).optional(),
+  libvirt: z.strictObject({ uri: z.string().default('qemu:///system'), virsh: z.string().default('virsh') }).optional(),
+  hyperv: z.strictObject({ powershell: z.string().default('powershell.exe'), replicaDir: z.string().optional() }).optional(),
+  maxConcurrentStarts: posInt.default(2)
+}).superRefine((h, ctx) => {
+  if (h.driver === 'command' && h.command === undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: 'driver "command" needs hypervisor.command.start/stop/status' })
+})
+
+export const rawConfigSchema = z.strictObject({
+  node: z.strictObject({
+    name,
+    identity: z.string().min(1).default('identity.key'),
+    listen: z.array(multiaddrString).min(1).default(['/ip4/0.0.0.0/tcp/7400']),
+    dataDir: z.string().min(1).default('data'),
+    api: hostPort.default('127.0.0.1:7401'),
+    role: role.default('host')
+  }),
+  mesh: z.strictObject({
+    profile: z.enum(['lan', 'wan']).default('lan'),
+    psk: z.string().min(1).optional(),
+    peers: z.array(peer).default([]),
+    detector: detectorOverrides.default({}),
+    dialBackoffMin: duration.default(250),
+    dialBackoffMax: duration.default(10_000)
+  }).default({ profile: 'lan', peers: [], detector: {}, dialBackoffMin: 250, dialBackoffMax: 10_000 }),
+  ownership: ownershipOverrides.default({}),
+  hypervisor: hypervisor.default({ driver: 'none', maxConcurrentStarts: 2 }),
+  vms: z.array(vm).default([]),
+  bandwidth: z.strictObject({
+    limit: rate.default(Infinity),
+    schedule: z.array(scheduleEntry).default([])
+  }).default({ limit: Infinity, schedule: [] }),
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).default({ level: 'info' })
+}).superRefine((c, ctx) => {
+  const names = new Map<string, string>([[c.node.name, 'node.name']])
+  const ids = new Map<string, string>()
+  c.mesh.peers.forEach((p, i) => {
+    const prev = names.get(p.name)
+    if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['mesh', 'peers', i, 'name'], message: `duplicate name "${p.name}" (also ${prev})` })
+    names.set(p.name, `mesh.peers[${i}].name`)
+    const prevId = ids.get(p.id)
+    if (prevId !== undefined) ctx.addIssue({ code: 'custom', path: ['mesh', 'peers', i, 'id'], message: `duplicate peer ID (also ${prevId})` })
+    ids.set(p.id, `mesh.peers[${i}].id`)
+  })
+  if (c.node.role === 'witness' && c.vms.length > 0) ctx.addIssue({ code: 'custom', path: ['vms'], message: 'a witness holds no VMs' })
+  const vmNames = new Set<string>()
+  const paths = new Map<string, string>()
+  c.vms.forEach((v, i) => {
+    if (vmNames.has(v.name)) ctx.addIssue({ code: 'custom', path: ['vms', i, 'name'], message: `duplicate VM name "${v.name}"` })
+    vmNames.add(v.name)
+    if (v.disks.length + v.files.length === 0) ctx.addIssue({ code: 'custom', path: ['vms', i, 'disks'], message: 'a VM needs at least one disk or file' })
+    for (const [kind, list] of [['disks', v.disks], ['files', v.files]] as const) {
+      list.forEach((p, j) => {
+        const prev = paths.get(p)
+        if (prev !== undefined) ctx.addIssue({ code: 'custom', path: ['vms', i, kind, j], message: `path already listed at ${prev}` })
+        paths.set(p, `vms[${i}].${kind}[${j}]`)
+      })
+    }
+    v.replicateTo.forEach((t, j) => {
+      const p = c.mesh.peers.find(x => x.name === t)
+      if (t === c.node.name) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: 'a VM cannot replicate to its own node' })
+      else if (p === undefined) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is not a peer in mesh.peers` })
+      else if (p.role === 'witness') ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is a witness and holds no replicas` })
+    })
+    if (new Set(v.replicateTo).size !== v.replicateTo.length) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo'], message: 'a peer is named twice' })
+  })
+  c.bandwidth.schedule.forEach((s, i) => {
+    if (s.fromMinute >= s.toMinute) ctx.addIssue({ code: 'custom', path: ['bandwidth', 'schedule', i, 'to'], message: '"to" must be later than "from" (split windows that cross midnight in two)' })
+  })
+  if (c.mesh.dialBackoffMin > c.mesh.dialBackoffMax) ctx.addIssue({ code: 'custom', path: ['mesh', 'dialBackoffMin'], message: 'must not exceed mesh.dialBackoffMax' })
+})
+
+export type RawConfig = z.output<typeof rawConfigSchema>

@@ -1,0 +1,142 @@
+/**
+ * The `vmesh` command line. Each command parses its flags (commander), does its work through
+ * config/, storage/ or the control API, and ends through output.ts so the JSON and exit-code
+ * contract of shared/interface.md holds everywhere.
+ */
+import '../../common/polyfill.ts'
+import { Command, CommanderError, Option } from 'commander'
+import { loadConfig } from '../../config/load.ts'
+import { createPsk } from '../../config/identity.ts'
+import { createLogger } from '../log.ts'
+import { ApiClient } from '../api/client.ts'
+import { printError, printResult, EXIT_OK, EXIT_USAGE, type OutputOptions } from './output.ts'
+import { runInit } from './commands/init.ts'
+import { runPeerAdd } from './commands/peer-add.ts'
+import { renderStatus } from './commands/status.ts'
+import type { StatusDocument } from '../status.ts'
+
+const DEFAULT_CONFIG = './vmesh.yaml'
+
+type Action<T> = (opts: T & OutputOptions) => Promise<number | undefined>
+
+function wrap<T> (fn: Action<T>): (...args: unknown[]) => Promise<void> {
+  return async (...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command
+    const opts = cmd.optsWithGlobals() as T & OutputOptions
+    try {
+      const code = await fn(opts)
+      process.exitCode = code ?? EXIT_OK
+    } catch (err) {
+      process.exitCode = printError(opts, err)
+    }
+  }
+}
+
+export function buildProgram (): Command {
+  const program = new Command('vmesh')
+  program
+    .description('Peer-to-peer VM replication and failover for Hyper-V and KVM hosts')
+    .option('--config <file>', 'config file', DEFAULT_CONFIG)
+    .showHelpAfterError()
+    .exitOverride()
+
+  program.command('init')
+    .description('create a new identity and a starter config in DIR')
+    .requiredOption('--dir <dir>', 'folder for vmesh.yaml and identity.key')
+    .requiredOption('--name <name>', 'node name, unique in the mesh')
+    .option('--listen <multiaddr...>', 'listen addresses', undefined)
+    .option('--api <host:port>', 'control API address', '127.0.0.1:7401')
+    .addOption(new Option('--role <role>', 'host or witness').choices(['host', 'witness']).default('host'))
+    .option('--json', 'print JSON')
+    .action(wrap<{ dir: string, name: string, listen?: string[], api: string, role: string }>(async (o) => {
+      const r = await runInit({ dir: o.dir, name: o.name, ...(o.listen !== undefined ? { listen: o.listen } : {}), api: o.api, role: o.role })
+      printResult(o, r, () => [`created ${r.config}`, `node     ${r.name} (${r.role})`, `peer ID  ${r.peerId}`, ...r.addresses.map(a => `address  ${a}`), `\nOn every other node: vmesh peer add --name ${r.name} --id ${r.peerId} --addr <reachable address>`].join('\n'))
+      return EXIT_OK
+    }))
+
+  const peer = program.command('peer').description('manage the mesh allowlist')
+  peer.command('add')
+    .description('add a peer to mesh.peers, keeping the file\'s comments')
+    .requiredOption('--name <name>', 'peer node name')
+    .requiredOption('--id <peerId>', 'peer libp2p ID')
+    .requiredOption('--addr <multiaddr...>', 'peer address(es)')
+    .addOption(new Option('--role <role>', 'host or witness').choices(['host', 'witness']).default('host'))
+    .option('--json', 'print JSON')
+    .action(wrap<{ config: string, name: string, id: string, addr: string[], role: string }>(async (o) => {
+      const r = await runPeerAdd(o)
+      printResult(o, r, () => `added ${r.peer.name} (${r.peer.role}) to ${r.config}; run \`vmesh reload\` if the daemon is running`)
+      return EXIT_OK
+    }))
+
+  program.command('psk')
+    .description('create a new pre-shared key file for a private mesh (copy it to every node)')
+    .requiredOption('--out <file>', 'where to write it (mode 0600)')
+    .option('--json', 'print JSON')
+    .action(wrap<{ out: string }>(async (o) => {
+      await createPsk(o.out)
+      printResult(o, { psk: o.out }, () => `wrote ${o.out}; set mesh.psk to it on every node`)
+      return EXIT_OK
+    }))
+
+  program.command('start')
+    .description('run the daemon in the foreground (JSON logs on stdout)')
+    .action(wrap<{ config: string }>(async (o) => {
+      const loaded = await loadConfig(o.config)
+      const log = createLogger({ level: loaded.config.log.level, node: loaded.config.node.name })
+      const { Daemon } = await import('../daemon.ts')
+      const daemon = new Daemon(loaded, { log })
+      const done = new Promise<void>((resolve) => {
+        let stopping = false
+        const onSignal = (sig: string): void => {
+          if (stopping) return
+          stopping = true
+          log.info({ signal: sig }, 'stopping')
+          // a stop that hangs must not keep the process alive past the 5 s promise
+          setTimeout(() => { log.error('clean stop took over 4.5 s; exiting'); process.exit(1) }, 4500).unref()
+          daemon.stop().then(resolve, (err) => { log.error({ err }, 'stop failed'); resolve() })
+        }
+        process.on('SIGTERM', () => onSignal('SIGTERM'))
+        process.on('SIGINT', () => onSignal('SIGINT'))
+      })
+      await daemon.start()
+      await done
+      return EXIT_OK
+    }))
+
+  program.command('status')
+    .description('what the running daemon knows: members, VMs, replication, ownership')
+    .option('--watch', 'refresh every second')
+    .option('--interval <ms>', 'refresh period for --watch', '1000')
+    .option('--json', 'print JSON')
+    .action(wrap<{ config: string, watch?: boolean, interval: string }>(async (o) => {
+      const { config } = await loadConfig(o.config, { skipSecrets: true })
+      const client = ApiClient.forConfig(config)
+      if (o.watch !== true) {
+        const s = await client.call<StatusDocument>('GET', '/v1/status')
+        printResult(o, s, () => renderStatus(s))
+        return EXIT_OK
+      }
+      const period = Math.max(100, Number(o.interval) || 1000)
+      for (;;) {
+        const s = await client.call<StatusDocument>('GET', '/v1/status')
+        if (o.json === true) process.stdout.write(JSON.stringify(s) + '\n')
+        else process.stdout.write('\x1b[2J\x1b[H' + renderStatus(s) + '\n')
+        await new Promise(resolve => setTimeout(resolve, period))
+      }
+    }))
+
+  return program
+}
+
+export async function main (argv: string[]): Promise<void> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(argv)
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? EXIT_OK : EXIT_USAGE
+      return
+    }
+    process.exitCode = printError({}, err)
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * The one place the service graph is wired. Each service gets only the interfaces it uses;
+ * the Daemon starts them in dependency order and stops them in reverse.
+ */
+import type { LoadedConfig } from '../config/load.ts'
+import type { Clock } from '../common/clock.ts'
+import type { Random } from '../common/random.ts'
+import type { Logger } from './log.ts'
+import { createMeshNode, type MeshNode } from './mesh/node.ts'
+import { Dialer } from './mesh/dialer.ts'
+import { MembershipService } from './membership/service.ts'
+import { ApiServer } from './api/server.ts'
+import { tokenPathFor } from './api/client.ts'
+
+export interface Components {
+  clock: Clock
+  random: Random
+  log: Logger
+  mesh: MeshNode
+  dialer: Dialer
+  membership: MembershipService
+  api: ApiServer
+}
+
+export async function createComponents (loaded: LoadedConfig, base: { clock: Clock, random: Random, log: Logger }): Promise<Components> {
+  const { config, secrets } = loaded
+  const { clock, random, log } = base
+  const peerIds = config.mesh.peers.map(p => p.id)
+  const meshLog = log.child({ svc: 'mesh' })
+  const mesh = await createMeshNode({
+    privateKey: secrets.privateKey,
+    listen: config.node.listen,
+    allowedPeerIds: peerIds,
+    ...(secrets.psk !== undefined ? { psk: secrets.psk } : {}),
+    onDenied: (peer, direction) => { meshLog.warn({ peer, direction }, 'connection from a peer not in mesh.peers refused') }
+  })
+  const dialer = new Dialer({ libp2p: mesh.libp2p, clock, random, log: (msg, fields) => { meshLog.debug(fields ?? {}, msg) } }, {
+    peers: config.mesh.peers.map(p => ({ id: p.id, addrs: p.addrs })),
+    minBackoffMs: config.mesh.dialBackoffMinMs,
+    maxBackoffMs: config.mesh.dialBackoffMaxMs
+  })
+  const membership = new MembershipService({ libp2p: mesh.libp2p, clock, random, log: log.child({ svc: 'membership' }), requestDial: (id) => { dialer.nudge(id) } }, {
+    selfId: secrets.peerId.toString(),
+    peerIds,
+    timings: config.mesh.detector
+  })
+  const api = new ApiServer({ log: log.child({ svc: 'api' }) }, { host: config.node.api.host, port: config.node.api.port, tokenPath: tokenPathFor(config) })
+  return { clock, random, log, mesh, dialer, membership, api }
+}

@@ -127,7 +127,7 @@ export class LocalCluster {
   /** Starts a node's daemon and waits until its control API answers. */
   async start (name: string, opts: { timeoutMs?: number } = {}): Promise<void> {
     const n = this.node(name)
-    if (n.proc !== undefined && n.proc.exitCode === null) return
+    if (this.isRunning(name)) return
     await rm(join(n.dir, 'data', 'api.token'), { force: true })
     let log = this.logs.get(name)
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
@@ -137,7 +137,7 @@ export class LocalCluster {
     n.proc = proc
     const deadline = Date.now() + (opts.timeoutMs ?? 20_000)
     for (;;) {
-      if (proc.exitCode !== null) throw new Error(`${name} exited with ${proc.exitCode} during start; log: ${n.logPath}\n${(await readFile(n.logPath, 'utf8')).slice(-2000)}`)
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${name} exited with ${proc.exitCode} during start; log: ${n.logPath}\n${(await readFile(n.logPath, 'utf8')).slice(-2000)}`)
       try { await n.client.call('GET', '/v1/health', undefined, { timeoutMs: 1000 }); return } catch {}
       if (Date.now() > deadline) throw new Error(`${name} did not come up within ${opts.timeoutMs ?? 20_000} ms; log: ${n.logPath}`)
       await new Promise(resolve => setTimeout(resolve, 100))

@@ -1,0 +1,10 @@
+/** The delta codec: blocks, frames, streaming, generation checks and the generation encoder. */
+export * from './block.ts'
+export * from './codec.ts'
+export * from './encoder.ts'
+export * from './errors.ts'
+export * from './generation.ts'
+export * from './ids.ts'
+export * from './limits.ts'
+export * from './messages.ts'
+export * from './stream.ts'

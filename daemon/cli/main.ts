@@ -125,6 +125,20 @@ export function buildProgram (): Command {
       }
     }))
 
+  program.command('inspect')
+    .description('a VHD/VHDX file\'s format, sizes, blocks, parent and pending log')
+    .argument('<file>', 'the disk file')
+    .option('--json', 'print JSON')
+    .action(async (file: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals() as OutputOptions
+      try {
+        const { inspect, formatInspectText } = await import('../../storage/formats/index.ts')
+        const r = await inspect(file)
+        printResult(o, r, () => formatInspectText(r))
+        process.exitCode = EXIT_OK
+      } catch (err) { process.exitCode = printError(o, err) }
+    })
+
   return program
 }
 

@@ -1,0 +1,235 @@
+/**
+ * Control messages of a replication session. They travel on the same stream as the delta frames
+ * of protocol/delta (begin / blocks / resize / end), with the same 5-byte frame header
+ * (type u8 | bodyLength u32), so one decoder reads both. Frame type numbers are split:
+ *
+ *     1 – 15    delta frames (protocol/delta FrameType: begin 1, blocks 2, resize 3, end 4)
+ *    16 – 63    reserved
+ *    64 – 127   control messages (ControlType below)
+ *   128 – 255   reserved
+ *
+ * A session: source → hello; target → targetState; source → generations (delta frames), each
+ * answered by ack or nack; resend asks for a block whose checksum failed on arrival; hashRequest /
+ * hashResponse compare blocks (seed: existing, `vmesh verify`); ping / pong keep the stream alive
+ * and measure RTT. refuse ends the session (or a generation) with a reason.
+ * Numbers are u64 on the wire but plain JS numbers here: decoders refuse values above 2^53 - 1.
+ */
+import { FileKind } from '../delta/messages.ts'
+
+export { FileKind }
+
+/** Version a source announces in hello; a target refuses versions it does not speak. */
+export const CONTROL_PROTOCOL_VERSION = 1
+
+/** Bytes of one block hash in hashResponse (BLAKE3 truncated, like delta block checksums). */
+export const HASH_LENGTH = 16
+
+/** Control frame type byte. Wire values; append-only; 64–127 only. */
+export enum ControlType {
+  Hello = 64,
+  TargetState = 65,
+  Ack = 66,
+  Nack = 67,
+  Refuse = 68,
+  HashRequest = 69,
+  HashResponse = 70,
+  Resend = 71,
+  Ping = 72,
+  Pong = 73
+}
+
+/** How a target gets its first copy. Wire values; append-only. */
+export enum SeedMode {
+  /** every block is sent */
+  Full = 0,
+  /** the target already holds a copy (restored backup, earlier replica): compare hashes first */
+  Existing = 1
+}
+
+/** Why a target said no. Wire values; append-only. */
+export enum NackCode {
+  DiskFull = 1,
+  ChecksumMismatch = 2,
+  BaseMismatch = 3,
+  ProtocolError = 4,
+  Busy = 5,
+  Internal = 6
+}
+
+export interface HelloFile {
+  /** u32, unique within the hello; the same ids are used by the session's delta frames */
+  fileId: number
+  /** source path, non-empty, at most maxPathBytes of UTF-8, no NUL */
+  path: string
+  kind: FileKind
+  /** current size in bytes (u64) */
+  size: number
+  /** 1..MAX_BLOCK_LENGTH */
+  blockSize: number
+}
+
+/** source → target: opens a session for one VM. */
+export interface HelloMessage {
+  type: 'hello'
+  /** u16; CONTROL_PROTOCOL_VERSION of the sender */
+  protocolVersion: number
+  vm: string
+  /** the source node's name */
+  sourceNode: string
+  /** the source's ownership epoch for the VM (u64), when it has one; a target refuses a stale owner */
+  epoch?: number
+  /** 1..maxFiles files, unique fileIds */
+  files: HelloFile[]
+  seedMode: SeedMode
+}
+
+/** A byte range of one file (u64 offset and length, length ≥ 1). */
+export interface FileRange {
+  fileId: number
+  offset: number
+  length: number
+}
+
+export interface SeedingState {
+  /** the generation being seeded (u64) */
+  generation: number
+  /**
+   * What is already durable on the target: sorted by (fileId, offset), non-empty, neither
+   * overlapping nor touching (merged), at most maxDurableRanges. See ranges.ts to build one.
+   */
+  durableRanges: FileRange[]
+}
+
+/** target → source: where the replica stands, in answer to hello (and after reconnects). */
+export interface TargetStateMessage {
+  type: 'targetState'
+  vm: string
+  /** u64; 0 = nothing applied yet */
+  appliedGeneration: number
+  /** u64, ≤ appliedGeneration: the newest crash-consistent generation applied */
+  appliedConsistentGeneration: number
+  /** null unless an initial copy is in progress */
+  seeding: SeedingState | null
+  /** free bytes where the replica lives (u64) */
+  diskFree: number
+}
+
+/** target → source: a generation is applied. */
+export interface AckMessage {
+  type: 'ack'
+  generation: number
+  /** true once the generation is fsynced and marked applied (false is reserved for receipt-only acks) */
+  durable: boolean
+  /** target wall-clock epoch ms when it was applied (display and lag, never ordering) */
+  appliedAtMs: number
+}
+
+interface Rejection {
+  /** the generation concerned (u64; 0 when refusing the session itself) */
+  generation: number
+  code: NackCode
+  /** human-readable detail, at most maxMessageBytes of UTF-8, no NUL; may be empty */
+  message: string
+  /** when to try again (u64 ms), if the condition is expected to clear */
+  retryAfterMs?: number
+}
+
+/** target → source: this generation failed; the session continues. */
+export interface NackMessage extends Rejection { type: 'nack' }
+
+/** target → source: the target will not take the session (or generation); the source backs off. */
+export interface RefuseMessage extends Rejection { type: 'refuse' }
+
+/** source → target: hash `length` bytes from `offset` in `blockSize` blocks. */
+export interface HashRequestMessage {
+  type: 'hashRequest'
+  /** u32, echoed in the responses */
+  requestId: number
+  fileId: number
+  offset: number
+  /** ≥ 1 */
+  length: number
+  /** 1..MAX_BLOCK_LENGTH */
+  blockSize: number
+}
+
+/**
+ * target → source: hashes of consecutive blocks from `offset` (the last block of a file may be
+ * short and is hashed as it is). A request is answered by one or more responses; the final one
+ * has `last` set. Fewer blocks than asked means the file ends there.
+ */
+export interface HashResponseMessage {
+  type: 'hashResponse'
+  requestId: number
+  fileId: number
+  offset: number
+  blockSize: number
+  /** HASH_LENGTH bytes each, at most maxHashesPerFrame; empty only in a last response */
+  hashes: Uint8Array[]
+  last: boolean
+}
+
+/** target → source: a block failed its checksum on arrival and was refused; send it again. */
+export interface ResendMessage {
+  type: 'resend'
+  generation: number
+  fileId: number
+  offset: number
+  /** ≥ 1 */
+  length: number
+}
+
+/** Keepalive; the receiver answers with pong echoing nonce and timestamp. */
+export interface PingMessage {
+  type: 'ping'
+  /** u32 */
+  nonce: number
+  /** sender's clock in integer ms (u64; monotonic for RTT) */
+  timestampMs: number
+}
+
+export interface PongMessage {
+  type: 'pong'
+  nonce: number
+  /** the ping's timestampMs, echoed: RTT = now - echoTimestampMs on the pinger's clock */
+  echoTimestampMs: number
+  /** the responder's wall clock in ms (u64), for display of skew and lag */
+  timestampMs: number
+}
+
+export type ControlMessage =
+  | HelloMessage
+  | TargetStateMessage
+  | AckMessage
+  | NackMessage
+  | RefuseMessage
+  | HashRequestMessage
+  | HashResponseMessage
+  | ResendMessage
+  | PingMessage
+  | PongMessage
+
+export const CONTROL_TYPE_OF: Readonly<Record<ControlMessage['type'], ControlType>> = Object.freeze({
+  hello: ControlType.Hello,
+  targetState: ControlType.TargetState,
+  ack: ControlType.Ack,
+  nack: ControlType.Nack,
+  refuse: ControlType.Refuse,
+  hashRequest: ControlType.HashRequest,
+  hashResponse: ControlType.HashResponse,
+  resend: ControlType.Resend,
+  ping: ControlType.Ping,
+  pong: ControlType.Pong
+})
+
+/** True for a frame type byte of a control message this version knows. */
+export function isControlType (type: number): type is ControlType {
+  return type >= ControlType.Hello && type <= ControlType.Pong
+}
+
+const CONTROL_TYPES = new Set<string>(Object.keys(CONTROL_TYPE_OF))
+
+/** Tells a control message from a delta frame among decoded stream items. */
+export function isControlMessage (item: { type: string }): item is ControlMessage {
+  return CONTROL_TYPES.has(item.type)
+}

@@ -1,0 +1,251 @@
+/**
+ * Binary codec for SwimMessage. Layout (all integers big-endian or unsigned LEB128 varints):
+ *
+ *   u8 version | u8 type | u32 seq | varint incarnation | body | u8 count | count × update
+ *   ping, ack : u8 flags (bit 0: claim) [u8 state, varint incarnation]
+ *   pingReq   : id target | u8 flags (bit 0: claim) [claim] | varint timeoutMs
+ *   nack      : (empty)
+ *   gossip    : (empty)
+ *   update    : u8 kind | u8 flags (bit 0: from) | id | varint incarnation [| id from]
+ *   id        : u8 length (1..128) | UTF-8 bytes
+ *
+ * The decoder trusts nothing: the size limit is checked before anything else, every read is
+ * bounds-checked, varints are canonical and capped at 2^53-1, reserved flag bits must be zero.
+ * Update kinds this version does not know are skipped (the layout does not depend on the kind),
+ * so a later version can append kinds without breaking older peers.
+ */
+import {
+  MAX_ID_BYTES, MAX_MESSAGE_BYTES, MAX_UPDATES, MEMBERSHIP_WIRE_VERSION, MESSAGE_TYPE_WIRE, UPDATE_KIND_WIRE
+} from './messages.ts'
+import type { Claim, MemberState, SwimMessage, Update } from './messages.ts'
+import {
+  MembershipBadEnumError, MembershipBadFlagsError, MembershipBadIdError, MembershipBadVarintError,
+  MembershipBadVersionError, MembershipEncodeError, MembershipMessageTooLargeError, MembershipTooManyUpdatesError,
+  MembershipTrailingBytesError, MembershipTruncatedError, MembershipUnknownTypeError
+} from './errors.ts'
+
+const FLAG_PRESENT = 0x01
+const MAX_U32 = 0xffff_ffff
+const utf8 = new TextEncoder()
+const utf8Strict = new TextDecoder('utf-8', { fatal: true })
+
+const STATE_BY_WIRE = new Map<number, MemberState>(
+  (Object.entries(UPDATE_KIND_WIRE) as Array<[MemberState, number]>).map(([k, v]) => [v, k])
+)
+
+// ---------------------------------------------------------------- encode
+
+class Writer {
+  private buf = new Uint8Array(256)
+  private len = 0
+
+  private reserve (n: number): void {
+    if (this.len + n > MAX_MESSAGE_BYTES) throw new MembershipEncodeError(`message exceeds ${MAX_MESSAGE_BYTES} bytes`)
+    if (this.len + n <= this.buf.length) return
+    const next = new Uint8Array(Math.min(MAX_MESSAGE_BYTES, Math.max(this.buf.length * 2, this.len + n)))
+    next.set(this.buf.subarray(0, this.len))
+    this.buf = next
+  }
+
+  u8 (v: number): void { this.reserve(1); this.buf[this.len++] = v }
+
+  u32 (v: number, what: string): void {
+    if (!Number.isInteger(v) || v < 0 || v > MAX_U32) throw new MembershipEncodeError(`${what} must be a u32`)
+    this.reserve(4)
+    new DataView(this.buf.buffer, this.buf.byteOffset).setUint32(this.len, v)
+    this.len += 4
+  }
+
+  varint (v: number, what: string): void {
+    if (!Number.isSafeInteger(v) || v < 0) throw new MembershipEncodeError(`${what} must be a non-negative safe integer`)
+    let x = v
+    while (x >= 0x80) {
+      this.u8((x % 0x80) | 0x80)
+      x = Math.floor(x / 0x80)
+    }
+    this.u8(x)
+  }
+
+  id (s: string, what: string): void {
+    if (typeof s !== 'string') throw new MembershipEncodeError(`${what} must be a string`)
+    const bytes = utf8.encode(s)
+    if (bytes.length < 1 || bytes.length > MAX_ID_BYTES) throw new MembershipEncodeError(`${what} must be 1..${MAX_ID_BYTES} UTF-8 bytes`)
+    if (utf8Strict.decode(bytes) !== s) throw new MembershipEncodeError(`${what} is not well-formed Unicode`)
+    this.u8(bytes.length)
+    this.reserve(bytes.length)
+    this.buf.set(bytes, this.len)
+    this.len += bytes.length
+  }
+
+  claim (c: Claim | undefined, what: string): void {
+    if (c === undefined) { this.u8(0); return }
+    const wire = UPDATE_KIND_WIRE[c.state]
+    if (wire === undefined) throw new MembershipEncodeError(`${what}.state is invalid`)
+    this.u8(FLAG_PRESENT)
+    this.u8(wire)
+    this.varint(c.incarnation, `${what}.incarnation`)
+  }
+
+  done (): Uint8Array { return this.buf.slice(0, this.len) }
+}
+
+/** Encodes a message; throws MembershipEncodeError when it breaks a wire limit. */
+export function encodeSwimMessage (msg: SwimMessage): Uint8Array {
+  const w = new Writer()
+  w.u8(MEMBERSHIP_WIRE_VERSION)
+  const type = MESSAGE_TYPE_WIRE[msg.type]
+  if (type === undefined) throw new MembershipEncodeError('unknown message type')
+  w.u8(type)
+  w.u32(msg.seq, 'seq')
+  w.varint(msg.incarnation, 'incarnation')
+  switch (msg.type) {
+    case 'ping':
+    case 'ack':
+      w.claim(msg.target, 'target')
+      break
+    case 'pingReq':
+      w.id(msg.target, 'target')
+      w.claim(msg.claim, 'claim')
+      w.u32(msg.timeoutMs, 'timeoutMs')
+      break
+    case 'nack':
+    case 'gossip':
+      break
+  }
+  const updates = msg.piggyback
+  if (updates.length > MAX_UPDATES) throw new MembershipEncodeError(`at most ${MAX_UPDATES} piggybacked updates`)
+  w.u8(updates.length)
+  for (const u of updates) {
+    const kind = UPDATE_KIND_WIRE[u.kind]
+    if (kind === undefined) throw new MembershipEncodeError('update kind is invalid')
+    w.u8(kind)
+    w.u8(u.from === undefined ? 0 : FLAG_PRESENT)
+    w.id(u.id, 'update.id')
+    w.varint(u.incarnation, 'update.incarnation')
+    if (u.from !== undefined) w.id(u.from, 'update.from')
+  }
+  return w.done()
+}
+
+// ---------------------------------------------------------------- decode
+
+class Reader {
+  private pos = 0
+  private readonly view: DataView
+
+  constructor (private readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  }
+
+  get remaining (): number { return this.buf.length - this.pos }
+
+  u8 (what: string): number {
+    if (this.pos >= this.buf.length) throw new MembershipTruncatedError(what)
+    return this.buf[this.pos++] as number
+  }
+
+  u32 (what: string): number {
+    if (this.remaining < 4) throw new MembershipTruncatedError(what)
+    const v = this.view.getUint32(this.pos)
+    this.pos += 4
+    return v
+  }
+
+  varint (what: string): number {
+    let value = 0
+    let scale = 1
+    for (let i = 0; i < 8; i++) {
+      const b = this.u8(what)
+      value += (b & 0x7f) * scale
+      if ((b & 0x80) === 0) {
+        if (i > 0 && b === 0) throw new MembershipBadVarintError(what) // overlong encoding
+        if (!Number.isSafeInteger(value)) throw new MembershipBadVarintError(what)
+        return value
+      }
+      scale *= 0x80
+    }
+    throw new MembershipBadVarintError(what)
+  }
+
+  flags (what: string): boolean {
+    const f = this.u8(`${what} flags`)
+    if ((f & ~FLAG_PRESENT) !== 0) throw new MembershipBadFlagsError(what, f)
+    return f === FLAG_PRESENT
+  }
+
+  id (what: string): string {
+    const len = this.u8(`${what} length`)
+    if (len < 1 || len > MAX_ID_BYTES) throw new MembershipBadIdError(what)
+    if (this.remaining < len) throw new MembershipTruncatedError(what)
+    const bytes = this.buf.subarray(this.pos, this.pos + len)
+    this.pos += len
+    try {
+      return utf8Strict.decode(bytes)
+    } catch (err) {
+      throw new MembershipBadIdError(what)
+    }
+  }
+
+  claim (what: string): Claim | undefined {
+    if (!this.flags(what)) return undefined
+    const wire = this.u8(`${what} state`)
+    const state = STATE_BY_WIRE.get(wire)
+    if (state === undefined) throw new MembershipBadEnumError(`${what} state`, wire)
+    return { state, incarnation: this.varint(`${what} incarnation`) }
+  }
+}
+
+/** Decodes one message; throws a MembershipDecodeError subclass on anything malformed. */
+export function decodeSwimMessage (bytes: Uint8Array): SwimMessage {
+  if (bytes.length > MAX_MESSAGE_BYTES) throw new MembershipMessageTooLargeError(bytes.length, MAX_MESSAGE_BYTES)
+  const r = new Reader(bytes)
+  const version = r.u8('version')
+  if (version !== MEMBERSHIP_WIRE_VERSION) throw new MembershipBadVersionError(version)
+  const type = r.u8('type')
+  const seq = r.u32('seq')
+  const incarnation = r.varint('incarnation')
+  let msg: SwimMessage
+  switch (type) {
+    case MESSAGE_TYPE_WIRE.ping:
+    case MESSAGE_TYPE_WIRE.ack: {
+      const target = r.claim('target')
+      msg = type === MESSAGE_TYPE_WIRE.ping
+        ? { type: 'ping', seq, incarnation, piggyback: [] }
+        : { type: 'ack', seq, incarnation, piggyback: [] }
+      if (target !== undefined) msg.target = target
+      break
+    }
+    case MESSAGE_TYPE_WIRE.pingReq: {
+      const target = r.id('target')
+      const claim = r.claim('claim')
+      const timeoutMs = r.u32('timeoutMs')
+      msg = { type: 'pingReq', seq, incarnation, target, timeoutMs, piggyback: [] }
+      if (claim !== undefined) msg.claim = claim
+      break
+    }
+    case MESSAGE_TYPE_WIRE.nack:
+      msg = { type: 'nack', seq, incarnation, piggyback: [] }
+      break
+    case MESSAGE_TYPE_WIRE.gossip:
+      msg = { type: 'gossip', seq, incarnation, piggyback: [] }
+      break
+    default:
+      throw new MembershipUnknownTypeError(type)
+  }
+  const count = r.u8('update count')
+  if (count > MAX_UPDATES) throw new MembershipTooManyUpdatesError(count, MAX_UPDATES)
+  for (let i = 0; i < count; i++) {
+    const kindWire = r.u8('update kind')
+    const hasFrom = r.flags('update')
+    const id = r.id('update id')
+    const inc = r.varint('update incarnation')
+    const from = hasFrom ? r.id('update from') : undefined
+    const kind = STATE_BY_WIRE.get(kindWire)
+    if (kind === undefined) continue // a kind appended by a newer version: skip it
+    const u: Update = { kind, id, incarnation: inc }
+    if (from !== undefined) u.from = from
+    msg.piggyback.push(u)
+  }
+  if (r.remaining !== 0) throw new MembershipTrailingBytesError(r.remaining)
+  return msg
+}

@@ -4,7 +4,7 @@
  * status, and stops everything in reverse on SIGTERM/SIGINT.
  */
 import { mkdir } from 'node:fs/promises'
-import type { LoadedConfig } from '../config/load.ts'
+import { loadConfig, type LoadedConfig } from '../config/load.ts'
 import { systemClock, type Clock } from '../common/clock.ts'
 import { systemRandom, type Random } from '../common/random.ts'
 import type { Logger } from './log.ts'
@@ -44,6 +44,7 @@ export class Daemon {
     c.dialer.start()
     c.api.route('GET', '/v1/status', () => this.status())
     c.api.route('GET', '/v1/health', () => ({ ok: true }))
+    c.api.route('POST', '/v1/reload', async () => await this.reload())
     await c.api.start()
     this.opts.log.info({
       peerId: this.loaded.secrets.peerId.toString(),
@@ -70,6 +71,46 @@ export class Daemon {
     await this.stopping
     this.stopping = undefined
   }
+
+  /**
+   * Re-reads the config file and applies what can change live: the allowlist (gater, dialer,
+   * detector), log level, and (through listeners) bandwidth and VM policy. Identity, listen
+   * addresses, API address, dataDir, role and PSK need a restart; they are reported, not applied.
+   * An invalid file changes nothing.
+   */
+  async reload (): Promise<{ applied: string[], restartRequired: string[] }> {
+    const c = this.c
+    if (c === undefined) throw new Error('daemon not running')
+    const next = await loadConfig(this.loaded.config.file)
+    const prev = this.loaded.config
+    const cfg = next.config
+    const restartRequired: string[] = []
+    const same = (a: unknown, b: unknown): boolean => JSON.stringify(a) === JSON.stringify(b)
+    if (next.secrets.peerId.toString() !== this.loaded.secrets.peerId.toString()) restartRequired.push('node.identity')
+    for (const k of ['name', 'listen', 'dataDir', 'api', 'role'] as const) if (!same(prev.node[k], cfg.node[k])) restartRequired.push(`node.${k}`)
+    if (!same(prev.mesh.pskPath, cfg.mesh.pskPath) || !same(this.loaded.secrets.psk, next.secrets.psk)) restartRequired.push('mesh.psk')
+    if (!same(prev.mesh.detector, cfg.mesh.detector)) restartRequired.push('mesh.detector')
+    const applied: string[] = []
+    if (!same(prev.mesh.peers, cfg.mesh.peers)) {
+      const ids = cfg.mesh.peers.map(p => p.id)
+      c.mesh.gater.setAllowed(ids)
+      c.dialer.setPeers(cfg.mesh.peers.map(p => ({ id: p.id, addrs: p.addrs })))
+      c.membership.setPeers(ids)
+      for (const conn of c.mesh.libp2p.getConnections()) if (!ids.includes(conn.remotePeer.toString())) await conn.close().catch(() => {})
+      applied.push('mesh.peers')
+    }
+    if (prev.log.level !== cfg.log.level) { this.opts.log.level = cfg.log.level; applied.push('log.level') }
+    // keep the secrets we run with; adopt the rest
+    this.loaded = { config: cfg, secrets: this.loaded.secrets }
+    for (const l of this.reloadListeners) applied.push(...await l(cfg, prev))
+    this.opts.log.info({ applied, restartRequired }, 'config reloaded')
+    return { applied, restartRequired }
+  }
+
+  private readonly reloadListeners: Array<(next: LoadedConfig['config'], prev: LoadedConfig['config']) => Promise<string[]>> = []
+
+  /** Services that can apply config changes live register here. */
+  onReload (fn: (next: LoadedConfig['config'], prev: LoadedConfig['config']) => Promise<string[]>): void { this.reloadListeners.push(fn) }
 
   status (): StatusDocument {
     const { config, secrets } = this.loaded

@@ -92,13 +92,16 @@ export class ApiServer {
       const result = await handler({ body, query: url.searchParams, signal: ac.signal })
       send(res, 200, result ?? { ok: true })
     } catch (err) {
-      const status = err instanceof NotFoundError ? 404 : err instanceof BadRequestError ? 400 : err instanceof VmeshError && (err as { httpStatus?: number }).httpStatus !== undefined ? (err as unknown as { httpStatus: number }).httpStatus : 500
+      const status = err instanceof NotFoundError ? 404 : err instanceof BadRequestError || (err instanceof VmeshError && CLIENT_ERROR_CODES.has(err.code)) ? 400 : 500
       const body = err instanceof VmeshError ? { error: err.toJSON() } : { error: { name: 'Error', code: 'ERR_INTERNAL', message: errorMessage(err) } }
       if (status === 500) this.components.log.warn({ err: errorMessage(err), url: req.url }, 'control API request failed')
       if (!res.headersSent) send(res, status, body); else res.destroy()
     }
   }
 }
+
+/** Errors that are the caller's (or the config file's) fault, answered with 400. */
+const CLIENT_ERROR_CODES = new Set(['ERR_CONFIG_NOT_FOUND', 'ERR_CONFIG_PARSE', 'ERR_CONFIG_INVALID', 'ERR_CONFIG_KEY_FILE', 'ERR_USAGE', 'ERR_BAD_REQUEST'])
 
 function send (res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body)

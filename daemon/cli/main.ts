@@ -95,11 +95,24 @@ export function buildProgram (): Command {
           setTimeout(() => { log.error('clean stop took over 4.5 s; exiting'); process.exit(1) }, 4500).unref()
           daemon.stop().then(resolve, (err) => { log.error({ err }, 'stop failed'); resolve() })
         }
+        process.on('SIGHUP', () => {
+          daemon.reload().catch((err) => { log.error({ error: (err as Error).message }, 'reload failed; running config unchanged') })
+        })
         process.on('SIGTERM', () => onSignal('SIGTERM'))
         process.on('SIGINT', () => onSignal('SIGINT'))
       })
       await daemon.start()
       await done
+      return EXIT_OK
+    }))
+
+  program.command('reload')
+    .description('make the running daemon re-read its config without dropping streams')
+    .option('--json', 'print JSON')
+    .action(wrap<{ config: string }>(async (o) => {
+      const { config } = await loadConfig(o.config, { skipSecrets: true })
+      const r = await ApiClient.forConfig(config).call<{ applied: string[], restartRequired: string[] }>('POST', '/v1/reload')
+      printResult(o, r, () => [`reloaded: ${r.applied.length > 0 ? r.applied.join(', ') : 'no live changes'}`, ...(r.restartRequired.length > 0 ? [`needs a restart to take effect: ${r.restartRequired.join(', ')}`] : [])].join('\n'))
       return EXIT_OK
     }))
 

@@ -121,8 +121,8 @@ export class Detector {
   private readonly peers = new Map<string, Member>()
   private readonly awareness: Awareness
   private readonly gossip: GossipQueue
-  private readonly confirmationsWanted: number
-  private readonly maxRelays: number
+  private confirmationsWanted: number
+  private maxRelays: number
   private readonly probes = new Map<number, Probe>()
   private readonly probing = new Map<string, number>()
   private readonly relays = new Map<number, Relay>()
@@ -189,6 +189,31 @@ export class Detector {
       if (msg.type === 'ack' && this.incarnation !== before) this.answerAccuser(from)
     }
     if (msg.type === 'ping') this.replyToPing(from, msg.seq, msg.incarnation)
+    return this.flush()
+  }
+
+  /**
+   * Replaces the configured peer set (`vmesh reload`). Members that stay keep their state;
+   * new ones start dead-and-unseen and are probed at once; removed ones are forgotten.
+   */
+  setPeers (now: number, peers: string[]): Output {
+    const t = this.catchUp(now)
+    const want = new Set(peers.filter(p => p !== this.id))
+    for (const id of [...this.peers.keys()]) {
+      if (want.has(id)) continue
+      this.peers.delete(id)
+      this.probing.delete(id)
+    }
+    this.order = this.order.filter(id => want.has(id))
+    this.orderIndex = Math.min(this.orderIndex, this.order.length)
+    const clusterSize = want.size + 1
+    this.confirmationsWanted = expectedConfirmations(this.timings, clusterSize)
+    this.maxRelays = Math.max(64, 4 * clusterSize)
+    for (const id of want) {
+      if (this.peers.has(id)) continue
+      this.peers.set(id, { id, state: 'dead', incarnation: 0, sinceMs: t, everSeen: false, recheckAt: Infinity })
+      this.startProbe(t, id)
+    }
     return this.flush()
   }
 

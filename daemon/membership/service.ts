@@ -84,6 +84,11 @@ export class MembershipService {
     await this.messenger.stop()
   }
 
+  /** Applies a new allowlist (reload) without resetting what we know of the others. */
+  setPeers (peerIds: string[]): void {
+    this.apply(this.detector?.setPeers(this.components.clock.now(), peerIds))
+  }
+
   members (): MemberView[] { return this.detector?.members() ?? [] }
   self (): { id: string, incarnation: number, awareness: number } | undefined { return this.detector?.self() }
 

@@ -65,6 +65,29 @@ describe('integration: mesh of real daemons', function () {
     assert.match(logA, /not in mesh\.peers refused/)
   })
 
+  it('vmesh reload admits a newly listed peer without dropping existing members', async () => {
+    cluster = await LocalCluster.create({ nodes: [{ name: 'a' }, { name: 'b' }, { name: 'c' }] })
+    const c = cluster
+    const yaml = await import('yaml')
+    const cfgA = c.configFor('a') as { mesh: { peers: Array<{ name: string }> } }
+    const full = structuredClone(cfgA)
+    cfgA.mesh.peers = cfgA.mesh.peers.filter(p => p.name !== 'c')
+    await writeFile(c.node('a').configPath, yaml.stringify(cfgA))
+    await c.startAll()
+    await c.waitFor('a sees b', async () => (await c.memberState('a', 'b')) === 'alive', 15_000)
+    assert.equal((await c.status('a')).members.length, 1)
+    await writeFile(c.node('a').configPath, yaml.stringify(full))
+    const r = spawnSync(process.execPath, [VMESH_BIN, '--config', c.node('a').configPath, 'reload', '--json'], { encoding: 'utf8', timeout: 30_000 })
+    assert.equal(r.status, 0, r.stderr)
+    assert.deepEqual(JSON.parse(r.stdout).applied, ['mesh.peers'])
+    await c.waitFor('a sees c', async () => (await c.memberState('a', 'c')) === 'alive', 10_000)
+    assert.equal(await c.memberState('a', 'b'), 'alive')
+    // an invalid file is refused and changes nothing
+    await writeFile(c.node('a').configPath, 'node: [broken')
+    const bad = spawnSync(process.execPath, [VMESH_BIN, '--config', c.node('a').configPath, 'reload', '--json'], { encoding: 'utf8', timeout: 30_000 })
+    assert.equal(bad.status, 2)
+  })
+
   it('a node with the wrong PSK is refused', async () => {
     cluster = await LocalCluster.create({ nodes: [{ name: 'a' }, { name: 'b' }, { name: 'c' }], psk: true })
     const c = cluster

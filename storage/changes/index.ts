@@ -1,0 +1,12 @@
+/** Change tracking: sources, the hash scan, triggers and the scan command core. */
+export * from './source.ts'
+export * from './range.ts'
+export * from './errors.ts'
+export * from './file-io.ts'
+export * from './hasher.ts'
+export * from './hash-scan.ts'
+export * from './reflink.ts'
+export * from './reported.ts'
+export * from './watcher.ts'
+export * from './scan-command.ts'
+export * from './format-ranges.ts'

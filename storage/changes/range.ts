@@ -1,0 +1,162 @@
+/**
+ * Byte ranges and block runs. Change sets speak byte ranges (what a sender reads); scanners and
+ * bitmaps speak block indexes. `BlockRuns` keeps its memory bounded: past `maxRuns` runs it
+ * coarsens (rounds runs out to a growing granularity and merges them), which over-reports a few
+ * unchanged blocks — always safe, a resend — instead of growing with the number of changes.
+ */
+import { InvalidBlockSizeError, InvalidRangeError } from './errors.ts'
+
+/** A byte range of a file. */
+export interface Range { offset: number, length: number }
+
+export const MIN_BLOCK_SIZE = 4096
+export const MAX_BLOCK_SIZE = 4 * 1024 * 1024
+export const DEFAULT_BLOCK_SIZE = 64 * 1024
+
+/** Throws InvalidBlockSizeError unless `size` is a power of two in [4 KiB, 4 MiB]. */
+export function validateBlockSize (size: number): number {
+  if (!Number.isSafeInteger(size) || size < MIN_BLOCK_SIZE || size > MAX_BLOCK_SIZE || (size & (size - 1)) !== 0) {
+    throw new InvalidBlockSizeError(`block size must be a power of two between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}, got ${String(size)}`)
+  }
+  return size
+}
+
+/** Number of blocks covering `fileSize` bytes (the last one may be partial). */
+export function blockCount (fileSize: number, blockSize: number): number {
+  return Math.ceil(fileSize / blockSize)
+}
+
+function checkRange (r: Range): void {
+  if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length < 0) {
+    throw new InvalidRangeError(`bad range offset=${String(r.offset)} length=${String(r.length)}`)
+  }
+}
+
+/** Sorted, non-overlapping, non-adjacent copy of `ranges`; empty ranges dropped. */
+export function mergeRanges (ranges: Iterable<Range>): Range[] {
+  const sorted: Range[] = []
+  for (const r of ranges) { checkRange(r); if (r.length > 0) sorted.push({ offset: r.offset, length: r.length }) }
+  sorted.sort((a, b) => a.offset - b.offset)
+  const out: Range[] = []
+  for (const r of sorted) {
+    const last = out[out.length - 1]
+    if (last !== undefined && r.offset <= last.offset + last.length) {
+      last.length = Math.max(last.length, r.offset + r.length - last.offset)
+    } else {
+      out.push(r)
+    }
+  }
+  return out
+}
+
+/** `ranges` widened to whole blocks, clipped to `fileSize`, merged. */
+export function alignRanges (ranges: Iterable<Range>, blockSize: number, fileSize: number): Range[] {
+  const out: Range[] = []
+  for (const r of mergeRanges(ranges)) {
+    const start = Math.floor(r.offset / blockSize) * blockSize
+    const end = Math.min(Math.ceil((r.offset + r.length) / blockSize) * blockSize, fileSize)
+    if (end > start) out.push({ offset: start, length: end - start })
+  }
+  return mergeRanges(out)
+}
+
+/** Total bytes of (merged) ranges. */
+export function totalBytes (ranges: readonly Range[]): number {
+  let n = 0
+  for (const r of ranges) n += r.length
+  return n
+}
+
+/** Block index runs [start, end) appended in order, bounded in memory by coarsening. */
+export class BlockRuns {
+  private starts: number[] = []
+  private ends: number[] = []
+  private granularity = 1
+  private readonly maxRuns: number
+
+  /** @param maxRuns runs kept before coarsening (≥ 2) @default 65536 */
+  constructor (maxRuns = 65536) {
+    this.maxRuns = Math.max(2, maxRuns)
+  }
+
+  /** Blocks per coarsening unit; 1 while exact. */
+  get grain (): number { return this.granularity }
+  get runCount (): number { return this.starts.length }
+
+  /** Adds blocks [start, end). Starts must not decrease between calls (use union() otherwise). */
+  add (start: number, end = start + 1): void {
+    if (end <= start) return
+    const g = this.granularity
+    if (g > 1) { start = Math.floor(start / g) * g; end = Math.ceil(end / g) * g }
+    const n = this.starts.length
+    const lastEnd = n > 0 ? this.ends[n - 1] as number : -1
+    if (n > 0 && start < (this.starts[n - 1] as number)) {
+      throw new InvalidRangeError('BlockRuns.add needs non-decreasing starts')
+    }
+    if (n > 0 && start <= lastEnd) {
+      if (end > lastEnd) this.ends[n - 1] = end
+      return
+    }
+    this.starts.push(start)
+    this.ends.push(end)
+    if (this.starts.length > this.maxRuns) this.coarsen()
+  }
+
+  /** Merges another run set into this one (linear in both sizes). */
+  union (other: BlockRuns): void {
+    const a = this.runs()
+    const b = other.runs()
+    this.starts = []
+    this.ends = []
+    this.granularity = Math.max(this.granularity, other.granularity)
+    let i = 0
+    let j = 0
+    while (i < a.length || j < b.length) {
+      const ra = a[i]
+      const rb = b[j]
+      const pick = rb === undefined || (ra !== undefined && ra[0] <= rb[0]) ? ra : rb
+      if (pick === ra) i++; else j++
+      if (pick !== undefined) this.add(pick[0], pick[1])
+    }
+  }
+
+  /** Number of blocks covered. */
+  blocks (): number {
+    let n = 0
+    for (let i = 0; i < this.starts.length; i++) n += (this.ends[i] as number) - (this.starts[i] as number)
+    return n
+  }
+
+  runs (): Array<[number, number]> {
+    return this.starts.map((s, i) => [s, this.ends[i] as number])
+  }
+
+  /** Byte ranges of the runs, clipped to `fileSize`. */
+  toRanges (blockSize: number, fileSize: number): Range[] {
+    const out: Range[] = []
+    for (let i = 0; i < this.starts.length; i++) {
+      const start = (this.starts[i] as number) * blockSize
+      const end = Math.min((this.ends[i] as number) * blockSize, fileSize)
+      if (end > start) out.push({ offset: start, length: end - start })
+    }
+    return out
+  }
+
+  private coarsen (): void {
+    const runs = this.runs()
+    // Grow the grain until the runs fit in half the budget, so coarsening stays rare.
+    for (let guard = 0; guard < 53 && this.starts.length > this.maxRuns / 2; guard++) {
+      this.granularity *= 2
+      this.starts = []
+      this.ends = []
+      const g = this.granularity
+      for (const [s, e] of runs) {
+        const cs = Math.floor(s / g) * g
+        const ce = Math.ceil(e / g) * g
+        const n = this.starts.length
+        if (n > 0 && cs <= (this.ends[n - 1] as number)) this.ends[n - 1] = Math.max(this.ends[n - 1] as number, ce)
+        else { this.starts.push(cs); this.ends.push(ce) }
+      }
+    }
+  }
+}

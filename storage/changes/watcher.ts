@@ -1,0 +1,277 @@
+/**
+ * ChangeTracker: decides when to scan which file, runs the change source, records the result in
+ * the per-target dirty maps, and tells listeners.
+ *
+ * Triggers: an interval per file bounds staleness (`scanIntervalMs` after the end of its last
+ * scan); a file-system watcher on the file's directory pulls the next scan forward to
+ * `debounceMs` after the first event (later events do not push it back, so a busy disk is still
+ * scanned), never sooner than `minGapMs` after the previous scan. Scans run one at a time: two
+ * cores are better spent on one file's hashing than on seeking between two.
+ *
+ * Order per scan, for crash safety: changes(since = saved token) → dirty maps marked → token
+ * saved → listeners. A crash between any two steps repeats the scan from the old token, and the
+ * source answers for everything after it.
+ */
+import { watch as fsWatch } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
+import type { AbstractLevel } from 'abstract-level'
+import type { Clock, TimerHandle } from '../../common/clock.ts'
+import { AbortedError, errorMessage } from '../../common/errors.ts'
+import { Manifest } from '../manifest/manifest.ts'
+import { binarySublevel, decodeUtf8, encodeUtf8 } from '../manifest/db.ts'
+import type { BinaryDb } from '../manifest/db.ts'
+import type { DirtyMaps } from '../dirty/dirty-maps.ts'
+import type { WorkerPool } from '../workers/pool.ts'
+import { HashScanSource } from './hash-scan.ts'
+import type { HashScanInit } from './hash-scan.ts'
+import { inlineHasher, poolHasher } from './hasher.ts'
+import type { ReflinkSnapshots } from './reflink.ts'
+import type { ChangeSet, ChangeSource, RangesOf } from './source.ts'
+import { NotRunningError } from './errors.ts'
+
+/** Starts watching `dir`; `onEvent` gets the changed entry's name (or null). Returns a closer. */
+export type WatchFn = (dir: string, onEvent: (filename: string | null) => void) => { close: () => void }
+
+export const nodeWatch: WatchFn = (dir, onEvent) => {
+  try {
+    const w = fsWatch(dir, { persistent: false }, (_event, filename) => { onEvent(filename == null ? null : String(filename)) })
+    w.on('error', () => { w.close() }) // directory gone: the interval still covers the file
+    return { close: () => { w.close() } }
+  } catch {
+    return { close: () => {} }
+  }
+}
+
+export interface ChangeTrackerComponents {
+  clock: Clock
+  /** Database for manifests and tokens (sublevels `manifest` and `tracker` are used). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  db: AbstractLevel<any, any, any>
+  /** Hashing threads; absent: hash in the calling thread. Owned by the caller. */
+  pool?: WorkerPool
+  /** Where changes are recorded for each target; absent: only listeners hear of them. */
+  dirty?: DirtyMaps
+  /** Replaces the default hash scan (e.g. a ReportedRangesSource). */
+  source?: ChangeSource
+  /** @default nodeWatch */
+  watch?: WatchFn
+  snapshots?: ReflinkSnapshots | null
+  rangesOf?: RangesOf
+}
+
+export interface ChangeTrackerInit {
+  /** @default 65536 */
+  blockSizeBytes?: number
+  /** Longest time between scans of a file. @default 60000 */
+  scanIntervalMs?: number
+  /** Extra passes allowed to get a quiet scan. @default 10000 */
+  quietBudgetMs?: number
+  /** Delay from the first watcher event to the scan it triggers. @default 2000 */
+  debounceMs?: number
+  /** Shortest time between the end of one scan of a file and the next. @default 1000 */
+  minGapMs?: number
+  /** Files tracked from start(). @default [] */
+  files?: string[]
+  /** Use the file-system watcher. @default true */
+  watch?: boolean
+  /** Passed to the default hash scan. */
+  scan?: Omit<HashScanInit, 'blockSizeBytes' | 'quietBudgetMs'>
+}
+
+export type ChangeEvent =
+  | { file: string, set: ChangeSet }
+  | { file: string, error: Error }
+
+interface Tracked {
+  path: string
+  timer: TimerHandle | undefined
+  dueAt: number
+  lastScanEnd: number
+  queued: boolean
+}
+
+export class ChangeTracker {
+  readonly source: ChangeSource
+  private readonly tokens: BinaryDb
+  private readonly files = new Map<string, Tracked>()
+  private readonly watchers = new Map<string, { close: () => void, files: Set<string> }>()
+  private readonly listeners = new Set<(e: ChangeEvent) => void | Promise<void>>()
+  private running = false
+  /** Scans run one after another on this chain. */
+  private chain: Promise<void> = Promise.resolve()
+  private abort: AbortController | null = null
+  private readonly scanIntervalMs: number
+  private readonly debounceMs: number
+  private readonly minGapMs: number
+
+  constructor (private readonly components: ChangeTrackerComponents, private readonly init: ChangeTrackerInit = {}) {
+    this.scanIntervalMs = init.scanIntervalMs ?? 60_000
+    this.debounceMs = init.debounceMs ?? 2000
+    this.minGapMs = init.minGapMs ?? 1000
+    this.tokens = binarySublevel(components.db, 'tracker')
+    this.source = components.source ?? new HashScanSource({
+      manifest: new Manifest(binarySublevel(components.db, 'manifest')),
+      clock: components.clock,
+      hasher: components.pool != null ? poolHasher(components.pool) : inlineHasher,
+      ...(components.snapshots !== undefined ? { snapshots: components.snapshots } : {}),
+      ...(components.rangesOf !== undefined ? { rangesOf: components.rangesOf } : {})
+    }, { ...init.scan, blockSizeBytes: init.blockSizeBytes ?? 65536, quietBudgetMs: init.quietBudgetMs ?? 10_000 })
+  }
+
+  get isRunning (): boolean { return this.running }
+
+  /** Subscribes to change sets and scan errors; returns the unsubscribe function. */
+  onChange (fn: (e: ChangeEvent) => void | Promise<void>): () => void {
+    this.listeners.add(fn)
+    return () => { this.listeners.delete(fn) }
+  }
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.running = true
+    this.abort = new AbortController()
+    for (const f of this.init.files ?? []) this.track(f)
+  }
+
+  /** Cancels timers and watchers and waits for a scan in progress to stop. Idempotent. */
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    this.abort?.abort(new AbortedError('change tracker stopping'))
+    for (const t of this.files.values()) this.components.clock.clearTimeout(t.timer)
+    for (const w of this.watchers.values()) w.close()
+    this.watchers.clear()
+    this.files.clear()
+    await this.chain
+  }
+
+  /** Resolves once no scan is queued or running. */
+  async idle (): Promise<void> {
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      const c = this.chain
+      await c
+      if (c === this.chain) return
+    }
+  }
+
+  /** Tracks `path`; its first scan is due now. */
+  addFile (path: string): void {
+    if (!this.running) throw new NotRunningError('change tracker is not running')
+    this.track(path)
+  }
+
+  removeFile (path: string): void {
+    const abs = resolve(path)
+    const t = this.files.get(abs)
+    if (t === undefined) return
+    this.components.clock.clearTimeout(t.timer)
+    this.files.delete(abs)
+    const dir = dirname(abs)
+    const w = this.watchers.get(dir)
+    w?.files.delete(abs)
+    if (w !== undefined && w.files.size === 0) { w.close(); this.watchers.delete(dir) }
+  }
+
+  trackedFiles (): string[] { return [...this.files.keys()] }
+
+  /** The saved token of `path` (null before its first recorded scan). */
+  async token (path: string): Promise<string | null> {
+    const v = await this.tokens.get(encodeUtf8(resolve(path)))
+    return v === undefined ? null : decodeUtf8(v)
+  }
+
+  /** Scans `path` now (queued behind a scan in progress) and returns its change set. */
+  async scanNow (path: string): Promise<ChangeSet> {
+    if (!this.running) throw new NotRunningError('change tracker is not running')
+    const abs = resolve(path)
+    const run = this.chain.then(async () => await this.scanOne(abs))
+    this.chain = run.then(() => {}, () => {})
+    return await run
+  }
+
+  private track (path: string): void {
+    const abs = resolve(path)
+    if (this.files.has(abs)) return
+    const t: Tracked = { path: abs, timer: undefined, dueAt: Infinity, lastScanEnd: -Infinity, queued: false }
+    this.files.set(abs, t)
+    if (this.init.watch !== false) this.watchDir(abs)
+    this.schedule(t, this.components.clock.now())
+  }
+
+  private watchDir (abs: string): void {
+    const dir = dirname(abs)
+    let w = this.watchers.get(dir)
+    if (w === undefined) {
+      const files = new Set<string>()
+      const handle = (this.components.watch ?? nodeWatch)(dir, (name) => { this.onWatchEvent(dir, name) })
+      w = { close: handle.close, files }
+      this.watchers.set(dir, w)
+    }
+    w.files.add(abs)
+  }
+
+  private onWatchEvent (dir: string, name: string | null): void {
+    if (!this.running) return
+    const w = this.watchers.get(dir)
+    if (w === undefined) return
+    const now = this.components.clock.now()
+    for (const abs of w.files) {
+      if (name !== null && basename(abs) !== name) continue
+      const t = this.files.get(abs)
+      if (t === undefined) continue
+      this.schedule(t, Math.max(now + this.debounceMs, t.lastScanEnd + this.minGapMs))
+    }
+  }
+
+  /** Moves the file's next scan to `at` if that is earlier than what is scheduled. */
+  private schedule (t: Tracked, at: number): void {
+    if (t.queued || at >= t.dueAt) return
+    const { clock } = this.components
+    clock.clearTimeout(t.timer)
+    t.dueAt = at
+    t.timer = clock.setTimeout(() => {
+      t.timer = undefined
+      t.dueAt = Infinity
+      if (!this.running || this.files.get(t.path) !== t) return
+      t.queued = true
+      this.chain = this.chain.then(async () => { await this.scanTracked(t.path) })
+    }, Math.max(0, at - clock.now()))
+  }
+
+  private async scanTracked (path: string): Promise<void> {
+    const t = this.files.get(path)
+    if (t === undefined || !this.running) return
+    try {
+      await this.scanOne(path)
+    } catch (err) {
+      if (this.running) await this.emit({ file: path, error: err instanceof Error ? err : new Error(errorMessage(err)) })
+    } finally {
+      t.queued = false
+      t.lastScanEnd = this.components.clock.now()
+      if (this.running && this.files.get(path) === t) this.schedule(t, t.lastScanEnd + this.scanIntervalMs)
+    }
+  }
+
+  private async scanOne (path: string): Promise<ChangeSet> {
+    const key = encodeUtf8(path)
+    const stored = await this.tokens.get(key)
+    const since = stored === undefined ? null : decodeUtf8(stored)
+    const signal = this.abort?.signal
+    const set = await this.source.changes(path, since, signal != null ? { signal } : {})
+    const dirty = this.components.dirty
+    if (dirty != null) {
+      // A full answer after earlier state means the targets' copies are of unknown age.
+      if (set.full && since !== null) await dirty.markAll(path, set.fileSize)
+      else await dirty.markChanged(path, set.ranges, set.fileSize)
+    }
+    await this.tokens.put(key, encodeUtf8(set.token))
+    await this.emit({ file: path, set })
+    return set
+  }
+
+  private async emit (e: ChangeEvent): Promise<void> {
+    for (const fn of [...this.listeners]) {
+      try { await fn(e) } catch { /* a listener's failure is its own */ }
+    }
+  }
+}

@@ -1,0 +1,3 @@
+/** Block manifests in LevelDB. */
+export * from './db.ts'
+export * from './manifest.ts'

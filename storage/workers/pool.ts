@@ -1,0 +1,238 @@
+/**
+ * A fixed set of worker threads running one task script (default: hash-worker.ts), fed from a
+ * bounded FIFO queue. Payload buffers are transferred, not copied; a worker that dies fails only
+ * its own task and is replaced (a script that cannot even start fails the pool after a few
+ * tries instead of respawning forever).
+ */
+import { Worker } from 'node:worker_threads'
+import type { Transferable } from 'node:worker_threads'
+import { availableParallelism } from 'node:os'
+import { createRequire } from 'node:module'
+import { pathToFileURL } from 'node:url'
+import { dirname, join } from 'node:path'
+import { AbortedError, VmeshError } from '../../common/errors.ts'
+import { READY } from './worker-host.ts'
+import type { TaskReply } from './worker-host.ts'
+
+export class WorkerPoolStoppedError extends VmeshError {
+  constructor (message = 'worker pool is not running') { super('ERR_WORKER_POOL_STOPPED', message) }
+}
+export class WorkerQueueFullError extends VmeshError {
+  constructor (message: string) { super('ERR_WORKER_QUEUE_FULL', message) }
+}
+/** The task threw inside the worker; `remoteCode`/`remoteName` are the worker-side error's. */
+export class WorkerTaskError extends VmeshError {
+  readonly remoteCode: string
+  readonly remoteName: string
+  constructor (remote: { name: string, code: string, message: string }) {
+    super('ERR_WORKER_TASK', remote.message)
+    this.remoteCode = remote.code
+    this.remoteName = remote.name
+  }
+}
+export class WorkerCrashedError extends VmeshError {
+  constructor (message: string, options?: { cause?: unknown }) { super('ERR_WORKER_CRASHED', message, options) }
+}
+
+export interface WorkerPoolInit {
+  /** Worker script (calls serveTasks). @default hash-worker.ts */
+  script?: URL
+  /** Number of threads. @default os.availableParallelism() */
+  size?: number
+  /** Tasks waiting for a free worker before run() rejects with WorkerQueueFullError. @default 1024 */
+  maxQueue?: number
+  /** Extra Node flags for the workers. @default [] */
+  execArgv?: string[]
+}
+
+interface Task {
+  id: number
+  task: string
+  payload: unknown
+  transfer: Transferable[]
+  resolve: (v: unknown) => void
+  reject: (e: unknown) => void
+  signal?: AbortSignal
+  onAbort?: () => void
+  settled: boolean
+}
+
+interface Slot { worker: Worker, busy: Task | null, ready: boolean }
+
+const MAX_START_FAILURES = 3
+
+/**
+ * On Node 20, `new Worker(url, { execArgv: ['--import', 'tsx'] })` does not apply tsx's hooks to
+ * the worker's entry module (ERR_UNKNOWN_FILE_EXTENSION; nodejs/node#47747). A TypeScript script
+ * is therefore started from a small eval'd bootstrap that registers tsx in the worker first.
+ */
+function newWorker (script: URL, execArgv: string[]): Worker {
+  if (!script.pathname.endsWith('.ts')) return new Worker(script, { execArgv })
+  const code = `import(${JSON.stringify(tsxApiUrl())}).then(a => (a.register ?? a.default.register)())` +
+    `.then(() => import(${JSON.stringify(script.href)}))` +
+    '.catch(e => { process.nextTick(() => { throw e }) })'
+  return new Worker(code, { eval: true, execArgv })
+}
+
+/**
+ * URL of tsx's ESM register API. import.meta.resolve is missing when tsx runs this module as
+ * CommonJS (mocha does), and the package's `require` entry cannot be imported as ESM, so the
+ * `import` entry is read from tsx's export map.
+ */
+function tsxApiUrl (): string {
+  const meta = import.meta as { resolve?: (specifier: string) => string }
+  if (typeof meta.resolve === 'function') {
+    try { return meta.resolve('tsx/esm/api') } catch { /* fall through */ }
+  }
+  const req = createRequire(import.meta.url)
+  const pkgPath = req.resolve('tsx/package.json')
+  const pkg = req(pkgPath) as { exports?: Record<string, { import?: { default?: string } } | string> }
+  const entry = pkg.exports?.['./esm/api']
+  const rel = typeof entry === 'object' ? entry.import?.default : undefined
+  if (rel === undefined) throw new WorkerCrashedError('cannot locate tsx/esm/api for TypeScript workers')
+  return pathToFileURL(join(dirname(pkgPath), rel)).href
+}
+
+export class WorkerPool {
+  readonly size: number
+  private readonly script: URL
+  private readonly maxQueue: number
+  private readonly execArgv: string[]
+  private slots: Slot[] = []
+  private readonly queue: Task[] = []
+  private running = false
+  private starting: Promise<void> | null = null
+  private nextId = 1
+  private startFailures = 0
+  private failure: Error | null = null
+
+  constructor (_components: Record<string, never> = {}, init: WorkerPoolInit = {}) {
+    this.size = Math.max(1, init.size ?? availableParallelism())
+    this.script = init.script ?? new URL('./hash-worker.ts', import.meta.url)
+    this.maxQueue = init.maxQueue ?? 1024
+    this.execArgv = init.execArgv ?? []
+  }
+
+  get isRunning (): boolean { return this.running }
+
+  /** Spawns the workers and waits until each is ready. Idempotent. */
+  async start (): Promise<void> {
+    if (this.running && this.starting == null) return
+    if (this.starting != null) return await this.starting
+    this.failure = null
+    this.startFailures = 0
+    this.starting = (async () => {
+      const slots = Array.from({ length: this.size }, () => this.spawn())
+      this.slots = slots.map(s => s.slot)
+      this.running = true
+      try {
+        await Promise.all(slots.map(async s => await s.ready))
+      } catch (err) {
+        await this.stop()
+        throw err
+      }
+    })()
+    try { await this.starting } finally { this.starting = null }
+  }
+
+  /** Rejects queued and running tasks with WorkerPoolStoppedError and ends the threads. Idempotent. */
+  async stop (): Promise<void> {
+    if (!this.running && this.slots.length === 0) return
+    this.running = false
+    const err = new WorkerPoolStoppedError()
+    for (const t of this.queue.splice(0)) this.settle(t, err)
+    const slots = this.slots
+    this.slots = []
+    await Promise.all(slots.map(async s => {
+      if (s.busy != null) this.settle(s.busy, err)
+      await s.worker.terminate()
+    }))
+  }
+
+  /** Runs `task` on a free worker; `transfer` buffers become unusable in the caller. */
+  async run<T> (task: string, payload: unknown, opts: { transfer?: Transferable[], signal?: AbortSignal } = {}): Promise<T> {
+    if (this.failure != null) throw this.failure
+    if (!this.running) throw new WorkerPoolStoppedError()
+    if (opts.signal?.aborted === true) throw new AbortedError('worker task aborted before start', { cause: opts.signal.reason })
+    if (this.queue.length >= this.maxQueue) throw new WorkerQueueFullError(`worker queue holds ${this.queue.length} tasks`)
+    return await new Promise<T>((resolve, reject) => {
+      const t: Task = { id: this.nextId++, task, payload, transfer: opts.transfer ?? [], resolve: resolve as (v: unknown) => void, reject, settled: false }
+      if (opts.signal != null) {
+        const signal = opts.signal
+        t.signal = signal
+        t.onAbort = () => {
+          const i = this.queue.indexOf(t)
+          if (i >= 0) this.queue.splice(i, 1)
+          // A running task cannot be interrupted; its late reply is dropped.
+          this.settle(t, new AbortedError('worker task aborted', { cause: signal.reason }))
+        }
+        signal.addEventListener('abort', t.onAbort, { once: true })
+      }
+      this.queue.push(t)
+      this.dispatch()
+    })
+  }
+
+  private spawn (): { slot: Slot, ready: Promise<void> } {
+    const worker = newWorker(this.script, this.execArgv)
+    const slot: Slot = { worker, busy: null, ready: false }
+    const ready = new Promise<void>((resolve, reject) => {
+      worker.on('message', (msg: TaskReply | string) => {
+        if (msg === READY) { slot.ready = true; this.startFailures = 0; resolve(); this.dispatch(); return }
+        if (typeof msg === 'string') return
+        const t = slot.busy
+        slot.busy = null
+        if (t != null && t.id === msg.id) {
+          if (msg.ok) this.settle(t, null, msg.result)
+          else this.settle(t, new WorkerTaskError(msg.error))
+        }
+        this.dispatch()
+      })
+      let dead = false
+      const died = (cause: unknown): void => {
+        if (dead) return
+        dead = true
+        const t = slot.busy
+        slot.busy = null
+        if (t != null) this.settle(t, new WorkerCrashedError(`worker died running ${t.task}`, { cause }))
+        if (!slot.ready) reject(new WorkerCrashedError('worker failed to start', { cause }))
+        const i = this.slots.indexOf(slot)
+        if (i < 0 || !this.running) return
+        if (!slot.ready && ++this.startFailures >= MAX_START_FAILURES) {
+          this.failure = new WorkerCrashedError('worker script keeps failing at start', { cause })
+          void this.stop()
+          return
+        }
+        const fresh = this.spawn()
+        this.slots[i] = fresh.slot
+        fresh.ready.catch(() => {})
+      }
+      worker.on('error', died)
+      worker.on('exit', (code) => { died(new Error(`worker exited with code ${code}`)) })
+    })
+    return { slot, ready }
+  }
+
+  private dispatch (): void {
+    for (const slot of this.slots) {
+      if (this.queue.length === 0) return
+      if (!slot.ready || slot.busy != null) continue
+      const t = this.queue.shift()
+      if (t === undefined) return
+      slot.busy = t
+      try {
+        slot.worker.postMessage({ id: t.id, task: t.task, payload: t.payload }, t.transfer)
+      } catch (err) {
+        slot.busy = null
+        this.settle(t, err)
+      }
+    }
+  }
+
+  private settle (t: Task, err: unknown, value?: unknown): void {
+    if (t.settled) return
+    t.settled = true
+    if (t.onAbort != null) t.signal?.removeEventListener('abort', t.onAbort)
+    if (err != null) t.reject(err); else t.resolve(value)
+  }
+}

@@ -135,16 +135,22 @@ export class LocalCluster {
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc
-    const deadline = Date.now() + (opts.timeoutMs ?? 20_000)
+    const deadline = Date.now() + (opts.timeoutMs ?? 60_000)
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${name} exited with ${proc.exitCode} during start; log: ${n.logPath}\n${(await readFile(n.logPath, 'utf8')).slice(-2000)}`)
       try { await n.client.call('GET', '/v1/health', undefined, { timeoutMs: 1000 }); return } catch {}
-      if (Date.now() > deadline) throw new Error(`${name} did not come up within ${opts.timeoutMs ?? 20_000} ms; log: ${n.logPath}`)
+      if (Date.now() > deadline) throw new Error(`${name} did not come up within ${opts.timeoutMs ?? 60_000} ms; log: ${n.logPath}`)
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }
 
-  async startAll (): Promise<void> { await Promise.all(this.nodes.map(async n => { await this.start(n.name) })) }
+  /** Starts every node, a few at a time: on 2 cores ten simultaneous Node starts starve each other. */
+  async startAll (concurrency = 3): Promise<void> {
+    const queue = this.nodes.map(n => n.name)
+    await Promise.all(Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
+      for (let name = queue.shift(); name !== undefined; name = queue.shift()) await this.start(name)
+    }))
+  }
 
   /** Sends a signal; for SIGKILL/SIGTERM waits for the process to exit. */
   async signal (name: string, sig: NodeJS.Signals): Promise<number | null> {

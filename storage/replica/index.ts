@@ -1,0 +1,11 @@
+/** The replica store's public surface. */
+export { ReplicaStore, type BlockHash } from './store.ts'
+export type {
+  GenerationHeader, GenerationFile, GenerationWriter, CommitResult, RecoveryPoint, ReplicaStateView,
+  SeedProgress, RestoreResult, FinalizeResult, RecoveryAction, ReplicaStep, ReplicaHooks, ReplicaLog,
+  ReplicaComponents, ReplicaInit, FileKind
+} from './types.ts'
+export type { ReplicaFs, ReplicaFileHandle, OpenMode } from './fs.ts'
+export { nodeReplicaFs } from './fs.ts'
+export { DEFAULT_RETENTION, selectRetained, type RetentionPolicy } from './retention.ts'
+export * from './errors.ts'

@@ -1,0 +1,195 @@
+/**
+ * The writer of an incremental generation: blocks stream into the redo journal (through a
+ * bounded buffer) while the replica stays untouched; commit() appends the commit record, syncs
+ * it, and hands over to rollForward under the store lock. Any failure before the commit record
+ * is durable discards the journal; ENOSPC surfaces as ReplicaDiskFullError.
+ */
+import type { Core } from './core.ts'
+import type { Mutex } from './mutex.ts'
+import type { RedoHeader } from './schema.ts'
+import type { CommitResult, GenerationWriter } from './types.ts'
+import { JournalAppender, MAX_RECORD_DATA } from './records.ts'
+import type { RedoScan } from './redo.ts'
+import { rollForward } from './apply.ts'
+import { IntervalSet } from './intervals.ts'
+import { AbortedError } from '../../common/errors.ts'
+import { ReplicaBusyError, ReplicaDiskFullError, ReplicaInvalidInputError, ReplicaNeedsRecoveryError, ReplicaWriterClosedError, isDiskFull } from './errors.ts'
+
+/** What a writer needs from its store. */
+export interface WriterHost {
+  readonly core: Core
+  readonly lock: Mutex
+  /** The writer finished (committed, aborted or failed): free the slot. */
+  writerDone: (w: GenerationWriter) => void
+  /** Refuse further work until reopened. */
+  markBroken: (err: unknown) => void
+  /** Throws if the store is closed or broken. */
+  checkUsable: () => void
+  /** Retention after a commit; never throws. */
+  afterCommit: () => Promise<number[]>
+}
+
+export interface WriterFile { path: string, size: number }
+
+/** Checks a block against the file table; returns the file. */
+export function checkBlock (files: Map<number, WriterFile>, fileId: number, offset: number, length: number): WriterFile {
+  const f = files.get(fileId)
+  if (f === undefined) throw new ReplicaInvalidInputError(`unknown file id ${fileId}`)
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(offset + length) || offset + length > f.size) {
+    throw new ReplicaInvalidInputError(`block [${offset}, +${length}) outside ${f.path} (size ${f.size})`)
+  }
+  return f
+}
+
+export function checkSize (files: Map<number, WriterFile>, fileId: number, size: number): WriterFile {
+  const f = files.get(fileId)
+  if (f === undefined) throw new ReplicaInvalidInputError(`unknown file id ${fileId}`)
+  if (!Number.isSafeInteger(size) || size < 0) throw new ReplicaInvalidInputError(`bad size ${size} for ${f.path}`)
+  return f
+}
+
+export class JournaledWriter implements GenerationWriter {
+  readonly seeding = false
+  readonly generation: number
+  private readonly files = new Map<number, WriterFile>()
+  /** what the journal holds, kept as it is written (the same summary scanRedo would compute) */
+  private readonly scan: RedoScan
+  private busy = false
+  private closed = false
+  /** settles once a discard has finished (the writer slot is free again) */
+  private closing: Promise<void> | undefined
+  private readonly onAbort = (): void => { if (!this.busy) void this.abort().catch(() => {}) }
+
+  private constructor (private readonly host: WriterHost, readonly header: RedoHeader, private readonly out: JournalAppender, private readonly signal?: AbortSignal) {
+    this.generation = header.generation
+    this.scan = { header, committed: false, end: undefined, files: new Map(), records: 0, dataBytes: 0 }
+    for (const f of header.files) {
+      this.files.set(f.fileId, { path: f.path, size: f.size })
+      this.scan.files.set(f.fileId, { touched: new IntervalSet(), minSize: f.size, finalSize: f.size })
+    }
+    signal?.addEventListener('abort', this.onAbort, { once: true })
+  }
+
+  static async begin (host: WriterHost, header: RedoHeader, signal?: AbortSignal): Promise<JournaledWriter> {
+    const core = host.core
+    let out: JournalAppender
+    try {
+      out = await JournalAppender.create(core.fs, core.redoPath(header.generation), 'redo', header)
+    } catch (err) {
+      await core.fs.unlink(core.redoPath(header.generation)).catch(() => {})
+      if (isDiskFull(err)) throw new ReplicaDiskFullError('disk full creating the redo journal', { cause: err })
+      throw err
+    }
+    return new JournaledWriter(host, header, out, signal)
+  }
+
+  /** Runs one writer operation: one at a time, abort-aware, failures discard the generation. */
+  private async op<T> (fn: () => Promise<T>): Promise<T> {
+    if (this.closed) {
+      await this.closing
+      throw new ReplicaWriterClosedError(`writer of generation ${this.generation} is closed`)
+    }
+    if (this.busy) throw new ReplicaBusyError('writer methods must be awaited one at a time')
+    if (this.signal?.aborted === true) {
+      await this.abort()
+      throw new AbortedError('generation aborted', { cause: this.signal.reason })
+    }
+    this.busy = true
+    try {
+      this.host.checkUsable()
+      return await fn()
+    } catch (err) {
+      if (!this.closed) await this.fail()
+      if (isDiskFull(err)) throw new ReplicaDiskFullError(`disk full while journaling generation ${this.generation}; generation discarded`, { cause: err })
+      throw err
+    } finally {
+      this.busy = false
+    }
+  }
+
+  async writeBlock (fileId: number, offset: number, data: Uint8Array): Promise<void> {
+    await this.op(async () => {
+      checkBlock(this.files, fileId, offset, data.length)
+      if (data.length === 0) return
+      for (let at = 0; at < data.length; at += MAX_RECORD_DATA) {
+        await this.out.appendBlock(fileId, offset + at, data.subarray(at, Math.min(data.length, at + MAX_RECORD_DATA)))
+      }
+      this.scan.files.get(fileId)?.touched.add(offset, offset + data.length)
+      await this.host.core.step('redo-appended', this.generation)
+    })
+  }
+
+  async setSize (fileId: number, size: number): Promise<void> {
+    await this.op(async () => {
+      const f = checkSize(this.files, fileId, size)
+      await this.out.appendSize(fileId, size)
+      f.size = size
+      const sum = this.scan.files.get(fileId)
+      if (sum !== undefined) { sum.finalSize = size; sum.minSize = Math.min(sum.minSize, size) }
+    })
+  }
+
+  async checkpoint (): Promise<void> {}
+
+  async commit (): Promise<CommitResult> {
+    const core = this.host.core
+    const result = await this.op(async () => await this.host.lock.run(async () => {
+      this.host.checkUsable()
+      // a finalize or reset may have discarded this generation while we waited for the lock
+      if (this.closed) throw new ReplicaWriterClosedError(`writer of generation ${this.generation} was discarded`)
+      await this.out.appendCommit()
+      if (core.fsync) await this.out.sync()
+      await this.out.close()
+      await core.syncDir(core.journalDir)
+      // from here on the generation is durable: it completes, here or at the next open
+      this.closed = true
+      this.signal?.removeEventListener('abort', this.onAbort)
+      try {
+        try {
+          await core.step('redo-committed', this.generation)
+        } catch (err) {
+          this.host.markBroken(new ReplicaNeedsRecoveryError(`generation ${this.generation} interrupted after its commit record`, { cause: err }))
+          throw err
+        }
+        try {
+          this.scan.committed = true
+          this.scan.records = this.out.records - 1
+          this.scan.dataBytes = this.out.dataBytes
+          return await rollForward(core, this.generation, this.scan)
+        } catch (err) {
+          // rollForward settles what it can (discard or rollback); the rest waits for open()
+          if (err instanceof ReplicaNeedsRecoveryError) this.host.markBroken(err)
+          throw err
+        }
+      } finally {
+        this.host.writerDone(this)
+      }
+    }))
+    const prunedPoints = await this.host.afterCommit()
+    return { ...result, prunedPoints }
+  }
+
+  async abort (): Promise<void> {
+    if (this.closed) { await this.closing; return }
+    await this.fail()
+  }
+
+  /** Closes and deletes the journal; if even that fails the store must be reopened. */
+  private async fail (): Promise<void> {
+    this.closed = true
+    let done!: () => void
+    this.closing = new Promise<void>(resolve => { done = resolve })
+    this.signal?.removeEventListener('abort', this.onAbort)
+    const core = this.host.core
+    try {
+      await this.out.close().catch(() => {})
+      await core.fs.unlink(core.redoPath(this.generation))
+      await core.syncDir(core.journalDir)
+    } catch (err) {
+      this.host.markBroken(new ReplicaNeedsRecoveryError(`could not discard the journal of generation ${this.generation}`, { cause: err }))
+    } finally {
+      this.host.writerDone(this)
+      done()
+    }
+  }
+}

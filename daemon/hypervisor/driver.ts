@@ -1,0 +1,68 @@
+/**
+ * What the rest of vmesh needs from a hypervisor: list the VMs here, start one on replica
+ * files at an epoch, turn one off hard, ask whether one runs — plus a serializable "fence
+ * action" the watchdog process can execute on its own to turn a VM off without the daemon.
+ */
+import type { Clock } from '../../common/clock.ts'
+import type { FenceAction } from './fence.ts'
+import type { CommandRunner } from './run.ts'
+
+export type VmRunState = 'running' | 'off' | 'other'
+
+export interface VmInventory {
+  name: string
+  /** Virtual disk paths (VHD/VHDX/...), absolute. */
+  disks: string[]
+  /** Other files replicated whole: configuration, NVRAM, saved state. */
+  files: string[]
+  state: VmRunState
+  /** The hypervisor's own ID (Hyper-V GUID, libvirt UUID) when it has one. */
+  id?: string
+}
+
+export interface VmStartFiles {
+  /** Replica disk paths. */
+  disks: string[]
+  /** Replica paths of the other files (the VM's XML / .vmcx / NVRAM ...). */
+  files: string[]
+  /** The folder holding the replica; drivers put their runtime files (logs, sockets) here. */
+  dir: string
+  /**
+   * Source path → replica path, when known (the replica's `files` map). Drivers that rewrite a
+   * VM definition use it to point each disk at its replica; without it they match by file
+   * name, then by order.
+   */
+  sourceMap?: Record<string, string>
+}
+
+export interface OpOptions { signal?: AbortSignal }
+
+export type DriverKind = 'command' | 'qemu' | 'libvirt' | 'hyperv'
+
+export interface HypervisorDriver {
+  readonly kind: DriverKind
+  /** VMs on this host with their disks and files. */
+  list: (opts?: OpOptions) => Promise<VmInventory[]>
+  /**
+   * Starts `vm` on the given (replica) files. Refuses with StaleEpochError when `epoch` is
+   * below the highest seen for the VM; the epoch is recorded durably before anything runs.
+   */
+  start: (vm: string, files: VmStartFiles, epoch: number, opts?: OpOptions) => Promise<void>
+  /** Hard power-off, now. Idempotent: a VM that is off (or unknown here) is success. */
+  turnOff: (vm: string, opts?: OpOptions) => Promise<void>
+  /** True while the VM exists and is not off (paused and saving count as running). */
+  isRunning: (vm: string, opts?: OpOptions) => Promise<boolean>
+  /** How the watchdog process turns `vm` off by itself (plain data, sent over its pipe). */
+  fenceAction: (vm: string) => Promise<FenceAction>
+}
+
+/** What every driver is built with. */
+export interface DriverDeps {
+  /** Folder commands run in and relative paths resolve against (the config's folder). */
+  cwd: string
+  /** Folder for the driver's own state (highest epochs, runtime paths). */
+  stateDir: string
+  clock: Clock
+  /** Runs external commands; tests pass one that replays recorded output. */
+  run: CommandRunner
+}

@@ -1,0 +1,41 @@
+/**
+ * Pointing a VM definition (libvirt XML, Hyper-V .vmcx) at replica files: for each source path
+ * the definition names, find its replica. The caller's source→replica map wins; otherwise the
+ * replica with the same file name (as the replica store sanitizes names); otherwise, for disks,
+ * the one at the same position.
+ */
+export function baseName (p: string): string {
+  const parts = p.split(/[\\/]/).filter(x => x !== '')
+  return parts[parts.length - 1] ?? ''
+}
+
+/** The replica store's file-name sanitizing (storage/replica/names.ts), for matching. */
+function sanitized (name: string): string {
+  return name.replace(/[^A-Za-z0-9._~-]/g, '_')
+}
+
+function sameName (a: string, b: string): boolean {
+  const x = baseName(a); const y = baseName(b)
+  return x === y || x.toLowerCase() === y.toLowerCase() || sanitized(x) === sanitized(y)
+}
+
+export class ReplicaMatcher {
+  private readonly used = new Set<string>()
+  private nextPositional = 0
+
+  constructor (private readonly candidates: string[], private readonly sourceMap?: Record<string, string>) {}
+
+  /** The replica for `source`, or undefined. `positional` allows the by-order fallback. */
+  match (source: string, positional: boolean): string | undefined {
+    const mapped = this.sourceMap?.[source]
+    if (mapped !== undefined) { this.used.add(mapped); return mapped }
+    const byName = this.candidates.filter(c => !this.used.has(c) && sameName(c, source))
+    if (byName.length === 1) { this.used.add(byName[0] as string); return byName[0] }
+    if (!positional) return undefined
+    for (; this.nextPositional < this.candidates.length; this.nextPositional++) {
+      const c = this.candidates[this.nextPositional] as string
+      if (!this.used.has(c)) { this.used.add(c); this.nextPositional++; return c }
+    }
+    return undefined
+  }
+}

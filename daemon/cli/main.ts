@@ -13,6 +13,7 @@ import { printError, printResult, EXIT_OK, EXIT_USAGE, UsageError, type OutputOp
 import { runInit } from './commands/init.ts'
 import { runPeerAdd } from './commands/peer-add.ts'
 import { renderStatus } from './commands/status.ts'
+import { registerDiscover } from './commands/discover.ts'
 import type { StatusDocument } from '../status.ts'
 
 const DEFAULT_CONFIG = './vmesh.yaml'
@@ -171,6 +172,8 @@ export function buildProgram (): Command {
         process.exitCode = EXIT_OK
       } catch (err) { process.exitCode = printError(o, err) }
     })
+
+  registerDiscover(program)
 
   return program
 }

@@ -54,7 +54,7 @@ export async function protectVm (configPath: string, vm: string, inventory: VmIn
   const entry: ProtectedVm = { name: vm, disks: [...found.disks], files: [...found.files], replicateTo: [...to] }
   const node = doc.createNode(entry)
   seq.add(node)
-  const out = doc.toString()
+  const out = doc.toString({ lineWidth: 0 })
   parseConfigText(out, file) // refuses unknown peers, bad names, duplicate paths — file untouched
   const tmp = `${file}.tmp-${process.pid}`
   try {

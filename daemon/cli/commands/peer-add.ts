@@ -31,7 +31,7 @@ export async function runPeerAdd (o: PeerAddOptions): Promise<{ config: string, 
   const entry: Record<string, unknown> = { name: o.name, id: o.id, addrs: o.addr }
   if (role === 'witness') entry.role = 'witness'
   seq.add(doc.createNode(entry))
-  const out = doc.toString()
+  const out = doc.toString({ lineWidth: 0 })
   parseConfigText(out, file) // refuses duplicates, bad IDs, bad addresses — file untouched
   const tmp = `${file}.tmp-${process.pid}`
   await writeFile(tmp, out)

@@ -131,7 +131,7 @@ export class LocalCluster {
     await rm(join(n.dir, 'data', 'api.token'), { force: true })
     let log = this.logs.get(name)
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
-    const proc = spawn(process.execPath, [VMESH_BIN, '--config', n.configPath, 'start'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+    const proc = spawn(process.execPath, ['--max-semi-space-size=1', VMESH_BIN, '--config', n.configPath, 'start'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc

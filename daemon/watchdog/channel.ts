@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { WatchdogRequest } from './messages.ts'
+import { isSource, siblingModule } from '../../common/module-path.ts'
 
 export interface WatchdogChannel {
   readonly pid: number | undefined
@@ -30,13 +31,13 @@ export interface SpawnOptions {
 
 export type SpawnWatchdog = (o: SpawnOptions) => WatchdogChannel
 
-export const WATCHDOG_MAIN = fileURLToPath(new URL('./main.ts', import.meta.url))
+export const WATCHDOG_MAIN = fileURLToPath(siblingModule(import.meta.url, './main'))
 /** The repository root, where `--import tsx` resolves. */
 const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
 export function watchdogArgv (o: SpawnOptions): string[] {
   return [
-    process.execPath, '--import', 'tsx', WATCHDOG_MAIN,
+    process.execPath, ...(isSource(import.meta.url) ? ['--import', 'tsx'] : []), WATCHDOG_MAIN,
     '--retry-ms', String(o.retryMs), '--max-attempts', String(o.maxAttempts), '--parent-poll-ms', String(o.parentPollMs),
     ...(o.logFile !== undefined ? ['--log-file', o.logFile] : []),
     ...(o.stateFile !== undefined ? ['--state-file', o.stateFile] : [])

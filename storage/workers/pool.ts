@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path'
 import { AbortedError, VmeshError } from '../../common/errors.ts'
 import { READY } from './worker-host.ts'
 import type { TaskReply } from './worker-host.ts'
+import { siblingModule } from '../../common/module-path.ts'
 
 export class WorkerPoolStoppedError extends VmeshError {
   constructor (message = 'worker pool is not running') { super('ERR_WORKER_POOL_STOPPED', message) }
@@ -108,7 +109,7 @@ export class WorkerPool {
 
   constructor (_components: Record<string, never> = {}, init: WorkerPoolInit = {}) {
     this.size = Math.max(1, init.size ?? availableParallelism())
-    this.script = init.script ?? new URL('./hash-worker.ts', import.meta.url)
+    this.script = init.script ?? siblingModule(import.meta.url, './hash-worker')
     this.maxQueue = init.maxQueue ?? 1024
     this.execArgv = init.execArgv ?? []
   }

@@ -1,0 +1,126 @@
+/**
+ * What the ownership machine keeps per VM, and how it is built from (and saved to) a durable
+ * record. Persisted fields come first; everything else is rebuilt after a restart.
+ */
+import type { GenerationRef, Vote } from '../../protocol/election/messages.ts'
+import { ANY_HOLDER } from './voter.ts'
+import type { RunState, VmRecord, VmSpec } from './types.ts'
+
+export interface Round { sendTime: number, acks: Set<string>, done: boolean }
+
+export interface Candidacy {
+  epoch: number
+  seq: number
+  sendTime: number
+  deadline: number
+  grants: Set<string>
+  /** readyAt: when a voter that refused for its promise will be free (our clock, conservative). */
+  refused: Map<string, { reason: Vote['reason'], readyAt: number | null }>
+}
+
+/** Why a node runs an election: owner dead, operator request, planned release, or the owner winning back a blocked epoch. */
+export type Trigger = 'auto' | 'operator' | 'planned' | 'reclaim'
+
+/** The generation an owner stands with when it reclaims: its own disk is the source of its epoch. */
+export function sourceGeneration (epoch: number): GenerationRef { return { epoch, generation: Number.MAX_SAFE_INTEGER } }
+
+export interface VmState {
+  spec: VmSpec
+  // persisted
+  epoch: number
+  owner: string
+  votedEpoch: number
+  votedFor: string | null
+  released: VmRecord['released']
+  forced: boolean
+  // voter (volatile)
+  promises: Map<string, number>
+  reports: Map<string, GenerationRef>
+  releasedSeenAt: number | null
+  // local replica
+  applied: GenerationRef | null
+  reportDirty: boolean
+  lastReportAt: number
+  // owner
+  leaseUntil: number
+  fenceUntil: number
+  rounds: Map<number, Round>
+  nextRenewAt: number
+  /** A round not acked by a majority within renewMs/4 is repeated once, so one lost message does not cost a period. */
+  renewRetryAt: number | null
+  /** Highest epoch a voter refused our renewals for because it granted it to a candidate. */
+  higherVote: number
+  handoff: { to: string, phase: 'stopping' | 'shipping' } | null
+  run: RunState
+  queuedAt: number
+  startRetryAt: number
+  // candidate
+  electionAt: number | null
+  candidacy: Candidacy | null
+  nextEpoch: number | null
+  operatorUntil: number | null
+  forceWanted: boolean
+  forceAt: number | null
+}
+
+/** The spec of a VM known only from peers' messages or our own records: no replica, manual policy. */
+export function learnedSpec (name: string, owner: string): VmSpec {
+  return { name, home: owner, replicateTo: [], failover: 'manual' }
+}
+
+/** A VM's state after construction: from its record if there is one, else owned by its home at epoch 0. */
+export function newVmState (spec: VmSpec, r: VmRecord | undefined, now: number, quietUntil: number): VmState {
+  return {
+    spec,
+    epoch: r?.epoch ?? 0,
+    owner: r?.owner ?? spec.home,
+    votedEpoch: r?.votedEpoch ?? 0,
+    votedFor: r?.votedFor ?? null,
+    released: r?.released ?? null,
+    forced: r?.forced ?? false,
+    // Acks given before a restart are forgotten: grant nothing to anyone for a full promise.
+    promises: new Map([[ANY_HOLDER, quietUntil]]),
+    reports: new Map(),
+    releasedSeenAt: r?.released != null ? now : null,
+    applied: null,
+    reportDirty: false,
+    lastReportAt: -Infinity,
+    leaseUntil: -Infinity,
+    fenceUntil: -Infinity,
+    rounds: new Map(),
+    nextRenewAt: now,
+    renewRetryAt: null,
+    higherVote: 0,
+    handoff: null,
+    run: 'off',
+    queuedAt: -Infinity,
+    startRetryAt: -Infinity,
+    electionAt: null,
+    candidacy: null,
+    nextEpoch: null,
+    operatorUntil: null,
+    forceWanted: false,
+    forceAt: null
+  }
+}
+
+/** The durable part of a VM's state. */
+export function toRecord (v: VmState): VmRecord {
+  return {
+    kind: 'vm',
+    vm: v.spec.name,
+    epoch: v.epoch,
+    owner: v.owner,
+    votedEpoch: v.votedEpoch,
+    votedFor: v.votedFor,
+    released: v.released === null ? null : { ...v.released, generation: { ...v.released.generation } },
+    forced: v.forced
+  }
+}
+
+/** Start order: lower startOrder first, then higher priority, then name. */
+export function compareStartOrder (a: VmState, b: VmState): number {
+  return (a.spec.startOrder ?? 0) - (b.spec.startOrder ?? 0) ||
+    (b.spec.priority ?? 0) - (a.spec.priority ?? 0) ||
+    (a.spec.name < b.spec.name ? -1 : a.spec.name > b.spec.name ? 1 : 0)
+}

@@ -1,0 +1,206 @@
+/**
+ * Shapes of the ownership machine: its configuration, inputs, outputs and persisted records.
+ * All times are the node's own monotonic milliseconds (Clock.now()), never wall time.
+ */
+import type { ElectionMessage, GenerationRef, VoteReason } from '../../protocol/election/messages.ts'
+
+export type { GenerationRef } from '../../protocol/election/messages.ts'
+
+export type NodeRole = 'host' | 'witness'
+export type MemberState = 'alive' | 'suspect' | 'dead'
+export type FailoverPolicy = 'auto' | 'manual'
+
+/** A voter: every configured node (hosts and witnesses) votes; only hosts hold VMs. */
+export interface VoterSpec {
+  id: string
+  role: NodeRole
+}
+
+export interface VmSpec {
+  name: string
+  /** The node that owns the VM at epoch 0 (the node whose config lists it). */
+  home: string
+  /** Replica targets in failover priority order. */
+  replicateTo: string[]
+  /** @default 'auto' */
+  failover?: FailoverPolicy
+  /** Lower starts first when several VMs wait to start on one node. @default 0 */
+  startOrder?: number
+  /** Among equal startOrder, higher starts first. @default 0 */
+  priority?: number
+}
+
+export interface OwnershipTiming {
+  /** Lease renewal period. @default 1000 (LAN) */
+  renewMs: number
+  /** Lease length promised by voters. @default 5000 (LAN) */
+  leaseMs: number
+  /** Watchdog deadline after a successful renewal's send time; well inside the lease. @default 3500 (LAN) */
+  fenceMs: number
+  /** Bound on any clock's rate error: local elapsed / real elapsed ∈ [1 − d, 1 + d]. @default 0.02 */
+  driftRatio: number
+  /** Wait per rank between election candidates. @default 500 (LAN) */
+  electionStaggerMs: number
+  /** How long a candidate waits for the votes of one round. @default 1000 */
+  electionTimeoutMs: number
+  /** Base wait before a failed round is retried (plus rank × stagger and jitter). @default 500 */
+  electionRetryMs: number
+  /** Random extra wait on retries, uniform in [0, jitter). @default 250 */
+  electionJitterMs: number
+  /** Wait before starting a VM again after a failed or unexpected stop. @default 5000 */
+  startRetryMs: number
+  /**
+   * VMs that become ready to start within this window are started together in start order
+   * (leases and elections of different VMs complete a few messages apart). @default 200
+   */
+  startCoalesceMs: number
+  /** Period of replica generation reports even without change. @default 5000 */
+  reportIntervalMs: number
+  /** After a planned release, how long others leave the election to the named target. @default 5000 */
+  plannedGraceMs: number
+  /** How long an operator-requested failover keeps trying. @default 30000 */
+  operatorTimeoutMs: number
+}
+
+export const LAN_OWNERSHIP_TIMING: OwnershipTiming = {
+  renewMs: 1000,
+  leaseMs: 5000,
+  fenceMs: 3500,
+  driftRatio: 0.02,
+  electionStaggerMs: 500,
+  electionTimeoutMs: 1000,
+  electionRetryMs: 500,
+  electionJitterMs: 250,
+  startRetryMs: 5000,
+  startCoalesceMs: 200,
+  reportIntervalMs: 5000,
+  plannedGraceMs: 5000,
+  operatorTimeoutMs: 30_000
+}
+
+export const WAN_OWNERSHIP_TIMING: OwnershipTiming = {
+  renewMs: 3000,
+  leaseMs: 20_000,
+  fenceMs: 14_000,
+  driftRatio: 0.02,
+  electionStaggerMs: 2000,
+  electionTimeoutMs: 4000,
+  electionRetryMs: 2000,
+  electionJitterMs: 1000,
+  startRetryMs: 10_000,
+  startCoalesceMs: 500,
+  reportIntervalMs: 15_000,
+  plannedGraceMs: 20_000,
+  operatorTimeoutMs: 120_000
+}
+
+export type OwnershipInput =
+  /** A decoded message from a peer. */
+  | { type: 'message', from: string, msg: ElectionMessage }
+  /** The failure detector's view of a member changed. */
+  | { type: 'member', id: string, state: MemberState }
+  /** A VM to protect here (added or changed at runtime, e.g. learned from the replication layer). */
+  | { type: 'vm', spec: VmSpec }
+  /** The local replica of `vm` now has this applied consistent generation (null: none). */
+  | { type: 'replicaApplied', vm: string, generation: GenerationRef | null }
+  /** Driver feedback on a `start` event. */
+  | { type: 'started', vm: string }
+  | { type: 'startFailed', vm: string }
+  /** The VM is off (after a `stop`, or on its own: crash, watchdog). */
+  | { type: 'stopped', vm: string }
+  /**
+   * What the driver found at boot. A VM still running from before a daemon restart keeps
+   * running until `fenceDeadline` (the watchdog's current deadline) unless a renewal succeeds.
+   */
+  | { type: 'vmState', vm: string, running: boolean, fenceDeadline?: number }
+  /** `vmesh failover VM [--to NODE] [--force]`: take the VM over here (or on `to`). */
+  | { type: 'operatorFailover', vm: string, to?: string, force?: boolean }
+  /** `vmesh failover VM --to NODE --planned` on the owner. */
+  | { type: 'plannedFailover', vm: string, to: string }
+  /** The replication layer shipped the final generation requested by `shipFinal`. */
+  | { type: 'finalGenerationShipped', vm: string, generation: GenerationRef }
+
+export type StopReason = 'lease-lost' | 'superseded' | 'planned'
+
+export type OwnershipEvent =
+  /** Start the VM at this epoch (only after the `watchdog` event that precedes it is armed). */
+  | { type: 'start', vm: string, epoch: number }
+  /** Turn the VM off now. */
+  | { type: 'stop', vm: string, reason: StopReason }
+  /** Arm the watchdog: turn the VM off by itself at `deadline` (local monotonic) unless re-armed; null disarms. */
+  | { type: 'watchdog', vm: string, deadline: number | null }
+  /** Roll the local replica to this generation (the latest consistent one) before starting. */
+  | { type: 'finalize', vm: string, generation: GenerationRef | null }
+  /** Ownership changed (as far as this node knows). */
+  | { type: 'owner', vm: string, owner: string, epoch: number }
+  /** This node won an election (or forced one). */
+  | { type: 'elected', vm: string, epoch: number, forced: boolean }
+  /** This node owned the VM and another took over: become a replica holder. */
+  | { type: 'demoted', vm: string, owner: string, epoch: number }
+  /** Planned failover: ship the final generation to `to`, then report finalGenerationShipped. */
+  | { type: 'shipFinal', vm: string, to: string }
+  /** An operator request was refused at once. */
+  | { type: 'failoverRefused', vm: string, reason: FailoverRefusal }
+  /** An operator request stopped trying (timeout, or another node took the VM). */
+  | { type: 'failoverAbandoned', vm: string, reason: 'timeout' | 'superseded' }
+
+export type FailoverRefusal = 'unknown-vm' | 'unknown-node' | 'witness' | 'no-replica' | 'already-owner' | 'not-owner' | 'busy'
+
+/** One durable record; the latest record per `key` wins. The driver writes it before sending. */
+export type PersistRecord = VmRecord | SeqRecord
+
+export interface VmRecord {
+  kind: 'vm'
+  vm: string
+  /** Highest epoch with a known owner, and that owner. */
+  epoch: number
+  owner: string
+  /** This node's latest grant (0/null: none). */
+  votedEpoch: number
+  votedFor: string | null
+  /** The owner at `epoch` released the VM to `to` (planned failover). */
+  released: { epoch: number, to: string, generation: GenerationRef } | null
+  /** This node took the VM with --force and has not had a majority since. */
+  forced: boolean
+}
+
+/** Round numbers are handed out in blocks so a restarted node never reuses one. */
+export interface SeqRecord {
+  kind: 'seq'
+  /** Every seq below this may have been used. */
+  reservedUpTo: number
+}
+
+export function recordKey (r: PersistRecord): string { return r.kind === 'vm' ? `vm:${r.vm}` : 'seq' }
+
+export interface OwnershipOutput {
+  /** Write these durably first, then send. */
+  persist: PersistRecord[]
+  send: Array<{ to: string, msg: ElectionMessage }>
+  events: OwnershipEvent[]
+}
+
+export type RunState = 'off' | 'queued' | 'starting' | 'running' | 'stopping'
+
+/** What one node believes about one VM (for status and tests). */
+export interface VmOwnershipStatus {
+  vm: string
+  owner: string
+  epoch: number
+  ownedHere: boolean
+  run: RunState
+  /** Lease end and watchdog deadline (local monotonic) when owned here; -Infinity when none. */
+  leaseUntil: number
+  fenceUntil: number
+  forced: boolean
+  released: boolean
+  votedEpoch: number
+  votedFor: string | null
+  applied: GenerationRef | null
+  /** Epoch of the election round in progress here, if any. */
+  candidateEpoch: number | null
+}
+
+export type VoteDecision =
+  | { granted: true }
+  | { granted: false, reason: Exclude<VoteReason, 'granted'>, retryAfterMs: number }

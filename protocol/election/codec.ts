@@ -1,0 +1,305 @@
+/**
+ * Binary codec for ElectionMessage. Layout (integers big-endian, fixed width):
+ *
+ *   u8 version | u8 type | name vm | body
+ *   renew, renewAck : u64 epoch | u64 seq
+ *   renewNack       : u64 epoch | u64 seq | u8 reason | u64 currentEpoch | optName owner
+ *   requestVote     : u64 epoch | u64 seq | name candidate | gen
+ *   vote            : u64 epoch | u64 seq | name candidate | u8 flags (bit 0: granted) | u8 reason
+ *                     | u64 currentEpoch | optName owner | u32 retryAfterMs
+ *   owner           : u64 epoch | name owner
+ *   release         : u64 epoch | name to | gen
+ *   replicaReport   : u8 flags (bit 0: present) [gen]
+ *   takeover        : u8 flags (bit 0: force)
+ *   gen             : u64 epoch | u64 generation
+ *   name            : u8 length (1..128) | UTF-8 bytes;  optName: the same with length 0 allowed
+ *
+ * The decoder trusts nothing: the size limit is checked first, every read is bounds-checked,
+ * u64 values above 2^53-1 are refused (they would lose precision), enums and flags must be
+ * known values, `granted` must agree with the reason, and no bytes may follow the message.
+ * Every decoding is canonical: re-encoding a decoded message gives back the same bytes.
+ */
+import {
+  ELECTION_WIRE_VERSION, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MESSAGE_TYPE_WIRE, NACK_REASON_WIRE, VOTE_REASON_WIRE
+} from './messages.ts'
+import type { ElectionMessage, GenerationRef, NackReason, VoteReason } from './messages.ts'
+import {
+  ElectionBadEnumError, ElectionBadFlagsError, ElectionBadIntegerError, ElectionBadNameError, ElectionBadVersionError,
+  ElectionEncodeError, ElectionInconsistentError, ElectionMessageTooLargeError, ElectionTrailingBytesError,
+  ElectionTruncatedError, ElectionUnknownTypeError
+} from './errors.ts'
+
+const FLAG_BIT0 = 0x01
+const MAX_U32 = 0xffff_ffff
+const TWO_32 = 0x1_0000_0000
+const utf8 = new TextEncoder()
+const utf8Strict = new TextDecoder('utf-8', { fatal: true })
+
+const KNOWN_TYPES = new Set<number>(Object.values(MESSAGE_TYPE_WIRE))
+const VOTE_REASON_BY_WIRE = invert(VOTE_REASON_WIRE)
+const NACK_REASON_BY_WIRE = invert(NACK_REASON_WIRE)
+
+function invert<K extends string> (table: Record<K, number>): Map<number, K> {
+  return new Map((Object.entries(table) as Array<[K, number]>).map(([k, v]) => [v, k]))
+}
+
+// ---------------------------------------------------------------- encode
+
+class Writer {
+  private readonly buf = new Uint8Array(MAX_MESSAGE_BYTES)
+  private readonly view = new DataView(this.buf.buffer)
+  private len = 0
+
+  private reserve (n: number): void {
+    if (this.len + n > MAX_MESSAGE_BYTES) throw new ElectionEncodeError(`message exceeds ${MAX_MESSAGE_BYTES} bytes`)
+  }
+
+  u8 (v: number): void { this.reserve(1); this.buf[this.len++] = v }
+
+  u32 (v: number, what: string): void {
+    if (!Number.isInteger(v) || v < 0 || v > MAX_U32) throw new ElectionEncodeError(`${what} must be a u32`)
+    this.reserve(4)
+    this.view.setUint32(this.len, v)
+    this.len += 4
+  }
+
+  u64 (v: number, what: string): void {
+    if (!Number.isSafeInteger(v) || v < 0) throw new ElectionEncodeError(`${what} must be a non-negative safe integer`)
+    this.reserve(8)
+    this.view.setUint32(this.len, Math.floor(v / TWO_32))
+    this.view.setUint32(this.len + 4, v % TWO_32)
+    this.len += 8
+  }
+
+  name (s: string, what: string, optional = false): void {
+    if (typeof s !== 'string') throw new ElectionEncodeError(`${what} must be a string`)
+    const bytes = utf8.encode(s)
+    if ((bytes.length === 0 && !optional) || bytes.length > MAX_NAME_BYTES) throw new ElectionEncodeError(`${what} must be 1..${MAX_NAME_BYTES} UTF-8 bytes`)
+    if (utf8Strict.decode(bytes) !== s) throw new ElectionEncodeError(`${what} is not well-formed Unicode`)
+    this.u8(bytes.length)
+    this.reserve(bytes.length)
+    this.buf.set(bytes, this.len)
+    this.len += bytes.length
+  }
+
+  gen (g: GenerationRef, what: string): void {
+    this.u64(g.epoch, `${what}.epoch`)
+    this.u64(g.generation, `${what}.generation`)
+  }
+
+  done (): Uint8Array { return this.buf.slice(0, this.len) }
+}
+
+/** Encodes a message; throws ElectionEncodeError when it breaks a wire limit. */
+export function encodeElectionMessage (msg: ElectionMessage): Uint8Array {
+  const w = new Writer()
+  w.u8(ELECTION_WIRE_VERSION)
+  const type = MESSAGE_TYPE_WIRE[msg.type]
+  if (type === undefined) throw new ElectionEncodeError('unknown message type')
+  w.u8(type)
+  w.name(msg.vm, 'vm')
+  switch (msg.type) {
+    case 'renew':
+    case 'renewAck':
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      break
+    case 'renewNack': {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      const reason = NACK_REASON_WIRE[msg.reason]
+      if (reason === undefined) throw new ElectionEncodeError('nack reason is invalid')
+      w.u8(reason)
+      w.u64(msg.currentEpoch, 'currentEpoch')
+      w.name(msg.owner, 'owner', true)
+      break
+    }
+    case 'requestVote':
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      w.name(msg.candidate, 'candidate')
+      w.gen(msg.generation, 'generation')
+      break
+    case 'vote': {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      w.name(msg.candidate, 'candidate')
+      const reason = VOTE_REASON_WIRE[msg.reason]
+      if (reason === undefined) throw new ElectionEncodeError('vote reason is invalid')
+      if (msg.granted !== (msg.reason === 'granted')) throw new ElectionEncodeError('granted must agree with reason')
+      w.u8(msg.granted ? FLAG_BIT0 : 0)
+      w.u8(reason)
+      w.u64(msg.currentEpoch, 'currentEpoch')
+      w.name(msg.owner, 'owner', true)
+      w.u32(msg.retryAfterMs, 'retryAfterMs')
+      break
+    }
+    case 'owner':
+      w.u64(msg.epoch, 'epoch')
+      w.name(msg.owner, 'owner')
+      break
+    case 'release':
+      w.u64(msg.epoch, 'epoch')
+      w.name(msg.to, 'to')
+      w.gen(msg.generation, 'generation')
+      break
+    case 'replicaReport':
+      if (msg.generation === null) {
+        w.u8(0)
+      } else {
+        w.u8(FLAG_BIT0)
+        w.gen(msg.generation, 'generation')
+      }
+      break
+    case 'takeover':
+      w.u8(msg.force ? FLAG_BIT0 : 0)
+      break
+  }
+  return w.done()
+}
+
+// ---------------------------------------------------------------- decode
+
+class Reader {
+  private pos = 0
+  private readonly view: DataView
+
+  constructor (private readonly buf: Uint8Array) {
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  }
+
+  get remaining (): number { return this.buf.length - this.pos }
+
+  u8 (what: string): number {
+    if (this.pos >= this.buf.length) throw new ElectionTruncatedError(what)
+    return this.buf[this.pos++] as number
+  }
+
+  u32 (what: string): number {
+    if (this.remaining < 4) throw new ElectionTruncatedError(what)
+    const v = this.view.getUint32(this.pos)
+    this.pos += 4
+    return v
+  }
+
+  u64 (what: string): number {
+    if (this.remaining < 8) throw new ElectionTruncatedError(what)
+    const hi = this.view.getUint32(this.pos)
+    const lo = this.view.getUint32(this.pos + 4)
+    this.pos += 8
+    const v = hi * TWO_32 + lo
+    if (!Number.isSafeInteger(v)) throw new ElectionBadIntegerError(what)
+    return v
+  }
+
+  flag (what: string): boolean {
+    const f = this.u8(`${what} flags`)
+    if ((f & ~FLAG_BIT0) !== 0) throw new ElectionBadFlagsError(what, f)
+    return f === FLAG_BIT0
+  }
+
+  name (what: string, optional = false): string {
+    const len = this.u8(`${what} length`)
+    if ((len === 0 && !optional) || len > MAX_NAME_BYTES) throw new ElectionBadNameError(what)
+    if (this.remaining < len) throw new ElectionTruncatedError(what)
+    const bytes = this.buf.subarray(this.pos, this.pos + len)
+    this.pos += len
+    try {
+      return utf8Strict.decode(bytes)
+    } catch {
+      throw new ElectionBadNameError(what)
+    }
+  }
+
+  gen (what: string): GenerationRef {
+    return { epoch: this.u64(`${what} epoch`), generation: this.u64(`${what} generation`) }
+  }
+}
+
+function voteReason (wire: number): VoteReason {
+  const r = VOTE_REASON_BY_WIRE.get(wire)
+  if (r === undefined) throw new ElectionBadEnumError('vote reason', wire)
+  return r
+}
+
+function nackReason (wire: number): NackReason {
+  const r = NACK_REASON_BY_WIRE.get(wire)
+  if (r === undefined) throw new ElectionBadEnumError('nack reason', wire)
+  return r
+}
+
+/** Decodes one message; throws an ElectionDecodeError subclass on anything malformed. */
+export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
+  if (bytes.length > MAX_MESSAGE_BYTES) throw new ElectionMessageTooLargeError(bytes.length, MAX_MESSAGE_BYTES)
+  const r = new Reader(bytes)
+  const version = r.u8('version')
+  if (version !== ELECTION_WIRE_VERSION) throw new ElectionBadVersionError(version)
+  const type = r.u8('type')
+  if (!KNOWN_TYPES.has(type)) throw new ElectionUnknownTypeError(type)
+  const vm = r.name('vm')
+  let msg: ElectionMessage
+  switch (type) {
+    case MESSAGE_TYPE_WIRE.renew:
+    case MESSAGE_TYPE_WIRE.renewAck: {
+      const epoch = r.u64('epoch')
+      const seq = r.u64('seq')
+      msg = { type: type === MESSAGE_TYPE_WIRE.renew ? 'renew' : 'renewAck', vm, epoch, seq }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.renewNack: {
+      const epoch = r.u64('epoch')
+      const seq = r.u64('seq')
+      const reason = nackReason(r.u8('reason'))
+      const currentEpoch = r.u64('currentEpoch')
+      const owner = r.name('owner', true)
+      msg = { type: 'renewNack', vm, epoch, seq, reason, currentEpoch, owner }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.requestVote: {
+      const epoch = r.u64('epoch')
+      const seq = r.u64('seq')
+      const candidate = r.name('candidate')
+      const generation = r.gen('generation')
+      msg = { type: 'requestVote', vm, epoch, seq, candidate, generation }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.vote: {
+      const epoch = r.u64('epoch')
+      const seq = r.u64('seq')
+      const candidate = r.name('candidate')
+      const granted = r.flag('vote')
+      const reason = voteReason(r.u8('reason'))
+      if (granted !== (reason === 'granted')) throw new ElectionInconsistentError('granted flag disagrees with reason')
+      const currentEpoch = r.u64('currentEpoch')
+      const owner = r.name('owner', true)
+      const retryAfterMs = r.u32('retryAfterMs')
+      msg = { type: 'vote', vm, epoch, seq, candidate, granted, reason, currentEpoch, owner, retryAfterMs }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.owner: {
+      const epoch = r.u64('epoch')
+      const owner = r.name('owner')
+      msg = { type: 'owner', vm, epoch, owner }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.release: {
+      const epoch = r.u64('epoch')
+      const to = r.name('to')
+      const generation = r.gen('generation')
+      msg = { type: 'release', vm, epoch, to, generation }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.replicaReport: {
+      const present = r.flag('replicaReport')
+      msg = { type: 'replicaReport', vm, generation: present ? r.gen('generation') : null }
+      break
+    }
+    case MESSAGE_TYPE_WIRE.takeover:
+      msg = { type: 'takeover', vm, force: r.flag('takeover') }
+      break
+    default:
+      throw new ElectionUnknownTypeError(type)
+  }
+  if (r.remaining !== 0) throw new ElectionTrailingBytesError(r.remaining)
+  return msg
+}

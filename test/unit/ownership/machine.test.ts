@@ -1,0 +1,564 @@
+import assert from 'node:assert/strict'
+import { SeededRandom } from '../../../common/random.ts'
+import { OwnershipMachine } from '../../../daemon/ownership/machine.ts'
+import { fenceDeadline, ownerLeaseEnd, voterPromiseEnd } from '../../../daemon/ownership/lease.ts'
+import { LAN_OWNERSHIP_TIMING } from '../../../daemon/ownership/types.ts'
+import type { OwnershipEvent, OwnershipOutput, PersistRecord, VmSpec, VoterSpec } from '../../../daemon/ownership/types.ts'
+import type { Vote } from '../../../protocol/election/messages.ts'
+import { MiniCluster } from './mini-cluster.ts'
+
+const T = LAN_OWNERSHIP_TIMING
+const A_B_W: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'w', role: 'witness' }]
+const A_B: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }]
+const A_B_C: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'c', role: 'host' }]
+const WEB: VmSpec = { name: 'web', home: 'a', replicateTo: ['b'] }
+const GEN0 = { epoch: 0, generation: 0 }
+
+function types (c: MiniCluster, id: string): string[] { return c.events(id).map(e => e.ev.type) }
+
+/** A cluster where `a` owns and runs web and the replica holders have reported generation 0. */
+function running (voters: VoterSpec[], vms: VmSpec[] = [WEB], extra: Partial<ConstructorParameters<typeof MiniCluster>[0]> = {}): MiniCluster {
+  const c = new MiniCluster({ voters, vms, ...extra })
+  for (const vm of vms) for (const r of vm.replicateTo) c.input(r, { type: 'replicaApplied', vm: vm.name, generation: GEN0 })
+  c.advance(3000)
+  for (const vm of vms) assert.deepEqual(c.runners(vm.name), [vm.home])
+  return c
+}
+
+describe('OwnershipMachine: leases', () => {
+  it('starts the home owner\'s VM once a majority acked, watchdog first, fence before lease end', () => {
+    const c = running(A_B_W)
+    const evs = c.events('a')
+    assert.equal(evs[0]?.ev.type, 'watchdog')
+    assert.equal(evs[1]?.ev.type, 'start')
+    const s = c.status('a', 'web')
+    assert.ok(s.fenceUntil < s.leaseUntil)
+    for (const e of c.events('a', 'watchdog')) {
+      const ev = e.ev as Extract<OwnershipEvent, { type: 'watchdog' }>
+      assert.ok(ev.deadline !== null && ev.deadline <= e.at + T.fenceMs)
+    }
+  })
+
+  it('computes lease and fence from the round\'s send time, not from when the acks came back', () => {
+    const c = running(A_B_W, [WEB], { latencyMs: 400 })
+    const s = c.status('a', 'web')
+    // rounds go out every renewMs; the newest majority round was sent ≥ 800 ms ago (400 each way)
+    const lastSend = s.fenceUntil - T.fenceMs
+    assert.equal(s.leaseUntil, ownerLeaseEnd(lastSend, T))
+    assert.equal(s.fenceUntil, fenceDeadline(lastSend, T))
+    assert.ok(lastSend <= c.local('a') - 800)
+  })
+
+  it('stops the VM at the fence deadline when the owner is cut off from the majority', () => {
+    const c = running(A_B_W)
+    c.isolate('a')
+    const fence = c.status('a', 'web').fenceUntil
+    c.advance(10_000)
+    const stop = c.events('a', 'stop')
+    assert.equal(stop.length, 1)
+    assert.deepEqual(stop[0]?.ev, { type: 'stop', vm: 'web', reason: 'lease-lost' })
+    assert.equal(stop[0]?.at, fence)
+    assert.deepEqual(c.runners('web'), [])
+  })
+
+  it('keeps running when only the witness is lost', () => {
+    const c = running(A_B_W)
+    c.kill('w')
+    c.setViewOfAll('w', 'dead')
+    c.advance(60_000)
+    assert.deepEqual(c.events('a', 'stop'), [])
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.deepEqual(c.events('b', 'elected'), [])
+  })
+
+  it('renewals refused by a voter that knows a higher epoch stop the old owner at once', () => {
+    const c = running(A_B_W)
+    // b and w learned of epoch 5 (owner b) while a was not listening
+    c.cut('a', 'b'); c.cut('a', 'w')
+    c.input('w', { type: 'message', from: 'b', msg: { type: 'owner', vm: 'web', epoch: 5, owner: 'b' } })
+    c.heal()
+    const t0 = c.time
+    c.advance(1500)
+    const stop = c.events('a', 'stop')
+    assert.equal(stop.length, 1)
+    assert.deepEqual(stop[0]?.ev, { type: 'stop', vm: 'web', reason: 'superseded' })
+    assert.ok((stop[0]?.at ?? Infinity) - t0 <= T.renewMs + 2)
+    assert.ok(types(c, 'a').includes('demoted'))
+    assert.equal(c.status('a', 'web').epoch, 5)
+  })
+
+  it('a node that hears of a higher epoch for a VM it runs stops it immediately', () => {
+    const c = running(A_B_W)
+    c.input('a', { type: 'message', from: 'b', msg: { type: 'owner', vm: 'web', epoch: 1, owner: 'b' } })
+    const last = c.events('a').slice(-4).map(e => e.ev)
+    assert.deepEqual(last.filter(e => e.type !== 'watchdog'), [
+      { type: 'owner', vm: 'web', owner: 'b', epoch: 1 },
+      { type: 'demoted', vm: 'web', owner: 'b', epoch: 1 },
+      { type: 'stop', vm: 'web', reason: 'superseded' }
+    ])
+  })
+
+  it('a daemon restarted under a running VM keeps it only until the old watchdog deadline unless it renews', () => {
+    const c = running(A_B_W)
+    const a = c.node('a')
+    const fence = c.status('a', 'web').fenceUntil
+    c.isolate('a')
+    a.machine = OwnershipMachine.restore({ self: 'a', voters: A_B_W, vms: [WEB], random: new SeededRandom(1), now: c.local('a') }, [...a.persisted.values()])
+    const first = a.machine.step(c.local('a'), { type: 'vmState', vm: 'web', running: true, fenceDeadline: fence })
+    assert.deepEqual(first.events, [])
+    assert.ok(first.send.some(s => s.msg.type === 'renew'))
+    const next = a.machine.nextDeadline()
+    assert.ok(next !== undefined && next <= fence)
+    const out = a.machine.tick(fence)
+    assert.deepEqual(out.events.filter(e => e.type === 'stop'), [{ type: 'stop', vm: 'web', reason: 'lease-lost' }])
+  })
+})
+
+describe('OwnershipMachine: elections', () => {
+  it('fails over to the replica once the owner is dead and the voters\' promises ran out', () => {
+    const c = running(A_B_W)
+    const lastAck = c.time // a renewed every second until now
+    c.kill('a')
+    c.advance(3000)
+    c.setViewOfAll('a', 'dead')
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    const evs = c.events('b').map(e => e.ev.type)
+    const iFinal = evs.indexOf('finalize')
+    const iStart = evs.indexOf('start')
+    assert.ok(evs.indexOf('elected') >= 0 && iFinal >= 0 && iFinal < iStart)
+    assert.equal(evs[iStart - 1], 'watchdog')
+    const start = c.events('b', 'start')[0]
+    assert.deepEqual(start?.ev, { type: 'start', vm: 'web', epoch: 1 })
+    assert.ok((start?.at ?? 0) >= voterPromiseEnd(lastAck - T.renewMs, T), 'no grant before the old promises ended')
+    assert.deepEqual(c.events('b', 'finalize')[0]?.ev, { type: 'finalize', vm: 'web', generation: GEN0 })
+    // everyone adopted the new owner
+    for (const id of ['b', 'w']) assert.deepEqual([c.status(id, 'web').owner, c.status(id, 'web').epoch], ['b', 1])
+  })
+
+  it('the returning old owner stops nothing twice, adopts the new epoch and is demoted', () => {
+    const c = running(A_B_W)
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    c.restart('a')
+    c.setViewOfAll('a', 'alive')
+    c.advance(5000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.deepEqual(c.events('a', 'start').length, 1) // only the start before the crash
+    assert.deepEqual(c.events('a', 'demoted').map(e => e.ev), [{ type: 'demoted', vm: 'web', owner: 'b', epoch: 1 }])
+  })
+
+  it('two hosts without a witness never fail over on their own', () => {
+    const c = running(A_B)
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.advance(120_000)
+    assert.deepEqual(c.runners('web'), [])
+    assert.deepEqual(c.events('b', 'elected'), [])
+    assert.deepEqual(c.events('b', 'start'), [])
+  })
+
+  it('two hosts without a witness: --force takes over, after this node\'s own promise ran out', () => {
+    const c = running(A_B)
+    const lastAck = c.time
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    const elected = c.events('b', 'elected')
+    assert.deepEqual(elected.map(e => e.ev), [{ type: 'elected', vm: 'web', epoch: 1, forced: true }])
+    assert.ok((elected[0]?.at ?? 0) >= voterPromiseEnd(lastAck - T.renewMs, T))
+    // forced ownership runs without a lease, so no watchdog deadline
+    assert.deepEqual(c.events('b', 'watchdog').map(e => e.ev), [{ type: 'watchdog', vm: 'web', deadline: null }])
+    assert.equal(c.status('b', 'web').forced, true)
+    // the old owner comes back: it is told, stops nothing (it crashed), and b's lease becomes normal
+    c.restart('a')
+    c.advance(3000)
+    assert.equal(c.status('a', 'web').owner, 'b')
+    assert.equal(c.status('b', 'web').forced, false)
+    assert.ok(c.events('b', 'watchdog').some(e => (e.ev as { deadline: number | null }).deadline !== null))
+    assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('two hosts without a witness: losing the other host stops the owner\'s VMs (no majority)', () => {
+    const c = running(A_B)
+    c.kill('b')
+    c.advance(10_000)
+    assert.deepEqual(c.events('a', 'stop').map(e => e.ev), [{ type: 'stop', vm: 'web', reason: 'lease-lost' }])
+  })
+
+  it('manual policy waits for the operator', () => {
+    const manual: VmSpec = { ...WEB, failover: 'manual' }
+    const c = running(A_B_W, [manual])
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.advance(60_000)
+    assert.deepEqual(c.runners('web'), [])
+    assert.deepEqual(c.events('b', 'elected'), [])
+    // asked on the witness's API, forwarded to b
+    c.input('w', { type: 'operatorFailover', vm: 'web', to: 'b' })
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.deepEqual(c.events('b', 'elected').map(e => e.ev), [{ type: 'elected', vm: 'web', epoch: 1, forced: false }])
+  })
+
+  it('refuses operator requests that cannot work', () => {
+    const c = running(A_B_W)
+    c.input('a', { type: 'operatorFailover', vm: 'web' })
+    c.input('a', { type: 'operatorFailover', vm: 'nope' })
+    c.input('a', { type: 'operatorFailover', vm: 'web', to: 'w' })
+    c.input('w', { type: 'operatorFailover', vm: 'web', to: 'zz' })
+    c.input('b', { type: 'plannedFailover', vm: 'web', to: 'a' })
+    assert.deepEqual(c.events('a', 'failoverRefused').map(e => e.ev), [
+      { type: 'failoverRefused', vm: 'web', reason: 'already-owner' },
+      { type: 'failoverRefused', vm: 'nope', reason: 'unknown-vm' },
+      { type: 'failoverRefused', vm: 'web', reason: 'witness' }
+    ])
+    assert.deepEqual(c.events('w', 'failoverRefused').map(e => e.ev), [{ type: 'failoverRefused', vm: 'web', reason: 'unknown-node' }])
+    assert.deepEqual(c.events('b', 'failoverRefused').map(e => e.ev), [{ type: 'failoverRefused', vm: 'web', reason: 'not-owner' }])
+  })
+
+  it('an operator failover while the owner is alive gives up after operatorTimeoutMs', () => {
+    const c = running(A_B_W)
+    c.input('b', { type: 'operatorFailover', vm: 'web' })
+    c.advance(T.operatorTimeoutMs + 2000)
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.deepEqual(c.events('b', 'failoverAbandoned').map(e => e.ev), [{ type: 'failoverAbandoned', vm: 'web', reason: 'timeout' }])
+  })
+
+  it('ranks candidates: the freshest replica wins even when configured second', () => {
+    const vm: VmSpec = { name: 'web', home: 'a', replicateTo: ['b', 'c'] }
+    const c = new MiniCluster({ voters: A_B_C, vms: [vm] })
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: { epoch: 0, generation: 4 } })
+    c.input('c', { type: 'replicaApplied', vm: 'web', generation: { epoch: 0, generation: 5 } })
+    c.advance(3000)
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.advance(12_000)
+    assert.deepEqual(c.runners('web'), ['c'])
+    assert.deepEqual(c.events('b', 'elected'), [])
+  })
+
+  it('a stale candidate is refused while a fresher replica is alive, and accepted once it is dead', () => {
+    const vm: VmSpec = { name: 'web', home: 'a', replicateTo: ['b', 'c'] }
+    const c = new MiniCluster({ voters: A_B_C, vms: [vm] })
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: { epoch: 0, generation: 4 } })
+    c.input('c', { type: 'replicaApplied', vm: 'web', generation: { epoch: 0, generation: 5 } })
+    c.advance(3000)
+    // a is dead; c is alive but cannot stand (its own view of a says alive)
+    c.kill('a')
+    c.setView('b', 'a', 'dead')
+    c.advance(12_000)
+    assert.deepEqual(c.runners('web'), [])
+    const votes = c.events('b', 'elected')
+    assert.deepEqual(votes, [])
+    // now c dies too: b is the freshest live replica and a majority (b, c?) is gone: b alone cannot win
+    c.kill('c')
+    c.setView('b', 'c', 'dead')
+    c.advance(12_000)
+    assert.deepEqual(c.runners('web'), [])
+    // c returns with its view of a corrected, and b may not win against c's fresher data while c is alive
+    c.restart('c')
+    c.input('c', { type: 'replicaApplied', vm: 'web', generation: { epoch: 0, generation: 5 } })
+    c.setView('c', 'a', 'dead')
+    c.setView('b', 'c', 'alive')
+    c.advance(12_000)
+    assert.deepEqual(c.runners('web'), ['c'])
+  })
+})
+
+describe('OwnershipMachine: durable votes', () => {
+  function vote (out: OwnershipOutput): Vote {
+    const v = out.send.find(s => s.msg.type === 'vote')?.msg
+    assert.ok(v !== undefined && v.type === 'vote')
+    return v
+  }
+  const init = { self: 'w', voters: A_B_C.concat([{ id: 'w', role: 'witness' }]), vms: [{ name: 'web', home: 'a', replicateTo: ['b', 'c'] }], random: new SeededRandom(3) }
+  const ask = (from: string, epoch: number): { type: 'message', from: string, msg: { type: 'requestVote', vm: string, epoch: number, seq: number, candidate: string, generation: { epoch: number, generation: number } } } =>
+    ({ type: 'message', from, msg: { type: 'requestVote', vm: 'web', epoch, seq: 1, candidate: from, generation: GEN0 } })
+
+  it('persists the grant in the same output as the vote, and a restarted voter never grants that epoch to another', () => {
+    let now = 100_000
+    let m = new OwnershipMachine({ ...init, now })
+    const dead = (x: OwnershipMachine): void => { x.step(now, { type: 'member', id: 'a', state: 'dead' }) }
+    dead(m)
+    now += 6000 // past the quiet period
+    const out = m.step(now, ask('b', 1))
+    assert.equal(vote(out).granted, true)
+    const rec = out.persist.find((r): r is Extract<PersistRecord, { kind: 'vm' }> => r.kind === 'vm')
+    assert.deepEqual([rec?.votedEpoch, rec?.votedFor], [1, 'b'])
+    // restart (volatile state lost), long after every promise ended
+    now += 60_000
+    m = OwnershipMachine.restore({ ...init, now }, out.persist)
+    dead(m)
+    // during the quiet period nothing is granted
+    const early = vote(m.step(now + 10, ask('b', 2)))
+    assert.deepEqual([early.granted, early.reason], [false, 'recovering'])
+    now += 6000
+    const second = vote(m.step(now, ask('c', 1)))
+    assert.deepEqual([second.granted, second.reason], [false, 'alreadyVoted'])
+    // the same candidate gets the same answer again
+    assert.equal(vote(m.step(now, ask('b', 1))).granted, true)
+  })
+
+  it('a witness whose config lists no VMs votes on them and keeps its grants across a restart', () => {
+    const cfg = { self: 'w', voters: A_B_C.concat([{ id: 'w', role: 'witness' }]), vms: [], random: new SeededRandom(5) }
+    let now = 0
+    let m = new OwnershipMachine({ ...cfg, now })
+    const renew = m.step(now, { type: 'message', from: 'a', msg: { type: 'renew', vm: 'web', epoch: 0, seq: 7 } })
+    assert.deepEqual(renew.send.map(s => s.msg.type), ['renewAck'])
+    m.step(now, { type: 'member', id: 'a', state: 'dead' })
+    now += 6000
+    const out = m.step(now, ask('b', 1))
+    assert.equal(vote(out).granted, true)
+    now += 1000
+    m = OwnershipMachine.restore({ ...cfg, now }, out.persist)
+    m.step(now, { type: 'member', id: 'a', state: 'dead' })
+    now += 6000
+    const second = vote(m.step(now, ask('c', 1)))
+    assert.deepEqual([second.granted, second.reason], [false, 'alreadyVoted'])
+    assert.deepEqual(m.status().map(s => [s.vm, s.votedEpoch, s.votedFor]), [['web', 1, 'b']])
+  })
+
+  it('never reuses a round number after a restart', () => {
+    let now = 0
+    const records: PersistRecord[] = []
+    const seqs = new Set<number>()
+    for (let life = 0; life < 3; life++) {
+      const m = OwnershipMachine.restore({ self: 'a', voters: A_B_W, vms: [WEB], random: new SeededRandom(life), now }, records)
+      for (let i = 0; i < 50; i++) {
+        const out = m.tick(now)
+        records.push(...out.persist)
+        for (const s of out.send) {
+          if (s.msg.type !== 'renew' || s.to !== 'b') continue
+          assert.ok(!seqs.has(s.msg.seq), `seq ${s.msg.seq} reused`)
+          seqs.add(s.msg.seq)
+        }
+        now += T.renewMs
+      }
+    }
+    assert.equal(seqs.size, 150)
+  })
+})
+
+describe('OwnershipMachine: planned failover and starts', () => {
+  it('runs the planned sequence: stop, ship, release, election at epoch+1, demote', () => {
+    const c = new MiniCluster({ voters: A_B_W, vms: [WEB], autoDriver: true })
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: { epoch: 0, generation: 7 } })
+    c.advance(6000) // past b's quiet period after boot
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    const aEvents = c.events('a').map(e => e.ev)
+    const iStop = aEvents.findIndex(e => e.type === 'stop')
+    const iShip = aEvents.findIndex(e => e.type === 'shipFinal')
+    assert.deepEqual(aEvents[iStop], { type: 'stop', vm: 'web', reason: 'planned' })
+    assert.deepEqual(aEvents[iShip], { type: 'shipFinal', vm: 'web', to: 'b' })
+    assert.ok(iStop < iShip)
+    // nothing moves until the final generation is shipped
+    c.advance(2000)
+    assert.deepEqual(c.events('b', 'elected'), [])
+    assert.deepEqual(c.runners('web'), [])
+    const final = { epoch: 0, generation: 8 }
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: final })
+    const t0 = c.time
+    c.input('a', { type: 'finalGenerationShipped', vm: 'web', generation: final })
+    c.advance(500)
+    const elected = c.events('b', 'elected')
+    assert.deepEqual(elected.map(e => e.ev), [{ type: 'elected', vm: 'web', epoch: 1, forced: false }])
+    assert.ok((elected[0]?.at ?? Infinity) - t0 < 50, 'no waiting for leases or detectors')
+    assert.deepEqual(c.events('b', 'finalize').map(e => e.ev), [{ type: 'finalize', vm: 'web', generation: final }])
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.deepEqual(c.events('a', 'demoted').map(e => e.ev), [{ type: 'demoted', vm: 'web', owner: 'b', epoch: 1 }])
+    // the old owner never started it again
+    assert.equal(c.events('a', 'start').length, 1)
+  })
+
+  it('a released owner that restarts does not start the VM again', () => {
+    const c = new MiniCluster({ voters: A_B_W, vms: [WEB] })
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.advance(3000)
+    c.cut('a', 'b') // b will never hear the release
+    c.cut('a', 'w')
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    c.input('a', { type: 'finalGenerationShipped', vm: 'web', generation: GEN0 })
+    c.kill('a')
+    c.restart('a')
+    c.advance(20_000)
+    assert.equal(c.events('a', 'start').length, 1)
+    assert.equal(c.status('a', 'web').released, true)
+  })
+
+  it('starts VMs in start order, at most maxConcurrentStarts un-acknowledged at a time', () => {
+    const vms: VmSpec[] = ['e', 'd', 'c', 'b', 'a'].map((n, i) => ({ name: `vm-${n}`, home: 'a', replicateTo: ['b'], startOrder: i < 2 ? 5 : 1 }))
+    const c = new MiniCluster({ voters: A_B_W, vms, maxConcurrentStarts: 2, autoDriver: false })
+    c.advance(300)
+    const starts = (): string[] => c.events('a', 'start').map(e => (e.ev as { vm: string }).vm)
+    assert.deepEqual(starts(), ['vm-a', 'vm-b'])
+    c.advance(5000) // no acknowledgement: nothing more starts
+    assert.deepEqual(starts(), ['vm-a', 'vm-b'])
+    c.input('a', { type: 'started', vm: 'vm-b' })
+    assert.deepEqual(starts(), ['vm-a', 'vm-b', 'vm-c'])
+    c.input('a', { type: 'startFailed', vm: 'vm-a' })
+    assert.deepEqual(starts(), ['vm-a', 'vm-b', 'vm-c', 'vm-d'])
+    c.input('a', { type: 'started', vm: 'vm-c' })
+    c.input('a', { type: 'started', vm: 'vm-d' })
+    assert.deepEqual(starts(), ['vm-a', 'vm-b', 'vm-c', 'vm-d', 'vm-e'])
+    // the failed one is retried after startRetryMs
+    c.input('a', { type: 'started', vm: 'vm-e' })
+    c.advance(T.startRetryMs + T.startCoalesceMs + 10)
+    assert.deepEqual(starts(), ['vm-a', 'vm-b', 'vm-c', 'vm-d', 'vm-e', 'vm-a'])
+  })
+})
+
+describe('OwnershipMachine: the paused owner', () => {
+  it('wakes up past its fence, stops before doing anything else, then learns it was replaced', () => {
+    const c = running(A_B_W)
+    c.pause('a')
+    c.setViewOfAll('a', 'dead')
+    c.advance(15_000)
+    assert.deepEqual(c.runners('web').sort(), ['a', 'b']) // the fake driver knows nothing of watchdogs...
+    const bStart = c.events('b', 'start')[0]?.at ?? Infinity
+    // ...but a's last watchdog deadline was well before b started
+    const lastDeadline = Math.max(...c.events('a', 'watchdog').map(e => (e.ev as { deadline: number }).deadline))
+    assert.ok(lastDeadline < bStart)
+    c.resume('a')
+    const after = c.events('a').filter(e => e.at === c.time).map(e => e.ev)
+    assert.deepEqual(after[0], { type: 'stop', vm: 'web', reason: 'lease-lost' })
+    c.advance(2000)
+    assert.equal(c.status('a', 'web').owner, 'b')
+    assert.deepEqual(c.runners('web'), ['b'])
+  })
+})
+
+describe('OwnershipMachine: construction', () => {
+  it('refuses inconsistent configuration with ERR_OWNERSHIP_CONFIG', () => {
+    const base = { self: 'a', voters: A_B_W, vms: [WEB], random: new SeededRandom(1), now: 0 }
+    const bad = [
+      { ...base, self: 'z' },
+      { ...base, voters: [...A_B_W, { id: 'a', role: 'host' as const }] },
+      { ...base, vms: [{ ...WEB, home: 'w' }] },
+      { ...base, vms: [WEB, WEB] },
+      { ...base, maxConcurrentStarts: 0 }
+    ]
+    for (const b of bad) {
+      assert.throws(() => new OwnershipMachine(b), (err: Error & { code?: string }) => err.name === 'OwnershipConfigError' && err.code === 'ERR_OWNERSHIP_CONFIG')
+    }
+  })
+
+  it('nextDeadline is always in the future, so a driver never spins', () => {
+    const m = new OwnershipMachine({ self: 'a', voters: A_B_W, vms: [WEB], random: new SeededRandom(1), now: 0 })
+    let now = 0
+    for (let i = 0; i < 100; i++) {
+      m.tick(now)
+      const d = m.nextDeadline()
+      assert.ok(d !== undefined && d > now)
+      now = d
+    }
+  })
+})
+
+describe('OwnershipMachine: getting unstuck', () => {
+  it('an owner whose renewals are refused for a failed candidate\'s epoch wins its VM back under a higher epoch', () => {
+    // b stood for epoch 1 while a was away and voted for itself; a returns and b refuses its renewals.
+    const c = running(A_B)
+    c.cut('a', 'b')
+    c.setViewOfAll('a', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web' })
+    c.advance(8000)
+    assert.equal(c.status('b', 'web').votedEpoch, 1)
+    assert.deepEqual(c.runners('web'), []) // a lost its lease (b is needed for a majority of 2)
+    c.heal()
+    c.setViewOfAll('a', 'alive')
+    c.advance(15_000)
+    assert.deepEqual(c.runners('web'), ['a'])
+    const s = c.status('a', 'web')
+    assert.ok(s.ownedHere && s.epoch >= 2)
+    assert.deepEqual(c.events('a', 'finalize'), [], 'the owner\'s own disk is the source: nothing to finalize')
+    assert.equal(c.status('b', 'web').owner, 'a')
+  })
+
+  it('repeats a release that was lost', () => {
+    const c = running(A_B_W)
+    c.advance(3000)
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    c.cut('a', 'b'); c.cut('a', 'w')
+    c.input('a', { type: 'finalGenerationShipped', vm: 'web', generation: GEN0 })
+    c.advance(3000)
+    assert.deepEqual(c.events('b', 'elected'), [])
+    c.heal()
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('when the planned target never takes over, the old owner takes its VM back', () => {
+    const c = running(A_B_W)
+    c.advance(3000)
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    c.kill('b')
+    c.input('a', { type: 'finalGenerationShipped', vm: 'web', generation: GEN0 })
+    c.advance(T.plannedGraceMs - 500)
+    assert.deepEqual(c.runners('web'), [])
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.equal(c.status('a', 'web').released, false)
+    assert.equal(c.events('a', 'start').length, 2)
+  })
+
+  it('restarts a VM that stopped on its own, after startRetryMs', () => {
+    const c = running(A_B_W)
+    c.node('a').running.delete('web')
+    c.input('a', { type: 'stopped', vm: 'web' })
+    c.advance(T.startRetryMs - 100)
+    assert.deepEqual(c.runners('web'), [])
+    c.advance(500)
+    assert.deepEqual(c.runners('web'), ['a'])
+  })
+
+  it('a voter does not wait out a silent dead voter before retrying when a promise was the only obstacle', () => {
+    const vm: VmSpec = { name: 'web', home: 'a', replicateTo: ['b', 'c'] }
+    // w hears the owner 40 ms late, so its promise outlasts the others' by 40 ms
+    const c = new MiniCluster({ voters: [...A_B_C, { id: 'w', role: 'witness' }], vms: [vm], linkLatencyMs: { 'a>w': 40 } })
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.input('c', { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.advance(6000)
+    const crash = c.time
+    c.kill('a')
+    c.advance(3000)
+    c.setViewOfAll('a', 'dead')
+    c.advance(10_000)
+    const start = c.events('b', 'start')[0] ?? c.events('c', 'start')[0]
+    assert.ok(start !== undefined)
+    // last promise ended ≤ crash + leaseMs·(1+d); the winner started within a short retry of that
+    assert.ok(start.at - crash < T.leaseMs * (1 + T.driftRatio) + 300, `${start.at - crash}`)
+  })
+})
+
+describe('OwnershipMachine: --force and its risk', () => {
+  it('with three voters, --force during a partition runs the VM twice until the partition heals (the documented risk)', () => {
+    const c = running(A_B_W)
+    c.isolate('b') // a still has w: it keeps its lease
+    c.setView('b', 'a', 'dead')
+    c.setView('b', 'w', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(8000)
+    assert.deepEqual(c.runners('web').sort(), ['a', 'b'])
+    c.heal()
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.ok(c.events('a', 'demoted').length === 1)
+  })
+
+  it('a forced owner that meets another claim on its epoch yields', () => {
+    const c = running(A_B)
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(8000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    c.input('b', { type: 'message', from: 'a', msg: { type: 'renewNack', vm: 'web', epoch: 1, seq: 1, reason: 'notOwner', currentEpoch: 1, owner: 'a' } })
+    assert.deepEqual(c.runners('web'), [])
+    assert.deepEqual(c.events('b', 'demoted').map(e => e.ev), [{ type: 'demoted', vm: 'web', owner: 'a', epoch: 1 }])
+  })
+})

@@ -1,0 +1,107 @@
+/**
+ * The ownership layer's view of replication: which files to start a VM from here, finalizing
+ * the replica before a start, reporting replica generations to the election, and moving the
+ * source role with ownership. Replica generations are polled (once a second) rather than
+ * pushed: the machine only needs them for ranking and the poll keeps the layers decoupled.
+ */
+import { join, extname } from 'node:path'
+import type { Config } from '../../config/load.ts'
+import type { Clock, TimerHandle } from '../../common/clock.ts'
+import { errorMessage } from '../../common/errors.ts'
+import type { Logger } from '../log.ts'
+import type { ReplicationService } from '../replication/service.ts'
+import type { VmStartFiles } from '../hypervisor/driver.ts'
+import type { OwnershipHost } from './service.ts'
+import type { GenerationRef } from './types.ts'
+import { VmeshError } from '../../common/errors.ts'
+
+export class NoReplicaError extends VmeshError {
+  constructor (vm: string) { super('ERR_NO_REPLICA', `no replica of ${vm} is held on this node`) }
+}
+
+export class PlannedFailoverUnsupportedError extends VmeshError {
+  constructor () { super('ERR_PLANNED_UNSUPPORTED', 'planned failover (final generation shipping) is not available yet') }
+}
+
+const DISK_EXT = new Set(['.vhd', '.vhdx', '.avhd', '.avhdx', '.img', '.raw', '.qcow2'])
+
+export class ReplicationOwnershipHost implements OwnershipHost {
+  private timer?: TimerHandle
+  private readonly reported = new Map<string, string>()
+  private readonly owners = new Map<string, { owner: string, epoch: number }>()
+
+  constructor (private readonly c: { config: () => Config, replication: ReplicationService, clock: Clock, log: Logger }) {}
+
+  /** Starts reporting replica generations to `report` (ownership's replicaApplied). */
+  startReporting (report: (vm: string, generation: GenerationRef | null) => void, periodMs = 1000): void {
+    const tick = async (): Promise<void> => {
+      try {
+        for (const { vm, store } of await this.c.replication.replicas.list()) {
+          const st = store.state()
+          const gen = st.seeding || st.appliedGeneration === 0 ? null : { epoch: 0, generation: st.appliedConsistentGeneration > 0 ? st.appliedConsistentGeneration : st.appliedGeneration }
+          const key = JSON.stringify(gen)
+          if (this.reported.get(vm) !== key) { this.reported.set(vm, key); report(vm, gen) }
+        }
+      } catch (err) { this.c.log.warn({ error: errorMessage(err) }, 'replica report failed') }
+      this.timer = this.c.clock.setTimeout(() => { void tick() }, periodMs)
+    }
+    void tick()
+  }
+
+  stopReporting (): void { this.c.clock.clearTimeout(this.timer) }
+
+  private home (vm: string): Config['vms'][number] | undefined { return this.c.config().vms.find(v => v.name === vm) }
+
+  async filesForStart (vm: string): Promise<VmStartFiles> {
+    const cfg = this.c.config()
+    const home = this.home(vm)
+    const reps = await this.c.replication.replicas.ofVm(vm)
+    const finalized = reps.find(r => r.store.state().finalized)
+    if (home !== undefined && finalized === undefined) {
+      return { disks: home.disks, files: home.files, dir: join(cfg.node.dataDir, 'run', vm) }
+    }
+    const rep = finalized ?? reps[0]
+    if (rep === undefined) throw new NoReplicaError(vm)
+    const st = rep.store.state()
+    const disks: string[] = []
+    const files: string[] = []
+    const sourceMap: Record<string, string> = {}
+    for (const [src, path] of Object.entries(st.files)) {
+      sourceMap[src] = path
+      if (DISK_EXT.has(extname(src).toLowerCase())) disks.push(path); else files.push(path)
+    }
+    return { disks, files, dir: this.c.replication.replicas.dirOf(rep.source, vm), sourceMap }
+  }
+
+  async finalize (vm: string, generation: GenerationRef | null): Promise<void> {
+    const reps = await this.c.replication.replicas.ofVm(vm)
+    if (reps.length === 0) { if (this.home(vm) !== undefined) return; throw new NoReplicaError(vm) }
+    const rep = reps.sort((a, b) => b.store.state().appliedConsistentGeneration - a.store.state().appliedConsistentGeneration)[0]!
+    if (rep.store.state().finalized) return
+    try {
+      const r = await rep.store.finalize(generation !== null && generation.generation > 0 ? { pointId: String(generation.generation) } : {})
+      this.c.log.warn({ vm, generation: r.generation, rolledBack: r.rolledBack, consistent: r.consistent }, 'replica finalized for failover')
+    } catch (err) {
+      // no consistent point (e.g. a disk that was never quiet): start from the latest fuzzy state
+      // rather than not at all, and say so loudly
+      this.c.log.error({ vm, error: errorMessage(err) }, 'no consistent recovery point; finalizing at the latest (fuzzy) generation')
+      await rep.store.finalize({ acceptFuzzy: true })
+    }
+  }
+
+  async shipFinal (): Promise<GenerationRef> { throw new PlannedFailoverUnsupportedError() }
+
+  demoted (vm: string, owner: string, epoch: number): void {
+    this.c.log.warn({ vm, owner, epoch }, 'this node no longer owns the VM; its local copy is now stale')
+  }
+
+  ownerChanged (vm: string, owner: string, epoch: number): void {
+    this.owners.set(vm, { owner, epoch })
+    const self = this.c.config().node.name
+    // the home node sources its VM only while it owns it: after a failover its files are stale
+    const sourced = this.c.config().vms.map(v => v.name).filter(n => { const o = this.owners.get(n); return o === undefined || o.owner === self })
+    void this.c.replication.setSourceVms(sourced).catch((err) => { this.c.log.error({ error: errorMessage(err) }, 'could not change the sourced VMs') })
+  }
+
+  ownerOf (vm: string): { owner: string, epoch: number } | undefined { return this.owners.get(vm) }
+}

@@ -11,6 +11,9 @@ import { Dialer } from './mesh/dialer.ts'
 import { MembershipService } from './membership/service.ts'
 import { ApiServer } from './api/server.ts'
 import { tokenPathFor } from './api/client.ts'
+import { BandwidthService, type BandwidthSettings } from './bandwidth/service.ts'
+import { createMetrics, type VmeshMetrics } from './metrics/registry.ts'
+import { ReplicationService } from './replication/service.ts'
 
 export interface Components {
   clock: Clock
@@ -20,6 +23,18 @@ export interface Components {
   dialer: Dialer
   membership: MembershipService
   api: ApiServer
+  bandwidth: BandwidthService
+  metrics: VmeshMetrics
+  replication: ReplicationService
+}
+
+/** The bandwidth service's view of the config (node limit and schedule, peer and VM limits). */
+export function bandwidthSettings (config: LoadedConfig['config']): BandwidthSettings {
+  return {
+    bandwidth: config.bandwidth,
+    peers: config.mesh.peers.map(p => ({ name: p.name, ...(p.limitBytesPerSec !== undefined ? { limitBytesPerSec: p.limitBytesPerSec } : {}) })),
+    vms: config.vms.map(v => ({ name: v.name, ...(v.limitBytesPerSec !== undefined ? { limitBytesPerSec: v.limitBytesPerSec } : {}) }))
+  }
 }
 
 export async function createComponents (loaded: LoadedConfig, base: { clock: Clock, random: Random, log: Logger }): Promise<Components> {
@@ -45,5 +60,8 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     timings: config.mesh.detector
   })
   const api = new ApiServer({ log: log.child({ svc: 'api' }) }, { host: config.node.api.host, port: config.node.api.port, tokenPath: tokenPathFor(config) })
-  return { clock, random, log, mesh, dialer, membership, api }
+  const bandwidth = new BandwidthService({ clock }, bandwidthSettings(config))
+  const metrics = createMetrics({ labels: { node: config.node.name } })
+  const replication = new ReplicationService({ clock, log: log.child({ svc: 'replication' }), libp2p: mesh.libp2p, bandwidth, metrics }, { config })
+  return { clock, random, log, mesh, dialer, membership, api, bandwidth, metrics, replication }
 }

@@ -8,9 +8,10 @@ import { loadConfig, type LoadedConfig } from '../config/load.ts'
 import { systemClock, type Clock } from '../common/clock.ts'
 import { systemRandom, type Random } from '../common/random.ts'
 import type { Logger } from './log.ts'
-import { createComponents, type Components } from './components.ts'
+import { createComponents, bandwidthSettings, type Components } from './components.ts'
 import type { StatusDocument, MemberStatus } from './status.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
+import { registerReplicationRoutes } from './replication/api.ts'
 
 export interface DaemonOptions {
   log: Logger
@@ -24,6 +25,7 @@ export class Daemon {
   private readonly random: Random
   private startedAt = 0
   private stopping?: Promise<void>
+  private replicationReload = false
 
   constructor (private loaded: LoadedConfig, private readonly opts: DaemonOptions) {
     this.clock = opts.clock ?? systemClock
@@ -42,6 +44,35 @@ export class Daemon {
     await c.mesh.libp2p.start()
     await c.membership.start()
     c.dialer.start()
+    await c.bandwidth.start()
+    c.metrics.bandwidth.setLimit(c.bandwidth.currentLimit())
+    c.bandwidth.onLimitChange((ch) => { c.metrics.bandwidth.setLimit(ch.limitBytesPerSec) })
+    await c.replication.start()
+    if (!this.replicationReload) {
+      this.replicationReload = true
+      this.onReload(async (next, prev) => {
+        const cc = this.c
+        if (cc === undefined) return []
+        const applied: string[] = []
+        const a = bandwidthSettings(next)
+        const b = bandwidthSettings(prev)
+        if (JSON.stringify(a) !== JSON.stringify(b)) {
+          cc.bandwidth.reload(a)
+          cc.metrics.bandwidth.setLimit(cc.bandwidth.currentLimit())
+          // reported only when a limit changed (a peer or VM without one changes nothing)
+          const limits = (x: typeof a): string => JSON.stringify([x.bandwidth, x.peers.filter(p => p.limitBytesPerSec !== undefined), (x.vms ?? []).filter(v => v.limitBytesPerSec !== undefined)])
+          if (limits(a) !== limits(b)) applied.push('bandwidth')
+        }
+        return [...applied, ...await cc.replication.reload(next)]
+      })
+    }
+    registerReplicationRoutes(c.api, c.replication)
+    c.api.rawRoute('GET', '/metrics', async (_req, res) => {
+      c.replication.vmStatus() // refreshes the per-target gauges (lag ages with time)
+      const text = await c.metrics.text()
+      res.writeHead(200, { 'content-type': c.metrics.contentType, 'content-length': Buffer.byteLength(text) })
+      res.end(text)
+    })
     c.api.route('GET', '/v1/status', () => this.status())
     c.api.route('GET', '/v1/health', () => ({ ok: true }))
     c.api.route('POST', '/v1/reload', async () => await this.reload())
@@ -62,6 +93,8 @@ export class Daemon {
     if (c === undefined) return
     this.stopping = (async () => {
       await c.api.stop()
+      await c.replication.stop()
+      await c.bandwidth.stop()
       c.dialer.stop()
       await c.membership.stop()
       await c.mesh.libp2p.stop()
@@ -141,7 +174,7 @@ export class Daemon {
         profile: config.mesh.profile
       },
       members,
-      vms: []
+      vms: c?.replication.vmStatus() ?? []
     }
   }
 }

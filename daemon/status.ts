@@ -23,6 +23,8 @@ export interface TargetStatus {
   rateBytesPerSec?: number
   seedProgress?: number
   error?: string
+  /** The last block-by-block comparison with this target (vmesh verify or verifyInterval). */
+  lastVerify?: { atMs: number, mismatchedBlocks: number }
 }
 
 export interface VmStatus {
@@ -32,7 +34,17 @@ export interface VmStatus {
   runningHere: boolean
   generation: number
   targets: TargetStatus[]
-  replica: null | { from: string, appliedGeneration: number, files: Record<string, string> }
+  replica: null | {
+    from: string
+    appliedGeneration: number
+    files: Record<string, string>
+    /** Newest crash-consistent generation held (the default failover point). */
+    appliedConsistentGeneration?: number
+    /** An initial copy is still in progress (the replica is not usable yet). */
+    seeding?: boolean
+    /** Replication stream bytes received from the source since this daemon started. */
+    bytesReceived?: number
+  }
 }
 
 export interface StatusDocument {

@@ -9,12 +9,13 @@ import { loadConfig } from '../../config/load.ts'
 import { createPsk } from '../../config/identity.ts'
 import { createLogger } from '../log.ts'
 import { ApiClient } from '../api/client.ts'
-import { printError, printResult, EXIT_OK, EXIT_USAGE, UsageError, type OutputOptions } from './output.ts'
+import { printError, printResult, EXIT_OK, EXIT_FAILED, EXIT_USAGE, UsageError, type OutputOptions } from './output.ts'
 import { runInit } from './commands/init.ts'
 import { runPeerAdd } from './commands/peer-add.ts'
 import { renderStatus } from './commands/status.ts'
 import { registerDiscover } from './commands/discover.ts'
 import type { StatusDocument } from '../status.ts'
+import type { ReplicaPoints } from '../replication/service.ts'
 
 const DEFAULT_CONFIG = './vmesh.yaml'
 
@@ -138,6 +139,59 @@ export function buildProgram (): Command {
         await new Promise(resolve => setTimeout(resolve, period))
       }
     }))
+
+  program.command('points')
+    .description('recovery points of the replica(s) of VM held on this node')
+    .argument('<vm>', 'VM name')
+    .option('--json', 'print JSON')
+    .action(async (vm: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals() as OutputOptions & { config: string }
+      try {
+        const { config } = await loadConfig(o.config, { skipSecrets: true })
+        const r = await ApiClient.forConfig(config).call<ReplicaPoints>('GET', `/v1/replication/points?vm=${encodeURIComponent(vm)}`)
+        printResult(o, r, () => r.replicas.map(x => [
+          `${vm} from ${x.from}: applied generation ${x.appliedGeneration}${x.seeding ? ' (seeding)' : ''}, latest consistent ${x.appliedConsistentGeneration}`,
+          ...(x.points.length === 0 ? ['  (no recovery points yet)'] : x.points.map(p => `  point ${p.id.padEnd(8)} ${new Date(p.createdAtMs).toISOString()}`))
+        ].join('\n')).join('\n'))
+        process.exitCode = EXIT_OK
+      } catch (err) { process.exitCode = printError(o, err) }
+    })
+
+  program.command('restore')
+    .description('materialize a recovery point of VM as files in DIR (replication keeps running)')
+    .argument('<vm>', 'VM name')
+    .requiredOption('--point <id>', 'recovery point id (see vmesh points)')
+    .requiredOption('--to <dir>', 'empty or new folder for the files')
+    .option('--from <node>', 'source node, when replicas of VM from several nodes are held here')
+    .option('--json', 'print JSON')
+    .action(async (vm: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals() as OutputOptions & { config: string, point: string, to: string, from?: string }
+      try {
+        const { config } = await loadConfig(o.config, { skipSecrets: true })
+        const { resolve } = await import('node:path')
+        const r = await ApiClient.forConfig(config).call<{ pointId: string, generation: number, from: string, files: Record<string, string> }>('POST', '/v1/replication/restore', { vm, point: o.point, to: resolve(o.to), ...(o.from !== undefined ? { from: o.from } : {}) }, { timeoutMs: 3_600_000 })
+        printResult(o, r, () => [`restored ${vm} point ${r.pointId} (generation ${r.generation}, from ${r.from}):`, ...Object.entries(r.files).map(([src, dst]) => `  ${src} -> ${dst}`)].join('\n'))
+        process.exitCode = EXIT_OK
+      } catch (err) { process.exitCode = printError(o, err) }
+    })
+
+  program.command('verify')
+    .description('compare VM\'s source files with every replica block by block (run on the source)')
+    .argument('<vm>', 'VM name')
+    .option('--repair', 'mark mismatching blocks dirty so the next generation fixes them')
+    .option('--timeout <ms>', 'how long to wait for each target to be in sync', '120000')
+    .option('--json', 'print JSON')
+    .action(async (vm: string, _o: unknown, cmd: Command) => {
+      const o = cmd.optsWithGlobals() as OutputOptions & { config: string, repair?: boolean, timeout: string }
+      try {
+        const timeoutMs = Number(o.timeout)
+        if (!Number.isInteger(timeoutMs) || timeoutMs < 1000) throw new UsageError(`--timeout "${o.timeout}" must be an integer number of ms >= 1000`)
+        const { config } = await loadConfig(o.config, { skipSecrets: true })
+        const r = await ApiClient.forConfig(config).call<{ vm: string, ok: boolean, targets: Array<{ target: string, mismatchedBlocks: number, repaired: boolean, files: Array<{ path: string, blocks: number, mismatched: Array<{ offset: number, length: number }> }> }> }>('POST', '/v1/replication/verify', { vm, repair: o.repair === true, timeoutMs }, { timeoutMs: timeoutMs * 4 + 60_000 })
+        printResult(o, r, () => r.targets.map(t => `${t.target}: ${t.mismatchedBlocks === 0 ? 'identical' : `${t.mismatchedBlocks} mismatching blocks${t.repaired ? ' (marked for resend)' : ''}`} (${t.files.map(f => `${f.path}: ${f.blocks} blocks`).join(', ')})`).join('\n'))
+        process.exitCode = r.ok ? EXIT_OK : EXIT_FAILED
+      } catch (err) { process.exitCode = printError(o, err) }
+    })
 
   program.command('inspect')
     .description('a VHD/VHDX file\'s format, sizes, blocks, parent and pending log')

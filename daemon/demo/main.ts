@@ -1,12 +1,17 @@
 /**
  * `npm start`: a local demo mesh. Three daemons (two hosts and a witness) on 127.0.0.1 with
  * generated configs in a temp folder; prints the live membership table, kills one host with
- * SIGKILL, shows it declared dead by the survivors, restarts it, shows it alive again, and
- * cleans up. Each step prints the elapsed time so the detector's speed is visible.
+ * SIGKILL, shows it declared dead by the survivors, restarts it, shows it alive again; then
+ * protects a small VHD on hv-a (added with a live `reload`), writes into it, and shows the
+ * replica on hv-b converging generation by generation; and cleans up. Each step prints the
+ * elapsed time so the detector's and the replication's speed are visible.
  */
 import '../../common/polyfill.ts'
 import { LocalCluster } from './local-cluster.ts'
 import type { StatusDocument } from '../status.ts'
+import { execFile, spawnSync } from 'node:child_process'
+import { mkdir, open, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 
 const t0 = Date.now()
 const stamp = (): string => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`
@@ -65,9 +70,71 @@ async function main (): Promise<void> {
       return snap.every(v => v.s !== undefined && v.s.members.every(m => m.state === 'alive'))
     }, 30_000, 100)
     say(`hv-b alive again in every view ${((Date.now() - restartAt) / 1000).toFixed(2)} s after its restart began:\n` + table(await snapshot(cluster), names))
+    await replicationDemo(cluster)
     say('demo complete; stopping daemons and removing the temp folder')
   } finally {
     await cleanup()
+  }
+}
+
+function hasTool (tool: string): boolean { return spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0 }
+
+async function run (tool: string, args: string[]): Promise<string> {
+  return await new Promise((resolve, reject) => {
+    execFile(tool, args, { timeout: 60_000 }, (err, stdout, stderr) => { if (err !== null) reject(new Error(`${tool}: ${stderr || err.message}`)); else resolve(stdout) })
+  })
+}
+
+/** Protects a small disk on hv-a and shows hv-b's replica converging. */
+async function replicationDemo (cluster: LocalCluster): Promise<void> {
+  const qemu = hasTool('qemu-img') && hasTool('qemu-io')
+  const dir = join(cluster.dir, 'vms')
+  await mkdir(dir, { recursive: true })
+  const disk = join(dir, qemu ? 'web01.vhd' : 'web01.img')
+  const size = 64 * 1024 * 1024
+  if (qemu) {
+    await run('qemu-img', ['create', '-q', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', disk, String(size)])
+    await run('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x11 0 4M', '-c', 'write -P 0x22 32M 2M', disk])
+  } else {
+    const fh = await open(disk, 'w')
+    await fh.truncate(size)
+    await fh.write(Buffer.alloc(4 * 1024 * 1024, 0x11), 0, undefined, 0)
+    await fh.close()
+  }
+  say(`replication: protecting ${disk} (${qemu ? 'dynamic VHD made by qemu-img' : 'raw file; qemu-img not installed'}) on hv-a, replicating to hv-b`)
+  await cluster.writeConfig('hv-a', { vms: [{ name: 'web01', disks: [disk], replicateTo: ['hv-b'], scanInterval: 500, quietBudget: 1000 }] })
+  const r = await cluster.node('hv-a').client.call<{ applied: string[] }>('POST', '/v1/reload')
+  say(`vmesh reload on hv-a applied: ${r.applied.join(', ')}`)
+
+  let last = ''
+  const show = async (): Promise<{ inSync: boolean, generation: number }> => {
+    const a = await cluster.status('hv-a')
+    const b = await cluster.status('hv-b')
+    const v = a.vms.find(x => x.name === 'web01')
+    const t = v?.targets.find(x => x.node === 'hv-b')
+    const rep = b.vms.find(x => x.name === 'web01')?.replica
+    const line = `hv-a generation ${v?.generation ?? 0}; hv-b ${t?.state ?? '?'}${t?.seedProgress !== undefined ? ` ${(t.seedProgress * 100).toFixed(0)}%` : ''}, acked ${t?.ackedGeneration ?? 0}, lag ${t?.lagMs ?? '?'} ms, pending ${t?.bytesPending ?? '?'} B; replica applied generation ${rep?.appliedGeneration ?? 0}`
+    if (line !== last) { last = line; say('  ' + line) }
+    return { inSync: t?.state === 'in-sync' && (v?.generation ?? 0) > 0 && t.ackedGeneration === v?.generation, generation: v?.generation ?? 0 }
+  }
+  const converge = async (what: string, after = 0): Promise<void> => {
+    const t0 = Date.now()
+    await cluster.waitFor(what, async () => { const s = await show(); return s.inSync && s.generation > after ? s : undefined }, 30_000, 150)
+    say(`${what}: converged in ${((Date.now() - t0) / 1000).toFixed(2)} s`)
+  }
+  await converge('initial seed')
+  const g0 = (await cluster.status('hv-a')).vms[0]?.generation ?? 0
+  say('writing into the disk on hv-a' + (qemu ? ' with qemu-io (guest writes through the VHD format)' : ''))
+  if (qemu) await run('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x33 8M 1M', '-c', 'write -P 0x44 48M 512k', disk])
+  else { const fh = await open(disk, 'r+'); await fh.write(Buffer.alloc(1024 * 1024, 0x33), 0, undefined, 8 * 1024 * 1024); await fh.close() }
+  await converge('write → replica durable on hv-b', g0)
+  const b = await cluster.status('hv-b')
+  const replica = b.vms.find(x => x.name === 'web01')?.replica?.files[disk]
+  if (replica !== undefined) {
+    const same = qemu
+      ? await run('qemu-img', ['compare', '-q', '-f', 'vpc', '-F', 'vpc', disk, replica]).then(() => true, () => false)
+      : (await readFile(disk)).equals(await readFile(replica))
+    say(`replica on hv-b ${replica}: ${same ? 'identical to the source' : 'DIFFERS from the source'}${qemu ? ' (qemu-img compare)' : ''}`)
   }
 }
 

@@ -1,0 +1,42 @@
+/** Typed errors of the replication engine (one class per condition, stable codes). */
+import { VmeshError } from '../../common/errors.ts'
+
+/** The replication stream closed or was reset before the exchange finished. */
+export class ReplicationStreamClosedError extends VmeshError {
+  constructor (message = 'replication stream closed', options?: { cause?: unknown }) { super('ERR_REPLICATION_STREAM_CLOSED', message, options) }
+}
+
+/** The peer did not answer within the allowed time. */
+export class ReplicationTimeoutError extends VmeshError {
+  constructor (message: string) { super('ERR_REPLICATION_TIMEOUT', message) }
+}
+
+/** The peer answered with something the session did not expect at that point. */
+export class ReplicationUnexpectedMessageError extends VmeshError {
+  constructor (message: string) { super('ERR_REPLICATION_UNEXPECTED_MESSAGE', message) }
+}
+
+/** A file changed while a generation announced as consistent was being read; it is resent as fuzzy. */
+export class GenerationTurnedFuzzyError extends VmeshError {
+  constructor (message: string) { super('ERR_REPLICATION_TURNED_FUZZY', message) }
+}
+
+/** No VM of that name is replicated from or to this node. */
+export class UnknownVmError extends VmeshError {
+  constructor (vm: string) { super('ERR_REPLICATION_UNKNOWN_VM', `no VM named ${JSON.stringify(vm)} is replicated here`) }
+}
+
+/** A verify could not run (target not connected, not in sync in time, source kept changing). */
+export class VerifyFailedError extends VmeshError {
+  constructor (message: string) { super('ERR_REPLICATION_VERIFY_FAILED', message) }
+}
+
+/** The hello named a source node that is not the peer on the connection. */
+export class SourceMismatchError extends VmeshError {
+  constructor (message: string) { super('ERR_REPLICATION_SOURCE_MISMATCH', message) }
+}
+
+/** The peer broke the session's sequence (no hello, a second hello, frames for another VM, ...). */
+export class PeerProtocolViolationError extends VmeshError {
+  constructor (message: string) { super('ERR_REPLICATION_PEER_VIOLATION', message) }
+}

@@ -1,0 +1,112 @@
+/**
+ * The pure decisions of the replication engine, kept apart from I/O so they can be tested in
+ * virtual time: how a sender reconciles with what a target reports, whether a generation is
+ * consistent, lag, and the target state shown in status.
+ */
+import { sameStat, statFromRecord, type FileStat, type StatRecord } from '../../storage/changes/file-io.ts'
+import type { TargetStatus } from '../status.ts'
+
+/** What the source remembers about one target. */
+export interface TargetBook {
+  /** Newest generation the target acknowledged (0: none). */
+  acked: number
+  /** A generation sent and not (yet) acknowledged, if any. */
+  inFlight: number | null
+}
+
+/** What the target says about its replica (the targetState message). */
+export interface TargetReport {
+  appliedGeneration: number
+  seeding: { generation: number } | null
+}
+
+export type Reconciliation =
+  /** The generation we had in flight was applied: acknowledge it. */
+  | { kind: 'ack', generation: number }
+  /** The target is where our books say: unacknowledged work goes back to dirty. */
+  | { kind: 'requeue' }
+  /** The target holds part of our interrupted seed: requeue and resend it under the same number, skipping blocks it already has. */
+  | { kind: 'resume-seed', generation: number }
+  /** seed: existing — the target pre-loaded copies it already held as a seed: every block is compared by hash, only differences are sent. */
+  | { kind: 'adopt-seed' }
+  /** The target's replica is empty (or an unknown seed): start over as a new target (non-zero blocks, base 0). */
+  | { kind: 'reseed' }
+  /** The target holds generations our books do not know: resend everything on top of what it has. */
+  | { kind: 'rebase' }
+
+export function reconcile (book: TargetBook, report: TargetReport, opts: { existing?: boolean } = {}): Reconciliation {
+  if (report.seeding !== null) {
+    if (book.acked === 0 && book.inFlight === report.seeding.generation) return { kind: 'resume-seed', generation: report.seeding.generation }
+    // seed: existing — the target pre-loaded files it already had: compare every block, send the rest
+    if (opts.existing === true && book.acked === 0) return { kind: 'adopt-seed' }
+    return { kind: 'reseed' }
+  }
+  const applied = report.appliedGeneration
+  if (book.inFlight !== null && applied === book.inFlight && applied > book.acked) return { kind: 'ack', generation: applied }
+  if (applied === book.acked) return { kind: 'requeue' }
+  if (applied === 0) return { kind: 'reseed' }
+  return { kind: 'rebase' }
+}
+
+/** Number for the next generation to a target after reconciliation (must exceed its base). */
+export function nextGenerationNumber (current: number, r: Reconciliation, report: TargetReport): number {
+  if (r.kind === 'resume-seed') return r.generation
+  // the target is where our books say: nothing to renumber
+  if (r.kind === 'ack' || r.kind === 'requeue') return current
+  let g = Math.max(current, report.appliedGeneration + 1, 1)
+  // a different number than an abandoned seed's, or the store would resume it
+  if (r.kind === 'reseed' && report.seeding !== null && g === report.seeding.generation) g++
+  return g
+}
+
+export interface FileCapture {
+  /** The manifest's stat of the last consistent, non-racy scan (null: none trusted). */
+  manifestStat: StatRecord | null
+  /** A scan of the file was interrupted or is running. */
+  scanning: boolean
+  /** Stat right before and right after the blocks were read. */
+  before: FileStat
+  after?: FileStat
+}
+
+/**
+ * A generation is consistent when every file of the VM is exactly what the last quiet scan saw,
+ * before and after the reads, no scan was between its commit and its dirty-map update (busy),
+ * and no scan committed meanwhile (`seq`: the sum of the files' manifest generations): the
+ * replica after applying it equals the source at that scan.
+ */
+export function isConsistentCapture (files: FileCapture[], scans: { seqBefore: number, seqAfter: number, busyBefore: boolean, busyAfter: boolean }): boolean {
+  if (scans.busyBefore || scans.busyAfter || scans.seqBefore !== scans.seqAfter) return false
+  for (const f of files) {
+    if (f.manifestStat === null || f.scanning) return false
+    const m = statFromRecord(f.manifestStat)
+    if (!sameStat(m, f.before)) return false
+    if (f.after !== undefined && !sameStat(m, f.after)) return false
+  }
+  return true
+}
+
+/** now − capture time of the oldest generation the target lacks; 0 when it has them all. */
+export function lagMs (wallNow: number, acked: number, current: number, createdAtOf: (generation: number) => number | undefined): number {
+  if (acked >= current) return 0
+  for (let g = acked + 1; g <= current && g <= acked + 1_000_000; g++) {
+    const t = createdAtOf(g)
+    if (t !== undefined) return Math.max(0, Math.round(wallNow - t))
+  }
+  return 0
+}
+
+export function targetStateOf (s: { connected: boolean, error?: string | undefined, acked: number, current: number, pendingBytes: number, seeding: boolean }): TargetStatus['state'] {
+  if (s.error !== undefined) return 'error'
+  if (!s.connected) return 'disconnected'
+  if (s.seeding) return 'seeding'
+  if (s.acked >= s.current && s.pendingBytes === 0) return 'in-sync'
+  return 'behind'
+}
+
+/** Block-aligned byte ranges that lie wholly inside `r` (for hash comparison of durable data). */
+export function innerBlocks (r: { offset: number, length: number }, blockSize: number): { first: number, end: number } {
+  const first = Math.ceil(r.offset / blockSize)
+  const end = Math.floor((r.offset + r.length) / blockSize)
+  return { first, end: Math.max(first, end) }
+}

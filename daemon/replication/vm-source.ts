@@ -1,0 +1,268 @@
+/**
+ * Source side of one VM: change tracking over its disks and files, the VM generation counter,
+ * per-target dirty maps, and one TargetSender per replicateTo peer.
+ *
+ * Flow: the ChangeTracker scans (hash scan, format-aware for disks) → dirty maps marked for
+ * every target → our listener bumps the generation G when the scan found changes (or a size
+ * change) → senders wake up and ship whatever their target still lacks as generation G. The
+ * scan loop never waits for a sender, and senders never wait for each other.
+ *
+ * Scans are bracketed (scanSeq / scanBusy) so a sender can tell whether the manifest it relies
+ * on for consistency moved while it was reading.
+ */
+import { resolve } from 'node:path'
+import type { AbstractLevel } from 'abstract-level'
+import type { Clock } from '../../common/clock.ts'
+import { errorMessage } from '../../common/errors.ts'
+import type { VmConfig } from '../../config/load.ts'
+import { ChangeTracker, HashScanSource, formatRangesOf, inlineHasher, poolHasher, wholeFile, type ChangeEvent, type ChangeSource } from '../../storage/changes/index.ts'
+import { Manifest } from '../../storage/manifest/manifest.ts'
+import { binarySublevel } from '../../storage/manifest/db.ts'
+import { DirtyMaps } from '../../storage/dirty/index.ts'
+import type { WorkerPool } from '../../storage/workers/pool.ts'
+import { FileKind } from '../../protocol/delta/index.ts'
+import type { Logger } from '../log.ts'
+import type { VmStatus } from '../status.ts'
+import type { VmeshMetrics } from '../metrics/registry.ts'
+import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
+import { Books } from './books.ts'
+import { TargetSender } from './sender.ts'
+import type { StreamLike } from './channel.ts'
+
+export interface VmSourceComponents {
+  clock: Clock
+  log: Logger
+  /** The node's source database; this VM uses its own sublevel. */
+  db: AbstractLevel<any, any, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+  pool?: WorkerPool
+  /** Opens a replication stream to a peer by name. */
+  dial: (peer: string, signal: AbortSignal) => Promise<StreamLike>
+  limiterFor?: (peer: string, vm: string) => BandwidthLimiter
+  metrics?: VmeshMetrics
+}
+
+export interface VmSourceInit {
+  vm: VmConfig
+  nodeName: string
+  /** Delay from a file-system event to the scan it triggers. @default 200 */
+  debounceMs?: number
+  /** Shortest gap between scans of one file. @default 250 */
+  minGapMs?: number
+  /** Use fs.watch. @default true */
+  watch?: boolean
+}
+
+export interface SourceFile { fileId: number, path: string, kind: FileKind }
+
+export class VmSource {
+  readonly name: string
+  readonly files: SourceFile[]
+  readonly manifest: Manifest
+  readonly hashScan: HashScanSource
+  readonly dirty: DirtyMaps
+  readonly books: Books
+  readonly blockSize: number
+  private tracker: ChangeTracker | undefined
+  private readonly senders = new Map<string, TargetSender>()
+  private readonly sizes = new Map<string, number>()
+  private readonly scanned = new Set<string>()
+  private waiters: Array<() => void> = []
+  private running = false
+  private bumping: Promise<void> = Promise.resolve()
+  private verifyTimer: ReturnType<Clock['setTimeout']> | undefined
+  /** Incremented when a scan starts and when it ends. */
+  scanSeq = 0
+  scanBusy = 0
+  vm: VmConfig
+
+  constructor (readonly components: VmSourceComponents, readonly init: VmSourceInit) {
+    this.vm = init.vm
+    this.name = init.vm.name
+    this.blockSize = init.vm.blockSizeBytes
+    this.files = [
+      ...init.vm.disks.map((p, i) => ({ fileId: i, path: resolve(p), kind: FileKind.Disk })),
+      ...init.vm.files.map((p, i) => ({ fileId: init.vm.disks.length + i, path: resolve(p), kind: FileKind.WholeFile }))
+    ]
+    const vmDb = binarySublevel(components.db, `vm-${this.name}`)
+    this.manifest = new Manifest(binarySublevel(vmDb, 'manifest'))
+    const disks = new Set(this.files.filter(f => f.kind === FileKind.Disk).map(f => f.path))
+    this.hashScan = new HashScanSource({
+      manifest: this.manifest,
+      clock: components.clock,
+      hasher: components.pool !== undefined ? poolHasher(components.pool) : inlineHasher,
+      rangesOf: async (path, size) => disks.has(resolve(path)) ? await formatRangesOf(path, size) : await wholeFile(path, size)
+    }, { blockSizeBytes: this.blockSize, quietBudgetMs: init.vm.quietBudgetMs })
+    this.dirty = new DirtyMaps({ db: binarySublevel(vmDb, 'dirty') }, { blockSizeBytes: this.blockSize })
+    this.books = new Books(binarySublevel(vmDb, 'books'))
+    this.trackerDb = vmDb
+  }
+
+  private readonly trackerDb: AbstractLevel<any, any, any> // eslint-disable-line @typescript-eslint/no-explicit-any
+
+  get generation (): number { return this.books.generation }
+  /** Every file has been scanned at least once since start (or earlier). */
+  get ready (): boolean { return this.files.every(f => this.scanned.has(f.path)) }
+
+  async start (): Promise<void> {
+    if (this.running) return
+    this.running = true
+    await this.dirty.open()
+    await this.books.load()
+    for (const f of this.dirty.files()) this.sizes.set(f.file, f.fileSize)
+    // files scanned before a restart count as scanned: their manifest and token survive
+    for (const f of this.files) if ((await this.manifest.file(f.path).meta())?.generation !== undefined && this.sizes.has(f.path)) this.scanned.add(f.path)
+    const counting: ChangeSource = {
+      changes: async (file, since, opts) => {
+        this.scanBusy++
+        this.scanSeq++
+        return await this.hashScan.changes(file, since, opts)
+      }
+    }
+    this.tracker = new ChangeTracker({
+      clock: this.components.clock,
+      db: this.trackerDb,
+      dirty: this.dirty,
+      source: counting,
+      ...(this.init.watch === false ? { watch: () => ({ close: () => {} }) } : {})
+    }, {
+      blockSizeBytes: this.blockSize,
+      scanIntervalMs: this.vm.scanIntervalMs,
+      quietBudgetMs: this.vm.quietBudgetMs,
+      debounceMs: this.init.debounceMs ?? 200,
+      minGapMs: this.init.minGapMs ?? 250,
+      files: this.files.map(f => f.path)
+    })
+    this.tracker.onChange(async (e) => { await this.onScan(e) })
+    for (const t of this.vm.replicateTo) await this.addTarget(t)
+    await this.tracker.start()
+    this.scheduleVerify()
+  }
+
+  /** verifyInterval: compare every target block by block, repairing what differs. */
+  private scheduleVerify (): void {
+    const every = this.vm.verifyIntervalMs
+    if (every === undefined || !this.running) return
+    this.verifyTimer = this.components.clock.setTimeout(() => {
+      void (async () => {
+        for (const s of [...this.senders.values()]) {
+          if (!this.running) return
+          try {
+            const r = await s.verify(true, every)
+            if (r.mismatchedBlocks > 0) this.components.log.warn({ vm: this.name, target: s.target, mismatchedBlocks: r.mismatchedBlocks }, 'periodic verify found blocks that differ; they are being resent')
+            else this.components.log.info({ vm: this.name, target: s.target }, 'periodic verify: replica identical')
+          } catch (err) {
+            this.components.log.info({ vm: this.name, target: s.target, err: errorMessage(err) }, 'periodic verify skipped')
+          }
+        }
+      })().finally(() => { this.scheduleVerify() })
+    }, every)
+  }
+
+  async stop (): Promise<void> {
+    if (!this.running) return
+    this.running = false
+    this.components.clock.clearTimeout(this.verifyTimer)
+    await Promise.all([...this.senders.values()].map(async s => { await s.stop() }))
+    this.senders.clear()
+    await this.tracker?.stop()
+    this.tracker = undefined
+    this.notify()
+    await this.bumping
+    await this.dirty.close()
+  }
+
+  /** Applies a reloaded VM config: targets added or removed (files and grain need a restart). */
+  async reconfigure (vm: VmConfig): Promise<void> {
+    this.vm = vm
+    for (const t of [...this.senders.keys()]) {
+      if (!vm.replicateTo.includes(t)) {
+        await this.senders.get(t)?.stop()
+        this.senders.delete(t)
+        await this.dirty.removeTarget(t)
+        await this.books.removeTarget(t)
+        this.components.metrics?.replication.forget(this.name, t)
+      }
+    }
+    for (const t of vm.replicateTo) if (!this.senders.has(t)) await this.addTarget(t)
+  }
+
+  private async addTarget (t: string): Promise<void> {
+    if (!this.dirty.targets().includes(t)) {
+      await this.dirty.addTarget(t, (f) => this.hashScan.nonZeroRanges(f))
+      await this.books.setTarget(t, { acked: 0, inFlight: null })
+    }
+    const s = new TargetSender(this, t)
+    this.senders.set(t, s)
+    s.start()
+  }
+
+  /** Forgets what `t` holds: it gets every non-zero block again (or every block, `all`). */
+  async resetTarget (t: string, all: boolean): Promise<void> {
+    await this.dirty.removeTarget(t)
+    await this.dirty.addTarget(t, all ? undefined : (f) => this.hashScan.nonZeroRanges(f))
+  }
+
+  private async onScan (e: ChangeEvent): Promise<void> {
+    this.scanBusy = Math.max(0, this.scanBusy - 1)
+    this.scanSeq++
+    if ('error' in e) {
+      this.components.log.warn({ vm: this.name, file: e.file, err: errorMessage(e.error) }, 'scan failed; retried at the next interval')
+      this.notify()
+      return
+    }
+    this.components.log.debug({ vm: this.name, file: e.file, changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full }, 'scan')
+    const prevSize = this.sizes.get(e.file)
+    this.sizes.set(e.file, e.set.fileSize)
+    this.scanned.add(e.file)
+    if (e.set.ranges.length > 0 || prevSize !== e.set.fileSize) {
+      const run = this.bumping.then(async () => { await this.books.bump(this.components.clock.wallNow(), e.set.consistent) })
+      this.bumping = run.catch((err: unknown) => { this.components.log.error({ vm: this.name, err: errorMessage(err) }, 'could not record a generation') })
+      await this.bumping
+    }
+    this.notify()
+  }
+
+  /** Scans every file now (tests, verify) and waits until the results are recorded. */
+  async scanAll (): Promise<void> {
+    const t = this.tracker
+    if (t === undefined) return
+    for (const f of this.files) await t.scanNow(f.path)
+    await this.bumping
+  }
+
+  /** Resolves at the next scan result or generation change (or after `ms`). */
+  async changed (ms: number, signal?: AbortSignal): Promise<void> {
+    await new Promise<void>((resolve) => {
+      const t = this.components.clock.setTimeout(finish, ms)
+      const onAbort = (): void => { finish() }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(finish)
+      const self = this
+      function finish (): void {
+        self.components.clock.clearTimeout(t)
+        signal?.removeEventListener('abort', onAbort)
+        resolve()
+      }
+    })
+  }
+
+  notify (): void {
+    const w = this.waiters
+    this.waiters = []
+    for (const fn of w) fn()
+  }
+
+  sender (t: string): TargetSender | undefined { return this.senders.get(t) }
+
+  status (): VmStatus {
+    return {
+      name: this.name,
+      owner: this.init.nodeName,
+      epoch: 0,
+      runningHere: false,
+      generation: this.generation,
+      targets: [...this.senders.values()].map(s => s.status()),
+      replica: null
+    }
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Shared fixture of the replication integration tests: a LocalCluster whose source node
+ * protects one VM, plus waits on the status document and replica comparisons.
+ */
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import type { StatusDocument, TargetStatus, VmStatus } from '../../../daemon/status.ts'
+
+export interface VmSpec {
+  name: string
+  disks?: string[]
+  files?: string[]
+  replicateTo: string[]
+  blockSize?: string
+  scanInterval?: number
+  quietBudget?: number
+  limit?: string
+  seed?: 'full' | 'existing'
+}
+
+/** The `vms:` config section for `specs`. */
+export function vmsSection (specs: VmSpec[]): Record<string, unknown> {
+  return {
+    vms: specs.map(s => ({
+      name: s.name,
+      disks: s.disks ?? [],
+      files: s.files ?? [],
+      replicateTo: s.replicateTo,
+      scanInterval: s.scanInterval ?? 500,
+      quietBudget: s.quietBudget ?? 1000,
+      ...(s.blockSize !== undefined ? { blockSize: s.blockSize } : {}),
+      ...(s.limit !== undefined ? { limit: s.limit } : {}),
+      ...(s.seed !== undefined ? { seed: s.seed } : {})
+    }))
+  }
+}
+
+export function vmOf (s: StatusDocument, vm: string): VmStatus | undefined { return s.vms.find(v => v.name === vm) }
+export function targetOf (s: StatusDocument, vm: string, target: string): TargetStatus | undefined { return vmOf(s, vm)?.targets.find(t => t.node === target) }
+
+/** Waits until `target` acknowledged the source's current generation and nothing is pending. */
+export async function waitInSync (c: LocalCluster, source: string, vm: string, target: string, timeoutMs = 60_000): Promise<{ generation: number }> {
+  return await c.waitFor(`${target} in sync for ${vm}`, async () => {
+    const s = await c.status(source)
+    const t = targetOf(s, vm, target)
+    const v = vmOf(s, vm)
+    if (t === undefined || v === undefined) return undefined
+    return t.state === 'in-sync' && t.ackedGeneration === v.generation && v.generation > 0 ? { generation: v.generation } : undefined
+  }, timeoutMs, 100)
+}
+
+/** Path of the replica of `sourcePath` held by `node`. */
+export async function replicaPath (c: LocalCluster, node: string, vm: string, sourcePath: string): Promise<string> {
+  const s = await c.status(node)
+  const p = vmOf(s, vm)?.replica?.files[sourcePath]
+  if (p === undefined) throw new Error(`${node} holds no replica of ${sourcePath}`)
+  return p
+}
+
+export async function sameBytes (a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([readFile(a), readFile(b)])
+  return x.equals(y)
+}
+
+export function logOf (c: LocalCluster, node: string): string { return join(c.node(node).dir, 'daemon.log') }
+
+/** A fixed VHD of `size` bytes of virtual disk filled with random data (written directly). */
+export async function randomFixedVhd (path: string, size: number): Promise<void> {
+  const { qemuImgCreate } = await import('../../helpers/qemu.ts')
+  const { open } = await import('node:fs/promises')
+  const { randomBytes } = await import('node:crypto')
+  await qemuImgCreate(path, 'vpc', size, { subformat: 'fixed', force_size: true })
+  const fh = await open(path, 'r+')
+  try {
+    for (let at = 0; at < size; at += 4 * 1024 * 1024) await fh.write(randomBytes(Math.min(4 * 1024 * 1024, size - at)), 0, undefined, at)
+  } finally { await fh.close() }
+}
+
+/** Writes `length` random bytes at guest `offset` of a fixed VHD (data starts at 0). */
+export async function randomWrite (path: string, offset: number, length: number): Promise<void> {
+  const { open } = await import('node:fs/promises')
+  const { randomBytes } = await import('node:crypto')
+  const fh = await open(path, 'r+')
+  try { await fh.write(randomBytes(length), 0, length, offset) } finally { await fh.close() }
+}
+
+export async function replicaOf (c: LocalCluster, node: string, vm: string): Promise<VmStatus['replica'] | undefined> {
+  try { return vmOf(await c.status(node), vm)?.replica ?? undefined } catch { return undefined }
+}
+
+/** Runs the vmesh CLI; resolves with exit code and stdout. */
+export async function cli (args: string[], timeoutMs = 120_000): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  const { execFile } = await import('node:child_process')
+  const { VMESH_BIN } = await import('../../../daemon/demo/local-cluster.ts')
+  return await new Promise((resolve) => {
+    execFile(process.execPath, [VMESH_BIN, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) })
+    })
+  })
+}
+
+/** Real-time pause longer than a scan interval plus the watcher debounce, so writes are seen. */
+export async function settle (ms = 1500): Promise<void> { await new Promise(resolve => setTimeout(resolve, ms)) }

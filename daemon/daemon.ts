@@ -12,6 +12,10 @@ import { createComponents, bandwidthSettings, type Components } from './componen
 import type { StatusDocument, MemberStatus } from './status.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { registerReplicationRoutes } from './replication/api.ts'
+import { createOwnership, type OwnershipParts } from './ownership/wiring.ts'
+import { ReplicationOwnershipHost } from './ownership/host.ts'
+import { BadRequestError } from './api/errors.ts'
+import type { VmStatus } from './status.ts'
 
 export interface DaemonOptions {
   log: Logger
@@ -21,6 +25,8 @@ export interface DaemonOptions {
 
 export class Daemon {
   private c?: Components
+  private ownership?: OwnershipParts
+  private ownershipHost?: ReplicationOwnershipHost
   private readonly clock: Clock
   private readonly random: Random
   private startedAt = 0
@@ -67,6 +73,7 @@ export class Daemon {
       })
     }
     registerReplicationRoutes(c.api, c.replication)
+    await this.startOwnership(c)
     c.api.rawRoute('GET', '/metrics', async (_req, res) => {
       c.replication.vmStatus() // refreshes the per-target gauges (lag ages with time)
       const text = await c.metrics.text()
@@ -93,6 +100,9 @@ export class Daemon {
     if (c === undefined) return
     this.stopping = (async () => {
       await c.api.stop()
+      this.ownershipHost?.stopReporting()
+      await this.ownership?.stop()
+      this.ownership = undefined
       await c.replication.stop()
       await c.bandwidth.stop()
       c.dialer.stop()
@@ -145,6 +155,57 @@ export class Daemon {
   /** Services that can apply config changes live register here. */
   onReload (fn: (next: LoadedConfig['config'], prev: LoadedConfig['config']) => Promise<string[]>): void { this.reloadListeners.push(fn) }
 
+  /**
+   * Failover: the hypervisor driver, the watchdog process and the lease/election machine. The
+   * failure detector feeds it member states; replication feeds it replica generations and
+   * follows it (a home node stops sourcing a VM it no longer owns).
+   */
+  private async startOwnership (c: Components): Promise<void> {
+    const host = new ReplicationOwnershipHost({ config: () => this.loaded.config, replication: c.replication, clock: this.clock, log: this.opts.log.child({ svc: 'ownership' }) })
+    const parts = createOwnership(this.loaded.config, this.loaded.secrets.peerId.toString(), { clock: this.clock, random: this.random, log: this.opts.log, libp2p: c.mesh.libp2p, requestDial: (id) => { c.dialer.nudge(id) } }, host)
+    this.ownership = parts
+    this.ownershipHost = host
+    await parts.start()
+    for (const m of c.membership.members()) parts.service.memberChanged(m.id, m.state)
+    c.membership.onMember((e) => { parts.service.memberChanged(e.id, e.state) })
+    host.startReporting((vm, gen) => { parts.service.replicaApplied(vm, gen) })
+    c.api.route('POST', '/v1/failover', (req) => {
+      const b = req.body as { vm?: unknown, to?: unknown, force?: unknown, planned?: unknown }
+      if (typeof b.vm !== 'string' || b.vm === '') throw new BadRequestError('vm is required')
+      if (b.to !== undefined && typeof b.to !== 'string') throw new BadRequestError('to must be a node name')
+      if (b.planned === true) {
+        if (typeof b.to !== 'string') throw new BadRequestError('a planned failover needs "to"')
+        parts.service.plannedFailover(b.vm, b.to)
+      } else {
+        parts.service.operatorFailover(b.vm, { ...(typeof b.to === 'string' ? { to: b.to } : {}), force: b.force === true })
+      }
+      return { accepted: true }
+    })
+    c.api.route('GET', '/v1/ownership', () => ({ vms: parts.service.status(), timeline: parts.service.timeline, stats: parts.service.stats }))
+  }
+
+  /** Replication's per-VM view with ownership's owner, epoch and runningHere laid over it. */
+  private vmStatus (): VmStatus[] {
+    const c = this.c
+    if (c === undefined) return []
+    const list = c.replication.vmStatus()
+    const own = this.ownership?.service
+    if (own === undefined) return list
+    const byName = new Map(list.map(v => [v.name, v]))
+    for (const o of own.status()) {
+      let v = byName.get(o.vm)
+      if (v === undefined) {
+        v = { name: o.vm, owner: null, epoch: 0, runningHere: false, generation: 0, targets: [], replica: null }
+        list.push(v)
+        byName.set(o.vm, v)
+      }
+      v.owner = o.owner === '' ? null : o.owner
+      v.epoch = o.epoch
+      v.runningHere = own.isRunningHere(o.vm) && o.ownedHere
+    }
+    return list
+  }
+
   status (): StatusDocument {
     const { config, secrets } = this.loaded
     const c = this.c
@@ -174,7 +235,7 @@ export class Daemon {
         profile: config.mesh.profile
       },
       members,
-      vms: c?.replication.vmStatus() ?? []
+      vms: this.vmStatus()
     }
   }
 }

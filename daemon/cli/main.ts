@@ -14,6 +14,7 @@ import { runInit } from './commands/init.ts'
 import { runPeerAdd } from './commands/peer-add.ts'
 import { renderStatus } from './commands/status.ts'
 import { registerDiscover } from './commands/discover.ts'
+import { registerFailover } from './commands/failover.ts'
 import type { StatusDocument } from '../status.ts'
 import type { ReplicaPoints } from '../replication/service.ts'
 
@@ -228,6 +229,7 @@ export function buildProgram (): Command {
     })
 
   registerDiscover(program)
+  registerFailover(program)
 
   return program
 }

@@ -3,11 +3,13 @@
  * generated configs in a temp folder; prints the live membership table, kills one host with
  * SIGKILL, shows it declared dead by the survivors, restarts it, shows it alive again; then
  * protects a small VHD on hv-a (added with a live `reload`), writes into it, and shows the
- * replica on hv-b converging generation by generation; and cleans up. Each step prints the
+ * replica on hv-b converging generation by generation; then crashes hv-a (daemon and VM) and
+ * shows web01 restarted on exactly one survivor, with the timeline; and cleans up. Each step prints the
  * elapsed time so the detector's and the replication's speed are visible.
  */
 import '../../common/polyfill.ts'
 import { LocalCluster } from './local-cluster.ts'
+import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps } from './fake-vm.ts'
 import type { StatusDocument } from '../status.ts'
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdir, open, readFile } from 'node:fs/promises'
@@ -42,6 +44,9 @@ async function main (): Promise<void> {
   try {
     say(`configs and data in ${cluster.dir}`)
     for (const n of cluster.nodes) say(`  ${n.name.padEnd(8)} ${n.role.padEnd(8)} /ip4/127.0.0.1/tcp/${n.port}  peer ${n.peerId}`)
+    // the hosts get the `command` hypervisor driver with a stand-in VM (a process per host)
+    const script = await installFakeVm(cluster.dir)
+    for (const h of ['hv-a', 'hv-b']) await cluster.writeConfig(h, { hypervisor: fakeVmHypervisor(script, h) })
     await cluster.startAll()
     say('daemons started; waiting for every member to see every other alive')
     await cluster.waitFor('all alive', async () => {
@@ -71,6 +76,7 @@ async function main (): Promise<void> {
     }, 30_000, 100)
     say(`hv-b alive again in every view ${((Date.now() - restartAt) / 1000).toFixed(2)} s after its restart began:\n` + table(await snapshot(cluster), names))
     await replicationDemo(cluster)
+    await failoverDemo(cluster)
     say('demo complete; stopping daemons and removing the temp folder')
   } finally {
     await cleanup()
@@ -136,6 +142,37 @@ async function replicationDemo (cluster: LocalCluster): Promise<void> {
       : (await readFile(disk)).equals(await readFile(replica))
     say(`replica on hv-b ${replica}: ${same ? 'identical to the source' : 'DIFFERS from the source'}${qemu ? ' (qemu-img compare)' : ''}`)
   }
+}
+
+/** Kills hv-a (daemon and VM: a host crash) and shows web01 restarted on exactly one survivor. */
+async function failoverDemo (cluster: LocalCluster): Promise<void> {
+  const vmOn = async (node: string): Promise<{ running: boolean, owner: string | null, epoch: number } | undefined> => {
+    try {
+      const v = (await cluster.status(node)).vms.find(x => x.name === 'web01')
+      return v === undefined ? undefined : { running: v.runningHere, owner: v.owner, epoch: v.epoch }
+    } catch { return undefined }
+  }
+  const before = await cluster.waitFor('web01 running on hv-a', async () => { const v = await vmOn('hv-a'); return v?.running === true ? v : undefined }, 30_000, 100)
+  say(`failover: web01 runs on hv-a (owner ${before.owner}, epoch ${before.epoch}); its lease is renewed through a majority of hv-a, hv-b and the witness`)
+  say('kill -9 hv-a and its VM (a host crash)')
+  const killAt = Date.now()
+  await cluster.kill('hv-a')
+  await crashVm(cluster.dir, 'hv-a', 'web01')
+  let last = ''
+  const after = await cluster.waitFor('web01 running on hv-b', async () => {
+    const b = await vmOn('hv-b')
+    const w = await vmOn('witness')
+    const line = `hv-b sees owner ${b?.owner ?? '?'} epoch ${b?.epoch ?? '?'}${b?.running === true ? ' (running here)' : ''}; witness sees owner ${w?.owner ?? '?'} epoch ${w?.epoch ?? '?'}`
+    if (line !== last) { last = line; say('  ' + line) }
+    return b?.running === true ? b : undefined
+  }, 40_000, 100)
+  const rto = (Date.now() - killAt) / 1000
+  say(`web01 restarted on hv-b at epoch ${after.epoch}, ${rto.toFixed(2)} s after the crash (detection, lease expiry, election, replica finalize, start)`)
+  const list = await instances(cluster.dir)
+  say('timeline of VM instances (from the hypervisor scripts\' log):')
+  for (const i of list) say(`  ${i.vm} on ${i.node} epoch ${i.epoch}: ${((i.from - killAt) / 1000).toFixed(2)} s → ${Number.isFinite(i.to) ? ((i.to - killAt) / 1000).toFixed(2) + ' s' : 'running'} (relative to the crash)`)
+  const bad = overlaps(list)
+  say(bad.length === 0 ? 'never two instances at once: checked' : `DOUBLE START: ${JSON.stringify(bad)}`)
 }
 
 main().catch((err) => { process.stderr.write(`demo failed: ${(err as Error).stack ?? String(err)}\n`); process.exitCode = 1 })

@@ -87,7 +87,7 @@ export interface OwnershipInit {
   voters: VoterSpec[]
   /** name ↔ peer ID for every other node. */
   peerIds: Record<string, string>
-  /** VMs configured on this node (home = self). */
+  /** VMs configured on this node (home = self); grows on reload. */
   vms: VmSpec[]
   timing: Partial<OwnershipTiming>
   maxConcurrentStarts: number
@@ -207,6 +207,15 @@ export class OwnershipService {
   memberChanged (peerId: string, state: 'alive' | 'suspect' | 'dead'): void {
     const name = this.idToName.get(peerId)
     if (name !== undefined) this.input({ type: 'member', id: name, state })
+  }
+
+  /** A VM newly configured on this node (reload): owned here from epoch 0, announced to peers. */
+  addHomeVm (spec: VmSpec): void {
+    if (this.init.vms.some(v => v.name === spec.name)) return
+    this.init.vms = [...this.init.vms, spec]
+    this.input({ type: 'vm', spec })
+    this.input({ type: 'vmState', vm: spec.name, running: false })
+    for (const c of this.components.libp2p.getConnections()) this.announceSpecs(c.remotePeer.toString())
   }
 
   replicaApplied (vm: string, generation: GenerationRef | null): void { this.input({ type: 'replicaApplied', vm, generation }) }

@@ -104,7 +104,14 @@ export function buildProgram (): Command {
         process.on('SIGTERM', () => onSignal('SIGTERM'))
         process.on('SIGINT', () => onSignal('SIGINT'))
       })
-      await daemon.start()
+      try {
+        await daemon.start()
+      } catch (err) {
+        // a half-started daemon (port taken, data dir unwritable...) must not linger holding sockets
+        log.fatal({ error: (err as Error).message }, 'daemon failed to start')
+        await daemon.stop().catch(() => {})
+        process.exit(EXIT_FAILED)
+      }
       await done
       return EXIT_OK
     }))

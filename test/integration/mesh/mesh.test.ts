@@ -103,9 +103,21 @@ describe('integration: mesh of real daemons', function () {
     assert.ok((await c.status('c')).members.every(m => m.state === 'dead' && !m.everSeen))
   })
 
-  it('SIGTERM stops a daemon cleanly within 5 s', async () => {
+  it('SIGTERM stops a daemon cleanly within 5 s; the control API refuses requests without the token', async () => {
     cluster = await LocalCluster.create({ nodes: [{ name: 'a' }, { name: 'b' }] })
     await cluster.startAll()
+    const { request } = await import('node:http')
+    const get = async (headers: Record<string, string>): Promise<number> => await new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: cluster?.node('a').apiPort, path: '/v1/status', headers }, (res) => { res.resume(); resolve(res.statusCode ?? 0) })
+      req.on('error', reject)
+      req.end()
+    })
+    assert.equal(await get({}), 401)
+    assert.equal(await get({ authorization: 'Bearer wrong' }), 401)
+    const token = (await readFile(join(cluster.node('a').dir, 'data', 'api.token'), 'utf8')).trim()
+    assert.equal(await get({ authorization: `Bearer ${token}` }), 200)
+    const { stat } = await import('node:fs/promises')
+    assert.equal((await stat(join(cluster.node('a').dir, 'data', 'api.token'))).mode & 0o777, 0o600)
     const t0 = Date.now()
     const code = await cluster.signal('a', 'SIGTERM')
     assert.equal(code, 0)

@@ -93,6 +93,8 @@ export interface OwnershipInit {
   maxConcurrentStarts: number
   /** How often running VMs are checked with the driver (a crashed VM is reported stopped). @default 2000 */
   monitorMs?: number
+  /** How often this node's VM specs are re-announced to connected peers. @default 3000 */
+  specAnnounceMs?: number
 }
 
 export class OwnershipService {
@@ -103,6 +105,7 @@ export class OwnershipService {
   private readonly onConnect = (evt: CustomEvent): void => { this.announceSpecs(evt.detail.toString()) }
   private timer?: TimerHandle
   private monitorTimer?: TimerHandle
+  private specTimer?: TimerHandle
   private started = false
   private queue: Promise<void> = Promise.resolve()
   private readonly idToName = new Map<string, string>()
@@ -133,6 +136,19 @@ export class OwnershipService {
     const body = new TextEncoder().encode(JSON.stringify({ v: 1, specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) }))
     // the stream opens asynchronously after connect; retry shortly if the first send was dropped
     if (!this.specMessenger.send(peerId, body)) this.components.clock.setTimeout(() => { if (this.started) this.specMessenger.send(peerId, body) }, 500)
+  }
+
+  /**
+   * Re-announces this node's VM specs to every connected peer now and then: a first
+   * announcement can be lost (the peer's handler not registered yet, a stream reset), and a
+   * replica holder that never learns the policy could not stand as a candidate.
+   */
+  private armSpecAnnounce (delayMs: number): void {
+    this.specTimer = this.components.clock.setTimeout(() => {
+      if (!this.started) return
+      for (const c of this.components.libp2p.getConnections()) this.announceSpecs(c.remotePeer.toString())
+      this.armSpecAnnounce(this.init.specAnnounceMs ?? 3000)
+    }, delayMs)
   }
 
   private receiveSpecs (fromPeerId: string, body: Uint8Array): void {
@@ -177,7 +193,7 @@ export class OwnershipService {
     await this.messenger.start()
     await this.specMessenger.start()
     this.components.libp2p.addEventListener('peer:connect', this.onConnect)
-    for (const c of this.components.libp2p.getConnections()) this.announceSpecs(c.remotePeer.toString())
+    this.armSpecAnnounce(0)
     // boot report: what the hypervisor runs now, with the watchdog deadline it inherited
     const inherited = new Map((this.components.watchdog?.inherited() ?? []).map(x => [x.vm, x.deadline]))
     for (const vm of this.init.vms) {
@@ -196,6 +212,7 @@ export class OwnershipService {
     this.started = false
     this.components.clock.clearTimeout(this.timer)
     this.components.clock.clearTimeout(this.monitorTimer)
+    this.components.clock.clearTimeout(this.specTimer)
     this.unsubscribeFence?.()
     this.components.libp2p.removeEventListener('peer:connect', this.onConnect)
     await this.specMessenger.stop()

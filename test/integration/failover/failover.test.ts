@@ -11,7 +11,20 @@ import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps } from '.
 describe('integration: failover', function () {
   this.timeout(180_000)
   let cluster: LocalCluster | undefined
-  afterEach(async () => { await cluster?.destroy(); cluster = undefined })
+  afterEach(async function () {
+    if (this.currentTest?.state === 'failed' && cluster !== undefined) {
+      // the daemons' own account of the election, for diagnosis
+      const { readFile } = await import('node:fs/promises')
+      for (const n of cluster.nodes) {
+        const log = await readFile(n.logPath, 'utf8').catch(() => '')
+        const lines = log.split('\n').filter(l => /ownership|member (dead|alive|suspect)|VM /.test(l)).slice(-40)
+        process.stderr.write(`--- ${n.name} ---\n${lines.join('\n')}\n`)
+      }
+      process.stderr.write((await readFile(join(cluster.dir, 'events.log'), 'utf8').catch(() => '')) + '\n')
+    }
+    await cluster?.destroy()
+    cluster = undefined
+  })
 
   async function setup (nodes: Array<{ name: string, role?: 'host' | 'witness' }>): Promise<{ c: LocalCluster, script: string }> {
     const c = await LocalCluster.create({ nodes })

@@ -10,7 +10,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalCluster } from '../daemon/demo/local-cluster.ts'
-import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps } from '../daemon/demo/fake-vm.ts'
+import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../daemon/demo/fake-vm.ts'
 
 function arg (args: string[], name: string, def: string): string {
   const i = args.indexOf(name)
@@ -54,7 +54,7 @@ export async function run (args: string[]): Promise<object> {
       const started = await startedOnB(c, killAt)
       rto.push(started - killAt)
       doubleStarts += overlaps(await instances(c.dir)).length
-    } finally { await c.destroy() }
+    } finally { await killAllVms(c.dir); await c.destroy() }
   }
   const margins: number[] = []
   for (let i = 0; i < pausedRuns; i++) {
@@ -68,7 +68,7 @@ export async function run (args: string[]): Promise<object> {
       if (onA !== undefined && Number.isFinite(onA.to)) margins.push(started - onA.to)
       doubleStarts += overlaps(list).length
       await c.signal('a', 'SIGCONT')
-    } finally { await c.destroy() }
+    } finally { await killAllVms(c.dir); await c.destroy() }
   }
   return {
     profile: 'lan',

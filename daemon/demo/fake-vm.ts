@@ -4,7 +4,7 @@
  * the kills a test performs) a test rebuilds each instance's running interval and checks that
  * no two overlap.
  */
-import { writeFile, readFile, chmod } from 'node:fs/promises'
+import { writeFile, readFile, chmod, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 
 export const VM_SCRIPT = `#!/bin/sh
@@ -76,4 +76,13 @@ export function overlaps (list: Instance[]): Array<[Instance, Instance]> {
     }
   }
   return out
+}
+
+/** Kills every stand-in VM process started from `dir` (cleanup: they outlive their daemons). */
+export async function killAllVms (dir: string): Promise<void> {
+  let names: string[] = []
+  try { names = await readdir(dir) } catch { return }
+  for (const n of names.filter(x => x.endsWith('.pid'))) {
+    try { process.kill(Number((await readFile(join(dir, n), 'utf8')).trim()), 'SIGKILL') } catch {}
+  }
 }

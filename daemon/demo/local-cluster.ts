@@ -2,7 +2,7 @@
  * A mesh of real vmesh daemons on 127.0.0.1, each a child process with its own folder,
  * identity, ephemeral ports and config — used by the demo (`npm start`), the integration tests
  * and the benchmarks. It owns everything it starts: `destroy()` kills the children and removes
- * the folder, and children die with the parent (they get SIGTERM when it exits).
+ * the folder, and children still running when the parent exits are killed with it.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
@@ -62,6 +62,10 @@ export async function freePort (): Promise<number> {
     })
   })
 }
+
+/** Children still running when this process exits are killed, so a crashed test leaves none behind. */
+const liveChildren = new Set<ChildProcess>()
+process.once('exit', () => { for (const p of liveChildren) p.kill('SIGKILL') })
 
 export class LocalCluster {
   readonly nodes: LocalNode[] = []
@@ -135,6 +139,8 @@ export class LocalCluster {
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc
+    liveChildren.add(proc)
+    proc.once('exit', () => { liveChildren.delete(proc) })
     const deadline = Date.now() + (opts.timeoutMs ?? 60_000)
     for (;;) {
       if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${name} exited with ${proc.exitCode} during start; log: ${n.logPath}\n${(await readFile(n.logPath, 'utf8')).slice(-2000)}`)

@@ -9,7 +9,7 @@
  */
 import '../../common/polyfill.ts'
 import { LocalCluster } from './local-cluster.ts'
-import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps } from './fake-vm.ts'
+import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from './fake-vm.ts'
 import type { StatusDocument } from '../status.ts'
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdir, open, readFile } from 'node:fs/promises'
@@ -39,7 +39,7 @@ async function main (): Promise<void> {
   const cluster = await LocalCluster.create({ nodes: [{ name: 'hv-a' }, { name: 'hv-b' }, { name: 'witness', role: 'witness' }], logLevel: 'info' })
   const names = cluster.nodes.map(n => n.name)
   let cleaned = false
-  const cleanup = async (): Promise<void> => { if (!cleaned) { cleaned = true; await cluster.destroy() } }
+  const cleanup = async (): Promise<void> => { if (!cleaned) { cleaned = true; await killAllVms(cluster.dir); await cluster.destroy() } }
   process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)) })
   try {
     say(`configs and data in ${cluster.dir}`)

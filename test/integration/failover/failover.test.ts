@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
-import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps } from '../../helpers/fake-vm.ts'
+import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../../helpers/fake-vm.ts'
 
 describe('integration: failover', function () {
   this.timeout(180_000)
@@ -22,6 +22,7 @@ describe('integration: failover', function () {
       }
       process.stderr.write((await readFile(join(cluster.dir, 'events.log'), 'utf8').catch(() => '')) + '\n')
     }
+    if (cluster !== undefined) await killAllVms(cluster.dir)
     await cluster?.destroy()
     cluster = undefined
   })

@@ -9,13 +9,15 @@ import { spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { open, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { systemClock } from '../../../common/clock.ts'
 import { QemuDriver } from '../../../daemon/hypervisor/qemu.ts'
 import { defaultRunner } from '../../../daemon/hypervisor/run.ts'
 import { Watchdog, type FenceReport } from '../../../daemon/watchdog/client.ts'
 import { tempDir } from '../../helpers/tmp.ts'
 
-const ASM = '/work/shared/testbed/diskwriter.asm'
+// shared/ sits beside the checkout (in CI too); /work/shared is where it lives for developers
+const ASM = [join(fileURLToPath(new URL('../../../../shared/testbed/diskwriter.asm', import.meta.url))), '/work/shared/testbed/diskwriter.asm'].find(p => existsSync(p)) ?? '/work/shared/testbed/diskwriter.asm'
 const has = (cmd: string, arg = '--version'): boolean => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { writeFile } from 'node:fs/promises'
+import { writeFile, utimes } from 'node:fs/promises'
 import type { Level } from 'level'
 import { ChangeTracker } from '../../../storage/changes/watcher.ts'
 import { HashScanSource } from '../../../storage/changes/hash-scan.ts'
@@ -183,6 +183,10 @@ describe('changes/watcher (ChangeTracker)', function () {
     const data = Buffer.alloc(8 * BS)
     for (let i = 0; i < 8; i += 2) blockContent(BS, i).copy(data, i * BS)
     await writeFile(file, data)
+    // mtime has a coarse tick: date the file back so the later write surely moves it (the
+    // production racy-timestamp guard uses the real wall clock, which this test's ManualClock is not)
+    const past = new Date(Date.now() - 60_000)
+    await utimes(file, past, past)
     const t = new ChangeTracker({ clock, db, watch: fakeWatch() }, { scanIntervalMs: 10_000, blockSizeBytes: BS })
     await t.start()
     t.addFile(file)

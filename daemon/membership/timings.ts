@@ -1,21 +1,10 @@
-/** Failure-detector timings and the two profiles. Only `LAN_TIMINGS`/`WAN_TIMINGS` are meant to be tuned. */
-export interface DetectorTimings {
-  /** Period between probes (one member per period, round-robin), before awareness scaling. */
-  probeIntervalMs: number
-  /** Wait for a direct ack before asking intermediaries (indirect probes), before awareness scaling. */
-  probeTimeoutMs: number
-  /** Number of intermediaries asked to probe on our behalf (SWIM's k). */
-  indirectProbes: number
-  /** Suspicion timeout after enough independent confirmations (Lifeguard). */
-  suspicionMinMs: number
-  /** Suspicion timeout with no independent confirmation (Lifeguard). */
-  suspicionMaxMs: number
-  /** Local-health multiplier cap: the awareness score stays in [0, awarenessMax - 1]. */
-  awarenessMax: number
-  /** Piggyback retransmit limit = retransmitMult × ceil(log10(n + 1)). */
-  retransmitMult: number
-  /** Most updates piggybacked on one message. */
-  gossipPerMessage: number
+import type { DetectorProfile } from '../../config/profiles.ts'
+
+/**
+ * Failure-detector timings and the two profiles. The configurable knobs are the config's `DetectorProfile` (one definition, documented there);
+ * the detector adds two tunables the config does not expose.
+ */
+export interface DetectorTimings extends DetectorProfile {
   /**
    * Independent suspicion confirmations wanted to drive the timeout to its minimum; the
    * detector uses K = min(this, n - 2). @default 3

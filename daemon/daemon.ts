@@ -162,7 +162,7 @@ export class Daemon {
    */
   private async startOwnership (c: Components): Promise<void> {
     const host = new ReplicationOwnershipHost({ config: () => this.loaded.config, replication: c.replication, clock: this.clock, log: this.opts.log.child({ svc: 'ownership' }) })
-    const parts = createOwnership(this.loaded.config, this.loaded.secrets.peerId.toString(), { clock: this.clock, random: this.random, log: this.opts.log, libp2p: c.mesh.libp2p, requestDial: (id) => { c.dialer.nudge(id) } }, host)
+    const parts = createOwnership(this.loaded.config, { clock: this.clock, random: this.random, log: this.opts.log, libp2p: c.mesh.libp2p, requestDial: (id) => { c.dialer.nudge(id) } }, host)
     this.ownership = parts
     this.ownershipHost = host
     await parts.start()

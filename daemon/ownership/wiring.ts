@@ -23,7 +23,7 @@ export interface OwnershipParts {
   stop: () => Promise<void>
 }
 
-export function createOwnership (config: Config, selfPeerId: string, base: { clock: Clock, random: Random, log: Logger, libp2p: Libp2p, requestDial?: (id: string) => void }, host: OwnershipHost): OwnershipParts {
+export function createOwnership (config: Config, base: { clock: Clock, random: Random, log: Logger, libp2p: Libp2p, requestDial?: (id: string) => void }, host: OwnershipHost): OwnershipParts {
   const log = base.log.child({ svc: 'ownership' })
   const dataDir = config.node.dataDir
   const driver = config.node.role === 'host' ? createDriver(config.hypervisor, { cwd: config.dir, stateDir: join(dataDir, 'hypervisor'), clock: base.clock }) : undefined
@@ -33,7 +33,6 @@ export function createOwnership (config: Config, selfPeerId: string, base: { clo
   const db = new Level<string, string>(join(dataDir, 'ownership'), { valueEncoding: 'utf8' })
   const peerIds: Record<string, string> = {}
   for (const p of config.mesh.peers) peerIds[p.name] = p.id
-  void selfPeerId
   const service = new OwnershipService({
     clock: base.clock,
     random: base.random,

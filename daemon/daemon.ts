@@ -169,15 +169,21 @@ export class Daemon {
     for (const m of c.membership.members()) parts.service.memberChanged(m.id, m.state)
     c.membership.onMember((e) => { parts.service.memberChanged(e.id, e.state) })
     host.startReporting((vm, gen) => { parts.service.replicaApplied(vm, gen) })
-    c.api.route('POST', '/v1/failover', (req) => {
-      const b = req.body as { vm?: unknown, to?: unknown, force?: unknown, planned?: unknown }
+    c.api.route('POST', '/v1/failover', async (req) => {
+      const b = req.body as { vm?: unknown, to?: unknown, force?: unknown, planned?: unknown, point?: unknown }
       if (typeof b.vm !== 'string' || b.vm === '') throw new BadRequestError('vm is required')
       if (b.to !== undefined && typeof b.to !== 'string') throw new BadRequestError('to must be a node name')
+      if (b.point !== undefined && (typeof b.point !== 'string' || !/^[0-9]{1,15}$/.test(b.point))) throw new BadRequestError('point must be a recovery point ID (see vmesh points VM)')
       if (b.planned === true) {
         if (typeof b.to !== 'string') throw new BadRequestError('a planned failover needs "to"')
-        parts.service.plannedFailover(b.vm, b.to)
+        if (b.point !== undefined) throw new BadRequestError('a planned failover ships the final generation; it takes no point')
+        await parts.service.plannedFailover(b.vm, b.to)
       } else {
-        parts.service.operatorFailover(b.vm, { ...(typeof b.to === 'string' ? { to: b.to } : {}), force: b.force === true })
+        if (typeof b.point === 'string') {
+          const pts = await c.replication.points(b.vm)
+          if (!pts.replicas.some(r => r.points.some(p => p.id === b.point))) throw new BadRequestError(`no recovery point ${b.point} of ${b.vm} on this node (see vmesh points ${b.vm})`)
+        }
+        await parts.service.operatorFailover(b.vm, { ...(typeof b.to === 'string' ? { to: b.to } : {}), force: b.force === true, ...(typeof b.point === 'string' ? { point: b.point } : {}) })
       }
       return { accepted: true }
     })

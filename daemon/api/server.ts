@@ -101,7 +101,7 @@ export class ApiServer {
 }
 
 /** Errors that are the caller's (or the config file's) fault, answered with 400. */
-const CLIENT_ERROR_CODES = new Set(['ERR_CONFIG_NOT_FOUND', 'ERR_CONFIG_PARSE', 'ERR_CONFIG_INVALID', 'ERR_CONFIG_KEY_FILE', 'ERR_USAGE', 'ERR_BAD_REQUEST'])
+const CLIENT_ERROR_CODES = new Set(['ERR_CONFIG_NOT_FOUND', 'ERR_CONFIG_PARSE', 'ERR_CONFIG_INVALID', 'ERR_CONFIG_KEY_FILE', 'ERR_USAGE', 'ERR_BAD_REQUEST', 'ERR_FAILOVER_REFUSED'])
 
 function send (res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body)

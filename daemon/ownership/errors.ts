@@ -9,3 +9,10 @@ export class OwnershipTimingError extends VmeshError {
 export class OwnershipConfigError extends VmeshError {
   constructor (message: string) { super('ERR_OWNERSHIP_CONFIG', message) }
 }
+
+/** An operator's failover request the ownership machine refused (reason: FailoverRefusal). */
+export class FailoverRefusedError extends VmeshError {
+  constructor (readonly vm: string, readonly reason: string, hint = '') {
+    super('ERR_FAILOVER_REFUSED', `failover of ${vm} refused: ${reason}${hint !== '' ? ` (${hint})` : ''}`)
+  }
+}

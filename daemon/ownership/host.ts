@@ -19,9 +19,6 @@ export class NoReplicaError extends VmeshError {
   constructor (vm: string) { super('ERR_NO_REPLICA', `no replica of ${vm} is held on this node`) }
 }
 
-export class PlannedFailoverUnsupportedError extends VmeshError {
-  constructor () { super('ERR_PLANNED_UNSUPPORTED', 'planned failover (final generation shipping) is not available yet') }
-}
 
 const DISK_EXT = new Set(['.vhd', '.vhdx', '.avhd', '.avhdx', '.img', '.raw', '.qcow2'])
 
@@ -30,7 +27,7 @@ export class ReplicationOwnershipHost implements OwnershipHost {
   private readonly reported = new Map<string, string>()
   private readonly owners = new Map<string, { owner: string, epoch: number }>()
 
-  constructor (private readonly c: { config: () => Config, replication: ReplicationService, clock: Clock, log: Logger }) {}
+  constructor (private readonly c: { config: () => Config, replication: ReplicationService, clock: Clock, log: Logger, finalShipTimeoutMs?: number }) {}
 
   /** Starts reporting replica generations to `report` (ownership's replicaApplied). */
   startReporting (report: (vm: string, generation: GenerationRef | null) => void, periodMs = 1000): void {
@@ -73,11 +70,17 @@ export class ReplicationOwnershipHost implements OwnershipHost {
     return { disks, files, dir: this.c.replication.replicas.dirOf(rep.source, vm), sourceMap }
   }
 
-  async finalize (vm: string, generation: GenerationRef | null): Promise<void> {
+  async finalize (vm: string, generation: GenerationRef | null, point?: string): Promise<void> {
     const reps = await this.c.replication.replicas.ofVm(vm)
     if (reps.length === 0) { if (this.home(vm) !== undefined) return; throw new NoReplicaError(vm) }
     const rep = reps.sort((a, b) => b.store.state().appliedConsistentGeneration - a.store.state().appliedConsistentGeneration)[0]!
     if (rep.store.state().finalized) return
+    if (point !== undefined) {
+      // the operator chose this point: no silent fallback to another one
+      const r = await rep.store.finalize({ pointId: point })
+      this.c.log.warn({ vm, point, generation: r.generation, rolledBack: r.rolledBack }, 'replica finalized at the requested recovery point')
+      return
+    }
     try {
       const r = await rep.store.finalize(generation !== null && generation.generation > 0 ? { pointId: String(generation.generation) } : {})
       this.c.log.warn({ vm, generation: r.generation, rolledBack: r.rolledBack, consistent: r.consistent }, 'replica finalized for failover')
@@ -89,7 +92,12 @@ export class ReplicationOwnershipHost implements OwnershipHost {
     }
   }
 
-  async shipFinal (): Promise<GenerationRef> { throw new PlannedFailoverUnsupportedError() }
+  /** Planned failover, on the owner after its VM stopped: the final generation, durable on `to`. */
+  async shipFinal (vm: string, to: string): Promise<GenerationRef> {
+    const generation = await this.c.replication.shipFinal(vm, to, this.c.finalShipTimeoutMs ?? 120_000)
+    this.c.log.info({ vm, to, generation }, 'final generation acknowledged by the planned target')
+    return { epoch: 0, generation }
+  }
 
   demoted (vm: string, owner: string, epoch: number): void {
     this.c.log.warn({ vm, owner, epoch }, 'this node no longer owns the VM; its local copy is now stale')

@@ -25,7 +25,7 @@ import type { ElectionMessage, GenerationRef, OwnerAnnouncement, Release, Renew,
 import { OwnershipConfigError } from './errors.ts'
 import { conservativeWait, fenceDeadline, ownerLeaseEnd, validateTiming, voterPromiseEnd } from './lease.ts'
 import { compareGeneration, rankCandidates } from './rank.ts'
-import { compareStartOrder, learnedSpec, newVmState, sourceGeneration, toRecord } from './state.ts'
+import { compareStartOrder, learnedSpec, newVmState, restoredSpec, sourceGeneration, toRecord } from './state.ts'
 import type { Candidacy, Round, Trigger, VmState } from './state.ts'
 import { decideVote } from './voter.ts'
 import type { VoterState } from './voter.ts'
@@ -66,6 +66,8 @@ export class OwnershipMachine {
   private readonly maxStarts: number
   private readonly random: Random
   private readonly vms = new Map<string, VmState>()
+  /** Replica generations reported for VMs not known yet (their spec is still on its way). */
+  private readonly pendingApplied = new Map<string, GenerationRef>()
   private readonly members = new Map<string, MemberState>()
   private seq = 1
   private seqReserved = 1
@@ -110,7 +112,7 @@ export class OwnershipMachine {
     }
     // VMs we only voted on (a witness's config lists none): their grants must survive too.
     for (const rec of latest.values()) {
-      if (rec.kind === 'vm' && !this.vms.has(rec.vm)) this.vms.set(rec.vm, newVmState(learnedSpec(rec.vm, rec.owner), rec, this.now, this.quietUntil))
+      if (rec.kind === 'vm' && !this.vms.has(rec.vm)) this.vms.set(rec.vm, newVmState(restoredSpec(rec, (h) => this.isHost(h)), rec, this.now, this.quietUntil))
     }
   }
 
@@ -127,6 +129,7 @@ export class OwnershipMachine {
     if (known !== undefined || this.vms.size >= MAX_VMS) return known
     const v = newVmState(learnedSpec(vm, owner), undefined, this.now, this.quietUntil)
     this.vms.set(vm, v)
+    this.takePendingApplied(v)
     return v
   }
 
@@ -205,16 +208,25 @@ export class OwnershipMachine {
         this.checkSpec(input.spec)
         const v = this.vms.get(input.spec.name)
         if (v === undefined) {
-          this.vms.set(input.spec.name, newVmState(input.spec, undefined, this.now, this.quietUntil))
+          if (this.vms.size >= MAX_VMS) return
+          const nv = newVmState(input.spec, undefined, this.now, this.quietUntil)
+          this.vms.set(input.spec.name, nv)
+          this.takePendingApplied(nv)
+          this.persistVm(nv)
         } else {
+          const changed = JSON.stringify(v.spec) !== JSON.stringify(input.spec)
           v.spec = input.spec
-          if (v.owner === '' && v.epoch === 0) { v.owner = input.spec.home; this.persistVm(v) }
+          if (v.owner === '' && v.epoch === 0) v.owner = input.spec.home
+          if (changed) this.persistVm(v)
         }
         return
       }
       case 'replicaApplied': {
         const v = this.vms.get(input.vm)
-        if (v !== undefined) { v.applied = input.generation; v.reportDirty = true }
+        if (v !== undefined) { v.applied = input.generation; v.reportDirty = true; return }
+        // the replica can be reported before the VM's spec arrives: keep it for then
+        if (input.generation === null) this.pendingApplied.delete(input.vm)
+        else if (this.pendingApplied.size < MAX_VMS) this.pendingApplied.set(input.vm, input.generation)
         return
       }
       case 'started': {
@@ -854,6 +866,14 @@ export class OwnershipMachine {
       this.persist.set('seq', { kind: 'seq', reservedUpTo: this.seqReserved })
     }
     return this.seq++
+  }
+
+  private takePendingApplied (v: VmState): void {
+    const g = this.pendingApplied.get(v.spec.name)
+    if (g === undefined) return
+    this.pendingApplied.delete(v.spec.name)
+    v.applied = g
+    v.reportDirty = true
   }
 
   private persistVm (v: VmState): void {

@@ -25,6 +25,7 @@ import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/ele
 import { ELECTION_PROTOCOL } from '../../protocol/election/ids.ts'
 import type { HypervisorDriver, VmStartFiles } from '../hypervisor/driver.ts'
 import { z } from 'zod'
+import { FailoverRefusedError } from './errors.ts'
 
 /**
  * VM specs travel from each VM's home node to every peer on their own small protocol so that
@@ -49,8 +50,11 @@ const vmSpecsSchema = z.strictObject({
 export interface OwnershipHost {
   /** Files to start `vm` from here: the originals on its home node, the finalized replica elsewhere. */
   filesForStart: (vm: string) => Promise<VmStartFiles>
-  /** Roll the local replica to `generation` (the latest consistent one when null) before a start. */
-  finalize: (vm: string, generation: GenerationRef | null) => Promise<void>
+  /**
+   * Roll the local replica to `generation` (the latest consistent one when null) before a
+   * start; `point` (an operator's --point) overrides both.
+   */
+  finalize: (vm: string, generation: GenerationRef | null, point?: string) => Promise<void>
   /** Planned failover: ship the final generation to `to`; resolves with it. */
   shipFinal: (vm: string, to: string) => Promise<GenerationRef>
   /** This node is no longer the VM's owner: its copy becomes a replica of `owner`. */
@@ -111,6 +115,7 @@ export class OwnershipService {
   private readonly idToName = new Map<string, string>()
   private readonly deadlines = new Map<string, number>()
   private readonly runningHere = new Set<string>()
+  private readonly requestedPoints = new Map<string, string>()
   private unsubscribeFence?: () => void
   readonly stats = { decodeErrors: 0, starts: 0, stops: 0, startFailures: 0 }
   /** Timeline of ownership events (bounded), for status and the demo. */
@@ -165,6 +170,7 @@ export class OwnershipService {
       const key = JSON.stringify(spec)
       if (this.knownSpecs.get(spec.name) === key) continue
       this.knownSpecs.set(spec.name, key)
+      this.components.log.info({ vm: spec.name, home: spec.home, failover: spec.failover, replicateTo: spec.replicateTo }, 'VM policy learned from its home node')
       this.input({ type: 'vm', spec })
     }
   }
@@ -223,7 +229,10 @@ export class OwnershipService {
   /** Failure-detector input (peer ID from the membership service). */
   memberChanged (peerId: string, state: 'alive' | 'suspect' | 'dead'): void {
     const name = this.idToName.get(peerId)
-    if (name !== undefined) this.input({ type: 'member', id: name, state })
+    if (name === undefined) return
+    this.input({ type: 'member', id: name, state })
+    // a peer that just became reachable hears our VMs' policy now, not at the next re-announce
+    if (state === 'alive' && this.started) this.announceSpecs(peerId)
   }
 
   /** A VM newly configured on this node (reload): owned here from epoch 0, announced to peers. */
@@ -237,8 +246,49 @@ export class OwnershipService {
 
   replicaApplied (vm: string, generation: GenerationRef | null): void { this.input({ type: 'replicaApplied', vm, generation }) }
   learnVm (spec: VmSpec): void { this.input({ type: 'vm', spec }) }
-  operatorFailover (vm: string, opts: { to?: string, force?: boolean }): void { this.input({ type: 'operatorFailover', vm, ...opts }) }
-  plannedFailover (vm: string, to: string): void { this.input({ type: 'plannedFailover', vm, to }) }
+  /**
+   * An operator's failover (unplanned: this node or `to` takes the VM; `point`: the recovery
+   * point to start from instead of the latest). Rejects with FailoverRefusedError when the
+   * machine refuses it outright; a move that is accepted completes asynchronously.
+   */
+  async operatorFailover (vm: string, opts: { to?: string, force?: boolean, point?: string }): Promise<void> {
+    const { point, ...rest } = opts
+    if (point !== undefined) {
+      if ((opts.to ?? this.init.self) !== this.init.self) throw new FailoverRefusedError(vm, 'point-elsewhere', `--point picks a recovery point of this node's replica; run it on ${opts.to ?? '?'}`)
+      this.requestedPoints.set(vm, point)
+    }
+    await this.request(vm, { type: 'operatorFailover', vm, ...rest })
+  }
+
+  /** Planned failover: run on the VM's owner. */
+  async plannedFailover (vm: string, to: string): Promise<void> {
+    await this.request(vm, { type: 'plannedFailover', vm, to })
+  }
+
+  /** The recovery point an operator asked to fail `vm` over to (consumed by the next finalize). */
+  takeRequestedPoint (vm: string): string | undefined {
+    const p = this.requestedPoints.get(vm)
+    this.requestedPoints.delete(vm)
+    return p
+  }
+
+  private async request (vm: string, input: OwnershipInput): Promise<void> {
+    let refusal: string | undefined
+    const run = this.queue.then(async () => {
+      if (!this.started || this.machine === undefined) { refusal = 'not-running'; return }
+      const out = this.machine.step(this.components.clock.now(), input)
+      const r = out.events.find(e => e.type === 'failoverRefused' && e.vm === vm)
+      if (r?.type === 'failoverRefused') refusal = r.reason
+      await this.apply(out)
+    })
+    this.queue = run.catch((err) => { this.components.log.error({ error: errorMessage(err) }, 'ownership input failed') })
+    await run
+    if (refusal !== undefined) {
+      this.requestedPoints.delete(vm)
+      const owner = this.machine?.status().find(s => s.vm === vm)?.owner
+      throw new FailoverRefusedError(vm, refusal, refusal === 'not-owner' && owner !== undefined ? `a planned failover runs on the owner, ${owner}` : '')
+    }
+  }
 
   status (): VmOwnershipStatus[] { return this.machine?.status() ?? [] }
   isRunningHere (vm: string): boolean { return this.runningHere.has(vm) }
@@ -291,10 +341,12 @@ export class OwnershipService {
           try { await watchdog?.arm(e.vm, e.deadline) } catch (err) { log.error({ vm: e.vm, error: errorMessage(err) }, 'watchdog could not be armed') }
         }
         return
-      case 'finalize':
-        await host.finalize(e.vm, e.generation)
-        this.note(e.vm, 'replica finalized', undefined, e.generation === null ? 'latest' : `generation ${e.generation.generation}`)
+      case 'finalize': {
+        const point = this.takeRequestedPoint(e.vm)
+        await host.finalize(e.vm, e.generation, point)
+        this.note(e.vm, 'replica finalized', undefined, point !== undefined ? `recovery point ${point}` : e.generation === null ? 'latest' : `generation ${e.generation.generation}`)
         return
+      }
       case 'start': {
         const deadline = this.deadlines.get(e.vm)
         if (watchdog !== undefined && (deadline === undefined || deadline <= clock.now())) {

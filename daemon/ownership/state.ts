@@ -114,7 +114,8 @@ export function toRecord (v: VmState): VmRecord {
     votedEpoch: v.votedEpoch,
     votedFor: v.votedFor,
     released: v.released === null ? null : { ...v.released, generation: { ...v.released.generation } },
-    forced: v.forced
+    forced: v.forced,
+    spec: { ...v.spec, replicateTo: [...v.spec.replicateTo] }
   }
 }
 
@@ -123,4 +124,11 @@ export function compareStartOrder (a: VmState, b: VmState): number {
   return (a.spec.startOrder ?? 0) - (b.spec.startOrder ?? 0) ||
     (b.spec.priority ?? 0) - (a.spec.priority ?? 0) ||
     (a.spec.name < b.spec.name ? -1 : a.spec.name > b.spec.name ? 1 : 0)
+}
+
+/** The spec a persisted record carries (announced by the home node), else a placeholder. */
+export function restoredSpec (r: VmRecord, isHost: (name: string) => boolean): VmSpec {
+  const s = r.spec
+  if (s !== undefined && s.name === r.vm && isHost(s.home) && Array.isArray(s.replicateTo)) return s
+  return learnedSpec(r.vm, r.owner)
 }

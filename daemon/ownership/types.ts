@@ -162,6 +162,11 @@ export interface VmRecord {
   released: { epoch: number, to: string, generation: GenerationRef } | null
   /** This node took the VM with --force and has not had a majority since. */
   forced: boolean
+  /**
+   * The policy as last announced by the VM's home node: a replica holder that restarts while
+   * the home node is down must still know it may (and how to) fail the VM over.
+   */
+  spec?: VmSpec
 }
 
 /** Round numbers are handed out in blocks so a restarted node never reuses one. */

@@ -40,3 +40,13 @@ export class SourceMismatchError extends VmeshError {
 export class PeerProtocolViolationError extends VmeshError {
   constructor (message: string) { super('ERR_REPLICATION_PEER_VIOLATION', message) }
 }
+
+/** Planned failover: `target` is not one of the VM's replication targets here. */
+export class NotAReplicationTargetError extends VmeshError {
+  constructor (vm: string, target: string) { super('ERR_REPLICATION_NOT_A_TARGET', `${target} does not receive replicas of ${vm} from this node`) }
+}
+
+/** Planned failover: the target did not make the final generation durable in time. */
+export class FinalGenerationTimeoutError extends VmeshError {
+  constructor (vm: string, target: string, generation: number, timeoutMs: number) { super('ERR_REPLICATION_FINAL_TIMEOUT', `${target} did not acknowledge the final generation ${generation} of ${vm} within ${timeoutMs} ms`) }
+}

@@ -26,6 +26,7 @@ import type { StreamLike } from './channel.ts'
 import { ReplicationReceiver, type ReceiverInit } from './receiver.ts'
 import { ReplicaRegistry } from './replicas.ts'
 import { VmSource } from './vm-source.ts'
+import { shipFinalGeneration } from './final.ts'
 import type { VerifyReport } from './sender.ts'
 import { UnknownVmError, VerifyFailedError } from './errors.ts'
 
@@ -114,6 +115,13 @@ export class ReplicationService {
   }
 
   isSource (vm: string): boolean { return this.sources.has(vm) }
+
+  /** Planned failover: scan the (stopped) VM, wait until `target` holds a consistent final generation. */
+  async shipFinal (vm: string, target: string, timeoutMs: number): Promise<number> {
+    const src = this.sources.get(vm)
+    if (src === undefined) throw new UnknownVmError(vm)
+    return await shipFinalGeneration(src, target, { clock: this.components.clock, timeoutMs })
+  }
 
   /** Applies a reloaded config: targets, VMs added or removed. */
   async reload (config: Config): Promise<string[]> {

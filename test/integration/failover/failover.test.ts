@@ -27,6 +27,13 @@ describe('integration: failover', function () {
         process.stderr.write(`--- ${n.name} ---\n${lines.join('\n')}\n`)
       }
       process.stderr.write((await readFile(join(cluster.dir, 'events.log'), 'utf8').catch(() => '')) + '\n')
+      for (const n of cluster.nodes) {
+        process.stderr.write(`--- ${n.name} watchdog ---\n${await readFile(join(n.dir, 'data', 'watchdog.log'), 'utf8').catch(() => '')}\n`)
+      }
+      if (process.env.VMESH_KEEP_FAILED !== undefined) {
+        const { cp } = await import('node:fs/promises')
+        await cp(cluster.dir, join(process.env.VMESH_KEEP_FAILED, `cluster-${Date.now()}`), { recursive: true }).catch(() => {})
+      }
     }
     if (cluster !== undefined) await killAllVms(cluster.dir)
     await cluster?.destroy()

@@ -270,6 +270,39 @@ describe('OwnershipMachine: elections', () => {
   })
 })
 
+describe('OwnershipMachine: specs learned from the home node', () => {
+  /** Only `a` lists web; b holds its replica and learns the policy from a's announcement. */
+  function learned (): MiniCluster {
+    const c = new MiniCluster({ voters: A_B_W, vms: [WEB], vmsOf: { b: [], w: [] } })
+    // the replica is reported before the spec arrives (the poll and the announcement race)
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.input('b', { type: 'vm', spec: WEB })
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['a'])
+    return c
+  }
+
+  it('a replica reported before the VM\'s spec still makes the holder a candidate', () => {
+    const c = learned()
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('a replica holder restarted while the home node is down keeps the announced policy', () => {
+    const c = learned()
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.restart('b')
+    c.setView('b', 'a', 'dead')
+    c.input('b', { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.advance(15_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.equal(c.status('b', 'web').owner, 'b')
+  })
+})
+
 describe('OwnershipMachine: durable votes', () => {
   function vote (out: OwnershipOutput): Vote {
     const v = out.send.find(s => s.msg.type === 'vote')?.msg

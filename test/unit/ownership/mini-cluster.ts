@@ -32,6 +32,8 @@ export interface MiniNode {
 export interface MiniInit {
   voters: VoterSpec[]
   vms: VmSpec[]
+  /** Per-node configured VMs (default: `vms` everywhere); others learn specs by `vm` inputs. */
+  vmsOf?: Record<string, VmSpec[]>
   timing?: Partial<OwnershipTiming>
   maxConcurrentStarts?: number
   /** Per-node clock offsets (local = global + offset). */
@@ -80,7 +82,7 @@ export class MiniCluster {
     const init: OwnershipMachineInit = {
       self: node.id,
       voters: this.init.voters,
-      vms: this.init.vms,
+      vms: this.init.vmsOf?.[node.id] ?? this.init.vms,
       random: new SeededRandom(node.id.length * 7919 + node.persisted.size),
       now: this.time + node.offset,
       records: [...node.persisted.values()]

@@ -9,7 +9,7 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { LineCounter, parseDocument, isNode } from 'yaml'
 import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ConfigInvalidError, ConfigKeyFileError, ConfigNotFoundError, ConfigParseError, type ConfigIssue } from './errors.ts'
-import { rawConfigSchema, parseHostPort, type RawConfig } from './schema.ts'
+import { rawConfigSchema, vmSchema, parseHostPort, type RawConfig } from './schema.ts'
 import { PROFILES, type DetectorProfile, type OwnershipProfile } from './profiles.ts'
 import { KeyFileError, loadIdentity, loadPsk } from './identity.ts'
 
@@ -133,22 +133,7 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
     },
     ownership,
     hypervisor: raw.hypervisor,
-    vms: raw.vms.map(v => ({
-      name: v.name,
-      disks: v.disks.map(abs),
-      files: v.files.map(abs),
-      replicateTo: v.replicateTo,
-      failover: v.failover,
-      priority: v.priority,
-      startOrder: v.startOrder,
-      blockSizeBytes: v.blockSize,
-      scanIntervalMs: v.scanInterval,
-      quietBudgetMs: v.quietBudget,
-      recoveryPoints: { count: v.recoveryPoints.count, keepAllWithinMs: v.recoveryPoints.keepAllWithin, hourlyBeyond: v.recoveryPoints.hourlyBeyond },
-      seed: v.seed,
-      ...(v.limit !== undefined ? { limitBytesPerSec: v.limit } : {}),
-      ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {})
-    })),
+    vms: raw.vms.map(v => toVmConfig(v, abs)),
     bandwidth: { limitBytesPerSec: raw.bandwidth.limit, schedule: raw.bandwidth.schedule },
     log: raw.log
   }
@@ -163,6 +148,30 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
 
 function stripUndefined<T extends object> (o: T): { [K in keyof T]-?: Exclude<T[K], undefined> } {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]-?: Exclude<T[K], undefined> }
+}
+
+function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): VmConfig {
+  return {
+    name: v.name,
+    disks: v.disks.map(abs),
+    files: v.files.map(abs),
+    replicateTo: v.replicateTo,
+    failover: v.failover,
+    priority: v.priority,
+    startOrder: v.startOrder,
+    blockSizeBytes: v.blockSize,
+    scanIntervalMs: v.scanInterval,
+    quietBudgetMs: v.quietBudget,
+    recoveryPoints: { count: v.recoveryPoints.count, keepAllWithinMs: v.recoveryPoints.keepAllWithin, hourlyBeyond: v.recoveryPoints.hourlyBeyond },
+    seed: v.seed,
+    ...(v.limit !== undefined ? { limitBytesPerSec: v.limit } : {}),
+    ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {})
+  }
+}
+
+/** A VM entry with every default, for a VM this node runs without listing it (it took it over). */
+export function defaultVmConfig (name: string): VmConfig {
+  return toVmConfig(vmSchema.parse({ name }), (p) => p)
 }
 
 export function deepFreeze<T> (o: T): T {

@@ -103,7 +103,7 @@ const recoveryPoints = z.strictObject({
   hourlyBeyond: z.boolean().default(true)
 })
 
-const vm = z.strictObject({
+export const vmSchema = z.strictObject({
   name,
   disks: z.array(z.string().min(1)).default([]),
   files: z.array(z.string().min(1)).default([]),
@@ -162,7 +162,7 @@ export const rawConfigSchema = z.strictObject({
   }).default({ profile: 'lan', peers: [], detector: {}, dialBackoffMin: 250, dialBackoffMax: 10_000 }),
   ownership: ownershipOverrides.default({}),
   hypervisor: hypervisor.default({ driver: 'none', maxConcurrentStarts: 2 }),
-  vms: z.array(vm).default([]),
+  vms: z.array(vmSchema).default([]),
   bandwidth: z.strictObject({
     limit: rate.default(Infinity),
     schedule: z.array(scheduleEntry).default([])

@@ -165,6 +165,7 @@ export class Daemon {
     const parts = createOwnership(this.loaded.config, { clock: this.clock, random: this.random, log: this.opts.log, libp2p: c.mesh.libp2p, requestDial: (id) => { c.dialer.nudge(id) } }, host)
     this.ownership = parts
     this.ownershipHost = host
+    host.setSpecSource((vm) => parts.service.specOf(vm))
     await parts.start()
     for (const m of c.membership.members()) parts.service.memberChanged(m.id, m.state)
     c.membership.onMember((e) => { parts.service.memberChanged(e.id, e.state) })

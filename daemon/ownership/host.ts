@@ -12,7 +12,9 @@ import type { Logger } from '../log.ts'
 import type { ReplicationService } from '../replication/service.ts'
 import type { VmStartFiles } from '../hypervisor/driver.ts'
 import type { OwnershipHost } from './service.ts'
-import type { GenerationRef } from './types.ts'
+import type { GenerationRef, VmSpec } from './types.ts'
+import type { VmConfig } from '../../config/load.ts'
+import { adoptedVmConfig, placeSeed, type CopyFile } from './failback.ts'
 import { VmeshError } from '../../common/errors.ts'
 
 export class NoReplicaError extends VmeshError {
@@ -79,6 +81,7 @@ export class ReplicationOwnershipHost implements OwnershipHost {
       // the operator chose this point: no silent fallback to another one
       const r = await rep.store.finalize({ pointId: point })
       this.c.log.warn({ vm, point, generation: r.generation, rolledBack: r.rolledBack }, 'replica finalized at the requested recovery point')
+      this.refreshSources()
       return
     }
     try {
@@ -89,6 +92,9 @@ export class ReplicationOwnershipHost implements OwnershipHost {
       // rather than not at all, and say so loudly
       this.c.log.error({ vm, error: errorMessage(err) }, 'no consistent recovery point; finalizing at the latest (fuzzy) generation')
       await rep.store.finalize({ acceptFuzzy: true })
+    } finally {
+      // the VM runs from this replica from now on: it becomes what this node sources
+      this.refreshSources()
     }
   }
 
@@ -100,16 +106,92 @@ export class ReplicationOwnershipHost implements OwnershipHost {
   }
 
   demoted (vm: string, owner: string, epoch: number): void {
-    this.c.log.warn({ vm, owner, epoch }, 'this node no longer owns the VM; its local copy is now stale')
+    this.c.log.warn({ vm, owner, epoch }, 'this node no longer owns the VM; its copy seeds the replica it now receives')
   }
 
   ownerChanged (vm: string, owner: string, epoch: number): void {
     this.owners.set(vm, { owner, epoch })
     const self = this.c.config().node.name
-    // the home node sources its VM only while it owns it: after a failover its files are stale
-    const sourced = this.c.config().vms.map(v => v.name).filter(n => { const o = this.owners.get(n); return o === undefined || o.owner === self })
-    void this.c.replication.setSourceVms(sourced).catch((err) => { this.c.log.error({ error: errorMessage(err) }, 'could not change the sourced VMs') })
+    this.serial(async () => {
+      if (owner !== self) await this.seedFor(vm, owner)
+      await this.applySources()
+    })
+  }
+
+  /** Where ownership finds each VM's policy (the machine's view). */
+  setSpecSource (fn: (vm: string) => VmSpec | undefined): void { this.specOf = fn }
+
+  /** Re-derives what this node sources (after a finalize: the replica it now runs from). */
+  refreshSources (): void { this.serial(async () => { await this.applySources() }) }
+
+  /** Resolves when the ownership-driven replication changes queued so far are done. */
+  async settled (): Promise<void> { await this.chain }
+
+  private specOf?: (vm: string) => VmSpec | undefined
+  private chain: Promise<void> = Promise.resolve()
+
+  private serial (fn: () => Promise<void>): void {
+    this.chain = this.chain.then(fn).catch((err) => { this.c.log.error({ error: errorMessage(err) }, 'could not move replication with ownership') })
+  }
+
+  /**
+   * Sources what this node owns: configured VMs from their files while it runs them from
+   * there, and any VM it runs from a finalized replica from that replica's files (adopted).
+   */
+  private async applySources (): Promise<void> {
+    const cfg = this.c.config()
+    const self = cfg.node.name
+    const sourced: string[] = []
+    const adopted: VmConfig[] = []
+    for (const vm of new Set([...cfg.vms.map(v => v.name), ...this.owners.keys()])) {
+      const o = this.owners.get(vm)
+      const home = this.home(vm)
+      if (!(o === undefined ? home !== undefined : o.owner === self)) continue
+      const finalized = (await this.c.replication.replicas.ofVm(vm)).find(r => r.store.state().finalized)
+      if (finalized === undefined) { if (home !== undefined) sourced.push(vm); continue }
+      const spec = this.specOf?.(vm) ?? (home !== undefined ? { name: vm, home: self, replicateTo: home.replicateTo } : undefined)
+      if (spec === undefined) continue
+      const { disks, files } = splitFiles(finalized.store.state().files)
+      adopted.push(adoptedVmConfig({ spec, self, ...(home !== undefined ? { home } : {}), disks, files, isPeer: (n) => cfg.mesh.peers.some(p => p.name === n && p.role !== 'witness') }))
+    }
+    await this.c.replication.setAdoptedVms(adopted)
+    await this.c.replication.setSourceVms(sourced)
+  }
+
+  /**
+   * `owner` now sources `vm`: our copy becomes the seed of its replica here. The copy is a
+   * finalized replica we ran the VM from (deleted once linked: it takes no more generations),
+   * else the home files (the VM is off here: we do not own it), else our newest replica from
+   * another source (kept, with its recovery points, until the new one is seeded).
+   */
+  private async seedFor (vm: string, owner: string): Promise<void> {
+    const reps = await this.c.replication.replicas.ofVm(vm)
+    const fromOwner = reps.find(r => r.source === owner)
+    if (fromOwner !== undefined && fromOwner.store.state().appliedGeneration > 0 && !fromOwner.store.state().finalized) return
+    const finalized = reps.find(r => r.store.state().finalized)
+    const others = reps.filter(r => r.source !== owner && !r.store.state().finalized).sort((a, b) => b.store.state().appliedGeneration - a.store.state().appliedGeneration)
+    const home = this.home(vm)
+    const filesOf = (st: { files: Record<string, string> }): CopyFile[] => Object.entries(st.files).map(([source, local]) => ({ source, local }))
+    let copy: CopyFile[] | undefined
+    if (finalized !== undefined) copy = filesOf(finalized.store.state())
+    else if (home !== undefined) copy = [...home.disks, ...home.files].map(p => ({ source: p, local: p }))
+    else if (others[0] !== undefined && others[0].store.state().appliedGeneration > 0) copy = filesOf(others[0].store.state())
+    if (copy === undefined || copy.length === 0) return
+    const dir = this.c.replication.replicas.seedDirOf(owner, vm)
+    const placed = await placeSeed(dir, copy)
+    // a finalized replica takes no more generations: the new owner's session needs a fresh store
+    if (finalized !== undefined) await this.c.replication.replicas.remove(finalized.source, vm)
+    this.c.log.info({ vm, owner, seed: dir, files: placed.length }, 'local copy placed as the seed of the new owner\'s replica; only differing blocks will be sent')
   }
 
   ownerOf (vm: string): { owner: string, epoch: number } | undefined { return this.owners.get(vm) }
+}
+
+function splitFiles (files: Record<string, string>): { disks: string[], files: string[] } {
+  const disks: string[] = []
+  const other: string[] = []
+  for (const [src, path] of Object.entries(files)) {
+    if (DISK_EXT.has(extname(src).toLowerCase())) disks.push(path); else other.push(path)
+  }
+  return { disks, files: other }
 }

@@ -176,6 +176,9 @@ export class OwnershipMachine {
     return min === Infinity ? undefined : min
   }
 
+  /** The policy known for `vm` (configured here, announced by its home node, or a placeholder). */
+  spec (vm: string): VmSpec | undefined { return this.vms.get(vm)?.spec }
+
   status (): VmOwnershipStatus[] {
     return [...this.vms.values()].map(v => ({
       vm: v.spec.name,

@@ -36,6 +36,8 @@ export const VMSPEC_PROTOCOL = '/vmesh/vmspec/1.0.0'
 const nameRe = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 const vmSpecsSchema = z.strictObject({
   v: z.literal(1),
+  /** The sender (just started) asks for the receiver's specs in return. */
+  want: z.boolean().optional(),
   specs: z.array(z.strictObject({
     name: z.string().regex(nameRe),
     home: z.string().regex(nameRe),
@@ -106,7 +108,7 @@ export class OwnershipService {
   private readonly messenger: Messenger
   private readonly specMessenger: Messenger
   private readonly knownSpecs = new Map<string, string>()
-  private readonly onConnect = (evt: CustomEvent): void => { this.announceSpecs(evt.detail.toString()) }
+  private readonly onConnect = (evt: CustomEvent): void => { this.announceSpecs(evt.detail.toString(), true) }
   private timer?: TimerHandle
   private monitorTimer?: TimerHandle
   private specTimer?: TimerHandle
@@ -136,9 +138,14 @@ export class OwnershipService {
     }, { protocol: VMSPEC_PROTOCOL, maxFrameBytes: 256 * 1024 })
   }
 
-  private announceSpecs (peerId: string): void {
-    if (!this.idToName.has(peerId) || this.init.vms.length === 0) return
-    const body = new TextEncoder().encode(JSON.stringify({ v: 1, specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) }))
+  /**
+   * `want`: ask the peer for its specs in return. A node sends that when it starts, so a peer
+   * that announced before our handler existed (its announcement was refused) answers now
+   * instead of at its next re-announce — which could come after it has died.
+   */
+  private announceSpecs (peerId: string, want = false): void {
+    if (!this.idToName.has(peerId) || (this.init.vms.length === 0 && !want)) return
+    const body = new TextEncoder().encode(JSON.stringify({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) }))
     // the stream opens asynchronously after connect; retry shortly if the first send was dropped
     if (!this.specMessenger.send(peerId, body)) this.components.clock.setTimeout(() => { if (this.started) this.specMessenger.send(peerId, body) }, 500)
   }
@@ -148,10 +155,10 @@ export class OwnershipService {
    * announcement can be lost (the peer's handler not registered yet, a stream reset), and a
    * replica holder that never learns the policy could not stand as a candidate.
    */
-  private armSpecAnnounce (delayMs: number): void {
+  private armSpecAnnounce (delayMs: number, want = false): void {
     this.specTimer = this.components.clock.setTimeout(() => {
       if (!this.started) return
-      for (const c of this.components.libp2p.getConnections()) this.announceSpecs(c.remotePeer.toString())
+      for (const c of this.components.libp2p.getConnections()) this.announceSpecs(c.remotePeer.toString(), want)
       this.armSpecAnnounce(this.init.specAnnounceMs ?? 3000)
     }, delayMs)
   }
@@ -165,6 +172,7 @@ export class OwnershipService {
       this.components.log.warn({ peer: from, error: errorMessage(err).slice(0, 200) }, 'bad VM spec message ignored')
       return
     }
+    if (parsed.want === true) this.announceSpecs(fromPeerId)
     for (const spec of parsed.specs) {
       if (spec.home !== from) continue // a node speaks only for the VMs it is home to
       const key = JSON.stringify(spec)
@@ -192,6 +200,8 @@ export class OwnershipService {
       random: this.components.random,
       now
     }, records)
+    // replication follows ownership from the start, not only from the next change
+    for (const st of this.machine.status()) if (st.owner !== '') this.components.host.ownerChanged?.(st.vm, st.owner, st.epoch)
     this.unsubscribeFence = this.components.watchdog?.onFence((r) => {
       this.note(r.vm, r.ok ? 'fenced by watchdog' : 'watchdog fence failed')
       if (r.ok) { this.runningHere.delete(r.vm); this.input({ type: 'stopped', vm: r.vm }) }
@@ -199,7 +209,7 @@ export class OwnershipService {
     await this.messenger.start()
     await this.specMessenger.start()
     this.components.libp2p.addEventListener('peer:connect', this.onConnect)
-    this.armSpecAnnounce(0)
+    this.armSpecAnnounce(0, true)
     // boot report: what the hypervisor runs now, with the watchdog deadline it inherited
     const inherited = new Map((this.components.watchdog?.inherited() ?? []).map(x => [x.vm, x.deadline]))
     for (const vm of this.init.vms) {
@@ -232,7 +242,7 @@ export class OwnershipService {
     if (name === undefined) return
     this.input({ type: 'member', id: name, state })
     // a peer that just became reachable hears our VMs' policy now, not at the next re-announce
-    if (state === 'alive' && this.started) this.announceSpecs(peerId)
+    if (state === 'alive' && this.started) this.announceSpecs(peerId, true)
   }
 
   /** A VM newly configured on this node (reload): owned here from epoch 0, announced to peers. */
@@ -291,6 +301,7 @@ export class OwnershipService {
   }
 
   status (): VmOwnershipStatus[] { return this.machine?.status() ?? [] }
+  specOf (vm: string): VmSpec | undefined { return this.machine?.spec(vm) }
   isRunningHere (vm: string): boolean { return this.runningHere.has(vm) }
 
   private note (vm: string, event: string, epoch?: number, detail?: string): void {

@@ -5,7 +5,7 @@
  * runs) before their source reconnects.
  */
 import { join } from 'node:path'
-import { mkdir, readdir, statfs } from 'node:fs/promises'
+import { mkdir, readdir, rm, statfs } from 'node:fs/promises'
 import { ReplicaStore, type ReplicaLog } from '../../storage/replica/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
@@ -85,6 +85,20 @@ export class ReplicaRegistry {
   /** Replicas of `vm` held here, from any source. */
   async ofVm (vm: string): Promise<Array<{ source: string, store: ReplicaStore }>> {
     return (await this.list()).filter(r => r.vm === vm)
+  }
+
+  /**
+   * Closes and deletes the store of (source, vm): a finalized replica whose VM moved on. A
+   * session still writing to it fails and its source retries into a fresh store.
+   */
+  async remove (source: string, vm: string): Promise<void> {
+    if (!SAFE_NAME.test(source) || !SAFE_NAME.test(vm)) throw new RangeError('unsafe replica name')
+    const key = `${source}/${vm}`
+    const p = this.stores.get(key)
+    this.stores.delete(key)
+    this.opened.delete(key)
+    if (p !== undefined) { try { await (await p).close() } catch {} }
+    await rm(this.dirOf(source, vm), { recursive: true, force: true })
   }
 
   async diskFree (): Promise<number> {

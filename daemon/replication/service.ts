@@ -7,14 +7,14 @@
  *    `<dataDir>/replicas/<source>/<vm>/`.
  * It also serves the per-VM status, recovery points, restore and verify for the control API.
  */
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import type { Level } from 'level'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 import type { Config, VmConfig } from '../../config/load.ts'
-import { openBinaryLevel } from '../../storage/manifest/db.ts'
+import { binarySublevel, openBinaryLevel } from '../../storage/manifest/db.ts'
 import { WorkerPool } from '../../storage/workers/pool.ts'
 import { REPLICATION_PROTOCOL } from '../../protocol/replication/index.ts'
 import type { RestoreResult, RecoveryPoint } from '../../storage/replica/index.ts'
@@ -61,6 +61,7 @@ export class ReplicationService {
   private readonly sources = new Map<string, VmSource>()
   /** VMs this node sources; null = every VM in the config. */
   private sourceVms: Set<string> | null = null
+  private adopted = new Map<string, VmConfig>()
   private running = false
   private changing: Promise<void> = Promise.resolve()
 
@@ -114,6 +115,16 @@ export class ReplicationService {
     await this.applySources()
   }
 
+  /**
+   * Ownership seam: VMs this node runs from files its config does not name (it took them over
+   * and runs them from a finalized replica). Each is sourced from those files to the peers in
+   * its entry; an entry replaces a configured VM of the same name.
+   */
+  async setAdoptedVms (vms: VmConfig[]): Promise<void> {
+    this.adopted = new Map(vms.map(v => [v.name, v]))
+    await this.applySources()
+  }
+
   isSource (vm: string): boolean { return this.sources.has(vm) }
 
   /** Planned failover: scan the (stopped) VM, wait until `target` holds a consistent final generation. */
@@ -143,12 +154,15 @@ export class ReplicationService {
     const run = this.changing.then(async () => {
       if (!this.running) return
       const want = new Map(this.config.vms.filter(v => this.sourceVms === null || this.sourceVms.has(v.name)).map(v => [v.name, v]))
+      for (const [name, vm] of this.adopted) want.set(name, vm)
       for (const [name, s] of this.sources) {
-        if (!want.has(name)) { await s.stop(); this.sources.delete(name) }
+        const w = want.get(name)
+        if (w === undefined || !sameFiles(s.vm, w)) { await s.stop(); this.sources.delete(name) } else if (JSON.stringify(s.vm.replicateTo) !== JSON.stringify(w.replicateTo)) await s.reconfigure(w)
       }
       for (const [name, vm] of want) {
         if (this.sources.has(name)) continue
         await this.ensureSourceInfra()
+        await this.forgetIfOtherFiles(vm)
         const s = this.newSource(vm)
         try {
           await s.start()
@@ -161,6 +175,25 @@ export class ReplicationService {
     })
     this.changing = run.catch(() => {})
     await run
+  }
+
+  /**
+   * A VM's books, dirty maps and manifest describe one set of files. When the VM is sourced
+   * from other files (taken over from a replica, or back on its home files), what its targets
+   * acknowledged no longer applies: start afresh (targets then compare hashes, seed: existing).
+   */
+  private async forgetIfOtherFiles (vm: VmConfig): Promise<void> {
+    const db = this.db as Level<Uint8Array, Uint8Array>
+    const marks = binarySublevel(db, 'sourced-files')
+    const key = new TextEncoder().encode(vm.name)
+    const files = JSON.stringify([...vm.disks, ...vm.files].map(f => resolve(f)))
+    const prev = await marks.get(key)
+    if (prev !== undefined && new TextDecoder().decode(prev) === files) return
+    if (prev !== undefined) {
+      await binarySublevel(db, `vm-${vm.name}`).clear()
+      this.components.log.info({ vm: vm.name }, 'VM now sourced from other files; its targets are compared afresh')
+    }
+    await marks.put(key, new TextEncoder().encode(files))
   }
 
   private newSource (vm: VmConfig): VmSource {

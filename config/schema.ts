@@ -125,6 +125,10 @@ const commandDriver = z.strictObject({
   stop: z.string().min(1),
   status: z.string().min(1),
   list: z.string().min(1).optional(),
+  /** Test failover (`vmesh failover --test`): start/stop/status an isolated clone. */
+  testStart: z.string().min(1).optional(),
+  testStop: z.string().min(1).optional(),
+  testStatus: z.string().min(1).optional(),
   timeout: duration.default(60_000)
 })
 

@@ -13,6 +13,7 @@ import type { StatusDocument, MemberStatus } from './status.ts'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { registerReplicationRoutes } from './replication/api.ts'
 import { createOwnership, type OwnershipParts } from './ownership/wiring.ts'
+import { TestFailoverService, registerTestFailoverRoutes, TEST_FAILOVER_CLIENT_ERROR_CODES } from './ownership/test-failover.ts'
 import { ReplicationOwnershipHost } from './ownership/host.ts'
 import { BadRequestError } from './api/errors.ts'
 import type { VmStatus } from './status.ts'
@@ -27,6 +28,7 @@ export class Daemon {
   private c?: Components
   private ownership?: OwnershipParts
   private ownershipHost?: ReplicationOwnershipHost
+  private tests?: TestFailoverService
   private readonly clock: Clock
   private readonly random: Random
   private startedAt = 0
@@ -101,6 +103,8 @@ export class Daemon {
     this.stopping = (async () => {
       await c.api.stop()
       this.ownershipHost?.stopReporting()
+      await this.tests?.stop()
+      this.tests = undefined
       await this.ownership?.stop()
       this.ownership = undefined
       await c.replication.stop()
@@ -167,6 +171,11 @@ export class Daemon {
     this.ownershipHost = host
     host.setSpecSource((vm) => parts.service.specOf(vm))
     await parts.start()
+    const tests = new TestFailoverService({ clock: this.clock, log: this.opts.log.child({ svc: 'test-failover' }), replication: c.replication, runsHere: (vm) => parts.service.isRunningHere(vm), ...(parts.driver !== undefined ? { driver: parts.driver } : {}) }, { dataDir: this.loaded.config.node.dataDir, node: this.loaded.config.node.name })
+    await tests.start()
+    this.tests = tests
+    registerTestFailoverRoutes(c.api, tests)
+    c.api.clientErrors(['ERR_FAILOVER_REFUSED', ...TEST_FAILOVER_CLIENT_ERROR_CODES])
     for (const m of c.membership.members()) parts.service.memberChanged(m.id, m.state)
     c.membership.onMember((e) => { parts.service.memberChanged(e.id, e.state) })
     host.startReporting((vm, gen) => { parts.service.replicaApplied(vm, gen) })
@@ -247,7 +256,8 @@ export class Daemon {
         profile: config.mesh.profile
       },
       members,
-      vms: this.vmStatus()
+      vms: this.vmStatus(),
+      tests: this.tests?.snapshot() ?? []
     }
   }
 }

@@ -2,6 +2,7 @@
  * The shape of `vmesh status --json` (see shared/interface.md). Built from the services'
  * live views; extended, never renamed.
  */
+import type { TestFailoverRecord } from './ownership/test-failover.ts'
 export interface MemberStatus {
   name: string
   peerId: string
@@ -51,4 +52,6 @@ export interface StatusDocument {
   node: { name: string, peerId: string, role: 'host' | 'witness', incarnation?: number, awareness?: number, uptimeMs: number, profile: string }
   members: MemberStatus[]
   vms: VmStatus[]
+  /** Test failovers (isolated clones of a recovery point) on this node. */
+  tests?: TestFailoverRecord[]
 }

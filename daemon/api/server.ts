@@ -35,6 +35,11 @@ export class ApiServer {
 
   /** Registers a JSON route, e.g. route('GET', '/v1/status', ...). */
   route (method: 'GET' | 'POST', path: string, handler: Handler): void { this.routes.set(`${method} ${path}`, handler) }
+
+  /** Error codes a service raises for the caller's mistakes: answered 400 instead of 500. */
+  clientErrors (codes: Iterable<string>): void { for (const c of codes) this.clientCodes.add(c) }
+
+  private readonly clientCodes = new Set(CLIENT_ERROR_CODES)
   /** Registers a route that writes its own response (metrics text, streams). */
   rawRoute (method: 'GET' | 'POST', path: string, handler: RawHandler): void { this.raw.set(`${method} ${path}`, handler) }
 
@@ -92,7 +97,7 @@ export class ApiServer {
       const result = await handler({ body, query: url.searchParams, signal: ac.signal })
       send(res, 200, result ?? { ok: true })
     } catch (err) {
-      const status = err instanceof NotFoundError ? 404 : err instanceof BadRequestError || (err instanceof VmeshError && CLIENT_ERROR_CODES.has(err.code)) ? 400 : 500
+      const status = err instanceof NotFoundError ? 404 : err instanceof BadRequestError || (err instanceof VmeshError && this.clientCodes.has(err.code)) ? 400 : 500
       const body = err instanceof VmeshError ? { error: err.toJSON() } : { error: { name: 'Error', code: 'ERR_INTERNAL', message: errorMessage(err) } }
       if (status === 500) this.components.log.warn({ err: errorMessage(err), url: req.url }, 'control API request failed')
       if (!res.headersSent) send(res, status, body); else res.destroy()
@@ -101,7 +106,7 @@ export class ApiServer {
 }
 
 /** Errors that are the caller's (or the config file's) fault, answered with 400. */
-const CLIENT_ERROR_CODES = new Set(['ERR_CONFIG_NOT_FOUND', 'ERR_CONFIG_PARSE', 'ERR_CONFIG_INVALID', 'ERR_CONFIG_KEY_FILE', 'ERR_USAGE', 'ERR_BAD_REQUEST', 'ERR_FAILOVER_REFUSED'])
+const CLIENT_ERROR_CODES = new Set(['ERR_CONFIG_NOT_FOUND', 'ERR_CONFIG_PARSE', 'ERR_CONFIG_INVALID', 'ERR_CONFIG_KEY_FILE', 'ERR_USAGE', 'ERR_BAD_REQUEST'])
 
 function send (res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body)

@@ -9,37 +9,54 @@
  * Each template is filled with shell-quoted values and run by `/bin/sh -c` in the config's
  * folder. The values are also exported as VMESH_VM, VMESH_EPOCH, VMESH_DIR and VMESH_FILES
  * (newline-separated) for scripts that prefer the environment.
+ *
+ * Test instances (`vmesh failover --test`) run `testStart`/`testStop`/`testStatus` when set,
+ * else `start`/`stop`/`status` with `{vm}` = the test name, `{epoch}` = 0, `{test}` = 1 (and
+ * VMESH_TEST=1, VMESH_TEST_OF=<the VM>). Only the script can keep the clone off the network, so
+ * a test is refused unless the config shows the script knows about tests: a `testStart`, or
+ * `{test}` in `start`.
  */
 import { isAbsolute, resolve } from 'node:path'
-import type { DriverDeps, HypervisorDriver, OpOptions, VmInventory, VmStartFiles } from './driver.ts'
+import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
 import { executeFence, type FenceAction } from './fence.ts'
 import { fillTemplate, placeholdersIn } from './quote.ts'
-import { HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError, HypervisorUnsupportedError, tail } from './errors.ts'
+import { HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError, HypervisorUnsupportedError, VmAlreadyRunningError, tail } from './errors.ts'
 
 export interface CommandDriverConfig {
   start: string
   stop: string
   status: string
   list?: string
+  /** Starts an isolated test instance; placeholders {vm} (the test name) {files} {dir} {test}. @default start, when it uses {test} */
+  testStart?: string
+  /** Turns a test instance off. @default stop */
+  testStop?: string
+  /** Exit 0 while a test instance runs, 1 when not. @default status */
+  testStatus?: string
   /** Per-command timeout in ms (the config's `timeout`, already converted). @default 60000 */
   timeout?: number
 }
 
-const ALLOWED: Record<'start' | 'stop' | 'status' | 'list', ReadonlySet<string>> = {
-  start: new Set(['vm', 'epoch', 'files', 'dir']),
-  stop: new Set(['vm']),
-  status: new Set(['vm']),
-  list: new Set()
+type Op = 'start' | 'stop' | 'status' | 'list' | 'testStart' | 'testStop' | 'testStatus'
+
+const ALLOWED: Record<Op, ReadonlySet<string>> = {
+  start: new Set(['vm', 'epoch', 'files', 'dir', 'test']),
+  stop: new Set(['vm', 'test']),
+  status: new Set(['vm', 'test']),
+  list: new Set(),
+  testStart: new Set(['vm', 'files', 'dir', 'test']),
+  testStop: new Set(['vm', 'test']),
+  testStatus: new Set(['vm', 'test'])
 }
 
-export class CommandDriver implements HypervisorDriver {
+export class CommandDriver implements HypervisorDriver, TestInstanceOps {
   readonly kind = 'command' as const
   private readonly epochs: EpochStore
   private readonly timeoutMs: number
 
   constructor (private readonly config: CommandDriverConfig, private readonly deps: DriverDeps) {
-    for (const op of ['start', 'stop', 'status', 'list'] as const) {
+    for (const op of Object.keys(ALLOWED) as Op[]) {
       const t = config[op]
       if (t === undefined) continue
       if (t.trim() === '') throw new HypervisorConfigError(`hypervisor.command.${op} is empty`)
@@ -71,8 +88,34 @@ export class CommandDriver implements HypervisorDriver {
     await this.epochs.admit(vm, epoch)
     const all = [...files.disks, ...files.files]
     const cmd = fillTemplate(this.config.start, { vm, epoch, files: all, dir: files.dir })
-    const r = await this.sh(cmd, { VMESH_VM: vm, VMESH_EPOCH: String(epoch), VMESH_DIR: files.dir, VMESH_FILES: all.join('\n') }, opts)
+    const r = await this.sh(cmd, { VMESH_VM: vm, VMESH_EPOCH: String(epoch), VMESH_DIR: files.dir, VMESH_FILES: all.join('\n'), VMESH_TEST: '0' }, opts)
     if (r.code !== 0) throw new HypervisorCommandFailedError('start', r.code, tail(r.stderr), 'start command')
+  }
+
+  /** No epoch is admitted: a test instance is not a claim on the VM. */
+  async startTest (vm: string, testName: string, files: VmStartFiles, opts?: OpOptions): Promise<void> {
+    const template = this.config.testStart ?? (placeholdersIn(this.config.start).has('test') ? this.config.start : undefined)
+    if (template === undefined) throw new HypervisorUnsupportedError('command', 'start an isolated test instance', 'set hypervisor.command.testStart, or pass {test} to the start script so it can leave the network out')
+    if (await this.isTestRunning(testName, opts)) throw new VmAlreadyRunningError(testName)
+    const all = [...files.disks, ...files.files]
+    const cmd = fillTemplate(template, { vm: testName, epoch: 0, files: all, dir: files.dir, test: true })
+    const r = await this.sh(cmd, { VMESH_VM: testName, VMESH_EPOCH: '0', VMESH_DIR: files.dir, VMESH_FILES: all.join('\n'), VMESH_TEST: '1', VMESH_TEST_OF: vm }, opts)
+    if (r.code !== 0) throw new HypervisorCommandFailedError('testStart', r.code, tail(r.stderr), 'test start command')
+  }
+
+  async stopTest (testName: string, opts?: OpOptions): Promise<void> {
+    const env = { VMESH_VM: testName, VMESH_TEST: '1' }
+    const action: FenceAction = {
+      kind: 'command',
+      off: { kind: 'shell', command: fillTemplate(this.config.testStop ?? this.config.stop, { vm: testName, test: true }), cwd: this.deps.cwd, env },
+      timeoutMs: this.timeoutMs,
+      verify: { command: { kind: 'shell', command: fillTemplate(this.config.testStatus ?? this.config.status, { vm: testName, test: true }), cwd: this.deps.cwd, env }, offWhen: { exitCode: 1 } }
+    }
+    await executeFence(action, { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+  }
+
+  async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> {
+    return await this.status(this.config.testStatus ?? this.config.status, testName, true, opts)
   }
 
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
@@ -80,7 +123,11 @@ export class CommandDriver implements HypervisorDriver {
   }
 
   async isRunning (vm: string, opts?: OpOptions): Promise<boolean> {
-    const r = await this.sh(fillTemplate(this.config.status, { vm }), { VMESH_VM: vm }, opts)
+    return await this.status(this.config.status, vm, false, opts)
+  }
+
+  private async status (template: string, vm: string, test: boolean, opts?: OpOptions): Promise<boolean> {
+    const r = await this.sh(fillTemplate(template, { vm, test }), { VMESH_VM: vm, VMESH_TEST: test ? '1' : '0' }, opts)
     if (r.code === 0) return true
     if (r.code === 1) return false
     throw new HypervisorCommandFailedError('status', r.code, tail(r.stderr), 'status command')

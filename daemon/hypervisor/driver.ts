@@ -1,7 +1,8 @@
 /**
  * What the rest of vmesh needs from a hypervisor: list the VMs here, start one on replica
  * files at an epoch, turn one off hard, ask whether one runs — plus a serializable "fence
- * action" the watchdog process can execute on its own to turn a VM off without the daemon.
+ * action" the watchdog process can execute on its own to turn a VM off without the daemon —
+ * and, optionally, isolated test instances for `vmesh failover --test`.
  */
 import type { Clock } from '../../common/clock.ts'
 import type { FenceAction } from './fence.ts'
@@ -39,7 +40,24 @@ export interface OpOptions { signal?: AbortSignal }
 
 export type DriverKind = 'command' | 'qemu' | 'libvirt' | 'hyperv'
 
-export interface HypervisorDriver {
+/**
+ * Test failover: a clone of a VM booted from a restored recovery point under its own name
+ * (`testName`), cut off from the network, in its own runtime folder (`files.dir`). It is not
+ * ownership: no epoch is admitted or recorded, the watchdog never fences it, and stopping it
+ * never touches the VM of the same source.
+ */
+export interface TestInstanceOps {
+  /**
+   * Boots the clone. Refuses with VmAlreadyRunningError when something named `testName` runs
+   * (or, for drivers that register VMs, exists) already.
+   */
+  startTest: (vm: string, testName: string, files: VmStartFiles, opts?: OpOptions) => Promise<void>
+  /** Turns the clone off hard and unregisters it; its files stay. Idempotent. */
+  stopTest: (testName: string, opts?: OpOptions) => Promise<void>
+  isTestRunning: (testName: string, opts?: OpOptions) => Promise<boolean>
+}
+
+export interface HypervisorDriver extends Partial<TestInstanceOps> {
   readonly kind: DriverKind
   /** VMs on this host with their disks and files. */
   list: (opts?: OpOptions) => Promise<VmInventory[]>
@@ -65,4 +83,9 @@ export interface DriverDeps {
   clock: Clock
   /** Runs external commands; tests pass one that replays recorded output. */
   run: CommandRunner
+}
+
+/** True when `d` can run isolated test instances. */
+export function supportsTestInstances (d: HypervisorDriver): d is HypervisorDriver & TestInstanceOps {
+  return d.startTest !== undefined && d.stopTest !== undefined && d.isTestRunning !== undefined
 }

@@ -82,38 +82,42 @@ export interface StartScriptInput {
   sourceMap?: Record<string, string>
 }
 
+/** Points each drive of the compatibility report `$report` at its replica (as startScript). */
+const repointDisks = (i: StartScriptInput): string[] => [
+  `$replicas = @(${i.disks.map(psQuote).join(', ')})`,
+  `$map = @{ ${Object.entries(i.sourceMap ?? {}).map(([s, r]) => `${psQuote(s)} = ${psQuote(r)}`).join('; ')} }`,
+  '$used = @{}',
+  '$pos = 0',
+  'foreach ($d in @(Get-VMHardDiskDrive -VM $report.VM)) {',
+  '  $src = [string]$d.Path',
+  '  $new = $null',
+  '  if ($src -ne \'\' -and $map.ContainsKey($src)) { $new = $map[$src] }',
+  '  if ($null -eq $new -and $src -ne \'\') {',
+  '    $leaf = [IO.Path]::GetFileName($src)',
+  '    $c = @($replicas | Where-Object { -not $used.ContainsKey($_) -and [IO.Path]::GetFileName($_) -eq $leaf })',
+  '    if ($c.Count -eq 1) { $new = $c[0] }',
+  '  }',
+  '  if ($null -eq $new) {',
+  '    while ($pos -lt $replicas.Count -and $used.ContainsKey($replicas[$pos])) { $pos++ }',
+  '    if ($pos -lt $replicas.Count) { $new = $replicas[$pos]; $pos++ }',
+  '  }',
+  "  if ($null -eq $new) { throw ('no replica for disk ' + $src) }",
+  '  $used[$new] = $true',
+  '  Set-VMHardDiskDrive -VMHardDiskDrive $d -Path $new',
+  '}'
+]
+
 /**
  * Registers the replica's .vmcx in place (Compare-VM -Register), points each virtual hard
  * disk at its replica (source map, then same file name, then same position), disconnects
  * network adapters whose switch does not exist here, re-checks, imports and starts.
  */
 export function startScript (i: StartScriptInput): string {
-  const map = Object.entries(i.sourceMap ?? {}).map(([s, r]) => `${psQuote(s)} = ${psQuote(r)}`).join('; ')
   return wrap([
     `$running = @(Get-VM | Where-Object { $_.Name -eq ${psQuote(i.vm)} -and @('Off', 'OffCritical') -notcontains [string]$_.State })`,
     `if ($running.Count -gt 0) { exit ${EXIT_ALREADY_RUNNING} }`,
-    `$replicas = @(${i.disks.map(psQuote).join(', ')})`,
-    `$map = @{ ${map} }`,
     `$report = Compare-VM -Path ${psQuote(i.vmcx)} -Register`,
-    '$used = @{}',
-    '$pos = 0',
-    'foreach ($d in @(Get-VMHardDiskDrive -VM $report.VM)) {',
-    '  $src = [string]$d.Path',
-    '  $new = $null',
-    '  if ($src -ne \'\' -and $map.ContainsKey($src)) { $new = $map[$src] }',
-    '  if ($null -eq $new -and $src -ne \'\') {',
-    '    $leaf = [IO.Path]::GetFileName($src)',
-    '    $c = @($replicas | Where-Object { -not $used.ContainsKey($_) -and [IO.Path]::GetFileName($_) -eq $leaf })',
-    '    if ($c.Count -eq 1) { $new = $c[0] }',
-    '  }',
-    '  if ($null -eq $new) {',
-    '    while ($pos -lt $replicas.Count -and $used.ContainsKey($replicas[$pos])) { $pos++ }',
-    '    if ($pos -lt $replicas.Count) { $new = $replicas[$pos]; $pos++ }',
-    '  }',
-    "  if ($null -eq $new) { throw ('no replica for disk ' + $src) }",
-    '  $used[$new] = $true',
-    '  Set-VMHardDiskDrive -VMHardDiskDrive $d -Path $new',
-    '}',
+    ...repointDisks(i),
     'foreach ($x in @($report.Incompatibilities)) {',
     '  if ($x.MessageId -eq 33012) { Disconnect-VMNetworkAdapter -VMNetworkAdapter $x.Source }',
     '}',
@@ -124,6 +128,56 @@ export function startScript (i: StartScriptInput): string {
     '$vm = Import-VM -CompatibilityReport $report',
     'Start-VM -VM $vm',
     '[pscustomobject]@{ Name = $vm.Name; Id = [string]$vm.Id; State = (Get-VM -Id $vm.Id).State } | ConvertTo-Json'
+  ])
+}
+
+export interface StartTestScriptInput extends StartScriptInput {
+  testName: string
+  /** The test's own folder: the copy's configuration, paging files and disks go there. */
+  dir: string
+}
+
+/**
+ * A test instance: the restored .vmcx imported as a copy with a new VM ID into the test's
+ * folder (its disks copied there from the restored files), every network adapter
+ * disconnected — before the import and again, verified, after it — renamed to the test name,
+ * started. If anything fails after the import, the copy is removed again. Exit 5 when a VM
+ * with the test name exists already.
+ */
+export function startTestScript (i: StartTestScriptInput): string {
+  const dir = psQuote(i.dir)
+  return wrap([
+    `if (@(Get-VM | Where-Object { $_.Name -eq ${psQuote(i.testName)} }).Count -gt 0) { exit ${EXIT_ALREADY_RUNNING} }`,
+    `$report = Compare-VM -Path ${psQuote(i.vmcx)} -Copy -GenerateNewId -VirtualMachinePath ${dir} -SnapshotFilePath ${dir} -SmartPagingFilePath ${dir} -VhdDestinationPath (Join-Path ${dir} 'Virtual Hard Disks')`,
+    ...repointDisks(i),
+    'Get-VMNetworkAdapter -VM $report.VM | Disconnect-VMNetworkAdapter',
+    '$report = Compare-VM -CompatibilityReport $report',
+    'if (@($report.Incompatibilities).Count -gt 0) {',
+    "  throw ('incompatible: ' + ((@($report.Incompatibilities) | ForEach-Object { [string]$_.MessageId + ' ' + $_.Message }) -join '; '))",
+    '}',
+    '$vm = Import-VM -CompatibilityReport $report',
+    'try {',
+    `  Rename-VM -VM $vm -NewName ${psQuote(i.testName)}`,
+    '  Get-VMNetworkAdapter -VM $vm | Disconnect-VMNetworkAdapter',
+    "  if (@(Get-VMNetworkAdapter -VM $vm | Where-Object { [string]$_.SwitchName -ne '' }).Count -gt 0) { throw 'a network adapter of the test copy is still connected' }",
+    '  Start-VM -VM $vm',
+    '} catch {',
+    '  Stop-VM -VM $vm -TurnOff -Force -Confirm:$false -ErrorAction SilentlyContinue',
+    '  Remove-VM -VM $vm -Force -ErrorAction SilentlyContinue',
+    '  throw',
+    '}',
+    '[pscustomobject]@{ Name = $vm.Name; Id = [string]$vm.Id; State = (Get-VM -Id $vm.Id).State } | ConvertTo-Json'
+  ])
+}
+
+/** Turns off and unregisters every VM named `testName` (its files stay on disk). */
+export function removeTestScript (testName: string): string {
+  return wrap([
+    `foreach ($v in @(Get-VM | Where-Object { $_.Name -eq ${psQuote(testName)} })) {`,
+    "  if (@('Saved', 'SavedCritical', 'FastSaved', 'FastSavedCritical') -contains [string]$v.State) { Remove-VMSavedState -VM $v }",
+    "  elseif ([string]$v.State -ne 'Off' -and [string]$v.State -ne 'OffCritical') { Stop-VM -VM $v -TurnOff -Force -Confirm:$false }",
+    '  Remove-VM -VM $v -Force',
+    '}'
   ])
 }
 

@@ -5,14 +5,17 @@
  *   start     Compare-VM -Register on the replica's .vmcx, disks → replicas, Import-VM, Start-VM
  *   turnOff   Stop-VM -TurnOff -Force (saved state discarded); off or unknown = success
  *   isRunning (Get-VM).State not Off/Saved
+ *   startTest Compare-VM -Copy -GenerateNewId into the test folder, disks → restored files,
+ *             every network adapter disconnected, Import-VM, Rename-VM to the test name, Start-VM
+ *   stopTest  Stop-VM -TurnOff + Remove-VM -Force of every VM with the test name
  */
-import type { DriverDeps, HypervisorDriver, OpOptions, VmInventory, VmStartFiles } from './driver.ts'
+import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import type { RunResult } from './run.ts'
 import { EpochStore } from './epochs.ts'
 import { executeFence, type FenceAction } from './fence.ts'
 import {
   EXIT_ALREADY_RUNNING, EXIT_AMBIGUOUS, EXIT_NOT_FOUND, encodeScript, inventoryState, isRunningState, jsonList,
-  listScript, startScript, stateName, stateScript, stringList, turnOffScript
+  listScript, removeTestScript, startScript, startTestScript, stateName, stateScript, stringList, turnOffScript
 } from './hyperv-scripts.ts'
 import { HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError, VmAlreadyRunningError, VmFilesError, tail } from './errors.ts'
 
@@ -27,7 +30,7 @@ const TIMEOUT_MS = 120_000
 /** CreateProcess limits a command line to 32767 UTF-16 units. */
 const MAX_ENCODED = 30_000
 
-export class HypervDriver implements HypervisorDriver {
+export class HypervDriver implements HypervisorDriver, TestInstanceOps {
   readonly kind = 'hyperv' as const
   private readonly powershell: string
   private readonly epochs: EpochStore
@@ -74,6 +77,21 @@ export class HypervDriver implements HypervisorDriver {
     if (r.code === EXIT_ALREADY_RUNNING) throw new VmAlreadyRunningError(vm)
     if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Import-VM/Start-VM')
   }
+
+  async startTest (vm: string, testName: string, files: VmStartFiles, opts?: OpOptions): Promise<void> {
+    const vmcx = files.files.find(f => f.toLowerCase().endsWith('.vmcx'))
+    if (vmcx === undefined) throw new VmFilesError(vm, 'no .vmcx among the restored files (add the VM\'s configuration files to its files:)')
+    const r = await this.ps(startTestScript({ vm, testName, vmcx, disks: files.disks, dir: files.dir, ...(files.sourceMap !== undefined ? { sourceMap: files.sourceMap } : {}) }), opts)
+    if (r.code === EXIT_ALREADY_RUNNING) throw new VmAlreadyRunningError(testName)
+    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Import-VM -Copy/Start-VM (test)')
+  }
+
+  async stopTest (testName: string, opts?: OpOptions): Promise<void> {
+    const r = await this.ps(removeTestScript(testName), opts)
+    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Stop-VM/Remove-VM (test)')
+  }
+
+  async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> { return await this.isRunning(testName, opts) }
 
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
     await executeFence(await this.fenceAction(vm), { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })

@@ -37,7 +37,8 @@ export function createDriver (config: Pick<HypervisorConfig, 'driver' | 'command
   }
 }
 
-export type { HypervisorDriver, VmInventory, VmStartFiles, DriverKind, DriverDeps } from './driver.ts'
+export type { HypervisorDriver, TestInstanceOps, VmInventory, VmStartFiles, DriverKind, DriverDeps } from './driver.ts'
+export { supportsTestInstances } from './driver.ts'
 export type { FenceAction } from './fence.ts'
 export type { CommandRunner, RunOptions, RunResult } from './run.ts'
 export { CommandDriver } from './command.ts'

@@ -110,3 +110,16 @@ export function rewriteDomainXml (xml: string, mapDisk: (source: string) => stri
   })
   return { xml: out, unmapped }
 }
+
+/**
+ * A test instance's domain: `xml` renamed to `testName`, without its `<uuid>` (libvirt makes
+ * a new one, so the clone never claims the VM's identity) and without any `<interface>` (no
+ * NIC at all: the clone cannot reach the VM's LAN or clash with its addresses).
+ */
+export function isolatedTestXml (xml: string, testName: string): string {
+  return xml
+    .replace(/<name(?:\s[^>]*)?>[^<]*<\/name>/, () => `<name>${xmlEscape(testName)}</name>`)
+    .replace(/[ \t]*<uuid(?:\s[^>]*)?>[^<]*<\/uuid>[ \t]*\r?\n?/, '')
+    .replace(/[ \t]*<interface\b[^>]*\/>[ \t]*\r?\n?/g, '')
+    .replace(/[ \t]*<interface\b[^>]*>[\s\S]*?<\/interface>[ \t]*\r?\n?/g, '')
+}

@@ -6,16 +6,19 @@
  *   turnOff  virsh destroy (a failure is success when domstate then says "shut off"/"crashed"
  *            or the domain does not exist)
  *   isRunning virsh domstate: anything but "shut off"/"crashed" counts (paused can resume)
+ *   startTest the same rewritten XML, renamed to the test name, without UUID and without any
+ *            <interface> → <dir>/<test>.libvirt.xml → virsh create (transient: nothing defined)
+ *   stopTest  virsh destroy, which also makes the transient domain disappear
  */
 import { readFile, writeFile, rename, mkdir } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
-import type { DriverDeps, HypervisorDriver, OpOptions, VmInventory, VmStartFiles } from './driver.ts'
+import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import type { RunResult } from './run.ts'
 import { EpochStore } from './epochs.ts'
 import { executeFence, type FenceAction } from './fence.ts'
 import { ReplicaMatcher } from './replica-paths.ts'
-import { domainDisks, elementText, inventoryState, OFF_STATES, parseDomblklist, parseDomstate, parseNames, rewriteDomainXml } from './libvirt-parse.ts'
+import { domainDisks, elementText, inventoryState, isolatedTestXml, OFF_STATES, parseDomblklist, parseDomstate, parseNames, rewriteDomainXml } from './libvirt-parse.ts'
 import { HypervisorCommandFailedError, VmAlreadyRunningError, VmFilesError, tail } from './errors.ts'
 
 export interface LibvirtDriverConfig {
@@ -29,7 +32,7 @@ const TIMEOUT_MS = 60_000
 const NOT_FOUND = /failed to get domain|[Dd]omain not found|no domain with matching name/
 const MAX_XML = 4 * 1024 * 1024
 
-export class LibvirtDriver implements HypervisorDriver {
+export class LibvirtDriver implements HypervisorDriver, TestInstanceOps {
   readonly kind = 'libvirt' as const
   readonly uri: string
   private readonly virsh: string
@@ -121,6 +124,29 @@ export class LibvirtDriver implements HypervisorDriver {
     await this.virshOk(['define', path], 'virsh define', opts)
     await this.virshOk(['start', vm], 'virsh start', opts)
   }
+
+  /** The XML a test start would create (exposed for tests). */
+  async testXml (vm: string, testName: string, files: VmStartFiles): Promise<string> {
+    const xml = await this.replicaXml(vm, files)
+    // a clone must not boot on (and write to) the VM's own NVRAM store
+    const nvram = elementText(xml, 'nvram')
+    if (nvram !== undefined && nvram !== '' && !files.files.includes(nvram)) throw new VmFilesError(vm, `the NVRAM file ${nvram} is not among the restored files (add it to the VM's files:)`)
+    return isolatedTestXml(xml, testName)
+  }
+
+  async startTest (vm: string, testName: string, files: VmStartFiles, opts?: OpOptions): Promise<void> {
+    const xml = await this.testXml(vm, testName, files)
+    if (await this.isRunning(testName, opts)) throw new VmAlreadyRunningError(testName)
+    await mkdir(files.dir, { recursive: true })
+    const path = join(files.dir, `${testName}.libvirt.xml`)
+    await writeFile(`${path}.tmp`, xml)
+    await rename(`${path}.tmp`, path)
+    await this.virshOk(['create', path], 'virsh create', opts)
+  }
+
+  async stopTest (testName: string, opts?: OpOptions): Promise<void> { await this.turnOff(testName, opts) }
+
+  async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> { return await this.isRunning(testName, opts) }
 
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
     await executeFence(await this.fenceAction(vm), { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })

@@ -10,16 +10,18 @@
  * The watchdog's fence action is a plain SIGKILL: no socket, no waiting on qemu. It finds the
  * process by its `-name guest=<vm>` argument (and the pid file once known), because the
  * watchdog is armed before the first start, when the VM's folder is not known yet.
+ * Test instances run the same command line under the test name, in the test's own folder,
+ * with every network option of `args` dropped and `-nic none` added, and no epoch.
  */
 import { access, constants, mkdir, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { createHash } from 'node:crypto'
-import type { DriverDeps, HypervisorDriver, OpOptions, VmInventory, VmStartFiles } from './driver.ts'
+import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
 import { detectDiskFormat } from './disk-format.ts'
 import { pidMatches, readPidFile, type FenceAction } from './fence.ts'
 import { qmpCommand } from './qmp.ts'
-import { escapeQemuOpt, listQemuProcesses } from './qemu-procs.ts'
+import { escapeQemuOpt, listQemuProcesses, parseQemuOpts } from './qemu-procs.ts'
 import { readState, writeState } from './state-file.ts'
 import { HypervisorCommandFailedError, HypervisorConfigError, HypervisorStateError, HypervisorTimeoutError, VmAlreadyRunningError, VmFilesError, tail } from './errors.ts'
 
@@ -37,7 +39,7 @@ export interface QemuDeps extends DriverDeps {
   procRoot?: string
 }
 
-interface Runtime { dir: string, pidFile: string, qmpSocket: string, serialLog: string, disks: string[], files: string[], epoch: number }
+interface Runtime { dir: string, pidFile: string, qmpSocket: string, serialLog: string, disks: string[], files: string[], epoch: number, test?: boolean }
 
 export const QEMU_STATE_FILE = 'qemu-vms.json'
 /** sun_path is 108 bytes on Linux; keep a margin. */
@@ -47,7 +49,7 @@ const QUIT_TIMEOUT_MS = 2000
 const EXIT_WAIT_MS = 3000
 const KILL_WAIT_MS = 5000
 
-export class QemuDriver implements HypervisorDriver {
+export class QemuDriver implements HypervisorDriver, TestInstanceOps {
   readonly kind = 'qemu' as const
   private readonly epochs: EpochStore
   private readonly stateFile: string
@@ -81,10 +83,11 @@ export class QemuDriver implements HypervisorDriver {
     return map
   }
 
-  private async save (vm: string, r: Runtime): Promise<void> {
+  /** Records (or, with undefined, forgets) a VM's runtime paths. */
+  private async save (vm: string, r: Runtime | undefined): Promise<void> {
     const run = this.chain.catch(() => {}).then(async () => {
       const map = new Map(await this.load())
-      map.set(vm, r)
+      if (r === undefined) map.delete(vm); else map.set(vm, r)
       await writeState(this.stateFile, { version: 1, vms: Object.fromEntries(map) })
       this.runtime = map
     })
@@ -108,12 +111,15 @@ export class QemuDriver implements HypervisorDriver {
     const runtime = await this.load()
     const procs = await listQemuProcesses(this.deps.procRoot)
     const out = new Map<string, VmInventory>()
+    // test instances are vmesh's own throwaway clones, not VMs to discover or protect
+    const tests = new Set([...runtime].filter(([, r]) => r.test === true).map(([vm]) => vm))
     for (const [vm, r] of runtime) {
+      if (tests.has(vm)) continue
       out.set(vm, { name: vm, disks: r.disks, files: r.files, state: (await this.pidOf(vm)) !== undefined ? 'running' : 'off' })
     }
     for (const p of procs) {
       const name = p.name ?? `qemu-${p.pid}`
-      if (!out.has(name)) out.set(name, { name, disks: p.disks, files: [], state: 'running' })
+      if (!out.has(name) && !tests.has(name)) out.set(name, { name, disks: p.disks, files: [], state: 'running' })
     }
     return [...out.values()].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
   }
@@ -127,8 +133,8 @@ export class QemuDriver implements HypervisorDriver {
     return short
   }
 
-  /** The qemu command line for a start (exposed for tests). */
-  async commandLine (vm: string, files: VmStartFiles): Promise<{ argv: string[], runtime: Runtime }> {
+  /** The qemu command line for a start (exposed for tests). `isolated`: no network at all. */
+  async commandLine (vm: string, files: VmStartFiles, opts: { isolated?: boolean } = {}): Promise<{ argv: string[], runtime: Runtime }> {
     if (files.disks.length === 0) throw new VmFilesError(vm, 'the qemu driver needs at least one disk')
     const dir = files.dir
     const runtime: Runtime = {
@@ -149,6 +155,7 @@ export class QemuDriver implements HypervisorDriver {
       try { fmt = await detectDiskFormat(d) } catch (err) { throw new VmFilesError(vm, `cannot read disk ${d}: ${(err as Error).message}`) }
       drives.push('-drive', `file=${escapeQemuOpt(d)},format=${fmt},if=ide`)
     }
+    const extra = opts.isolated === true ? [...withoutNetwork(this.extraArgs), '-nic', 'none'] : this.extraArgs
     const userAccel = this.extraArgs.some(a => a === '-accel' || a === '-enable-kvm' || (a.startsWith('accel=') || a.includes(',accel=')))
     const accel = userAccel ? [] : (await kvmUsable() ? ['-accel', 'kvm', '-accel', 'tcg'] : ['-accel', 'tcg'])
     const argv = [
@@ -163,7 +170,7 @@ export class QemuDriver implements HypervisorDriver {
       '-pidfile', runtime.pidFile,
       '-daemonize',
       ...drives,
-      ...this.extraArgs
+      ...extra
     ]
     return { argv, runtime }
   }
@@ -182,6 +189,26 @@ export class QemuDriver implements HypervisorDriver {
     if (r.code !== 0) throw new HypervisorCommandFailedError(basename(this.binary), r.code, tail(r.stderr), 'qemu start')
     if ((await this.pidOf(vm)) === undefined) throw new HypervisorCommandFailedError(basename(this.binary), r.code, `qemu reported success but ${runtime.pidFile} names no live qemu`, 'qemu start')
   }
+
+  async startTest (vm: string, testName: string, files: VmStartFiles, opts?: OpOptions): Promise<void> {
+    if ((await this.pidOf(testName)) !== undefined) throw new VmAlreadyRunningError(testName)
+    await mkdir(files.dir, { recursive: true })
+    const { argv, runtime } = await this.commandLine(testName, files, { isolated: true })
+    runtime.test = true
+    await rm(runtime.pidFile, { force: true })
+    await rm(runtime.qmpSocket, { force: true })
+    await this.save(testName, runtime)
+    const r = await this.deps.run(argv, { cwd: files.dir, timeoutMs: START_TIMEOUT_MS, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+    if (r.code !== 0) throw new HypervisorCommandFailedError(basename(this.binary), r.code, tail(r.stderr), `qemu start of a test instance of ${vm}`)
+    if ((await this.pidOf(testName)) === undefined) throw new HypervisorCommandFailedError(basename(this.binary), r.code, `qemu reported success but ${runtime.pidFile} names no live qemu`, 'qemu test start')
+  }
+
+  async stopTest (testName: string, opts?: OpOptions): Promise<void> {
+    await this.turnOff(testName, opts)
+    if ((await this.load()).has(testName)) await this.save(testName, undefined)
+  }
+
+  async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> { return await this.isRunning(testName, opts) }
 
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
     const pid = await this.pidOf(vm)
@@ -220,6 +247,31 @@ export class QemuDriver implements HypervisorDriver {
 
   /** Highest start epoch recorded for `vm` (0 when none). */
   async highestEpoch (vm: string): Promise<number> { return await this.epochs.highest(vm) }
+}
+
+/** Options that give a guest a network: dropped from a test instance's command line. */
+const NET_OPTS = new Set(['-nic', '-net', '-netdev'])
+const NIC_MODEL = /^(virtio-net|e1000|rtl8139|ne2k|pcnet|i8255|vmxnet|usb-net|igb|tulip|sungem|spapr-vlan)/
+
+/**
+ * `args` without -nic/-net/-netdev and without -device entries that are network cards (by
+ * model, or by a `netdev=` backend), so the user's extra args cannot re-attach a clone to a LAN.
+ */
+export function withoutNetwork (args: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string
+    const opt = a.replace(/^--/, '-')
+    const v = args[i + 1]
+    if (NET_OPTS.has(opt)) { i++; continue }
+    if (opt === '-device' && v !== undefined) {
+      const o = parseQemuOpts(v)
+      const model = o.get('driver') ?? o.get('') ?? ''
+      if (NIC_MODEL.test(model) || o.has('netdev')) { i++; continue }
+    }
+    out.push(a)
+  }
+  return out
 }
 
 async function kvmUsable (): Promise<boolean> {

@@ -19,8 +19,8 @@ export function psQuote (s: string): string {
   return `'${s.replace(/['\u2018\u2019\u201a\u201b]/g, c => c + c)}'`
 }
 
-export type Placeholder = 'vm' | 'epoch' | 'files' | 'dir'
-const PLACEHOLDER = /\{(vm|epoch|files|dir)\}/g
+export type Placeholder = 'vm' | 'epoch' | 'files' | 'dir' | 'test'
+const PLACEHOLDER = /\{(vm|epoch|files|dir|test)\}/g
 
 /** The placeholders a template uses. */
 export function placeholdersIn (template: string): Set<Placeholder> {
@@ -30,11 +30,12 @@ export function placeholdersIn (template: string): Set<Placeholder> {
 }
 
 /**
- * Substitutes `{vm}` `{epoch}` `{dir}` (each one quoted value) and `{files}` (space-separated,
- * each quoted). Other braces are left alone so shell syntax like `${HOME}` or awk programs
- * survive; write placeholders bare, not inside your own quotes.
+ * Substitutes `{vm}` `{epoch}` `{dir}` (each one quoted value), `{files}` (space-separated,
+ * each quoted) and `{test}` (`'1'` for an isolated test instance, `'0'` otherwise). Other braces
+ * are left alone so shell syntax like `${HOME}` or awk programs survive; write placeholders
+ * bare, not inside your own quotes.
  */
-export function fillTemplate (template: string, values: { vm: string, epoch?: number, files?: string[], dir?: string }): string {
+export function fillTemplate (template: string, values: { vm: string, epoch?: number, files?: string[], dir?: string, test?: boolean }): string {
   return template.replace(PLACEHOLDER, (_m, key: Placeholder) => {
     switch (key) {
       case 'vm': return shQuote(values.vm)
@@ -47,6 +48,7 @@ export function fillTemplate (template: string, values: { vm: string, epoch?: nu
       case 'files':
         if (values.files === undefined) throw new HypervisorConfigError('{files} is only available in the start command')
         return values.files.map(shQuote).join(' ')
+      case 'test': return shQuote(values.test === true ? '1' : '0')
     }
   })
 }

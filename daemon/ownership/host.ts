@@ -15,6 +15,7 @@ import type { OwnershipHost } from './service.ts'
 import type { GenerationRef, VmSpec } from './types.ts'
 import type { VmConfig } from '../../config/load.ts'
 import { adoptedVmConfig, placeSeed, type CopyFile } from './failback.ts'
+import { compareGeneration } from './rank.ts'
 import { VmeshError } from '../../common/errors.ts'
 
 export class NoReplicaError extends VmeshError {
@@ -28,16 +29,28 @@ export class ReplicationOwnershipHost implements OwnershipHost {
   private timer?: TimerHandle
   private readonly reported = new Map<string, string>()
   private readonly owners = new Map<string, { owner: string, epoch: number }>()
+  /** vm/source → the latest epoch that source owned the VM at (this process's memory). */
+  private readonly pastOwners = new Map<string, number>()
 
   constructor (private readonly c: { config: () => Config, replication: ReplicationService, clock: Clock, log: Logger, finalShipTimeoutMs?: number }) {}
 
-  /** Starts reporting replica generations to `report` (ownership's replicaApplied). */
+  /**
+   * Starts reporting replica generations to `report` (ownership's replicaApplied). A
+   * generation is tagged with the epoch its source owned the VM at, like a log entry with its
+   * term: after a failover, a replica of the new owner outranks any replica of an old one,
+   * whatever their generation numbers (each source counts its own).
+   */
   startReporting (report: (vm: string, generation: GenerationRef | null) => void, periodMs = 1000): void {
     const tick = async (): Promise<void> => {
       try {
-        for (const { vm, store } of await this.c.replication.replicas.list()) {
+        const best = new Map<string, GenerationRef | null>()
+        for (const { vm, source, store } of await this.c.replication.replicas.list()) {
           const st = store.state()
-          const gen = st.seeding || st.appliedGeneration === 0 ? null : { epoch: 0, generation: st.appliedConsistentGeneration > 0 ? st.appliedConsistentGeneration : st.appliedGeneration }
+          const gen = st.seeding || st.appliedGeneration === 0 || st.finalized ? null : { epoch: this.epochOf(vm, source), generation: st.appliedConsistentGeneration > 0 ? st.appliedConsistentGeneration : st.appliedGeneration }
+          const prev = best.get(vm)
+          if (prev === undefined || compareGeneration(gen, prev ?? null) > 0) best.set(vm, gen)
+        }
+        for (const [vm, gen] of best) {
           const key = JSON.stringify(gen)
           if (this.reported.get(vm) !== key) { this.reported.set(vm, key); report(vm, gen) }
         }
@@ -45,6 +58,13 @@ export class ReplicationOwnershipHost implements OwnershipHost {
       this.timer = this.c.clock.setTimeout(() => { void tick() }, periodMs)
     }
     void tick()
+  }
+
+  /** The epoch `source` owned `vm` at, as far as this node knows (0: its home, before any move). */
+  private epochOf (vm: string, source: string): number {
+    const o = this.owners.get(vm)
+    if (o?.owner === source) return o.epoch
+    return this.pastOwners.get(`${vm}/${source}`) ?? 0
   }
 
   stopReporting (): void { this.c.clock.clearTimeout(this.timer) }
@@ -102,7 +122,7 @@ export class ReplicationOwnershipHost implements OwnershipHost {
   async shipFinal (vm: string, to: string): Promise<GenerationRef> {
     const generation = await this.c.replication.shipFinal(vm, to, this.c.finalShipTimeoutMs ?? 120_000)
     this.c.log.info({ vm, to, generation }, 'final generation acknowledged by the planned target')
-    return { epoch: 0, generation }
+    return { epoch: this.owners.get(vm)?.epoch ?? 0, generation }
   }
 
   demoted (vm: string, owner: string, epoch: number): void {
@@ -111,6 +131,7 @@ export class ReplicationOwnershipHost implements OwnershipHost {
 
   ownerChanged (vm: string, owner: string, epoch: number): void {
     this.owners.set(vm, { owner, epoch })
+    this.pastOwners.set(`${vm}/${owner}`, epoch)
     const self = this.c.config().node.name
     this.serial(async () => {
       if (owner !== self) await this.seedFor(vm, owner)

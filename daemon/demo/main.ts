@@ -4,7 +4,9 @@
  * SIGKILL, shows it declared dead by the survivors, restarts it, shows it alive again; then
  * protects a small VHD on hv-a (added with a live `reload`), writes into it, and shows the
  * replica on hv-b converging generation by generation; then crashes hv-a (daemon and VM) and
- * shows web01 restarted on exactly one survivor, with the timeline; and cleans up. Each step prints the
+ * shows web01 restarted on exactly one survivor, with the timeline; then brings hv-a back (it
+ * receives only the blocks that changed, its own disk seeding the replica) and moves web01 home
+ * with a planned failover (zero data loss); and cleans up. Each step prints the
  * elapsed time so the detector's and the replication's speed are visible.
  */
 import '../../common/polyfill.ts'
@@ -12,8 +14,9 @@ import { LocalCluster } from './local-cluster.ts'
 import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from './fake-vm.ts'
 import type { StatusDocument } from '../status.ts'
 import { execFile, spawnSync } from 'node:child_process'
-import { mkdir, open, readFile } from 'node:fs/promises'
+import { mkdir, open, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
 
 const t0 = Date.now()
 const stamp = (): string => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`
@@ -36,7 +39,7 @@ async function snapshot (c: LocalCluster): Promise<Array<{ name: string, s: Stat
 
 async function main (): Promise<void> {
   say('vmesh demo: starting a local mesh of two hosts and a witness on 127.0.0.1')
-  const cluster = await LocalCluster.create({ nodes: [{ name: 'hv-a' }, { name: 'hv-b' }, { name: 'witness', role: 'witness' }], logLevel: 'info' })
+  const cluster = await LocalCluster.create({ nodes: [{ name: 'hv-a' }, { name: 'hv-b' }, { name: 'witness', role: 'witness' }], logLevel: 'info', keep: process.env.VMESH_DEMO_KEEP === '1' })
   const names = cluster.nodes.map(n => n.name)
   let cleaned = false
   const cleanup = async (): Promise<void> => { if (!cleaned) { cleaned = true; await killAllVms(cluster.dir); await cluster.destroy() } }
@@ -77,6 +80,7 @@ async function main (): Promise<void> {
     say(`hv-b alive again in every view ${((Date.now() - restartAt) / 1000).toFixed(2)} s after its restart began:\n` + table(await snapshot(cluster), names))
     await replicationDemo(cluster)
     await failoverDemo(cluster)
+    await failbackDemo(cluster)
     say('demo complete; stopping daemons and removing the temp folder')
   } finally {
     await cleanup()
@@ -108,7 +112,7 @@ async function replicationDemo (cluster: LocalCluster): Promise<void> {
     await fh.close()
   }
   say(`replication: protecting ${disk} (${qemu ? 'dynamic VHD made by qemu-img' : 'raw file; qemu-img not installed'}) on hv-a, replicating to hv-b`)
-  await cluster.writeConfig('hv-a', { vms: [{ name: 'web01', disks: [disk], replicateTo: ['hv-b'], scanInterval: 500, quietBudget: 1000 }] })
+  await cluster.writeConfig('hv-a', { hypervisor: fakeVmHypervisor(join(cluster.dir, 'vm.sh'), 'hv-a'), vms: [{ name: 'web01', disks: [disk], replicateTo: ['hv-b'], scanInterval: 500, quietBudget: 1000 }] })
   const r = await cluster.node('hv-a').client.call<{ applied: string[] }>('POST', '/v1/reload')
   say(`vmesh reload on hv-a applied: ${r.applied.join(', ')}`)
 
@@ -171,6 +175,43 @@ async function failoverDemo (cluster: LocalCluster): Promise<void> {
   const list = await instances(cluster.dir)
   say('timeline of VM instances (from the hypervisor scripts\' log):')
   for (const i of list) say(`  ${i.vm} on ${i.node} epoch ${i.epoch}: ${((i.from - killAt) / 1000).toFixed(2)} s → ${Number.isFinite(i.to) ? ((i.to - killAt) / 1000).toFixed(2) + ' s' : 'running'} (relative to the crash)`)
+  const bad = overlaps(list)
+  say(bad.length === 0 ? 'never two instances at once: checked' : `DOUBLE START: ${JSON.stringify(bad)}`)
+}
+
+/** hv-a returns: it becomes a replica of hv-b, then a planned failover brings web01 home. */
+async function failbackDemo (cluster: LocalCluster): Promise<void> {
+  const fromB = async (): Promise<{ applied: number, bytes: number } | undefined> => {
+    try {
+      const r = (await cluster.status('hv-a')).vms.find(x => x.name === 'web01' && x.replica?.from === 'hv-b')?.replica
+      return r == null ? undefined : { applied: r.appliedGeneration, bytes: (r as { bytesReceived?: number }).bytesReceived ?? 0 }
+    } catch { return undefined }
+  }
+  const running = Object.values((await cluster.status('hv-b')).vms.find(x => x.name === 'web01')?.replica?.files ?? {})[0]
+  if (running !== undefined) {
+    say(`the guest on hv-b writes 1 MiB of random data into ${running}`)
+    if (running.endsWith('.vhd')) {
+      const data = join(cluster.dir, 'guest-write.bin')
+      await writeFile(data, randomBytes(1024 * 1024))
+      await run('qemu-io', ['-f', 'vpc', '-c', `write -s ${data} 16M 1M`, running])
+    } else {
+      const fh = await open(running, 'r+')
+      try { await fh.write(randomBytes(1024 * 1024), 0, undefined, 16 * 1024 * 1024); await fh.sync() } finally { await fh.close() }
+    }
+  }
+  say('failback: restarting hv-a; it learns hv-b owns web01 at a higher epoch and leaves it off')
+  const t0 = Date.now()
+  await cluster.start('hv-a')
+  const r = await cluster.waitFor('hv-a holds a replica from hv-b', async () => { const x = await fromB(); return x !== undefined && x.applied > 0 ? x : undefined }, 60_000, 150)
+  say(`hv-a is now a replica of hv-b, in sync after ${((Date.now() - t0) / 1000).toFixed(2)} s: ${r.bytes} bytes received for a 64 MiB disk (its own copy seeded the replica; only the blocks that differed travelled)`)
+  say('vmesh failover web01 --planned --to hv-a (on the owner, hv-b): stop, ship the final generation, start on hv-a')
+  const t1 = Date.now()
+  await cluster.node('hv-b').client.call('POST', '/v1/failover', { vm: 'web01', to: 'hv-a', planned: true })
+  await cluster.waitFor('web01 home on hv-a', async () => (await cluster.status('hv-a')).vms.some(v => v.name === 'web01' && v.runningHere), 60_000, 100)
+  const v = (await cluster.status('hv-a')).vms.find(x => x.name === 'web01')
+  say(`web01 runs on hv-a again at epoch ${v?.epoch ?? '?'}, ${((Date.now() - t1) / 1000).toFixed(2)} s after the request`)
+  const list = await instances(cluster.dir)
+  for (const i of list) say(`  ${i.vm} on ${i.node} epoch ${i.epoch}: ${Number.isFinite(i.to) ? 'stopped' : 'running'}`)
   const bad = overlaps(list)
   say(bad.length === 0 ? 'never two instances at once: checked' : `DOUBLE START: ${JSON.stringify(bad)}`)
 }

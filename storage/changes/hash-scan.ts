@@ -5,10 +5,11 @@
  *  1. stat. If (size, mtime, ctime, ino, dev) equals the token stored by the last consistent,
  *     non-racy scan, nothing is read: the answer comes from the manifest alone.
  *  2. Otherwise take a reflink clone if the file system can (consistent by construction), and
- *     run a pass: read the data ranges in large chunks with a few in flight (with a worker pool
- *     the workers read and hash themselves, cache-hot), and walk the manifest with one forward
- *     cursor in step, writing new hashes (and tombstones for blocks gone to zero) stamped with
- *     the next generation G. A file written within `racyMarginMs` is waited out first.
+ *     run a pass: read the data ranges in large chunks with several in flight (with a worker
+ *     pool the workers read and hash themselves, cache-hot), and merge the hashes with the
+ *     manifest's block groups in step (manifest-merge.ts), writing new hashes (and tombstones
+ *     for blocks gone to zero) stamped with the next generation G. A file written within
+ *     `racyMarginMs` is waited out first.
  *  3. Without a clone a pass is quiet when the stat did not move while it ran; if it moved, pass
  *     again (whole file: a write may have hit any block) while `quietBudgetMs` and `maxPasses`
  *     allow, then report `consistent: false` if never quiet.
@@ -16,13 +17,16 @@
  *
  * A block is reported when it changed in this scan or carries a generation newer than the
  * caller's token: so an interrupted scan, or a caller that crashed before saving the new token,
- * still gets every change on the next call.
+ * still gets every change on the next call. A manifest this code cannot read (corrupt, or an
+ * older layout) is cleared and the file scanned afresh: a new epoch, so callers get `full`.
  */
 import { resolve as resolvePath } from 'node:path'
 import type { Clock } from '../../common/clock.ts'
 import { AbortedError } from '../../common/errors.ts'
-import { FileManifest, HASH_BYTES } from '../manifest/manifest.ts'
-import type { BlockEntry, FileMeta, Manifest, ManifestCursor, ManifestWriter } from '../manifest/manifest.ts'
+import { FileManifest, MANIFEST_VERSION, ManifestCorruptError, ManifestVersionError } from '../manifest/manifest.ts'
+import type { FileMeta, Manifest, ManifestWriter } from '../manifest/manifest.ts'
+import { GROUP_BLOCKS, SLOT_ABSENT, SLOT_HASH } from '../manifest/group.ts'
+import { ManifestMerge } from './manifest-merge.ts'
 import type { BlockHasher } from './hasher.ts'
 import { inlineHasher } from './hasher.ts'
 import { nodeScanIO, sameStat, statFromRecord, statToRecord } from './file-io.ts'
@@ -55,7 +59,11 @@ export interface HashScanInit {
   blockSizeBytes?: number
   /** Read size (rounded up to whole blocks). @default 8388608 */
   chunkBytes?: number
-  /** Chunks read or being hashed at once; bounds memory to about maxInFlight × chunkBytes. @default 4 */
+  /**
+   * Chunks read or being hashed at once; bounds memory to about maxInFlight × chunkBytes. When
+   * pool workers read the file themselves only hashes come back (2 KiB per 8 MiB chunk), so
+   * four times as many are kept in flight: a worker never waits for this thread. @default 4
+   */
   maxInFlight?: number
   /** Time allowed for extra passes when the file changes during a scan. @default 10000 */
   quietBudgetMs?: number
@@ -94,21 +102,13 @@ interface Chunk { kind: 'chunk', first: number, blocks: number, offset: number, 
 interface Gap { kind: 'gap', first: number, end: number }
 
 interface PassState {
-  fm: FileManifest
   /** null when the hasher reads the file itself (worker reads). */
   handle: ReadHandle | null
   path: string
   pass: number
-  blockSize: number
-  /** null: report every non-zero block (full answer). */
-  sinceGen: number | null
-  committed: number
-  G: number
   writer: ManifestWriter
-  cursor: ManifestCursor
+  merge: ManifestMerge
   runs: BlockRuns
-  wrote: boolean
-  sawNewer: boolean
   shortRead: boolean
   scannedBytes: number
   signal: AbortSignal | undefined
@@ -159,31 +159,58 @@ export class HashScanSource implements ChangeSource {
     }
   }
 
-  /** Non-zero blocks of `file` per the manifest, as byte ranges (no file reads). */
+  /**
+   * Non-zero blocks of `file` per the manifest, as byte ranges (no file reads). A manifest in an
+   * older layout (not yet rescanned) cannot tell: the whole file is reported (over-reporting is
+   * safe, under-reporting would leave a new target with holes).
+   */
   async * nonZeroRanges (file: string): AsyncGenerator<{ offset: number, length: number }> {
     const fm = this.components.manifest.file(this.fileKey(file))
     const meta = await fm.meta()
     if (meta == null) return
+    if (meta.v !== MANIFEST_VERSION) {
+      if (meta.fileSize > 0) yield { offset: 0, length: meta.fileSize }
+      return
+    }
+    const bs = meta.blockSize
+    const range = (a: number, b: number): { offset: number, length: number } => ({ offset: a * bs, length: Math.min(b * bs, meta.fileSize) - a * bs })
     let start = -1
     let end = -1
-    for await (const e of fm.entries()) {
-      if (e.hash == null) continue
-      if (e.index === end) { end++; continue }
-      if (start >= 0) yield { offset: start * meta.blockSize, length: Math.min(end * meta.blockSize, meta.fileSize) - start * meta.blockSize }
-      start = e.index
-      end = e.index + 1
-    }
-    if (start >= 0) yield { offset: start * meta.blockSize, length: Math.min(end * meta.blockSize, meta.fileSize) - start * meta.blockSize }
+    const c = fm.groups()
+    try {
+      for (let grp = await c.next(); grp !== null; grp = await c.next()) {
+        for (let s = 0; s < GROUP_BLOCKS; s++) {
+          if (grp.state(s) !== SLOT_HASH) continue
+          const idx = grp.firstBlock + s
+          if (idx === end) { end++; continue }
+          if (start >= 0) yield range(start, end)
+          start = idx
+          end = idx + 1
+        }
+      }
+    } finally { await c.close() }
+    if (start >= 0) yield range(start, end)
   }
 
   private async changesLocked (file: string, key: string, since: ChangeToken | null, opts: ChangeOptions): Promise<ChangeSet> {
+    try {
+      return await this.scanLocked(file, key, since, opts)
+    } catch (err) {
+      if (!(err instanceof ManifestCorruptError || err instanceof ManifestVersionError)) throw err
+      // Unreadable hashes say nothing: start over (new epoch, so the caller gets a full answer).
+      await this.components.manifest.file(key).clear()
+      return await this.scanLocked(file, key, since, opts)
+    }
+  }
+
+  private async scanLocked (file: string, key: string, since: ChangeToken | null, opts: ChangeOptions): Promise<ChangeSet> {
     const { clock } = this.components
     checkAbort(opts.signal)
     const fm = this.components.manifest.file(key)
     const st00 = await this.io.stat(file)
     let meta = await fm.meta()
-    if (meta != null && meta.blockSize !== this.blockSize) {
-      await fm.clear() // a different grain: the old hashes say nothing
+    if (meta != null && (meta.v !== MANIFEST_VERSION || meta.blockSize !== this.blockSize)) {
+      await fm.clear() // another layout or grain: the old hashes say nothing here
       meta = null
     }
     if (meta == null) {
@@ -239,7 +266,7 @@ export class HashScanSource implements ChangeSource {
       }
       const st = state as PassState
       const fileSize = snapshot != null ? readSize : s0.size
-      const generation = st.wrote || st.sawNewer ? G : committed
+      const generation = st.merge.wrote || st.merge.sawNewer ? G : committed
       // Only a quiet, non-racy start stat may let the next call skip reading.
       const trusted = quiet && !this.isRacy(snapshot != null ? st0 : s0, snapshot != null ? wallStart : passWall)
       const newMeta: FileMeta = {
@@ -288,9 +315,16 @@ export class HashScanSource implements ChangeSource {
   private async manifestOnly (fm: FileManifest, sinceGen: number | null, committed: number, nBlocks: number): Promise<BlockRuns> {
     const runs = new BlockRuns(this.maxRuns)
     if (sinceGen === committed) return runs
-    for await (const e of fm.entries(0, nBlocks)) {
-      if (sinceGen === null ? e.hash != null : e.generation > sinceGen) runs.add(e.index)
-    }
+    const c = fm.groups(0, nBlocks)
+    try {
+      for (let grp = await c.next(); grp !== null; grp = await c.next()) {
+        const n = Math.min(GROUP_BLOCKS, nBlocks - grp.firstBlock)
+        for (let s = 0; s < n; s++) {
+          const state = grp.state(s)
+          if (state !== SLOT_ABSENT && (sinceGen === null ? state === SLOT_HASH : grp.generation(s) > sinceGen)) runs.add(grp.firstBlock + s)
+        }
+      }
+    } finally { await c.close() }
     return runs
   }
 
@@ -316,17 +350,21 @@ export class HashScanSource implements ChangeSource {
     const ranges = alignRanges(await this.rangesOf(p.file, p.size), this.blockSize, p.size)
     await p.writer.flush() // the cursor below must see the previous pass's writes
     const handle = this.workerReads ? null : await this.io.open(p.file)
+    const runs = new BlockRuns(this.maxRuns)
+    const cursor = p.fm.groups()
     const st: PassState = {
-      fm: p.fm, handle, path: p.file, pass: p.pass, blockSize: this.blockSize, sinceGen: p.sinceGen, committed: p.committed, G: p.G,
-      writer: p.writer, cursor: p.fm.cursor(0), runs: new BlockRuns(this.maxRuns),
-      wrote: false, sawNewer: false, shortRead: false, scannedBytes: 0, signal: p.signal
+      handle, path: p.file, pass: p.pass, writer: p.writer, runs,
+      merge: new ManifestMerge({ cursor, writer: p.writer, runs, G: p.G, committed: p.committed, sinceGen: p.sinceGen }),
+      shortRead: false, scannedBytes: 0, signal: p.signal
     }
+    // Worker reads bring back only hashes: keep more in flight so no worker waits for a task.
+    const inFlight = this.workerReads ? 4 * this.maxInFlight : this.maxInFlight
     const queue: Array<{ item: Chunk | Gap, result: Promise<ChunkHashes> | null }> = []
     try {
       for (const item of this.items(ranges, nBlocks)) {
         checkAbort(p.signal)
         if (item.kind === 'chunk') {
-          while (queue.length >= this.maxInFlight) await this.consume(st, queue.shift() as typeof queue[number])
+          while (queue.length >= inFlight) await this.consume(st, queue.shift() as typeof queue[number])
           const result = this.readAndHash(st, item)
           result.catch(() => {}) // awaited in order by consume(); avoid an unhandled rejection meanwhile
           queue.push({ item, result })
@@ -336,17 +374,11 @@ export class HashScanSource implements ChangeSource {
       }
       while (queue.length > 0) await this.consume(st, queue.shift() as typeof queue[number])
       // Blocks past the end of a shrunk file: forget them (fileSize conveys the shrink).
-      for (let guard = 0; guard < Number.MAX_SAFE_INTEGER; guard++) {
-        const e = await st.cursor.next()
-        if (e === null) break
-        if (e.generation > st.committed) st.sawNewer = true
-        await st.writer.del(e.index)
-        st.wrote = true
-      }
+      await st.merge.finish(nBlocks)
       await st.writer.flush()
     } finally {
       await Promise.allSettled(queue.map(async q => await q.result))
-      await st.cursor.close()
+      await cursor.close()
       await handle?.close()
     }
     return st
@@ -390,42 +422,13 @@ export class HashScanSource implements ChangeSource {
     const { item } = q
     if (item.kind === 'gap') {
       // Not read: format-unallocated, i.e. zeros. Entries here turn into tombstones.
-      for (const e of await st.cursor.takeBelow(item.end)) await this.compare(st, e.index, e, null)
+      await st.merge.zeros(item.first, item.end)
       return
     }
     const r = await (q.result as Promise<ChunkHashes>)
-    const stored = await st.cursor.takeBelow(item.first + item.blocks)
-    const hashes = new Uint8Array(r.hashes)
-    const zero = new Uint8Array(r.zeroMask)
-    let j = 0
-    for (let i = 0; i < item.blocks; i++) {
-      const idx = item.first + i
-      let e: BlockEntry | null = null
-      while (j < stored.length && (stored[j] as BlockEntry).index < idx) j++
-      if (j < stored.length && (stored[j] as BlockEntry).index === idx) e = stored[j] as BlockEntry
-      await this.compare(st, idx, e, zero[i] === 1 ? null : hashes.subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES))
-    }
+    await st.merge.hashed(item.first, item.blocks, new Uint8Array(r.hashes), new Uint8Array(r.zeroMask))
     if (r.buf != null) this.giveBuffer(r.buf)
   }
-
-  /** Decides, for one block, what to write and whether to report it. `hash` null = all zeros. */
-  private async compare (st: PassState, idx: number, e: BlockEntry | null, hash: Uint8Array | null): Promise<void> {
-    if (e != null && e.generation > st.committed) st.sawNewer = true
-    const changed = hash == null ? e?.hash != null : (e?.hash == null || !equal16(e.hash, hash))
-    if (changed) {
-      await st.writer.put(idx, hash, st.G)
-      st.wrote = true
-    }
-    const report = st.sinceGen === null
-      ? hash != null
-      : changed || (e != null && e.generation > st.sinceGen)
-    if (report) st.runs.add(idx)
-  }
-}
-
-function equal16 (a: Uint8Array, b: Uint8Array): boolean {
-  for (let i = 0; i < HASH_BYTES; i++) if (a[i] !== b[i]) return false
-  return true
 }
 
 function checkAbort (signal: AbortSignal | undefined): void {

@@ -1,3 +1,5 @@
 /** Block manifests in LevelDB. */
 export * from './db.ts'
+export * from './errors.ts'
+export * from './group.ts'
 export * from './manifest.ts'

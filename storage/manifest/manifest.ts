@@ -3,29 +3,33 @@
  * that last changed it; plus a meta record (block size, committed generation, the stat token of
  * the last consistent scan).
  *
- * Layout (binary sublevel):
- *   'M' + fileKey                    → meta JSON
- *   'B' + u16 len + fileKey + u64 BE → 16-byte hash + u32 BE generation  (a non-zero block)
- *                                    → u32 BE generation                 (tombstone: became zero)
- * All-zero blocks that were never non-zero have no entry, so sparse disks stay cheap. Tombstones
- * remember "this block turned to zeros at generation g" so a consumer holding an older token
- * still learns about it. Reads go through forward cursors and writes through chained batches of
- * bounded size: memory does not grow with the file.
+ * Layout (binary sublevel), version 2:
+ *   'M' + fileKey                    → meta JSON ({ v: 2, ... })
+ *   'G' + u16 len + fileKey + u64 BE → one BlockGroup value (group.ts): GROUP_BLOCKS entries
+ * A group whose blocks were all zero and never non-zero has no value, so sparse disks stay cheap.
+ * Tombstones remember "this block turned to zeros at generation g" so a consumer holding an
+ * older token still learns about it. Reads go through forward cursors and writes through batches
+ * of bounded size: memory does not grow with the file.
+ *
+ * Version 1 stored one value per block under 'B' keys. A v1 manifest is not read: readers get
+ * ManifestVersionError and the hash scan clears it and starts over (new epoch, full answer).
  */
 import { randomBytes } from 'node:crypto'
 import type { BinaryDb } from './db.ts'
-import { concatBytes, decodeUtf8, encodeUtf8, lenPrefixed, prefixEnd, readU32be, readU64be, u32be, u64be } from './db.ts'
+import { concatBytes, decodeUtf8, encodeUtf8, lenPrefixed, prefixEnd, readU64be, u64be } from './db.ts'
 import type { StatRecord } from '../changes/file-io.ts'
-import { VmeshError } from '../../common/errors.ts'
+import { ManifestCorruptError, ManifestVersionError } from './errors.ts'
+import { BlockGroup, GROUP_BLOCKS, SLOT_ABSENT } from './group.ts'
 
-export const HASH_BYTES = 16
+export { HASH_BYTES } from './group.ts'
+export { ManifestCorruptError, ManifestVersionError } from './errors.ts'
 
-export class ManifestCorruptError extends VmeshError {
-  constructor (message: string, options?: { cause?: unknown }) { super('ERR_MANIFEST_CORRUPT', message, options) }
-}
+/** The layout this code writes and reads. */
+export const MANIFEST_VERSION = 2
 
 export interface FileMeta {
-  v: 1
+  /** Layout version; anything but MANIFEST_VERSION means the block entries are unreadable. */
+  v: number
   /** Random per manifest incarnation: tokens from a wiped or different manifest are refused. */
   epoch: string
   blockSize: number
@@ -49,21 +53,8 @@ export interface BlockEntry {
 }
 
 const META = 0x4d // 'M'
-const BLOCK = 0x42 // 'B'
-
-export function encodeEntry (hash: Uint8Array | null, generation: number): Uint8Array {
-  if (hash == null) return u32be(generation)
-  const out = new Uint8Array(HASH_BYTES + 4)
-  out.set(hash.subarray(0, HASH_BYTES), 0)
-  new DataView(out.buffer).setUint32(HASH_BYTES, generation)
-  return out
-}
-
-export function decodeEntry (index: number, v: Uint8Array): BlockEntry {
-  if (v.length === 4) return { index, hash: null, generation: readU32be(v, 0) }
-  if (v.length === HASH_BYTES + 4) return { index, hash: v.subarray(0, HASH_BYTES), generation: readU32be(v, HASH_BYTES) }
-  throw new ManifestCorruptError(`manifest entry of ${v.length} bytes at block ${index}`)
-}
+const GROUP = 0x47 // 'G'
+const LEGACY_BLOCK = 0x42 // 'B' (v1 per-block entries; only ever cleared)
 
 /** All files' manifests in one (sub)level. */
 export class Manifest {
@@ -84,21 +75,22 @@ export class Manifest {
 
 export class FileManifest {
   private readonly metaKey: Uint8Array
-  private readonly blockPrefix: Uint8Array
+  private readonly groupPrefix: Uint8Array
 
   constructor (readonly db: BinaryDb, readonly fileKey: string) {
     this.metaKey = concatBytes(new Uint8Array([META]), encodeUtf8(fileKey))
-    this.blockPrefix = concatBytes(new Uint8Array([BLOCK]), lenPrefixed(fileKey))
+    this.groupPrefix = concatBytes(new Uint8Array([GROUP]), lenPrefixed(fileKey))
   }
 
-  blockKey (index: number): Uint8Array { return concatBytes(this.blockPrefix, u64be(index)) }
+  groupKey (group: number): Uint8Array { return concatBytes(this.groupPrefix, u64be(group)) }
 
+  /** The meta record, of whatever layout version (check `v` before trusting entries). */
   async meta (): Promise<FileMeta | null> {
     const v = await this.db.get(this.metaKey)
     if (v === undefined) return null
     try {
       const m = JSON.parse(decodeUtf8(v)) as FileMeta
-      if (m.v !== 1 || typeof m.generation !== 'number' || typeof m.blockSize !== 'number') throw new Error('unknown meta shape')
+      if (typeof m.v !== 'number' || typeof m.generation !== 'number' || typeof m.blockSize !== 'number') throw new Error('unknown meta shape')
       return m
     } catch (err) {
       throw new ManifestCorruptError(`manifest meta of ${this.fileKey} unreadable`, { cause: err })
@@ -107,7 +99,7 @@ export class FileManifest {
 
   /** A fresh meta record (new epoch) for `blockSize`. */
   static newMeta (blockSize: number): FileMeta {
-    return { v: 1, epoch: randomBytes(8).toString('hex'), blockSize, generation: 0, fileSize: 0, stat: null, scanning: false, consistent: true }
+    return { v: MANIFEST_VERSION, epoch: randomBytes(8).toString('hex'), blockSize, generation: 0, fileSize: 0, stat: null, scanning: false, consistent: true }
   }
 
   encodeMeta (m: FileMeta): { key: Uint8Array, value: Uint8Array } {
@@ -119,145 +111,155 @@ export class FileManifest {
     await this.db.put(key, value)
   }
 
+  /** Throws ManifestVersionError when the entries were written in another layout. */
+  async checkLayout (): Promise<void> {
+    const m = await this.meta()
+    if (m !== null && m.v !== MANIFEST_VERSION) throw new ManifestVersionError(`manifest of ${this.fileKey} has layout v${m.v}, expected v${MANIFEST_VERSION}`)
+  }
+
   async getEntry (index: number): Promise<BlockEntry | null> {
-    const v = await this.db.get(this.blockKey(index))
-    return v === undefined ? null : decodeEntry(index, v)
+    await this.checkLayout()
+    const g = Math.floor(index / GROUP_BLOCKS)
+    const v = await this.db.get(this.groupKey(g))
+    if (v === undefined) return null
+    const grp = BlockGroup.decode(g, v)
+    const slot = index - g * GROUP_BLOCKS
+    return grp.state(slot) === SLOT_ABSENT ? null : { index, hash: grp.hash(slot), generation: grp.generation(slot) }
   }
 
-  /** Forward cursor over entries with start ≤ index < end (an implicit LevelDB snapshot). */
-  cursor (start = 0, end = Number.MAX_SAFE_INTEGER): ManifestCursor {
-    return new ManifestCursor(this.db, this.blockKey(start), this.blockKey(end), this.blockPrefix.length)
+  /** Forward cursor over stored groups holding blocks in [startBlock, endBlock). */
+  groups (startBlock = 0, endBlock = Number.MAX_SAFE_INTEGER): GroupCursor {
+    const endGroup = Math.ceil(endBlock / GROUP_BLOCKS)
+    return new GroupCursor(this.db, this.groupKey(Math.floor(startBlock / GROUP_BLOCKS)), this.groupKey(endGroup), this.groupPrefix.length)
   }
 
-  /** Async iteration over entries in [start, end), in index order, bounded memory. */
+  /** Async iteration over entries with start ≤ index < end, in index order, bounded memory. */
   async * entries (start = 0, end = Number.MAX_SAFE_INTEGER): AsyncGenerator<BlockEntry> {
-    const c = this.cursor(start, end)
+    await this.checkLayout()
+    const c = this.groups(start, end)
     try {
-      for (;;) {
-        const e = await c.next()
-        if (e === null) return
-        yield e
+      for (let grp = await c.next(); grp !== null; grp = await c.next()) {
+        const base = grp.firstBlock
+        for (let s = Math.max(0, start - base); s < GROUP_BLOCKS && base + s < end; s++) {
+          if (grp.state(s) !== SLOT_ABSENT) yield { index: base + s, hash: grp.hash(s), generation: grp.generation(s) }
+        }
       }
     } finally { await c.close() }
   }
 
-  /** A batch writer that flushes every `flushEvery` operations. */
-  writer (flushEvery = 2048): ManifestWriter { return new ManifestWriter(this, flushEvery) }
+  /** A batch writer that hands a batch to LevelDB every `flushEvery` group operations. */
+  writer (flushEvery = 256): ManifestWriter { return new ManifestWriter(this, flushEvery) }
 
-  /** Deletes the meta record and every entry of this file. */
+  /** Deletes the meta record and every entry of this file (either layout). */
   async clear (): Promise<void> {
-    await this.db.clear({ gte: this.blockPrefix, lt: prefixEnd(this.blockPrefix) })
+    await this.db.clear({ gte: this.groupPrefix, lt: prefixEnd(this.groupPrefix) })
+    const legacy = concatBytes(new Uint8Array([LEGACY_BLOCK]), lenPrefixed(this.fileKey))
+    await this.db.clear({ gte: legacy, lt: prefixEnd(legacy) })
     await this.db.del(this.metaKey)
   }
 }
 
-/** Reads entries in key order, `batch` at a time; `takeBelow(i)` consumes entries with index < i. */
-export class ManifestCursor {
+type Batch = Array<[Uint8Array, Uint8Array]>
+
+/**
+ * Reads stored groups in index order, `batch` values at a time, the next batch already being
+ * read while this one is consumed: a scanner merging hashes never waits on LevelDB's thread pool
+ * (which, on a loaded machine, can take long enough to leave the hashing workers idle).
+ */
+export class GroupCursor {
   private readonly it
-  private buf: Array<[Uint8Array, Uint8Array]> = []
+  private buf: Batch = []
   private pos = 0
   private done = false
+  private ahead: Promise<Batch> | null = null
 
-  constructor (db: BinaryDb, gte: Uint8Array, lt: Uint8Array, private readonly prefixLength: number, private readonly batch = 512) {
+  constructor (db: BinaryDb, gte: Uint8Array, lt: Uint8Array, private readonly prefixLength: number, private readonly batch = 64) {
     this.it = db.iterator({ gte, lt })
   }
 
   private async fill (): Promise<boolean> {
     if (this.pos < this.buf.length) return true
     if (this.done) return false
-    this.buf = await this.it.nextv(this.batch)
+    const next = this.ahead ?? this.it.nextv(this.batch)
+    this.ahead = null
+    this.buf = await next
     this.pos = 0
+    // Only an empty batch ends the iteration: LevelDB also cuts batches short by byte size.
     if (this.buf.length === 0) { this.done = true; return false }
+    this.ahead = this.it.nextv(this.batch)
+    this.ahead.catch(() => {}) // surfaced by the fill() that awaits it
     return true
   }
 
-  private decodeAt (i: number): BlockEntry {
-    const [k, v] = this.buf[i] as [Uint8Array, Uint8Array]
-    return decodeEntry(readU64be(k, this.prefixLength), v)
-  }
-
+  /** Index of the next group, without consuming it. */
   async peekIndex (): Promise<number | null> {
     if (!await this.fill()) return null
     const [k] = this.buf[this.pos] as [Uint8Array, Uint8Array]
     return readU64be(k, this.prefixLength)
   }
 
-  async next (): Promise<BlockEntry | null> {
+  async next (): Promise<BlockGroup | null> {
     if (!await this.fill()) return null
-    return this.decodeAt(this.pos++)
+    const [k, v] = this.buf[this.pos++] as [Uint8Array, Uint8Array]
+    return BlockGroup.decode(readU64be(k, this.prefixLength), v)
   }
 
-  /** Entries with index < `end`, consumed. */
-  async takeBelow (end: number): Promise<BlockEntry[]> {
-    const out: BlockEntry[] = []
-    for (;;) {
-      const idx = await this.peekIndex()
-      if (idx === null || idx >= end) return out
-      out.push(this.decodeAt(this.pos++))
-    }
+  async close (): Promise<void> {
+    await this.ahead?.catch(() => {})
+    this.ahead = null
+    await this.it.close()
   }
-
-  async close (): Promise<void> { await this.it.close() }
 }
 
 /**
- * Chained-batch writes with bounded size. A full batch is written in the background while the
- * next one fills (one write outstanding at a time, so batches land in order); `flush()` makes
+ * Batched writes with bounded size. A full batch is written in the background while the next
+ * one fills (one write outstanding at a time, so batches land in order); `flush()` makes
  * everything so far durable and visible, `commit()` adds the meta record to the last batch.
  */
 export class ManifestWriter {
-  private batch: ReturnType<BinaryDb['batch']> | null = null
-  private ops = 0
+  private ops: Array<{ type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }> = []
   private writing: Promise<void> = Promise.resolve()
   private failed: unknown = null
-  /** Operations written so far (entries put or deleted). */
+  /** Group operations written so far (puts and deletes). */
   written = 0
 
   constructor (private readonly fm: FileManifest, private readonly flushEvery: number) {}
 
-  get pending (): number { return this.ops }
+  get pending (): number { return this.ops.length }
 
-  /** The current chained batch; a fresh sublevel finishes opening first. */
-  private async current (): Promise<ReturnType<BinaryDb['batch']>> {
-    if (this.failed != null) throw this.failed
-    if (this.batch == null) {
-      await this.fm.db.open()
-      this.batch = this.fm.db.batch()
-    }
-    return this.batch
-  }
-
-  async put (index: number, hash: Uint8Array | null, generation: number): Promise<void> {
-    (await this.current()).put(this.fm.blockKey(index), encodeEntry(hash, generation))
+  /** Writes the group back (deletes it when no slot is left). */
+  async putGroup (g: BlockGroup): Promise<void> {
+    if (g.isEmpty()) return await this.delGroup(g.index)
+    this.ops.push({ type: 'put', key: this.fm.groupKey(g.index), value: g.encode() })
     await this.bump()
   }
 
-  async del (index: number): Promise<void> {
-    (await this.current()).del(this.fm.blockKey(index))
+  async delGroup (index: number): Promise<void> {
+    this.ops.push({ type: 'del', key: this.fm.groupKey(index) })
     await this.bump()
   }
 
   /** Adds a meta write to the current batch (atomic with the entries in it). */
   async putMeta (m: FileMeta): Promise<void> {
+    if (this.failed != null) throw this.failed
     const { key, value } = this.fm.encodeMeta(m)
-    ;(await this.current()).put(key, value)
+    this.ops.push({ type: 'put', key, value })
   }
 
   private async bump (): Promise<void> {
-    this.ops++
+    if (this.failed != null) throw this.failed
     this.written++
-    if (this.ops >= this.flushEvery) await this.send()
+    if (this.ops.length >= this.flushEvery) await this.send()
   }
 
   /** Hands the current batch to LevelDB after the previous one is written; does not wait for it. */
   private async send (): Promise<void> {
-    const b = this.batch
-    if (b == null) return
-    this.batch = null
-    this.ops = 0
+    const ops = this.ops
+    this.ops = []
     await this.writing
-    if (this.failed != null) { await b.close(); throw this.failed }
-    this.writing = (b.length === 0 ? b.close() : b.write()).catch((err: unknown) => { this.failed = err })
+    if (this.failed != null) throw this.failed
+    if (ops.length === 0) return
+    this.writing = this.fm.db.batch(ops).catch((err: unknown) => { this.failed = err })
   }
 
   /** Everything put so far is written and visible to new iterators. */
@@ -272,10 +274,9 @@ export class ManifestWriter {
     await this.flush()
   }
 
+  /** Drops what is not yet handed to LevelDB (after the write in progress, if any, lands). */
   async abort (): Promise<void> {
-    const b = this.batch
-    this.batch = null
+    this.ops = []
     await this.writing
-    await b?.close()
   }
 }

@@ -1,8 +1,10 @@
 /**
  * A fixed set of worker threads running one task script (default: hash-worker.ts), fed from a
- * bounded FIFO queue. Payload buffers are transferred, not copied; a worker that dies fails only
- * its own task and is replaced (a script that cannot even start fails the pool after a few
- * tries instead of respawning forever).
+ * bounded FIFO queue. Each worker is handed up to `pipeline` tasks at once (least loaded first):
+ * its next task is already in its inbox when one finishes, so it never idles while this thread
+ * is busy. Payload buffers are transferred, not copied; a worker that dies fails only the tasks
+ * it held and is replaced (a script that cannot even start fails the pool after a few tries
+ * instead of respawning forever).
  */
 import { Worker } from 'node:worker_threads'
 import type { Transferable } from 'node:worker_threads'
@@ -44,6 +46,8 @@ export interface WorkerPoolInit {
   maxQueue?: number
   /** Extra Node flags for the workers. @default [] */
   execArgv?: string[]
+  /** Tasks handed to one worker at a time (≥ 1). @default 2 */
+  pipeline?: number
 }
 
 interface Task {
@@ -58,7 +62,8 @@ interface Task {
   settled: boolean
 }
 
-interface Slot { worker: Worker, busy: Task | null, ready: boolean }
+/** `running`: tasks posted to this worker and not yet answered, oldest first. */
+interface Slot { worker: Worker, running: Task[], ready: boolean }
 
 const MAX_START_FAILURES = 3
 
@@ -99,6 +104,7 @@ export class WorkerPool {
   private readonly script: URL
   private readonly maxQueue: number
   private readonly execArgv: string[]
+  private readonly pipeline: number
   private slots: Slot[] = []
   private readonly queue: Task[] = []
   private running = false
@@ -112,9 +118,13 @@ export class WorkerPool {
     this.script = init.script ?? siblingModule(import.meta.url, './hash-worker')
     this.maxQueue = init.maxQueue ?? 1024
     this.execArgv = init.execArgv ?? []
+    this.pipeline = Math.max(1, Math.floor(init.pipeline ?? 2))
   }
 
   get isRunning (): boolean { return this.running }
+
+  /** Tasks waiting for a worker (not yet handed to one). */
+  get queued (): number { return this.queue.length }
 
   /** Spawns the workers and waits until each is ready. Idempotent. */
   async start (): Promise<void> {
@@ -145,7 +155,7 @@ export class WorkerPool {
     const slots = this.slots
     this.slots = []
     await Promise.all(slots.map(async s => {
-      if (s.busy != null) this.settle(s.busy, err)
+      for (const t of s.running.splice(0)) this.settle(t, err)
       await s.worker.terminate()
     }))
   }
@@ -176,14 +186,14 @@ export class WorkerPool {
 
   private spawn (): { slot: Slot, ready: Promise<void> } {
     const worker = newWorker(this.script, this.execArgv)
-    const slot: Slot = { worker, busy: null, ready: false }
+    const slot: Slot = { worker, running: [], ready: false }
     const ready = new Promise<void>((resolve, reject) => {
       worker.on('message', (msg: TaskReply | string) => {
         if (msg === READY) { slot.ready = true; this.startFailures = 0; resolve(); this.dispatch(); return }
         if (typeof msg === 'string') return
-        const t = slot.busy
-        slot.busy = null
-        if (t != null && t.id === msg.id) {
+        const i = slot.running.findIndex(t => t.id === msg.id)
+        if (i >= 0) {
+          const [t] = slot.running.splice(i, 1) as [Task]
           if (msg.ok) this.settle(t, null, msg.result)
           else this.settle(t, new WorkerTaskError(msg.error))
         }
@@ -193,9 +203,7 @@ export class WorkerPool {
       const died = (cause: unknown): void => {
         if (dead) return
         dead = true
-        const t = slot.busy
-        slot.busy = null
-        if (t != null) this.settle(t, new WorkerCrashedError(`worker died running ${t.task}`, { cause }))
+        for (const t of slot.running.splice(0)) this.settle(t, new WorkerCrashedError(`worker died running ${t.task}`, { cause }))
         if (!slot.ready) reject(new WorkerCrashedError('worker failed to start', { cause }))
         const i = this.slots.indexOf(slot)
         if (i < 0 || !this.running) return
@@ -214,17 +222,20 @@ export class WorkerPool {
     return { slot, ready }
   }
 
+  /** Hands queued tasks to the least loaded ready workers, up to `pipeline` each. */
   private dispatch (): void {
-    for (const slot of this.slots) {
-      if (this.queue.length === 0) return
-      if (!slot.ready || slot.busy != null) continue
-      const t = this.queue.shift()
-      if (t === undefined) return
-      slot.busy = t
+    for (let guard = 0; this.queue.length > 0 && guard <= this.slots.length * this.pipeline; guard++) {
+      let slot: Slot | null = null
+      for (const s of this.slots) {
+        if (s.ready && s.running.length < this.pipeline && (slot === null || s.running.length < slot.running.length)) slot = s
+      }
+      if (slot === null) return
+      const t = this.queue.shift() as Task
+      slot.running.push(t)
       try {
         slot.worker.postMessage({ id: t.id, task: t.task, payload: t.payload }, t.transfer)
       } catch (err) {
-        slot.busy = null
+        slot.running.pop()
         this.settle(t, err)
       }
     }

@@ -35,8 +35,11 @@ export interface ReadHashResult {
   bytesRead: number
 }
 
-/** Bytes read per step: small enough that the block is still in this core's cache when hashed. */
-const READ_STEP = 1024 * 1024
+/**
+ * Bytes read per step: small enough that the data is still in this core's cache when hashed
+ * (measured on the 2-core bench machine: 512 KiB ≈ 3 % less CPU than 1 MiB, 2–4 MiB ≈ 12 % more).
+ */
+const READ_STEP = 512 * 1024
 let scratch: Buffer | null = null
 
 /**

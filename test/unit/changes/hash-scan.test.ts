@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import type { Level } from 'level'
 import { HashScanSource, formatHashScanToken, parseHashScanToken } from '../../../storage/changes/hash-scan.ts'
 import type { HashScanInit, HashScanComponents } from '../../../storage/changes/hash-scan.ts'
-import { Manifest } from '../../../storage/manifest/manifest.ts'
+import { FileManifest, Manifest } from '../../../storage/manifest/manifest.ts'
 import { binarySublevel } from '../../../storage/manifest/db.ts'
 import { ReflinkSnapshots } from '../../../storage/changes/reflink.ts'
 import type { Range } from '../../../storage/changes/range.ts'
@@ -379,6 +379,58 @@ describe('changes/hash-scan', function () {
       assert.equal(b.fileSize, 200 * BS)
       assert.equal(b.scannedBytes, 200 * BS)
     } finally { await pool.stop() }
+  })
+
+  it('a file of many manifest groups: a rescan finds nothing, edits are found exactly', async () => {
+    const blocks = 3000 // ≈ 94 groups: more than LevelDB returns in one cursor batch
+    const buf = Buffer.alloc(blocks * BS)
+    for (let i = 0; i < blocks; i++) if (i % 5 !== 0) blockContent(BS, i).copy(buf, i * BS)
+    await writeFile(file, buf)
+    const src = source({}, { chunkBytes: 64 * BS })
+    const a = await src.changes(file, null)
+    assert.equal(blocksOf(a.ranges).length, blocks - blocks / 5)
+    await touch(file)
+    const b = await src.changes(file, a.token)
+    assert.deepEqual(b.ranges, [])
+    assert.equal(b.scannedBytes, blocks * BS)
+    const edits = [1, 1000, 1001, 2995]
+    for (const i of edits) await writeAt(file, i * BS + 9, Buffer.from([0x42]))
+    await writeAt(file, 2001 * BS, Buffer.alloc(BS)) // becomes zeros
+    const c = await src.changes(file, b.token)
+    assert.deepEqual(blocksOf(c.ranges), [1, 1000, 1001, 2001, 2995])
+    const full = await source().changes(file, null)
+    assert.equal(blocksOf(full.ranges).length, blocks - blocks / 5 + 2 - 1, "blocks 1000 and 2995 were zeros, 2001 became zeros")
+  })
+
+  it('a manifest it cannot read (corrupt group, old layout) means a full rescan, never a wrong answer', async () => {
+    await makeFile(file, new Set([4]))
+    const src = source()
+    const a = await src.changes(file, null)
+    const sub = binarySublevel(db, 'manifest')
+    const fm = new Manifest(sub).file(file)
+    // Corrupt one group value in place (wrong length), then change a block.
+    const key = fm.groupKey(1)
+    const value = await sub.get(key)
+    assert.ok(value !== undefined)
+    await sub.put(key, value.subarray(0, 100))
+    await writeAt(file, 40 * BS, Buffer.from([0x99]))
+    const b = await src.changes(file, a.token)
+    assert.equal(b.full, true, 'new epoch: the old token is refused')
+    assert.deepEqual(blocksOf(b.ranges), [...Array(N).keys()].filter(i => i !== 4))
+    const c = await src.changes(file, b.token)
+    assert.deepEqual(c.ranges, [])
+    assert.equal(c.full, false)
+    // A v1 (per-block) manifest: cleared and rescanned the same way.
+    const meta = await fm.meta()
+    assert.ok(meta != null)
+    await fm.putMeta({ ...meta, v: 1 })
+    const seed: Range[] = []
+    for await (const r of src.nonZeroRanges(file)) seed.push(r)
+    assert.deepEqual(seed, [{ offset: 0, length: N * BS }], 'cannot tell which blocks are zero: all of them are reported')
+    const d = await src.changes(file, c.token)
+    assert.equal(d.full, true)
+    assert.equal(blocksOf(d.ranges).length, N - 1)
+    assert.equal((await fm.meta())?.v, FileManifest.newMeta(BS).v)
   })
 
   it('nonZeroRanges lists the manifest\'s non-zero blocks without reading the file', async () => {

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module'
 import { WorkerPool } from '../../../storage/workers/pool.ts'
 import { encodeBlocksTask, hashBlocksTask, readHashBlocksTask, ENC_LZ4, ENC_RAW, ENC_ZERO } from '../../../storage/workers/tasks.ts'
 import type { EncodeBlocksResult, HashBlocksResult } from '../../../storage/workers/tasks.ts'
-import { hash128, hash128Package, isZero, blake3Impl } from '../../../storage/workers/block-hash.ts'
+import { hash128, hash128Package, hashBlocksInto, isZero, blake3Impl } from '../../../storage/workers/block-hash.ts'
 import { blockContent, KiB } from './helpers.ts'
 
 const lz4 = createRequire(import.meta.url)('lz4') as { decodeBlock: (s: Uint8Array, d: Uint8Array) => number }
@@ -31,6 +31,36 @@ describe('workers (block hashing, encoding, pool)', function () {
     assert.ok(isZero(new Uint8Array(70_000)))
     const nz = new Uint8Array(70_000); nz[69_999] = 1
     assert.ok(!isZero(nz))
+  })
+
+  it('zero detection agrees with a byte-by-byte check, for short tails and single stray bytes', () => {
+    const bs = 4 * KiB
+    for (const length of [1, 7, bs - 1, bs, bs + 1, 3 * bs + 4095, 5 * bs]) {
+      const blocks = Math.ceil(length / bs)
+      // Patterns per block: all zero, first byte set, last byte (of the possibly short block) set, dense.
+      for (let pattern = 0; pattern < 4; pattern++) {
+        const data = new Uint8Array(length + 64).fill(0xff) // bytes past `length` must be ignored
+        data.fill(0, 0, length)
+        for (let b = 0; b < blocks; b++) {
+          const start = b * bs
+          const end = Math.min(start + bs, length)
+          const p = (pattern + b) % 4
+          if (p === 1) data[start] = 1
+          else if (p === 2) data[end - 1] = 0x80
+          else if (p === 3) data.set(blockContent(end - start, b), start)
+        }
+        const hashes = new Uint8Array(blocks * 16)
+        const zeroMask = new Uint8Array(blocks).fill(7)
+        assert.equal(hashBlocksInto(data, length, bs, hashes, zeroMask), blocks)
+        for (let b = 0; b < blocks; b++) {
+          const block = data.subarray(b * bs, Math.min((b + 1) * bs, length))
+          const byteZero = block.every(x => x === 0)
+          assert.equal(zeroMask[b], byteZero ? 1 : 0, `length ${length} pattern ${pattern} block ${b}`)
+          assert.equal(isZero(block), byteZero)
+          if (!byteZero) assert.deepEqual([...hashes.subarray(b * 16, b * 16 + 16)], [...hash128Package(block)])
+        }
+      }
+    }
   })
 
   it('hashBlocks flags zero blocks and hashes the rest, including a short last block', () => {
@@ -124,7 +154,7 @@ describe('workers (block hashing, encoding, pool)', function () {
   })
 
   it('bounded queue, abort of a queued task, and rejection after stop', async () => {
-    const pool = new WorkerPool({}, { size: 1, maxQueue: 2 })
+    const pool = new WorkerPool({}, { size: 1, maxQueue: 2, pipeline: 1 })
     await pool.start()
     const busy = pool.run('echo', 1)
     const q1 = pool.run('echo', 2)
@@ -136,6 +166,30 @@ describe('workers (block hashing, encoding, pool)', function () {
     assert.deepEqual(await Promise.all([busy, q1]), [1, 2])
     await pool.stop()
     await assert.rejects(pool.run('echo', 5), { name: 'WorkerPoolStoppedError', code: 'ERR_WORKER_POOL_STOPPED' })
+  })
+
+  it('hands each worker up to `pipeline` tasks, least loaded first; a crash fails all it held', async () => {
+    const pool = new WorkerPool({}, { size: 2, pipeline: 2 })
+    await pool.start()
+    try {
+      const six = Array.from({ length: 6 }, async (_, i) => await pool.run<number>('echo', i))
+      assert.equal(pool.queued, 2, 'four handed out at once, two wait')
+      assert.deepEqual(await Promise.all(six), [0, 1, 2, 3, 4, 5])
+      assert.equal(pool.queued, 0)
+      // Size 1: the crash and the task queued behind it in the same worker both fail; the
+      // replacement worker takes the next one.
+      const solo = new WorkerPool({}, { size: 1, pipeline: 2 })
+      await solo.start()
+      try {
+        const crash = solo.run('crash', null)
+        const behind = solo.run('echo', 'behind')
+        const later = solo.run('echo', 'later')
+        assert.equal(solo.queued, 1)
+        await assert.rejects(crash, { code: 'ERR_WORKER_CRASHED' })
+        await assert.rejects(behind, { code: 'ERR_WORKER_CRASHED' })
+        assert.equal(await later, 'later')
+      } finally { await solo.stop() }
+    } finally { await pool.stop() }
   })
 
   it('a script that cannot start fails start() instead of respawning forever', async () => {

@@ -3,9 +3,11 @@
  * identity, ephemeral ports and config — used by the demo (`npm start`), the integration tests
  * and the benchmarks. It owns everything it starts: `destroy()` kills the children and removes
  * the folder, and children still running when the parent exits are killed with it.
+ * A node can instead run inside a network namespace with an address of its own (`netns`), so a
+ * test can partition the mesh (test/integration/failover/partition.test.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
+import { createServer, connect, type Server, type Socket } from 'node:net'
 import { mkdtemp, rm, writeFile, mkdir, readFile } from 'node:fs/promises'
 import { createWriteStream, type WriteStream } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -23,6 +25,23 @@ export interface LocalNodeSpec {
   role?: 'host' | 'witness'
   /** Extra top-level config sections (vms, hypervisor, bandwidth...) merged into the YAML. */
   extra?: Record<string, unknown>
+  /** Run this node's daemon inside a network namespace (a host of its own); default: 127.0.0.1 of this one. */
+  netns?: NodeNetns
+}
+
+/**
+ * A node that runs inside a network namespace (test/helpers/netbed.ts makes them). Its daemon
+ * runs as `[...prefix, node, vmesh.js, ...]`, listens on `ip` and is dialed there by its peers.
+ * Its control API listens on 127.0.0.1 inside the namespace, which this process cannot reach, so
+ * a small forwarder started with the same prefix bridges it to a Unix socket in the node's
+ * folder (file-system sockets cross namespaces) and a relay here serves that socket on a
+ * 127.0.0.1 port of this namespace: `node.client`, `status()` and `waitFor` work unchanged.
+ */
+export interface NodeNetns {
+  /** Command prefix that enters the namespace, e.g. `['ip', 'netns', 'exec', 'nb-h1']`. */
+  prefix: string[]
+  /** The node's address in its namespace (listen address, and what peers dial). */
+  ip: string
 }
 
 export interface LocalNode {
@@ -36,6 +55,11 @@ export interface LocalNode {
   logPath: string
   proc?: ChildProcess
   client: ApiClient
+  /** The address it listens on and its peers dial (127.0.0.1 unless it runs in a namespace). */
+  ip: string
+  netns?: NodeNetns
+  /** netns nodes: the forwarder from the namespace's API port to `<dir>/api.sock`. */
+  forwarder?: ChildProcess
 }
 
 export interface LocalClusterInit {
@@ -67,9 +91,29 @@ export async function freePort (): Promise<number> {
 const liveChildren = new Set<ChildProcess>()
 process.once('exit', () => { for (const p of liveChildren) p.kill('SIGKILL') })
 
+/**
+ * Run inside a node's namespace: accepts on a Unix socket (argv[1]) and connects each client to
+ * 127.0.0.1:argv[2] there. Plain JS for `node -e` (no tsx start-up per node). Exits when its
+ * parent (this process) goes away.
+ */
+const FORWARDER_JS = `
+const net = require('node:net'); const fs = require('node:fs')
+const [path, port] = process.argv.slice(1)
+try { fs.unlinkSync(path) } catch {}
+net.createServer((c) => {
+  const u = net.connect(Number(port), '127.0.0.1')
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy())
+  c.pipe(u); u.pipe(c)
+}).listen(path)
+const ppid = process.ppid
+setInterval(() => { try { process.kill(ppid, 0) } catch { process.exit(0) } }, 500)
+`
+
 export class LocalCluster {
   readonly nodes: LocalNode[] = []
   private readonly logs = new Map<string, WriteStream>()
+  /** API relays of netns nodes (this namespace's 127.0.0.1 → the node's api.sock). */
+  private readonly relays: Server[] = []
 
   private constructor (readonly dir: string, private readonly init: LocalClusterInit) {}
 
@@ -82,6 +126,7 @@ export class LocalCluster {
       const { peerId } = await createIdentity(join(ndir, 'identity.key'))
       const port = await freePort()
       const apiPort = await freePort()
+      const clientPort = spec.netns === undefined ? apiPort : await cluster.relay(join(ndir, 'api.sock'))
       cluster.nodes.push({
         name: spec.name,
         role: spec.role ?? 'host',
@@ -91,12 +136,45 @@ export class LocalCluster {
         port,
         apiPort,
         logPath: join(ndir, 'daemon.log'),
-        client: new ApiClient('127.0.0.1', apiPort, join(ndir, 'data', 'api.token'))
+        client: new ApiClient('127.0.0.1', clientPort, join(ndir, 'data', 'api.token')),
+        ip: spec.netns?.ip ?? '127.0.0.1',
+        ...(spec.netns !== undefined ? { netns: spec.netns } : {})
       })
     }
     if (init.psk === true) await createPsk(join(dir, 'mesh.psk'))
     for (const spec of init.nodes) await cluster.writeConfig(spec.name, spec.extra)
     return cluster
+  }
+
+  /** A 127.0.0.1 port here whose connections are piped to the Unix socket `path`. */
+  private async relay (path: string): Promise<number> {
+    const server = createServer((c: Socket) => {
+      const u = connect(path)
+      c.on('error', () => u.destroy()); u.on('error', () => c.destroy())
+      c.pipe(u); u.pipe(c)
+    })
+    server.unref()
+    this.relays.push(server)
+    return await new Promise((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(0, '127.0.0.1', () => {
+        const a = server.address()
+        resolve(typeof a === 'object' && a != null ? a.port : 0)
+      })
+    })
+  }
+
+  /** Starts (again, after a host crash) a netns node's API forwarder. */
+  private startForwarder (n: LocalNode): void {
+    if (n.netns === undefined) return
+    const f = n.forwarder
+    if (f !== undefined && f.exitCode === null && f.signalCode === null) return
+    const [cmd, ...args] = [...n.netns.prefix, process.execPath, '-e', FORWARDER_JS, join(n.dir, 'api.sock'), String(n.apiPort)]
+    const proc = spawn(cmd as string, args, { stdio: 'ignore' })
+    proc.on('error', () => {})
+    n.forwarder = proc
+    liveChildren.add(proc)
+    proc.once('exit', () => { liveChildren.delete(proc) })
   }
 
   node (name: string): LocalNode {
@@ -108,9 +186,9 @@ export class LocalCluster {
   /** The config object a node would be started with (tests tweak and rewrite it). */
   configFor (name: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
     const n = this.node(name)
-    const peers = this.nodes.filter(p => p.name !== name).map(p => ({ name: p.name, id: p.peerId, addrs: [`/ip4/127.0.0.1/tcp/${p.port}`], ...(p.role === 'witness' ? { role: 'witness' } : {}) }))
+    const peers = this.nodes.filter(p => p.name !== name).map(p => ({ name: p.name, id: p.peerId, addrs: [`/ip4/${p.ip}/tcp/${p.port}`], ...(p.role === 'witness' ? { role: 'witness' } : {}) }))
     return {
-      node: { name: n.name, identity: 'identity.key', listen: [`/ip4/127.0.0.1/tcp/${n.port}`], dataDir: 'data', api: `127.0.0.1:${n.apiPort}`, role: n.role },
+      node: { name: n.name, identity: 'identity.key', listen: [`/ip4/${n.ip}/tcp/${n.port}`], dataDir: 'data', api: `127.0.0.1:${n.apiPort}`, role: n.role },
       mesh: {
         profile: this.init.profile ?? 'lan',
         ...(this.init.psk === true ? { psk: join(this.dir, 'mesh.psk') } : {}),
@@ -135,7 +213,9 @@ export class LocalCluster {
     await rm(join(n.dir, 'data', 'api.token'), { force: true })
     let log = this.logs.get(name)
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
-    const proc = spawn(process.execPath, ['--max-semi-space-size=1', VMESH_BIN, '--config', n.configPath, 'start'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+    this.startForwarder(n)
+    const [cmd, ...args] = [...(n.netns?.prefix ?? []), process.execPath, '--max-semi-space-size=1', VMESH_BIN, '--config', n.configPath, 'start']
+    const proc = spawn(cmd as string, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc
@@ -206,6 +286,8 @@ export class LocalCluster {
         clearTimeout(t)
       }
     }))
+    for (const n of this.nodes) n.forwarder?.kill('SIGKILL')
+    for (const r of this.relays) r.close()
     for (const l of this.logs.values()) l.end()
     if (this.init.keep !== true) await rm(this.dir, { recursive: true, force: true })
   }

@@ -200,6 +200,8 @@ export class Daemon {
     this.onReload(async (next, prev) => {
       const added = next.vms.filter(v => !prev.vms.some(p => p.name === v.name))
       for (const v of added) parts.service.addHomeVm({ name: v.name, home: next.node.name, replicateTo: v.replicateTo, failover: v.failover, startOrder: v.startOrder, priority: v.priority })
+      // replication sources what this node owns: a VM added here is owned here from epoch 0
+      host.refreshSources()
       return added.length > 0 ? ['ownership.vms'] : []
     })
     c.api.route('GET', '/v1/ownership', () => ({ vms: parts.service.status(), timeline: parts.service.timeline, stats: parts.service.stats }))

@@ -4,7 +4,10 @@
  * In: 'message' events are gathered until a whole frame is there (its header judged by the
  * codecs' own header checks first, so a hostile length is refused before anything is
  * buffered), then the frame goes to the ReplicationDecoder in one piece — decoded in place,
- * instead of growing a body buffer chunk by chunk. Decoded items wait in a queue that the
+ * instead of growing a body buffer chunk by chunk. A frame that arrived in several chunks is
+ * gathered into a buffer from a small per-channel pool; the consumer hands it back with
+ * release(item) once nothing refers to it any more (a fresh 1 MiB allocation per frame costs
+ * several times the copy: page faults and GC pressure). Decoded items wait in a queue that the
  * session's single consumer loop drains with next(). When the queue holds more than
  * `highWaterBytes` the stream is paused (yamux then stops granting window, so the sender
  * blocks), and resumed below `lowWaterBytes`: memory is bounded whatever the peer does. A
@@ -16,14 +19,14 @@
  */
 import { Uint8ArrayList } from 'uint8arraylist'
 import { ReplicationDecoder, encodeReplicationItem, checkControlHeader, resolveControlLimits, type ReplicationItem, type PingMessage, type PongMessage } from '../../protocol/replication/index.ts'
-import { checkHeader, isKnownFrameType, resolveLimits } from '../../protocol/delta/index.ts'
+import { checkHeader, encodeBlocksFrameParts, isKnownFrameType, resolveLimits } from '../../protocol/delta/index.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { throttle, type Takes } from '../bandwidth/throttle.ts'
 import { ReplicationStreamClosedError } from './errors.ts'
 
 /** The slice of a libp2p v3 Stream a channel uses (tests pass fakes). */
 export interface StreamLike {
-  send: (data: Uint8Array) => boolean
+  send: (data: Uint8Array | Uint8ArrayList) => boolean
   addEventListener: (type: string, fn: (evt: any) => void) => void // eslint-disable-line @typescript-eslint/no-explicit-any
   removeEventListener: (type: string, fn: (evt: any) => void) => void // eslint-disable-line @typescript-eslint/no-explicit-any
   pause: () => void
@@ -47,6 +50,11 @@ export interface ChannelInit {
   answerPing?: (ping: PingMessage) => PongMessage
 }
 
+/** Frames up to this size are gathered in pooled buffers (the sender's frames carry 1 MiB). */
+const POOLED_FRAME_BYTES = 1024 * 1024 + 64 * 1024
+/** Free pooled buffers kept per channel. */
+const POOL_KEEP = 32
+
 /** Rough memory held by a decoded item. */
 function itemBytes (item: ReplicationItem): number {
   if (item.type !== 'blocks') return 64
@@ -68,6 +76,9 @@ export class Channel {
   private ended = false
   private failure: Error | undefined
   private wake: (() => void) | undefined
+  private readonly free: Uint8Array[] = []
+  /** items decoded from a pooled buffer, and that buffer */
+  private readonly owned = new WeakMap<object, Uint8Array>()
   private readonly high: number
   private readonly low: number
   /** Bytes received from the peer, for rate displays and tests. */
@@ -101,10 +112,12 @@ export class Channel {
           this.frameLength = 5 + len
         }
         if (this.incoming.byteLength < this.frameLength) break
-        const frame = this.incoming.subarray(0, this.frameLength)
-        this.incoming.consume(this.frameLength)
+        const { frame, pooled } = this.takeFrame(this.frameLength)
         this.frameLength = -1
-        for (const item of this.decoder.push(frame)) items.push(item)
+        for (const item of this.decoder.push(frame)) {
+          if (pooled !== undefined) this.owned.set(item, pooled)
+          items.push(item)
+        }
       }
     } catch (err) {
       this.fail(err instanceof Error ? err : new Error(errorMessage(err)), true)
@@ -123,6 +136,47 @@ export class Channel {
       try { this.stream.pause(); this.paused = true } catch {}
     }
     this.notify()
+  }
+
+  /**
+   * The next `len` bytes of `incoming` as one buffer: a view when they sit in one chunk, else
+   * gathered into a pooled buffer (or a fresh one for an unusually large frame).
+   */
+  private takeFrame (len: number): { frame: Uint8Array, pooled?: Uint8Array } {
+    let first: Uint8Array | undefined
+    for (const b of this.incoming) { first = b; break }
+    if (first !== undefined && first.byteLength >= len) {
+      const frame = first.subarray(0, len)
+      this.incoming.consume(len)
+      return { frame }
+    }
+    const pooled = len <= POOLED_FRAME_BYTES ? (this.free.pop() ?? Buffer.allocUnsafeSlow(POOLED_FRAME_BYTES)) : undefined
+    const frame = pooled !== undefined ? pooled.subarray(0, len) : new Uint8Array(len)
+    let at = 0
+    for (const b of this.incoming) {
+      const n = Math.min(b.byteLength, len - at)
+      frame.set(n === b.byteLength ? b : b.subarray(0, n), at)
+      at += n
+      if (at >= len) break
+    }
+    this.incoming.consume(len)
+    return pooled !== undefined ? { frame, pooled } : { frame }
+  }
+
+  /**
+   * The consumer is done with `item` (and everything it referred to): its pooled buffer is
+   * reused for a later frame. Items not from the pool, or released twice, are ignored.
+   */
+  release (item: ReplicationItem): void {
+    const buf = this.owned.get(item)
+    if (buf === undefined) return
+    this.owned.delete(item)
+    if (this.free.length < POOL_KEEP) this.free.push(buf)
+  }
+
+  /** Frees pooled buffers beyond `keep` (a generation ended: memory goes back while idle). */
+  trimPool (keep = 2): void {
+    if (this.free.length > keep) this.free.length = keep
   }
 
   private readonly onEnd = (): void => {
@@ -188,14 +242,25 @@ export class Channel {
     }
   }
 
-  /** Sends one item, paying `limiter` first when given. */
+  /**
+   * Sends one item, paying `limiter` first when given. A blocks frame goes as its parts (headers
+   * and the payloads themselves): the transport gathers them, nothing copies them into one
+   * frame buffer first.
+   */
   async sendItem (item: ReplicationItem, limiter?: Takes & { rate?: number }, signal?: AbortSignal): Promise<number> {
+    if (item.type === 'blocks') {
+      const parts = encodeBlocksFrameParts(item)
+      let n = 0
+      for (const p of parts) n += p.byteLength
+      await this.write(parts.length === 1 ? parts[0] as Uint8Array : new Uint8ArrayList(...parts), limiter, signal)
+      return n
+    }
     const bytes = encodeReplicationItem(item)
     await this.write(bytes, limiter, signal)
     return bytes.byteLength
   }
 
-  async write (bytes: Uint8Array, limiter?: Takes & { rate?: number }, signal?: AbortSignal): Promise<void> {
+  async write (bytes: Uint8Array | Uint8ArrayList, limiter?: Takes & { rate?: number }, signal?: AbortSignal): Promise<void> {
     if (limiter !== undefined && Number.isFinite(limiter.rate ?? 0)) {
       for await (const piece of throttle([bytes], limiter, signal !== undefined ? { signal } : {})) await this.writeRaw(piece, signal)
       return
@@ -204,7 +269,7 @@ export class Channel {
     await this.writeRaw(bytes, signal)
   }
 
-  private async writeRaw (bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+  private async writeRaw (bytes: Uint8Array | Uint8ArrayList, signal?: AbortSignal): Promise<void> {
     if (this.failure !== undefined) throw this.failure
     let ok: boolean
     try {

@@ -5,18 +5,21 @@
  * Session: hello (source node must be the peer on the connection) → open the store of
  * (source, vm) → targetState → then, in order, generations and control requests:
  *   begin  → beginGeneration (a seed when base is 0: written in place, resumable)
- *   blocks → each block decoded with its checksum verified, then awaited writeBlock
- *   end    → commit, then ack
- * Every frame passes a GenerationValidator first. A block whose checksum fails is refused
- * (resend + nack; the rest of that generation is read and dropped, nothing of it applied, the
- * session goes on). Anything that breaks framing or generation structure aborts the stream: the
- * writer is discarded (a seed also drops its progress, since we no longer trust what came), and
- * only this session is affected. Storage refusals (disk full, base mismatch) become nacks.
- * Backpressure comes from the Channel: while writes lag, the stream is paused.
+ *   blocks → every block of the frame decoded with its checksum verified, then its contiguous
+ *            runs queued for the writer as gathered writes (no copy of the frame's payloads)
+ *   end    → the queued writes drained, commit, then ack
+ * Writes are pipelined (WriteQueue): while the store writes one frame, the loop already reads
+ * and verifies the next ones, up to a bounded number of bytes. Every frame passes a
+ * GenerationValidator first. A block whose checksum fails is refused (resend + nack; the rest
+ * of that generation is read and dropped, nothing of it applied, the session goes on). Anything
+ * that breaks framing or generation structure aborts the stream: the writer is discarded (a
+ * seed also drops its progress, since we no longer trust what came), and only this session is
+ * affected. Storage refusals (disk full, base mismatch) become nacks. Backpressure comes from
+ * the write queue and the Channel: while writes lag, the stream is paused.
  */
 import { open as openFile, stat as statPath } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { hash as blake3Hash } from 'blake3'
+import { blake3 } from '../../protocol/common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
   REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor,
@@ -24,7 +27,7 @@ import {
 } from '../../protocol/replication/index.ts'
 import { durableRanges } from '../../protocol/replication/ranges.ts'
 import {
-  GenerationValidator, decodeBlock, FileKind, DeltaProtocolError,
+  GenerationValidator, decodeBlock, FileKind, DeltaProtocolError, BlockEncoding,
   type BeginFrame, type Frame
 } from '../../protocol/delta/index.ts'
 import type { GenerationWriter, ReplicaStore } from '../../storage/replica/index.ts'
@@ -34,6 +37,7 @@ import type { Logger } from '../log.ts'
 import { Channel, type StreamLike } from './channel.ts'
 import { ReplicaRegistry } from './replicas.ts'
 import { PeerProtocolViolationError, ReplicationTimeoutError } from './errors.ts'
+import { WriteQueue } from './write-queue.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 
 export interface ReceiverComponents {
@@ -57,6 +61,11 @@ export interface ReceiverInit {
 interface Session { channel: Channel, done: Promise<void> }
 
 const CHECKSUM_CODES = new Set(['ERR_DELTA_CHECKSUM_MISMATCH', 'ERR_DELTA_DECOMPRESS', 'ERR_DELTA_BAD_ENCODING', 'ERR_DELTA_BLOCK_TOO_LARGE'])
+/** Verified bytes queued for the store before the session stops reading (bounded memory). */
+const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
+/** One gathered write: at most this many bytes and parts (IOV_MAX is 1024). */
+const RUN_MAX_BYTES = 8 * 1024 * 1024
+const RUN_MAX_PARTS = 512
 
 export class ReplicationReceiver {
   private readonly sessions = new Map<string, Session>()
@@ -154,7 +163,12 @@ export class ReplicationReceiver {
   }
 
   /** @internal */
-  get deps (): ReceiverComponents & { init: ReceiverInit } { return { ...this.components, init: this.init } }
+  get deps (): ReceiverComponents & { init: ReceiverInit } {
+    this.depsCache ??= { ...this.components, init: this.init }
+    return this.depsCache
+  }
+
+  private depsCache: (ReceiverComponents & { init: ReceiverInit }) | undefined
 }
 
 /** One session's state machine over the channel. */
@@ -168,7 +182,8 @@ class SessionRunner {
   private discarding = false
   private readonly ac = new AbortController()
   /** Where this generation's time went (debug log at commit). */
-  private timing = { wait: 0, decode: 0, write: 0, began: 0 }
+  private timing = { wait: 0, decode: 0, write: 0, drain: 0, began: 0 }
+  private readonly writes = new WriteQueue(MAX_QUEUED_WRITE_BYTES)
 
   constructor (private readonly rx: ReplicationReceiver, private readonly ch: Channel, private readonly store: ReplicaStore, private readonly hello: HelloMessage, private readonly from: string) {}
 
@@ -316,7 +331,7 @@ class SessionRunner {
           if (bytesRead < want) buf.fill(0, bytesRead, want)
           for (let o = 0; o < want; o += req.blockSize) {
             const len = Math.min(req.blockSize, want - o)
-            hashes.push(new Uint8Array(blake3Hash(buf.subarray(o, o + len), { length: 16 })))
+            hashes.push(blake3(buf.subarray(o, o + len), 16))
             at += len
             if (hashes.length >= per && at < end) await flush(false)
           }
@@ -328,7 +343,7 @@ class SessionRunner {
 
   private async onFrame (frame: Frame): Promise<void> {
     if (frame.type === 'begin') {
-      this.timing = { wait: 0, decode: 0, write: 0, began: this.rx.deps.clock.now() }
+      this.timing = { wait: 0, decode: 0, write: 0, drain: 0, began: this.rx.deps.clock.now() }
       this.validator = new GenerationValidator()
       this.validator.accept(frame)
       this.begin = frame
@@ -352,18 +367,27 @@ class SessionRunner {
     v.accept(frame)
     const gen = this.begin?.generation ?? 0
     if (frame.type === 'blocks') {
-      if (this.discarding || this.writer === undefined) return
+      const w = this.writer
+      if (this.discarding || w === undefined) { this.ch.release(frame); return }
+      if (this.writes.failed) { this.ch.release(frame); await this.refuseQueued(gen); return }
       const file = v.file(frame.fileId)
-      // every block of the frame is verified before any of it is written; contiguous blocks
-      // are then written as one run through a reused scratch buffer: one write (and one await
-      // of the thread pool) per run instead of per 64 KiB block, without allocating
-      const decoded: Array<{ offset: number, data: Uint8Array }> = []
+      // every block of the frame is verified before any of it is queued
       const td = this.rx.deps.clock.now()
+      let lz4Bytes = 0
+      for (const e of frame.entries) if (e.encoding === BlockEncoding.Lz4) lz4Bytes += e.length
+      const into = lz4Bytes > 0 ? Buffer.allocUnsafe(lz4Bytes) : undefined
+      let intoAt = 0
+      const decoded: Array<{ offset: number, data: Uint8Array }> = []
+      let raw = 0
       for (const e of frame.entries) {
         try {
-          decoded.push({ offset: e.offset, data: decodeBlock(e, { maxLength: file?.blockSize ?? 1 }) })
+          const data = decodeBlock(e, { maxLength: file?.blockSize ?? 1, sharedZero: true, ...(into !== undefined ? { into: into.subarray(intoAt) } : {}) })
+          if (e.encoding === BlockEncoding.Lz4) intoAt += e.length
+          decoded.push({ offset: e.offset, data })
+          raw += e.length
         } catch (err) {
           if (!CHECKSUM_CODES.has((err as { code?: string }).code ?? '')) throw err
+          this.ch.release(frame)
           await this.ch.sendItem({ type: 'resend', generation: gen, fileId: frame.fileId, offset: e.offset, length: e.length })
           await this.refuse(gen, err, true)
           return
@@ -371,30 +395,46 @@ class SessionRunner {
       }
       const tw = this.rx.deps.clock.now()
       this.timing.decode += tw - td
-      try {
-        for (const run of this.runs(decoded)) await this.writer.writeBlock(frame.fileId, run.offset, run.data)
-        this.timing.write += this.rx.deps.clock.now() - tw
-      } catch (err) {
-        await this.refuse(gen, err)
-        return
-      }
+      const runs = gatherRuns(decoded)
+      const fileId = frame.fileId
+      await this.writes.push(raw, async () => {
+        for (const run of runs) await w.writeBlock(fileId, run.offset, run.parts)
+      }, () => { this.ch.release(frame) })
+      this.timing.write += this.rx.deps.clock.now() - tw
       this.rx.deps.init.onBytes?.(this.from, this.hello.vm, frame.entries.reduce((n, e) => n + e.payload.byteLength, 0))
       return
     }
     if (frame.type === 'resize') {
-      if (this.discarding || this.writer === undefined) return
-      try { await this.writer.setSize(frame.fileId, frame.size) } catch (err) { await this.refuse(gen, err) }
+      const w = this.writer
+      if (this.discarding || w === undefined) return
+      if (this.writes.failed) { await this.refuseQueued(gen); return }
+      const { fileId, size } = frame
+      await this.writes.push(0, async () => { await w.setSize(fileId, size) })
       return
     }
     // end: the validator checked counts and digest
     const w = this.writer
-    this.writer = undefined
     this.validator = undefined
-    if (this.discarding || w === undefined) { this.discarding = false; return }
+    // the pool sized for a stream of frames is not needed between generations
+    this.ch.trimPool()
+    if (this.discarding || w === undefined) {
+      this.writer = undefined
+      this.discarding = false
+      return
+    }
+    const tq = this.rx.deps.clock.now()
+    if (!await this.writes.drain().then(() => true, () => false)) {
+      await this.refuseQueued(gen)
+      this.discarding = false
+      return
+    }
+    this.timing.drain = this.rx.deps.clock.now() - tq
+    this.writer = undefined
     try {
       const tc = this.rx.deps.clock.now()
       const r = await w.commit()
-      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(this.timing.wait), decodeMs: Math.round(this.timing.decode), writeMs: Math.round(this.timing.write), commitMs: Math.round(this.rx.deps.clock.now() - tc), totalMs: Math.round(this.rx.deps.clock.now() - this.timing.began) }, 'generation applied')
+      const t = this.timing
+      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), commitMs: Math.round(this.rx.deps.clock.now() - tc), totalMs: Math.round(this.rx.deps.clock.now() - t.began) }, 'generation applied')
       await this.ch.sendItem({ type: 'ack', generation: r.generation, durable: true, appliedAtMs: Math.max(0, Math.floor(this.rx.deps.clock.wallNow())) })
       this.publish()
     } catch (err) {
@@ -403,35 +443,9 @@ class SessionRunner {
     }
   }
 
-  private scratch: Buffer | undefined
-
-  /**
-   * Contiguous blocks as runs of at most 1 MiB, copied into one scratch buffer that is reused:
-   * safe because each run is awaited (both writers copy or write the data before resolving).
-   */
-  private * runs (blocks: Array<{ offset: number, data: Uint8Array }>): Generator<{ offset: number, data: Uint8Array }> {
-    const cap = 1024 * 1024
-    let i = 0
-    while (i < blocks.length) {
-      const first = blocks[i] as { offset: number, data: Uint8Array }
-      let j = i + 1
-      let bytes = first.data.byteLength
-      while (j < blocks.length) {
-        const b = blocks[j] as { offset: number, data: Uint8Array }
-        if (b.offset !== first.offset + bytes || bytes + b.data.byteLength > cap) break
-        bytes += b.data.byteLength
-        j++
-      }
-      if (j === i + 1) {
-        yield first
-      } else {
-        this.scratch ??= Buffer.allocUnsafe(cap)
-        let at = 0
-        for (let k = i; k < j; k++) { const d = (blocks[k] as { data: Uint8Array }).data; this.scratch.set(d, at); at += d.byteLength }
-        yield { offset: first.offset, data: this.scratch.subarray(0, bytes) }
-      }
-      i = j
-    }
+  /** A queued write failed: refuse the generation with that failure. */
+  private async refuseQueued (generation: number): Promise<void> {
+    await this.refuse(generation, this.writes.error)
   }
 
   /** Nacks the current generation and drops its writer; later frames of it are ignored. */
@@ -452,8 +466,31 @@ class SessionRunner {
   private async dropWriter (discardSeedProgress: boolean): Promise<void> {
     const w = this.writer
     this.writer = undefined
+    // queued writes finish (or fail) first: a writer refuses to be aborted mid-call
+    await this.writes.reset()
     if (w !== undefined) await w.abort(discardSeedProgress ? { discardSeedProgress: true } : {}).catch(() => {})
   }
+}
+
+/**
+ * Contiguous blocks as runs of parts for gathered writes (bounded in bytes and parts): each
+ * run is written without first being copied into one buffer.
+ */
+function gatherRuns (blocks: Array<{ offset: number, data: Uint8Array }>): Array<{ offset: number, parts: Uint8Array[] }> {
+  const runs: Array<{ offset: number, parts: Uint8Array[] }> = []
+  let cur: { offset: number, parts: Uint8Array[], end: number, bytes: number } | undefined
+  for (const b of blocks) {
+    const n = b.data.byteLength
+    if (cur !== undefined && b.offset === cur.end && cur.bytes + n <= RUN_MAX_BYTES && cur.parts.length < RUN_MAX_PARTS) {
+      cur.parts.push(b.data)
+      cur.end += n
+      cur.bytes += n
+      continue
+    }
+    cur = { offset: b.offset, parts: [b.data], end: b.offset + n, bytes: n }
+    runs.push(cur)
+  }
+  return runs.map(r => ({ offset: r.offset, parts: r.parts }))
 }
 
 function isControl (item: { type: string }): item is ControlMessage {

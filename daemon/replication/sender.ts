@@ -20,7 +20,7 @@
  * generation number (so the store resumes instead of starting over).
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
-import { hash as blake3Hash } from 'blake3'
+import { blake3 } from '../../protocol/common/blake3.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type ChangedBlock } from '../../protocol/delta/index.ts'
@@ -34,6 +34,7 @@ import { GenerationTurnedFuzzyError, ReplicationStreamClosedError, ReplicationTi
 import { innerBlocks, isConsistentCapture, lagMs, nextGenerationNumber, reconcile, targetStateOf, type FileCapture } from './logic.ts'
 import type { SourceFile, VmSource } from './vm-source.ts'
 import { AdaptiveEncoder } from './encoder.ts'
+import { readChangedBlocks } from './block-reader.ts'
 
 const READ_CHUNK = 1024 * 1024
 /** Blocks whose hashes are asked for at once (seed resume, verify): 64 KiB of hashes. */
@@ -340,6 +341,7 @@ export class TargetSender {
   }
 
   private async sendGeneration (ch: Channel, signal: AbortSignal): Promise<void> {
+    const tPrep = this.clock.now()
     const vm = this.vm
     const t = this.target
     const number = this.nextNumber ?? vm.generation
@@ -388,8 +390,10 @@ export class TargetSender {
     })
     const t0 = this.clock.now()
     let sendMs = 0
+    let endCheckMs = 0
     for await (const frame of frames) {
       if (frame.type === 'end' && consistent) {
+        const te = this.clock.now()
         // a scan running now may be about to report changes: let it finish first (bounded)
         for (let i = 0; i < 100 && vm.scanBusy > 0; i++) await vm.changed(100, signal)
         const after: FileCapture[] = []
@@ -403,6 +407,7 @@ export class TargetSender {
         if (!isConsistentCapture(after, { seqBefore, seqAfter, busyBefore, busyAfter: vm.scanBusy > 0 })) {
           throw new GenerationTurnedFuzzyError(`a file of ${vm.name} changed while generation ${number} was read`)
         }
+        endCheckMs = this.clock.now() - te
       }
       const ts = this.clock.now()
       await ch.sendItem(frame, limiter, signal)
@@ -450,7 +455,7 @@ export class TargetSender {
         this.error = undefined
         for (const inc of included) this.knownSizes.set(inc.file.path, inc.before.size)
         await this.refreshPending()
-        this.log.debug({ vm: vm.name, target: t, generation: number, consistent, bytes: total, streamMs: Math.round(t1 - t0), sendWaitMs: Math.round(sendMs), ackWaitMs: Math.round(this.clock.now() - t1) }, 'generation acknowledged')
+        this.log.debug({ vm: vm.name, target: t, generation: number, consistent, bytes: total, prepMs: Math.round(t0 - tPrep), streamMs: Math.round(t1 - t0), sendWaitMs: Math.round(sendMs), endCheckMs: Math.round(endCheckMs), ackWaitMs: Math.round(this.clock.now() - t1) }, 'generation acknowledged')
         return
       }
       if (reply.type === 'nack') {
@@ -465,57 +470,9 @@ export class TargetSender {
     }
   }
 
-  private async * readBlocks (inc: Included, signal: AbortSignal): AsyncGenerator<ChangedBlock> {
-    const bs = this.vm.blockSize
+  private readBlocks (inc: Included, signal: AbortSignal): AsyncGenerator<ChangedBlock> {
     const skip = this.skip.get(inc.file.path)
-    const fh = await openFile(inc.file.path, 'r')
-    // chunk boundaries: ≤ 1 MiB, block-aligned within each range
-    const chunks = function * (): Generator<{ at: number, len: number }> {
-      for (const r of inc.ranges) {
-        const end = r.offset + r.length
-        for (let at = r.offset; at < end;) {
-          const len = Math.min(READ_CHUNK - (at % bs), end - at)
-          yield { at, len }
-          at += len
-        }
-      }
-    }
-    const read = async (c: { at: number, len: number }): Promise<{ at: number, len: number, buf: Buffer }> => {
-      const buf = Buffer.allocUnsafe(c.len)
-      let got = 0
-      for (let guard = 0; got < c.len && guard < 1024; guard++) {
-        const { bytesRead } = await fh.read(buf, got, c.len - got, c.at + got)
-        if (bytesRead <= 0) break
-        got += bytesRead
-      }
-      if (got < c.len) buf.fill(0, got)
-      return { ...c, buf }
-    }
-    const it = chunks()
-    // one read ahead: the next chunk is read while this one is encoded and sent
-    let next: Promise<{ at: number, len: number, buf: Buffer }> | undefined
-    const advance = (): void => {
-      const c = it.next()
-      next = c.done === true ? undefined : read(c.value)
-      next?.catch(() => {})
-    }
-    try {
-      advance()
-      while (next !== undefined) {
-        if (signal.aborted) throw new AbortedError('generation aborted')
-        const { at, len, buf } = await next
-        advance()
-        for (let o = 0; o < len;) {
-          const off = at + o
-          const blen = Math.min(bs - (off % bs), len - o)
-          if (skip === undefined || !skip.has(Math.floor(off / bs)) || blen !== bs) yield { offset: off, data: buf.subarray(o, o + blen) }
-          o += blen
-        }
-      }
-    } finally {
-      await next?.catch(() => {})
-      await fh.close()
-    }
+    return readChangedBlocks({ path: inc.file.path, ranges: inc.ranges, blockSize: this.vm.blockSize, signal, ...(skip !== undefined ? { skip } : {}) })
   }
 
   /**
@@ -543,7 +500,7 @@ export class TargetSender {
             if (bytesRead < len) buf.fill(0, bytesRead, len)
             for (let o = 0; o < len; o += bs, idx++) {
               const blen = Math.min(bs, len - o)
-              const mine = blake3Hash(buf.subarray(o, o + blen), { length: 16 })
+              const mine = blake3(buf.subarray(o, o + blen), 16)
               const h = theirs[idx]
               if (h === undefined || Buffer.compare(mine, h) !== 0) {
                 total++

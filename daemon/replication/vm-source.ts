@@ -44,7 +44,7 @@ export interface VmSourceComponents {
 export interface VmSourceInit {
   vm: VmConfig
   nodeName: string
-  /** Delay from a file-system event to the scan it triggers. @default 200 */
+  /** Delay from a file-system event to the scan it triggers (a burst of writes is caught whole, and the change reaches the target soon after it ends). @default 100 */
   debounceMs?: number
   /** Shortest gap between scans of one file. @default 250 */
   minGapMs?: number
@@ -66,6 +66,8 @@ export class VmSource {
   private readonly senders = new Map<string, TargetSender>()
   private readonly sizes = new Map<string, number>()
   private readonly scanned = new Set<string>()
+  /** When each file's scan in progress started (for the scan's debug log). */
+  private readonly scanStarted = new Map<string, number>()
   private waiters: Array<() => void> = []
   private running = false
   private bumping: Promise<void> = Promise.resolve()
@@ -115,6 +117,7 @@ export class VmSource {
       changes: async (file, since, opts) => {
         this.scanBusy++
         this.scanSeq++
+        this.scanStarted.set(resolve(file), this.components.clock.now())
         return await this.hashScan.changes(file, since, opts)
       }
     }
@@ -128,7 +131,7 @@ export class VmSource {
       blockSizeBytes: this.blockSize,
       scanIntervalMs: this.vm.scanIntervalMs,
       quietBudgetMs: this.vm.quietBudgetMs,
-      debounceMs: this.init.debounceMs ?? 200,
+      debounceMs: this.init.debounceMs ?? 100,
       minGapMs: this.init.minGapMs ?? 250,
       files: this.files.map(f => f.path)
     })
@@ -210,7 +213,8 @@ export class VmSource {
       this.notify()
       return
     }
-    this.components.log.debug({ vm: this.name, file: e.file, changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full }, 'scan')
+    const started = this.scanStarted.get(e.file)
+    this.components.log.debug({ vm: this.name, file: e.file, changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
     const prevSize = this.sizes.get(e.file)
     this.sizes.set(e.file, e.set.fileSize)
     this.scanned.add(e.file)

@@ -5,7 +5,7 @@
  * input for raw blocks), so `payload.buffer` may be transferred back from a worker.
  */
 import { createRequire } from 'node:module'
-import { createHash, hash as blake3Hash } from 'blake3'
+import { blake3, createBlake3 } from '../common/blake3.ts'
 import { MAX_BLOCK_LENGTH } from './limits.ts'
 import {
   DeltaBadEncodingError,
@@ -40,6 +40,10 @@ export interface EncodedBlock {
 export interface DecodeBlockOptions {
   /** Refuse blocks whose declared raw length exceeds this (e.g. the file's blockSize). */
   maxLength: number
+  /** lz4 blocks are decoded into the start of this buffer when it is large enough (no allocation). */
+  into?: Uint8Array
+  /** Zero blocks come back as a view of a shared zero buffer: the caller must not write to it. */
+  sharedZero?: boolean
 }
 
 /** The lz4 block API of the CommonJS `lz4` package (it ships no types). */
@@ -66,9 +70,9 @@ export function isAllZero (data: Uint8Array): boolean {
   return true
 }
 
-/** BLAKE3-128 of `data`, in a buffer of its own (blake3's result may sit in Node's shared pool). */
+/** BLAKE3-128 of `data`, in a buffer of its own. */
 export function blockChecksum (data: Uint8Array): Uint8Array {
-  return new Uint8Array(blake3Hash(data, { length: CHECKSUM_LENGTH }))
+  return blake3(data, CHECKSUM_LENGTH)
 }
 
 /** Checksum of `length` zero bytes, cached per length because zero blocks are frequent. */
@@ -78,9 +82,9 @@ export function zeroChecksum (length: number): Uint8Array {
     if (length <= ZERO.length) {
       sum = blockChecksum(ZERO.subarray(0, length))
     } else {
-      const h = createHash()
+      const h = createBlake3()
       for (let left = length; left > 0; left -= ZERO.length) h.update(ZERO.subarray(0, Math.min(left, ZERO.length)))
-      sum = new Uint8Array(h.digest({ length: CHECKSUM_LENGTH }))
+      sum = h.digest(CHECKSUM_LENGTH)
     }
     if (zeroChecksums.size >= 64) zeroChecksums.clear()
     zeroChecksums.set(length, sum)
@@ -131,7 +135,7 @@ export function decodeBlock (block: EncodedBlock, options: DecodeBlockOptions): 
     case BlockEncoding.Zero: {
       if (payload.byteLength !== 0) throw new DeltaBadEncodingError(`zero block with a ${payload.byteLength}-byte payload`)
       verifyChecksum(zeroChecksum(length), checksum)
-      return new Uint8Array(length)
+      return options.sharedZero === true ? sharedZeros(length) : new Uint8Array(length)
     }
     case BlockEncoding.Raw: {
       if (payload.byteLength !== length) throw new DeltaBadEncodingError(`raw block of ${length} bytes with a ${payload.byteLength}-byte payload`)
@@ -142,7 +146,8 @@ export function decodeBlock (block: EncodedBlock, options: DecodeBlockOptions): 
       if (payload.byteLength < 1 || payload.byteLength > length) {
         throw new DeltaBadEncodingError(`lz4 block of ${length} bytes with a ${payload.byteLength}-byte payload`)
       }
-      const out = Buffer.allocUnsafeSlow(length)
+      const into = options.into
+      const out = into !== undefined && into.byteLength >= length ? into.subarray(0, length) : Buffer.allocUnsafeSlow(length)
       // LZ4_decompress_safe: never writes past `out`, negative on malformed input
       const n = lz4.decodeBlock(payload, out)
       if (n !== length) throw new DeltaDecompressError(`lz4 payload decoded to ${n} bytes, expected ${length}`)
@@ -153,6 +158,14 @@ export function decodeBlock (block: EncodedBlock, options: DecodeBlockOptions): 
     default:
       throw new DeltaBadEncodingError(`unknown block encoding ${String(block.encoding)}`)
   }
+}
+
+let zeros = new Uint8Array(0)
+
+/** A read-only view of `length` zero bytes (the backing buffer grows to the largest asked for). */
+function sharedZeros (length: number): Uint8Array {
+  if (zeros.byteLength < length) zeros = new Uint8Array(length)
+  return zeros.subarray(0, length)
 }
 
 function verifyChecksum (actual: Uint8Array, expected: Uint8Array): void {

@@ -281,6 +281,56 @@ function encodeBegin (frame: BeginFrame, limits: DeltaLimits): Uint8Array {
 }
 
 function encodeBlocks (frame: BlocksFrame, limits: DeltaLimits): Uint8Array {
+  const bodyLength = checkBlocks(frame, limits)
+  const w = header(FrameType.Blocks, bodyLength)
+  w.u32(frame.fileId)
+  w.u32(frame.entries.length)
+  for (const e of frame.entries) {
+    w.u64(e.offset)
+    w.u32(e.length)
+    w.u8(e.encoding)
+    w.raw(e.checksum)
+    w.u32(e.payload.byteLength)
+    w.raw(e.payload)
+  }
+  return w.finish()
+}
+
+/**
+ * A blocks frame as the parts to send back to back: the frame and entry headers live in one
+ * small buffer and each payload is passed as it is (no copy), for a transport that takes a
+ * list of buffers. Same checks and bytes as encodeFrame.
+ */
+export function encodeBlocksFrameParts (frame: BlocksFrame, options: CodecOptions = {}): Uint8Array[] {
+  const limits = resolveLimits(options.limits)
+  const bodyLength = checkBlocks(frame, limits)
+  const count = frame.entries.length
+  const w = new WireWriter(FRAME_HEADER_BYTES + 8 + count * ENTRY_HEADER_BYTES)
+  w.u8(FrameType.Blocks)
+  w.u32(bodyLength)
+  w.u32(frame.fileId)
+  w.u32(count)
+  const heads = w.bytes
+  const parts: Uint8Array[] = []
+  let start = 0
+  for (const e of frame.entries) {
+    w.u64(e.offset)
+    w.u32(e.length)
+    w.u8(e.encoding)
+    w.raw(e.checksum)
+    w.u32(e.payload.byteLength)
+    if (e.payload.byteLength > 0) {
+      parts.push(heads.subarray(start, w.position), e.payload)
+      start = w.position
+    }
+  }
+  if (start < w.position) parts.push(heads.subarray(start, w.position))
+  w.finish()
+  return parts
+}
+
+/** Checks a blocks frame against the frame-local rules; returns its body length. */
+function checkBlocks (frame: BlocksFrame, limits: DeltaLimits): number {
   checkU32(frame.fileId, 'fileId')
   const count = frame.entries.length
   if (count === 0) throw new DeltaMalformedFrameError('blocks: no entries')
@@ -295,18 +345,7 @@ function encodeBlocks (frame: BlocksFrame, limits: DeltaLimits): Uint8Array {
   }
   if (rawTotal > limits.maxFrameRawBytes) throw new DeltaLimitExceededError(`blocks: ${rawTotal} raw bytes exceeds ${limits.maxFrameRawBytes}`)
   checkBodySize(bodyLength, limits)
-  const w = header(FrameType.Blocks, bodyLength)
-  w.u32(frame.fileId)
-  w.u32(count)
-  for (const e of frame.entries) {
-    w.u64(e.offset)
-    w.u32(e.length)
-    w.u8(e.encoding)
-    w.raw(e.checksum)
-    w.u32(e.payload.byteLength)
-    w.raw(e.payload)
-  }
-  return w.finish()
+  return bodyLength
 }
 
 /** Wire size of a blocks frame body holding these payload sizes (for batching). */

@@ -1,90 +1,23 @@
 /**
- * Bounded big-endian reader and growable writer for control bodies. The reader checks the
- * remaining length before every read (a short body is ReplicationMalformedFrameError: the frame
- * arrived whole but lies about itself); the writer validates values as it writes them, throwing
+ * Bounded big-endian reader (protocol/common, with this codec's errors: a short body is
+ * ReplicationMalformedFrameError — the frame arrived whole but lies about itself) and growable
+ * writer for control bodies; the writer validates values as it writes them, throwing
  * ReplicationEncodeError, so we never emit what a peer must refuse.
  */
+import { BoundedReader, type WireReaderErrors } from '../common/wire-reader.ts'
 import { ReplicationEncodeError, ReplicationLimitExceededError, ReplicationMalformedFrameError } from './errors.ts'
 
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 const utf8Encoder = new TextEncoder()
 
-export class Reader {
-  private pos = 0
-  private readonly view: DataView
+const ERRORS: WireReaderErrors = {
+  malformed: (message, options) => new ReplicationMalformedFrameError(message, options),
+  limit: (message) => new ReplicationLimitExceededError(message)
+}
 
-  constructor (private readonly buf: Uint8Array, private readonly what: string) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
-  }
-
-  get remaining (): number { return this.buf.byteLength - this.pos }
-
-  private need (n: number, field: string): void {
-    if (n > this.remaining) throw new ReplicationMalformedFrameError(`${this.what}: ${field} needs ${n} bytes, ${this.remaining} left`)
-  }
-
-  u8 (field: string): number {
-    this.need(1, field)
-    return this.view.getUint8(this.pos++)
-  }
-
-  u16 (field: string): number {
-    this.need(2, field)
-    const v = this.view.getUint16(this.pos)
-    this.pos += 2
-    return v
-  }
-
-  u32 (field: string): number {
-    this.need(4, field)
-    const v = this.view.getUint32(this.pos)
-    this.pos += 4
-    return v
-  }
-
-  /** A u64 that must fit a JS number exactly. */
-  u64 (field: string): number {
-    this.need(8, field)
-    const v = this.view.getBigUint64(this.pos)
-    this.pos += 8
-    if (v > MAX_SAFE) throw new ReplicationLimitExceededError(`${this.what}: ${field} ${v} exceeds 2^53 - 1`)
-    return Number(v)
-  }
-
-  /** A view of the next `n` bytes (no copy). */
-  bytes (n: number, field: string): Uint8Array {
-    this.need(n, field)
-    const out = this.buf.subarray(this.pos, this.pos + n)
-    this.pos += n
-    return out
-  }
-
-  /** Flags byte whose bits outside `known` must be zero. */
-  flags (field: string, known: number): number {
-    const f = this.u8(field)
-    if ((f & ~known) !== 0) throw new ReplicationMalformedFrameError(`${this.what}: reserved bits set in ${field} 0x${f.toString(16)}`)
-    return f
-  }
-
-  /** u16 length-prefixed UTF-8 without NUL, at most `maxBytes`; empty only when `allowEmpty`. */
-  string (field: string, maxBytes: number, allowEmpty = false): string {
-    const len = this.u16(`${field} length`)
-    if (len > maxBytes) throw new ReplicationLimitExceededError(`${this.what}: ${field} of ${len} bytes exceeds ${maxBytes}`)
-    if (len === 0 && !allowEmpty) throw new ReplicationMalformedFrameError(`${this.what}: empty ${field}`)
-    const raw = this.bytes(len, field)
-    if (raw.includes(0)) throw new ReplicationMalformedFrameError(`${this.what}: ${field} contains NUL`)
-    try {
-      return utf8Decoder.decode(raw)
-    } catch (err) {
-      throw new ReplicationMalformedFrameError(`${this.what}: ${field} is not valid UTF-8`, { cause: err })
-    }
-  }
-
-  /** The body must be fully consumed. */
-  end (): void {
-    if (this.remaining !== 0) throw new ReplicationMalformedFrameError(`${this.what}: ${this.remaining} trailing bytes`)
-  }
+/** The shared bounded reader, throwing the replication codec's errors. */
+export class Reader extends BoundedReader {
+  constructor (buf: Uint8Array, what: string) { super(buf, what, ERRORS) }
 }
 
 export class Writer {

@@ -20,7 +20,7 @@
 import type { Core } from './core.ts'
 import type { PersistedState } from './schema.ts'
 import type { RedoScan } from './redo.ts'
-import { scanRedo, applyRedoInPlace } from './redo.ts'
+import { scanRedo, applyRedoInPlace, type HeldRecord } from './redo.ts'
 import { captureUndo, undoIsSealed, applyUndo } from './undo.ts'
 import { undoFileName, redoFileName } from './core.ts'
 import { SwitchUncertainError } from './atomic.ts'
@@ -69,10 +69,12 @@ function appliedState (s: PersistedState, scan: RedoScan, undoFile: string, undo
 
 /**
  * Completes committed generation `generation` (`known`: the writer's summary of the journal it
- * just committed, when there is one). Throws ReplicaNeedsRecoveryError when the outcome
+ * just committed, when there is one; from the writer also: `sealedUndoBytes` when its undo log is
+ * already sealed and durable, `held` when it kept the journal's records in memory). Throws ReplicaNeedsRecoveryError when the outcome
  * could not be settled in-process (the caller must stop using the store until reopened).
  */
-export async function rollForward (core: Core, generation: number, known?: RedoScan): Promise<RollForwardResult> {
+export async function rollForward (core: Core, generation: number, known?: RedoScan, fromWriter: { sealedUndoBytes?: number, held?: readonly HeldRecord[] } = {}): Promise<RollForwardResult> {
+  const { sealedUndoBytes, held } = fromWriter
   const base = core.state.applied
   const undoFile = undoFileName(generation, base)
   const undoPath = core.undoPath(undoFile)
@@ -86,7 +88,10 @@ export async function rollForward (core: Core, generation: number, known?: RedoS
     if (scan.header.generation !== generation || scan.header.baseGeneration !== base) {
       throw new ReplicaBaseMismatchError(`journal of generation ${scan.header.generation} is based on ${scan.header.baseGeneration}, replica is at ${base}`)
     }
-    if (await undoIsSealed(core, undoPath)) {
+    if (sealedUndoBytes !== undefined) {
+      // the writer captured and synced it while the blocks arrived
+      undoBytes = sealedUndoBytes
+    } else if (await undoIsSealed(core, undoPath)) {
       undoBytes = (await core.fs.stat(undoPath))?.size ?? 0
     } else {
       undoBytes = await captureUndo(core, undoPath, scan, core.state.files)
@@ -99,7 +104,7 @@ export async function rollForward (core: Core, generation: number, known?: RedoS
   }
 
   try {
-    await applyRedoInPlace(core, core.redoPath(generation), scan, core.state.files)
+    await applyRedoInPlace(core, core.redoPath(generation), scan, core.state.files, held)
     await core.step('inplace-synced', generation)
     await core.commitState(appliedState(core.state, scan, undoFile, undoBytes))
   } catch (err) {

@@ -14,6 +14,8 @@ export interface ReplicaFileHandle {
   read: (buf: Uint8Array, offset: number, length: number, position: number) => Promise<number>
   /** Writes all `length` bytes at `position`. */
   write: (buf: Uint8Array, offset: number, length: number, position: number) => Promise<void>
+  /** Writes the buffers back to back from `position` (one gathered write: no copy into one buffer). */
+  writev: (bufs: readonly Uint8Array[], position: number) => Promise<void>
   truncate: (size: number) => Promise<void>
   size: () => Promise<number>
   sync: () => Promise<void>
@@ -63,6 +65,25 @@ class NodeFileHandle implements ReplicaFileHandle {
       const { bytesWritten } = await this.fh.write(buf, offset + done, length - done, position + done)
       if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' })
       done += bytesWritten
+    }
+  }
+
+  async writev (bufs: readonly Uint8Array[], position: number): Promise<void> {
+    let list = bufs.filter(b => b.byteLength > 0)
+    let at = position
+    // a short gathered write resumes where it stopped; each pass writes at least one byte
+    while (list.length > 0) {
+      const { bytesWritten } = await this.fh.writev(list as Uint8Array[], at)
+      if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' })
+      at += bytesWritten
+      let skip = bytesWritten
+      const rest: Uint8Array[] = []
+      for (const b of list) {
+        if (skip >= b.byteLength) { skip -= b.byteLength; continue }
+        rest.push(skip > 0 ? b.subarray(skip) : b)
+        skip = 0
+      }
+      list = rest
     }
   }
 

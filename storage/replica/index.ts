@@ -1,11 +1,12 @@
 /** The replica store's public surface. */
 export { ReplicaStore, type BlockHash } from './store.ts'
 export type {
-  GenerationHeader, GenerationFile, GenerationWriter, CommitResult, RecoveryPoint, ReplicaStateView,
+  GenerationHeader, GenerationFile, GenerationWriter, BlockData, CommitResult, RecoveryPoint, ReplicaStateView,
   SeedProgress, RestoreResult, FinalizeResult, RecoveryAction, ReplicaStep, ReplicaHooks, ReplicaLog,
   ReplicaComponents, ReplicaInit, FileKind
 } from './types.ts'
 export type { ReplicaFs, ReplicaFileHandle, OpenMode } from './fs.ts'
 export { nodeReplicaFs } from './fs.ts'
+export { blockDataLength, sliceBlockData } from './block-data.ts'
 export { DEFAULT_RETENTION, selectRetained, type RetentionPolicy } from './retention.ts'
 export * from './errors.ts'

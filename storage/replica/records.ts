@@ -13,7 +13,7 @@
  * memory does not depend on journal size. All integers little-endian; u64 values are JS numbers
  * and refused above 2^53 − 1.
  */
-import { createHash as blake3CreateHash } from 'blake3'
+import { createBlake3 } from '../../protocol/common/blake3.ts'
 import { randomBytes } from 'node:crypto'
 import type { ReplicaFileHandle, ReplicaFs } from './fs.ts'
 import { ReplicaJournalCorruptError } from './errors.ts'
@@ -47,11 +47,12 @@ const MAGIC: Record<JournalKind, string> = { redo: 'VMRJ', undo: 'VMUL' }
 export function newSalt (): Buffer { return randomBytes(16) }
 
 function checksum (salt: Uint8Array, head: Uint8Array, payload: readonly Uint8Array[]): Buffer {
-  const h = blake3CreateHash()
+  const h = createBlake3()
   h.update(salt)
   h.update(head)
   for (const p of payload) h.update(p)
-  return h.digest({ length: CHECKSUM_BYTES })
+  const d = h.digest(CHECKSUM_BYTES)
+  return Buffer.from(d.buffer, d.byteOffset, d.byteLength)
 }
 
 function writeU64 (buf: Buffer, value: number, at: number): void {
@@ -68,7 +69,7 @@ function readU64 (buf: Buffer, at: number): number | undefined {
 
 export type JournalRecord =
   | { type: 'header', json: unknown }
-  /** `data` aliases the reader's buffer: valid until the next read. `dataPos` is its file offset. */
+  /** `data` aliases the reader's buffer: valid until the next read (with freshWindows: for good). `dataPos` is its file offset. */
   | { type: 'block', fileIdx: number, offset: number, data: Buffer, dataPos: number }
   | { type: 'size', fileIdx: number, size: number }
   | { type: 'commit', records: number, dataBytes: number }
@@ -112,12 +113,14 @@ export class JournalAppender {
     }
   }
 
-  async appendBlock (fileIdx: number, offset: number, data: Uint8Array): Promise<void> {
+  /** `data`: the block's bytes, or parts of them back to back (gathered, not concatenated). */
+  async appendBlock (fileIdx: number, offset: number, data: Uint8Array | readonly Uint8Array[]): Promise<void> {
     const head = Buffer.allocUnsafe(12)
     head.writeUInt32LE(fileIdx, 0)
     writeU64(head, offset, 4)
-    await this.append(RecordType.Block, [head, data])
-    this.dataBytes += data.length
+    const parts = data instanceof Uint8Array ? [data] : data
+    await this.append(RecordType.Block, [head, ...parts])
+    for (const p of parts) this.dataBytes += p.byteLength
   }
 
   async appendSize (fileIdx: number, size: number): Promise<void> {
@@ -147,11 +150,9 @@ export class JournalAppender {
     const total = RECORD_HEAD_BYTES + len + CHECKSUM_BYTES
     if (this.used + total > this.buf.length) await this.flush()
     if (total > this.buf.length) {
-      // too big for the buffer: write it straight through, part by part
-      for (const p of parts) {
-        await this.fh.write(p, 0, p.length, this.flushed)
-        this.flushed += p.length
-      }
+      // too big for the buffer: straight through, in one gathered write
+      await this.fh.writev(parts, this.flushed)
+      this.flushed += total
     } else {
       for (const p of parts) { this.buf.set(p, this.used); this.used += p.length }
     }
@@ -188,7 +189,7 @@ export class JournalReader {
   records = 0
   dataBytes = 0
 
-  private constructor (private readonly fh: ReplicaFileHandle, private readonly fileSize: number, readonly salt: Buffer, windowBytes: number) {
+  private constructor (private readonly fh: ReplicaFileHandle, private readonly fileSize: number, readonly salt: Buffer, windowBytes: number, private readonly freshWindows: boolean) {
     this.buf = Buffer.allocUnsafe(windowBytes)
   }
 
@@ -196,13 +197,14 @@ export class JournalReader {
    * Opens a journal; a missing, short or foreign prelude yields `torn` on the first next().
    * The caller must close() the reader.
    */
-  static async open (fs: ReplicaFs, path: string, kind: JournalKind, windowBytes = 1024 * 1024): Promise<JournalReader> {
+  /** `freshWindows`: each refill reads into a new buffer, so records returned earlier stay valid. */
+  static async open (fs: ReplicaFs, path: string, kind: JournalKind, windowBytes = 1024 * 1024, opts: { freshWindows?: boolean } = {}): Promise<JournalReader> {
     const fh = await fs.open(path, 'read')
     try {
       const size = await fh.size()
       const prelude = Buffer.alloc(PRELUDE_BYTES)
       const n = await fh.read(prelude, 0, PRELUDE_BYTES, 0)
-      const r = new JournalReader(fh, size, prelude.subarray(8, 24), windowBytes)
+      const r = new JournalReader(fh, size, prelude.subarray(8, 24), windowBytes, opts.freshWindows === true)
       if (n < PRELUDE_BYTES) {
         r.ended = { kind: 'torn', error: new ReplicaJournalCorruptError(`${path}: short prelude`) }
       } else if (prelude.toString('latin1', 0, 4) !== MAGIC[kind] || prelude.readUInt16LE(4) !== VERSION || prelude.readUInt16LE(6) !== 0) {
@@ -219,7 +221,7 @@ export class JournalReader {
   private async fill (n: number): Promise<boolean> {
     if (this.pos + n > this.fileSize) return false
     if (this.pos >= this.bufStart && this.pos + n <= this.bufStart + this.bufLen) return true
-    if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n)
+    if (n > this.buf.length || this.freshWindows) this.buf = Buffer.allocUnsafe(Math.max(n, this.buf.length))
     const want = Math.min(this.buf.length, this.fileSize - this.pos)
     const got = await this.fh.read(this.buf, 0, want, this.pos)
     this.bufStart = this.pos

@@ -7,13 +7,20 @@
  * as applied. Seed progress documents carry the seed's id: a document from an earlier seed is
  * ignored.
  *
+ * Automatic checkpoints run in the background while blocks keep being written: a checkpoint
+ * claims only the ranges whose writes had completed when its fsync started, so what a resume
+ * skips is always durable, while the fsync (the disk catching up) overlaps the stream instead of
+ * stalling it. One runs at a time; if the disk falls far behind, writes wait for it (bounded
+ * loss on a crash, bounded commit tail). Its failure fails the writer at the next call.
+ *
  * Checkpointed ranges are trusted as delivered (the transport is authenticated); a sender that
  * finds its stream bad should abort with `discardSeedProgress`.
  */
 import { join } from 'node:path'
 import type { Core } from './core.ts'
 import type { ReplicaFileHandle } from './fs.ts'
-import type { CommitResult, GenerationWriter } from './types.ts'
+import type { BlockData, CommitResult, GenerationWriter } from './types.ts'
+import { blockDataLength } from './block-data.ts'
 import type { WriterFile, WriterHost } from './writer.ts'
 import type { SeedingInfo } from './schema.ts'
 import { SEED_PROGRESS_FILE, closeAll } from './core.ts'
@@ -44,6 +51,9 @@ export async function loadSeedProgress (core: Core, seeding: SeedingInfo): Promi
   return out
 }
 
+/** Checkpoints' worth of bytes written while one is still syncing, beyond which writes wait for it. */
+const BACKLOG_CHECKPOINTS = 8
+
 export interface SeedHost extends WriterHost {
   /** The store's durable seed ranges (updated by checkpoints). */
   seedRanges: SeedRanges
@@ -61,6 +71,9 @@ export class SeedWriter implements GenerationWriter {
   private closed = false
   private closing: Promise<void> | undefined
   private readonly onAbort = (): void => { if (!this.busy) void this.abort().catch(() => {}) }
+  /** the automatic checkpoint running in the background, if any */
+  private background: Promise<void> | undefined
+  private backgroundError: unknown
 
   constructor (
     private readonly host: SeedHost,
@@ -90,6 +103,7 @@ export class SeedWriter implements GenerationWriter {
     this.busy = true
     try {
       this.host.checkUsable()
+      if (this.backgroundError !== undefined) throw this.backgroundError
       return await fn()
     } catch (err) {
       if (!this.closed) await this.close()
@@ -100,27 +114,67 @@ export class SeedWriter implements GenerationWriter {
     }
   }
 
-  async writeBlock (fileId: number, offset: number, data: Uint8Array): Promise<void> {
+  async writeBlock (fileId: number, offset: number, data: BlockData): Promise<void> {
     await this.op(async () => {
-      const f = checkBlock(this.files, fileId, offset, data.length)
-      if (data.length === 0) return
+      const length = blockDataLength(data)
+      const f = checkBlock(this.files, fileId, offset, length)
+      if (length === 0) return
       const fh = this.handles.get(fileId) as ReplicaFileHandle
-      await fh.write(data, 0, data.length, offset)
+      if (data instanceof Uint8Array) await fh.write(data, 0, length, offset)
+      else await fh.writev(data, offset)
       let p = this.pending.get(f.path)
       if (p === undefined) { p = new IntervalSet(); this.pending.set(f.path, p) }
-      p.add(offset, offset + data.length)
-      this.pendingBytes += data.length
-      this.writtenBytes += data.length
+      p.add(offset, offset + length)
+      this.pendingBytes += length
+      this.writtenBytes += length
       await this.host.core.step('seed-written', this.generation)
-      if (this.pendingBytes >= this.host.checkpointBytes) await this.doCheckpoint()
+      if (this.pendingBytes >= this.host.checkpointBytes) {
+        if (this.background === undefined) this.startBackgroundCheckpoint()
+        else if (this.pendingBytes >= BACKLOG_CHECKPOINTS * this.host.checkpointBytes) await this.settleBackground()
+      }
     })
+  }
+
+  /** Starts an automatic checkpoint of what has been written so far; writes go on meanwhile. */
+  private startBackgroundCheckpoint (): void {
+    const claimed = this.takePending()
+    const run = this.persist(claimed).catch((err: unknown) => {
+      // not durable after all: claim the ranges again at the next checkpoint
+      this.backgroundError ??= err
+      this.restorePending(claimed)
+    })
+    const tracked: Promise<void> = run.finally(() => { if (this.background === tracked) this.background = undefined })
+    this.background = tracked
+  }
+
+  /** Waits for the background checkpoint; rethrows its failure. */
+  private async settleBackground (): Promise<void> {
+    // bounded: each pass awaits one checkpoint, and none starts while we wait here
+    while (this.background !== undefined) await this.background
+    if (this.backgroundError !== undefined) throw this.backgroundError
+  }
+
+  private takePending (): Map<string, IntervalSet> {
+    const claimed = new Map(this.pending)
+    this.pending.clear()
+    this.pendingBytes = 0
+    return claimed
+  }
+
+  private restorePending (claimed: Map<string, IntervalSet>): void {
+    for (const [path, set] of claimed) {
+      const p = this.pending.get(path)
+      this.pending.set(path, p === undefined ? set : IntervalSet.from([...p.ranges(), ...set.ranges()]))
+    }
   }
 
   async setSize (fileId: number, size: number): Promise<void> {
     await this.op(async () => {
       const f = checkSize(this.files, fileId, size)
       if (size < f.size) {
-        // progress must stop claiming the cut-off bytes before they are cut off
+        // progress must stop claiming the cut-off bytes before they are cut off (and no
+        // checkpoint still in flight may claim them again)
+        await this.settleBackground()
         const durable = this.host.seedRanges.get(f.path)
         if (durable !== undefined) this.host.seedRanges.set(f.path, durable.clip(size))
         const pending = this.pending.get(f.path)
@@ -134,22 +188,33 @@ export class SeedWriter implements GenerationWriter {
 
   async checkpoint (): Promise<void> { await this.op(async () => { await this.doCheckpoint() }) }
 
+  /** Everything written so far made durable now (after any background checkpoint). */
   private async doCheckpoint (): Promise<void> {
+    await this.settleBackground()
+    const claimed = this.takePending()
+    try {
+      await this.persist(claimed)
+    } catch (err) {
+      this.restorePending(claimed)
+      throw err
+    }
+  }
+
+  /** fsync the files, then record `claimed` (written before the fsync began) as durable. */
+  private async persist (claimed: Map<string, IntervalSet>): Promise<void> {
     const core = this.host.core
     for (const fh of this.handles.values()) await core.sync(fh)
     await core.syncDir(core.filesDir)
     const merged: SeedRanges = new Map()
     const doc: Record<string, Array<[number, number]>> = {}
     for (const f of this.files.values()) {
-      const all = IntervalSet.from([...(this.host.seedRanges.get(f.path)?.ranges() ?? []), ...(this.pending.get(f.path)?.ranges() ?? [])])
+      const all = IntervalSet.from([...(this.host.seedRanges.get(f.path)?.ranges() ?? []), ...(claimed.get(f.path)?.ranges() ?? [])])
       merged.set(f.path, all)
       doc[f.path] = all.toArray().map(r => [r.start, r.end])
     }
     await writeJsonAtomic(core.fs, core.dir, SEED_PROGRESS_FILE, { seedId: this.info.seedId, files: doc }, core.fsync)
     this.host.seedRanges.clear()
     for (const [k, v] of merged) this.host.seedRanges.set(k, v)
-    this.pending.clear()
-    this.pendingBytes = 0
     await core.step('seed-checkpointed', this.generation)
   }
 
@@ -157,6 +222,7 @@ export class SeedWriter implements GenerationWriter {
     const core = this.host.core
     await this.op(async () => await this.host.lock.run(async () => {
       this.host.checkUsable()
+      await this.settleBackground()
       for (const [id, f] of this.files) {
         const fh = this.handles.get(id) as ReplicaFileHandle
         await fh.truncate(f.size)
@@ -213,6 +279,8 @@ export class SeedWriter implements GenerationWriter {
     this.signal?.removeEventListener('abort', this.onAbort)
     this.closing = (async () => {
       try {
+        // a checkpoint may still be syncing these handles
+        await this.background?.catch(() => {})
         await closeAll(this.handles.values())
       } finally {
         this.host.writerDone(this)

@@ -21,7 +21,7 @@
  */
 import { join, resolve, sep } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { hash as blake3Hash } from 'blake3'
+import { blake3 } from '../../protocol/common/blake3.ts'
 import type { FileEntry, PersistedState, RedoHeader, SeedingInfo } from './schema.ts'
 import type { ReplicaFileHandle } from './fs.ts'
 import type {
@@ -452,7 +452,7 @@ export class ReplicaStore {
           for (let i = 0; i < 16 && at < end; i++) {
             const len = Math.min(blockSize, end - at)
             const data = await readAt(fh, buf, len, at)
-            out.push({ offset: at, length: len, hash: blake3Hash(data, { length: 16 }), generation: this.core.state.applied })
+            out.push({ offset: at, length: len, hash: Buffer.from(blake3(data, 16)), generation: this.core.state.applied })
             at += len
           }
         } finally {

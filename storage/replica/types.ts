@@ -31,12 +31,19 @@ export interface GenerationHeader {
   files: GenerationFile[]
 }
 
+/** Block bytes: one buffer, or parts that follow each other in the file. */
+export type BlockData = Uint8Array | readonly Uint8Array[]
+
 export interface GenerationWriter {
   readonly generation: number
   /** true when this generation seeds an empty replica (written in place, resumable) */
   readonly seeding: boolean
-  /** Appends a block (any length; split internally). Await each call: concurrent calls are refused. */
-  writeBlock: (fileId: number, offset: number, data: Uint8Array) => Promise<void>
+  /**
+   * Appends a block (any length; split internally): one buffer, or buffers that are contiguous
+   * in the file (written gathered, without being copied into one). Await each call: concurrent
+   * calls are refused. The buffers must not change until the call resolves.
+   */
+  writeBlock: (fileId: number, offset: number, data: BlockData) => Promise<void>
   /** Truncates or extends the file; later blocks must lie within the new size. */
   setSize: (fileId: number, size: number) => Promise<void>
   /** Seeding only: make what was written so far durable and record it in seedProgress(). No-op otherwise. */

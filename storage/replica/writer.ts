@@ -1,19 +1,34 @@
 /**
  * The writer of an incremental generation: blocks stream into the redo journal (through a
- * bounded buffer) while the replica stays untouched; commit() appends the commit record, syncs
- * it, and hands over to rollForward under the store lock. Any failure before the commit record
- * is durable discards the journal; ENOSPC surfaces as ReplicaDiskFullError.
+ * bounded buffer) while the replica stays untouched, and the replica's old bytes under them
+ * into the undo log as they come (early-undo.ts); commit() appends the commit records, syncs
+ * both logs at once, and hands over to rollForward under the store lock. Any failure before the
+ * commit record is durable discards the journal; ENOSPC surfaces as ReplicaDiskFullError.
  */
 import type { Core } from './core.ts'
 import type { Mutex } from './mutex.ts'
 import type { RedoHeader } from './schema.ts'
-import type { CommitResult, GenerationWriter } from './types.ts'
+import type { BlockData, CommitResult, GenerationWriter } from './types.ts'
+import { blockDataLength, sliceBlockData } from './block-data.ts'
 import { JournalAppender, MAX_RECORD_DATA } from './records.ts'
 import type { RedoScan } from './redo.ts'
 import { rollForward } from './apply.ts'
+import { EarlyUndo } from './early-undo.ts'
+import type { HeldRecord } from './redo.ts'
 import { IntervalSet } from './intervals.ts'
 import { AbortedError } from '../../common/errors.ts'
 import { ReplicaBusyError, ReplicaDiskFullError, ReplicaInvalidInputError, ReplicaNeedsRecoveryError, ReplicaWriterClosedError, isDiskFull } from './errors.ts'
+
+/** A generation up to this size keeps its blocks in memory until commit (in-place writes from them). */
+const MAX_HELD_BYTES = 32 * 1024 * 1024
+
+/** `data` in one buffer of its own (the caller reuses its buffers after writeBlock returns). */
+function copyOf (data: BlockData, length: number): Uint8Array {
+  const out = Buffer.allocUnsafe(length)
+  let at = 0
+  for (const p of data instanceof Uint8Array ? [data] : data) { out.set(p, at); at += p.byteLength }
+  return out
+}
 
 /** What a writer needs from its store. */
 export interface WriterHost {
@@ -60,8 +75,22 @@ export class JournaledWriter implements GenerationWriter {
   private closing: Promise<void> | undefined
   private readonly onAbort = (): void => { if (!this.busy) void this.abort().catch(() => {}) }
 
+  private readonly early: EarlyUndo
+  /** the journal's records, copied, while the generation is small: the in-place writes use them */
+  private held: HeldRecord[] | undefined = []
+  private heldBytes = 0
+
+  private hold (rec: HeldRecord, bytes: number): void {
+    if (this.held === undefined) return
+    this.heldBytes += bytes
+    if (this.heldBytes > MAX_HELD_BYTES) { this.held = undefined; return }
+    this.held.push(rec)
+  }
+
   private constructor (private readonly host: WriterHost, readonly header: RedoHeader, private readonly out: JournalAppender, private readonly signal?: AbortSignal) {
     this.generation = header.generation
+    // the replica holds the base generation until commit: its state names the old files
+    this.early = EarlyUndo.for(host.core, header, host.core.state.files)
     this.scan = { header, committed: false, end: undefined, files: new Map(), records: 0, dataBytes: 0 }
     for (const f of header.files) {
       this.files.set(f.fileId, { path: f.path, size: f.size })
@@ -107,15 +136,18 @@ export class JournaledWriter implements GenerationWriter {
     }
   }
 
-  async writeBlock (fileId: number, offset: number, data: Uint8Array): Promise<void> {
+  async writeBlock (fileId: number, offset: number, data: BlockData): Promise<void> {
     await this.op(async () => {
-      checkBlock(this.files, fileId, offset, data.length)
-      if (data.length === 0) return
-      for (let at = 0; at < data.length; at += MAX_RECORD_DATA) {
-        await this.out.appendBlock(fileId, offset + at, data.subarray(at, Math.min(data.length, at + MAX_RECORD_DATA)))
+      const length = blockDataLength(data)
+      checkBlock(this.files, fileId, offset, length)
+      if (length === 0) return
+      for (let at = 0; at < length; at += MAX_RECORD_DATA) {
+        await this.out.appendBlock(fileId, offset + at, sliceBlockData(data, at, Math.min(length, at + MAX_RECORD_DATA)))
       }
-      this.scan.files.get(fileId)?.touched.add(offset, offset + data.length)
+      this.hold({ type: 'block', fileIdx: fileId, offset, data: copyOf(data, length) }, length)
+      this.scan.files.get(fileId)?.touched.add(offset, offset + length)
       await this.host.core.step('redo-appended', this.generation)
+      await this.early.block(fileId, offset, offset + length)
     })
   }
 
@@ -123,6 +155,8 @@ export class JournaledWriter implements GenerationWriter {
     await this.op(async () => {
       const f = checkSize(this.files, fileId, size)
       await this.out.appendSize(fileId, size)
+      this.early.resized()
+      this.hold({ type: 'size', fileIdx: fileId, size }, 0)
       f.size = size
       const sum = this.scan.files.get(fileId)
       if (sum !== undefined) { sum.finalSize = size; sum.minSize = Math.min(sum.minSize, size) }
@@ -138,9 +172,23 @@ export class JournaledWriter implements GenerationWriter {
       // a finalize or reset may have discarded this generation while we waited for the lock
       if (this.closed) throw new ReplicaWriterClosedError(`writer of generation ${this.generation} was discarded`)
       await this.out.appendCommit()
-      if (core.fsync) await this.out.sync()
-      await this.out.close()
-      await core.syncDir(core.journalDir)
+      const syncRedo = async (): Promise<void> => {
+        if (core.fsync) await this.out.sync()
+        await this.out.close()
+        await core.syncDir(core.journalDir)
+      }
+      // a complete early undo log is sealed and synced alongside the redo journal; otherwise
+      // rollForward captures it from the journal's summary
+      let undoBytes: number | undefined
+      if (this.early.valid) {
+        undoBytes = await this.early.seal()
+        const [a, b] = await Promise.allSettled([syncRedo(), this.early.sync()])
+        if (a.status === 'rejected') throw a.reason
+        if (b.status === 'rejected') throw b.reason
+      } else {
+        await this.early.discard()
+        await syncRedo()
+      }
       // from here on the generation is durable: it completes, here or at the next open
       this.closed = true
       this.signal?.removeEventListener('abort', this.onAbort)
@@ -155,7 +203,7 @@ export class JournaledWriter implements GenerationWriter {
           this.scan.committed = true
           this.scan.records = this.out.records - 1
           this.scan.dataBytes = this.out.dataBytes
-          return await rollForward(core, this.generation, this.scan)
+          return await rollForward(core, this.generation, this.scan, { ...(undoBytes !== undefined ? { sealedUndoBytes: undoBytes } : {}), ...(this.held !== undefined ? { held: this.held } : {}) })
         } catch (err) {
           // rollForward settles what it can (discard or rollback); the rest waits for open()
           if (err instanceof ReplicaNeedsRecoveryError) this.host.markBroken(err)
@@ -183,6 +231,7 @@ export class JournaledWriter implements GenerationWriter {
     const core = this.host.core
     try {
       await this.out.close().catch(() => {})
+      await this.early.discard()
       await core.fs.unlink(core.redoPath(this.generation))
       await core.syncDir(core.journalDir)
     } catch (err) {

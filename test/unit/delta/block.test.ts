@@ -165,6 +165,31 @@ describe('delta block codec', () => {
     })
   })
 
+  it('decodes lz4 into a caller buffer and zeros into a shared view when asked', () => {
+    const raw = compressible(rng, 64 * KiB)
+    const block = encodeBlock(raw)
+    assert.equal(block.encoding, BlockEncoding.Lz4)
+    const into = new Uint8Array(100 * KiB)
+    const out = decodeBlock(block, { maxLength: 64 * KiB, into })
+    assert.equal(out.buffer, into.buffer)
+    assert.equal(out.byteOffset, into.byteOffset)
+    assert.ok(Buffer.from(out).equals(Buffer.from(raw)))
+    // a buffer too small is not used (nor written past)
+    const small = new Uint8Array(10)
+    const out2 = decodeBlock(block, { maxLength: 64 * KiB, into: small })
+    assert.notEqual(out2.buffer, small.buffer)
+    assert.ok(Buffer.from(out2).equals(Buffer.from(raw)))
+    assert.deepEqual(small, new Uint8Array(10))
+    // a tampered lz4 payload still fails when decoded into a caller buffer
+    const bad = { ...block, payload: new Uint8Array(block.payload).fill(0xff, 0, 8) }
+    assert.throws(() => decodeBlock(bad, { maxLength: 64 * KiB, into }), (err: Error) => ['DeltaDecompressError', 'DeltaChecksumMismatchError'].includes(err.name))
+    const z1 = decodeBlock(encodeBlock(new Uint8Array(4 * KiB)), { maxLength: 4 * KiB, sharedZero: true })
+    const z2 = decodeBlock(encodeBlock(new Uint8Array(64 * KiB)), { maxLength: 64 * KiB, sharedZero: true })
+    assert.equal(z1.byteLength, 4 * KiB)
+    assert.equal(z2.byteLength, 64 * KiB)
+    assert.ok(isAllZero(z1) && isAllZero(z2))
+  })
+
   it('computes zero checksums beyond the shared zero buffer and caches them safely', () => {
     const big = 4 * MiB
     assert.deepEqual(zeroChecksum(big), blockChecksum(new Uint8Array(big)))

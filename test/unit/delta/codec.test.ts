@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
 import { BlockEncoding, encodeBlock } from '../../../protocol/delta/block.ts'
-import { decodeFrame, encodeFrame } from '../../../protocol/delta/codec.ts'
+import { decodeFrame, encodeBlocksFrameParts, encodeFrame } from '../../../protocol/delta/codec.ts'
 import { DEFAULT_DELTA_LIMITS } from '../../../protocol/delta/limits.ts'
 import { FileKind, FrameType } from '../../../protocol/delta/messages.ts'
 import type { BeginFrame, BlocksFrame, EndFrame, Frame, ResizeFrame } from '../../../protocol/delta/messages.ts'
@@ -67,6 +67,30 @@ describe('delta frame codec', () => {
         const frame: BlocksFrame = { type: 'blocks', fileId: 3, entries: size === 4 * MiB ? entries.slice(0, 2) : entries }
         roundTrip(frame)
       }
+    })
+
+    it('blocks as parts: the same bytes as one frame, payloads passed through without copies', () => {
+      const raws = [randomBytes(rng, 4 * KiB), new Uint8Array(4 * KiB), compressible(rng, 4 * KiB), new Uint8Array(4 * KiB), new Uint8Array(4 * KiB), randomBytes(rng, 100)]
+      const frames: BlocksFrame[] = [
+        { type: 'blocks', fileId: 5, entries: raws.map((raw, i) => ({ ...encodeBlock(raw), offset: i * 4 * KiB })) },
+        // only zero blocks: headers and no payload at all
+        { type: 'blocks', fileId: 6, entries: [0, 1].map(i => ({ ...encodeBlock(new Uint8Array(512)), offset: i * 512 })) },
+        // a zero block last: its header is the final part
+        { type: 'blocks', fileId: 7, entries: [{ ...encodeBlock(randomBytes(rng, 64)), offset: 0 }, { ...encodeBlock(new Uint8Array(64)), offset: 64 }] }
+      ]
+      for (const frame of frames) {
+        const parts = encodeBlocksFrameParts(frame)
+        assert.deepEqual(Buffer.concat(parts), Buffer.from(encodeFrame(frame)))
+        for (const e of frame.entries) {
+          if (e.payload.byteLength > 0) assert.ok(parts.includes(e.payload), 'a payload is passed as it is')
+        }
+        assert.deepEqual(normalize(decodeFrame(new Uint8Array(Buffer.concat(parts)))), normalize(frame))
+      }
+      // and the same checks as encodeFrame
+      throwsNamed(() => encodeBlocksFrameParts({ type: 'blocks', fileId: 1, entries: [] }), 'DeltaMalformedFrameError')
+      const e = { ...encodeBlock(randomBytes(rng, 4 * KiB)), offset: 0 }
+      throwsNamed(() => encodeBlocksFrameParts({ type: 'blocks', fileId: 1, entries: [{ ...e, payload: e.payload.subarray(1) }] }), 'DeltaBadEncodingError')
+      throwsNamed(() => encodeBlocksFrameParts({ type: 'blocks', fileId: 2 ** 32, entries: [e] }), 'DeltaLimitExceededError')
     })
 
     it('resize and end, with and without digest', () => {

@@ -36,6 +36,28 @@ describe('replica store: apply', () => {
     assertContents(replicaContents(fs, store), new RefModel().apply(spec), 'after seed')
   })
 
+  it('replays overlapping blocks of one generation in journal order, many scattered ones in flight', async () => {
+    const fs = new MemFs()
+    const rng = new SeededRandom(31)
+    const { store, ref } = await seeded(fs, rng)
+    const path = '/vms/web01/web01.vhdx'
+    const fill = (n: number, v: number): Buffer => Buffer.alloc(n, v)
+    // scattered blocks (more than are written at once), then rewrites that overlap them
+    const ops = []
+    for (let i = 0; i < 12; i++) {
+      ops.push({ kind: 'block' as const, fileId: 1, offset: i * 5000, data: fill(1000, 10 + i) })
+      // every other block is partly rewritten right away (the two would be in flight together)
+      if (i % 2 === 0) ops.push({ kind: 'block' as const, fileId: 1, offset: i * 5000 + 300, data: fill(200, 200 + i) })
+    }
+    const spec = { header: { generation: 2, baseGeneration: 1, consistent: true, createdAtMs: 2, files: [{ fileId: 1, path, size: 64 * 1024, kind: 'disk' as const }] }, ops }
+    // writes finish out of order, as concurrent ones may on a real disk
+    const jitter = new SeededRandom(5)
+    fs.delay = async (op) => { if (op === 'write') for (let i = jitter.int(6); i > 0; i--) await new Promise(resolve => setImmediate(resolve)) }
+    await applyGen(store, spec)
+    fs.delay = undefined
+    assertContents(replicaContents(fs, store), ref.apply(spec), 'later blocks win')
+  })
+
   it('applies incremental generations, including resizes and new files', async () => {
     const fs = new MemFs()
     const rng = new SeededRandom(2)

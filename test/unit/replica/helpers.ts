@@ -59,6 +59,8 @@ export interface RandomGenOptions {
   newFile?: { path: string, size: number }
   /** chance of a mid-stream shrink-then-regrow of one file (zeroes its tail) */
   shrinkRegrowChance?: number
+  /** blocks of each file in ascending, non-overlapping order (as a sender streams them) */
+  sorted?: boolean
 }
 
 /** A random incremental generation on top of `ref`, touching every existing file. */
@@ -81,6 +83,15 @@ export function randomGen (rng: Random, ref: RefModel, generation: number, baseG
     const len = 1 + rng.int(Math.min(f.size, blockSize * 2))
     const offset = rng.int(f.size - len + 1)
     ops.push({ kind: 'block', fileId: f.fileId, offset, data: randomBytes(rng, len) })
+  }
+  if (o.sorted === true) {
+    const blocksOf = (id: number): Array<Extract<GenOp, { kind: 'block' }>> => ops.filter((op): op is Extract<GenOp, { kind: 'block' }> => op.kind === 'block' && op.fileId === id).sort((a, b) => a.offset - b.offset)
+    const kept: GenOp[] = []
+    for (const f of files) {
+      let end = 0
+      for (const op of blocksOf(f.fileId)) if (op.offset >= end) { kept.push(op); end = op.offset + op.data.length }
+    }
+    ops.splice(0, ops.length, ...kept)
   }
   if (files.length > 0 && rng.next() < (o.shrinkRegrowChance ?? 0)) {
     const f = files[rng.int(files.length)] as GenerationHeader['files'][number]

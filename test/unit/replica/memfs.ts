@@ -60,7 +60,7 @@ export class MemFs implements ReplicaFs {
   capacity = Number.POSITIVE_INFINITY
   /** sees every call first; may throw */
   onOp: ((op: string, path: string) => void) | undefined
-  /** awaited before open, read and write: lets a test slow one party down */
+  /** awaited before open, read, write and a file's sync: lets a test slow one party down */
   delay: ((op: string, path: string) => Promise<void>) | undefined
 
   // ---- control ---------------------------------------------------------------------------
@@ -224,6 +224,16 @@ export class MemFs implements ReplicaFs {
         ino.data = applyWrite(ino.data, position, bytes)
         ino.pending.push({ kind: 'write', pos: position, bytes })
       },
+      writev: async (bufs, position) => {
+        await this.delay?.('write', path)
+        check('write', true)
+        let len = 0
+        for (const b of bufs) len += b.byteLength
+        this.reserve(position + len - ino.data.length, path)
+        const bytes = Buffer.concat(bufs.map(b => Buffer.from(b.buffer, b.byteOffset, b.byteLength)), len)
+        ino.data = applyWrite(ino.data, position, bytes)
+        ino.pending.push({ kind: 'write', pos: position, bytes })
+      },
       truncate: async (size) => {
         check('truncate', true)
         this.reserve(size - ino.data.length, path)
@@ -232,6 +242,7 @@ export class MemFs implements ReplicaFs {
       },
       size: async () => { check('size', false); return ino.data.length },
       sync: async () => {
+        await this.delay?.('sync', path)
         check('sync', true)
         ino.durable = Buffer.from(ino.data)
         ino.pending = []

@@ -4,7 +4,8 @@ import { SeededRandom } from '../../../common/random.ts'
 import { ReplicaStore } from '../../../storage/replica/store.ts'
 import type { SeedProgress } from '../../../storage/replica/types.ts'
 import { MemFs } from './memfs.ts'
-import { RefModel, seedGen, writeOps, replicaContents, assertContents, type GenSpec } from './helpers.ts'
+import { RefModel, seedGen, writeOps, replicaContents, assertContents, randomBytes, type GenSpec } from './helpers.ts'
+import type { GenerationHeader } from '../../../storage/replica/types.ts'
 
 const DIR = '/r/seed'
 const FILES = [{ path: '/vms/big.vhdx', size: 96 * 1024 }, { path: '/vms/cfg.vmcx', size: 3000 }]
@@ -129,4 +130,120 @@ describe('replica store: initial seeding', () => {
     await resume(store, again, null)
     assertContents(replicaContents(fs, store), new RefModel().apply(again), 'reseeded')
   })
+
+  describe('background checkpoints', () => {
+    const BS = 4096
+    const spec = (gen: number): { header: GenerationHeader, blocks: Buffer[] } => {
+      const rng = new SeededRandom(40 + gen)
+      const blocks = Array.from({ length: 24 }, () => randomBytes(rng, BS))
+      return { header: { generation: gen, baseGeneration: 0, consistent: true, createdAtMs: 1, files: [{ fileId: 1, path: '/vms/d.img', size: 24 * BS, kind: 'disk' }] }, blocks }
+    }
+    /** memfs file syncs wait at a gate the test opens. */
+    const gatedSyncs = (fs: MemFs): { held: () => number, open: () => void } => {
+      let waiting: Array<() => void> = []
+      let opened = false
+      fs.delay = async (op, path) => {
+        if (op !== 'sync' || opened || !path.includes('/files/')) return
+        await new Promise<void>(resolve => { waiting.push(resolve) })
+      }
+      return { held: () => waiting.length, open: () => { opened = true; for (const w of waiting.splice(0)) w(); waiting = [] } }
+    }
+
+    it('let writes go on while their fsync runs, and claim only what was written before it', async () => {
+      const fs = new MemFs()
+      const store = await open(fs, 4 * BS)
+      const { header, blocks } = spec(7)
+      const gate = gatedSyncs(fs)
+      const w = await store.beginGeneration(header)
+      for (let i = 0; i < 4; i++) await w.writeBlock(1, i * BS, blocks[i] as Buffer)
+      await flushAll()
+      assert.equal(gate.held(), 1, 'the first checkpoint waits in its fsync')
+      // writes are not held up by it
+      for (let i = 4; i < 10; i++) await w.writeBlock(1, i * BS, blocks[i] as Buffer)
+      assert.equal(store.seedProgress()?.durableBytes ?? 0, 0, 'nothing claimed before the fsync returns')
+      gate.open()
+      await flushAll()
+      assert.equal(store.seedProgress()?.durableBytes, 4 * BS, 'exactly the blocks written before the fsync began')
+      await w.checkpoint()
+      assert.equal(store.seedProgress()?.durableBytes, 10 * BS)
+      for (let i = 10; i < 24; i++) await w.writeBlock(1, i * BS, blocks[i] as Buffer)
+      await w.commit()
+      assert.deepEqual(fs.peek(store.state().files['/vms/d.img'] as string), Buffer.concat(blocks))
+    })
+
+    it('hold writes back once the disk is far behind', async () => {
+      const fs = new MemFs()
+      const store = await open(fs, BS)
+      const { header, blocks } = spec(8)
+      const gate = gatedSyncs(fs)
+      const w = await store.beginGeneration(header)
+      let written = 0
+      const writer = (async () => { for (let i = 0; i < 12; i++) { await w.writeBlock(1, i * BS, blocks[i] as Buffer); written++ } })()
+      await flushAll()
+      // block 1 starts a checkpoint; 8 checkpoints' worth of blocks later the writer waits for it
+      assert.equal(written, 8)
+      assert.equal(gate.held(), 1)
+      gate.open()
+      await writer
+      assert.equal(written, 12)
+      await w.abort()
+    })
+
+    it('a crash while a checkpoint syncs leaves only durable ranges claimed, and the seed resumes', async () => {
+      for (const mode of ['drop-all', 'keep-all', 'random'] as const) {
+        const fs = new MemFs()
+        const store = await open(fs, 4 * BS)
+        const { header, blocks } = spec(9)
+        const w = await store.beginGeneration(header)
+        for (let i = 0; i < 4; i++) await w.writeBlock(1, i * BS, blocks[i] as Buffer)
+        await flushAll()
+        const gate = gatedSyncs(fs)
+        for (let i = 4; i < 9; i++) await w.writeBlock(1, i * BS, blocks[i] as Buffer)
+        await flushAll()
+        assert.equal(gate.held(), 1)
+        fs.crash()
+        gate.open()
+        await flushAll()
+        fs.reboot(new SeededRandom(5), mode)
+        const again = await open(fs, 4 * BS)
+        const p = again.seedProgress()
+        assert.equal(p?.durableBytes, 4 * BS, `${mode}: the first checkpoint only`)
+        const actual = fs.peek(again.state().files['/vms/d.img'] as string) as Buffer
+        assert.ok(actual.subarray(0, 4 * BS).equals(Buffer.concat(blocks.slice(0, 4))), `${mode}: durable ranges hold their bytes`)
+        const w2 = await again.beginGeneration(header)
+        for (let i = 4; i < 24; i++) await w2.writeBlock(1, i * BS, blocks[i] as Buffer)
+        await w2.commit()
+        assert.deepEqual(fs.peek(again.state().files['/vms/d.img'] as string), Buffer.concat(blocks))
+      }
+    })
+  })
+
+  it('writes blocks given as parts exactly like one buffer, seeding and journaled', async () => {
+    const fs = new MemFs()
+    const store = await open(fs)
+    const rng = new SeededRandom(77)
+    const size = 40_000
+    const data = randomBytes(rng, size)
+    const header = (g: number, base: number): GenerationHeader => ({ generation: g, baseGeneration: base, consistent: true, createdAtMs: 1, files: [{ fileId: 2, path: '/vms/p.img', size, kind: 'disk' }] })
+    const w = await store.beginGeneration(header(1, 0))
+    // parts of uneven sizes, one empty
+    await w.writeBlock(2, 0, [data.subarray(0, 100), data.subarray(100, 100), data.subarray(100, 30_000)])
+    await w.writeBlock(2, 30_000, [data.subarray(30_000, 35_000), data.subarray(35_000)])
+    await w.commit()
+    assert.deepEqual(fs.peek(store.state().files['/vms/p.img'] as string), data)
+    const next = Buffer.from(data)
+    const patch = randomBytes(rng, 9000)
+    patch.copy(next, 5000)
+    const w2 = await store.beginGeneration(header(2, 1))
+    await w2.writeBlock(2, 5000, [patch.subarray(0, 1), patch.subarray(1, 4096), patch.subarray(4096)])
+    await w2.commit()
+    assert.deepEqual(fs.peek(store.state().files['/vms/p.img'] as string), next)
+    await assert.rejects(store.beginGeneration(header(3, 2)).then(async w3 => await w3.writeBlock(2, size - 10, [Buffer.alloc(6), Buffer.alloc(6)])), { code: 'ERR_REPLICA_INVALID_INPUT' })
+  })
 })
+
+/** Lets pending microtasks and immediate callbacks run (memfs completes in them). */
+async function flushAll (): Promise<void> {
+  for (let i = 0; i < 50; i++) await new Promise<void>(resolve => setImmediate(resolve))
+}
+

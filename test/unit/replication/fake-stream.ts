@@ -3,6 +3,7 @@
  * and the test delivers the peer's bytes as 'message' events. send() reports "needs drain" once
  * `writeLimit` bytes are outstanding until the test calls drain().
  */
+import type { Uint8ArrayList } from 'uint8arraylist'
 import type { StreamLike } from '../../../daemon/replication/channel.ts'
 import { ReplicationDecoder, type ReplicationItem } from '../../../protocol/replication/index.ts'
 
@@ -30,9 +31,9 @@ export class FakeStream implements StreamLike {
 
   emit (type: string, evt: unknown = {}): void { for (const fn of [...(this.listeners.get(type) ?? [])]) fn(evt) }
 
-  send (data: Uint8Array): boolean {
+  send (data: Uint8Array | Uint8ArrayList): boolean {
     if (this.aborted !== undefined || this.closedByUs) throw new Error('stream closed')
-    this.sent.push(new Uint8Array(data))
+    this.sent.push(data instanceof Uint8Array ? new Uint8Array(data) : data.subarray())
     this.outstanding += data.byteLength
     return this.outstanding < this.writeLimit
   }

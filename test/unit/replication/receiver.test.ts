@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { ManualClock } from '../../../common/clock.ts'
 import { silentLogger } from '../../../daemon/log.ts'
 import { ReplicationReceiver } from '../../../daemon/replication/receiver.ts'
@@ -8,18 +10,33 @@ import { encodeReplicationItem, CONTROL_PROTOCOL_VERSION, SeedMode, NackCode, ty
 import { encodeGeneration, encodeBlock, FileKind, type Frame } from '../../../protocol/delta/index.ts'
 import { tempDir } from '../../helpers/tmp.ts'
 import { FakeStream, until } from './fake-stream.ts'
+import { SeededRandom } from '../../../common/random.ts'
 
 const BS = 4096
 const hello: HelloMessage = { type: 'hello', protocolVersion: CONTROL_PROTOCOL_VERSION, vm: 'vm1', sourceNode: 'hv-a', files: [{ fileId: 0, path: '/src/disk.img', kind: FileKind.Disk, size: 3 * BS, blockSize: BS }], seedMode: SeedMode.Full }
 
-async function frames (data: Uint8Array, generation = 1, base = 0): Promise<Frame[]> {
+async function frames (data: Uint8Array, generation = 1, base = 0, opts: { blockSize?: number, only?: number[], framePayload?: number } = {}): Promise<Frame[]> {
+  const bs = opts.blockSize ?? BS
   const out: Frame[] = []
   for await (const f of encodeGeneration({
     vm: 'vm1', generation, baseGeneration: base, consistent: true, createdAtMs: 1000,
-    files: [{ fileId: 0, path: '/src/disk.img', size: data.length, blockSize: BS, kind: FileKind.Disk }],
-    readBlocks: function * () { for (let o = 0; o < data.length; o += BS) yield { offset: o, data: data.subarray(o, o + BS) } }
+    files: [{ fileId: 0, path: '/src/disk.img', size: data.length, blockSize: bs, kind: FileKind.Disk }],
+    readBlocks: function * () {
+      for (let o = 0, i = 0; o < data.length; o += bs, i++) if (opts.only === undefined || opts.only.includes(i)) yield { offset: o, data: data.subarray(o, o + bs) }
+    },
+    ...(opts.framePayload !== undefined ? { maxFramePayloadBytes: opts.framePayload } : {})
   })) out.push(f)
   return out
+}
+
+/** The bytes of `items`, delivered in chunks of random sizes (as a transport would). */
+function deliverChunked (s: FakeStream, items: ReplicationItem[], rng: SeededRandom): void {
+  const bytes = Buffer.concat(items.map(i => encodeReplicationItem(i)))
+  for (let at = 0; at < bytes.length;) {
+    const n = 1 + rng.int(80_000)
+    s.deliver(new Uint8Array(bytes.subarray(at, at + n)))
+    at += n
+  }
 }
 
 
@@ -120,6 +137,57 @@ describe('replication receiver (fake streams)', () => {
     await rx.accept(u, 'PEER-UNKNOWN')
     assert.ok(u.aborted !== undefined)
     assert.equal(u.sent.length, 0)
+  })
+
+  it('pipelines a seed of many frames, then an incremental of scattered and contiguous blocks, delivered in random chunks', async () => {
+    const rng = new SeededRandom(21)
+    const big = 64 * 1024
+    const size = 48 * big + 1234
+    const data = new Uint8Array(size).map((_, i) => (i * 31 + (i >> 11)) & 0xff)
+    for (let b = 5; b < 9; b++) data.fill(0, b * big, (b + 1) * big) // zero blocks in the middle
+    const h = { ...hello, files: [{ fileId: 0, path: '/src/disk.img', kind: FileKind.Disk, size, blockSize: big }] }
+    const s = new FakeStream()
+    const done = rx.accept(s, 'PEER-A')
+    send(s, [h])
+    await until('targetState', () => s.items().some(i => i.type === 'targetState'))
+    deliverChunked(s, await frames(data, 1, 0, { blockSize: big, framePayload: 256 * 1024 }), rng)
+    await until('ack 1', () => s.items().some(i => i.type === 'ack' && i.generation === 1))
+    const store = await replicas.open('hv-a', 'vm1')
+    const path = store.state().files['/src/disk.img'] as string
+    assert.deepEqual(new Uint8Array(await readFile(path)), data)
+    // generation 2: a run of contiguous blocks (one gathered write) and scattered ones
+    const next = new Uint8Array(data)
+    const changed = [1, 2, 3, 4, 10, 20, 21, 47, 48]
+    for (const b of changed) for (let o = b * big; o < Math.min(size, (b + 1) * big); o++) next[o] = (o * 7 + 1) & 0xff
+    deliverChunked(s, await frames(next, 2, 1, { blockSize: big, only: changed, framePayload: 128 * 1024 }), rng)
+    await until('ack 2', () => s.items().some(i => i.type === 'ack' && i.generation === 2))
+    assert.equal(store.state().appliedGeneration, 2)
+    assert.deepEqual(new Uint8Array(await readFile(path)), next)
+    s.end()
+    await done
+    assert.equal(s.aborted, undefined)
+  })
+
+  it('a write that fails after its frame was queued nacks the generation and applies nothing of it', async () => {
+    const s = new FakeStream()
+    const done = rx.accept(s, 'PEER-A')
+    send(s, [hello])
+    await until('targetState', () => s.items().length > 0)
+    const data = new Uint8Array(3 * BS).fill(7)
+    send(s, await frames(data))
+    await until('ack', () => s.items().some(i => i.type === 'ack'))
+    const store = await replicas.open('hv-a', 'vm1')
+    const f2 = await frames(new Uint8Array(3 * BS).fill(8), 2, 1)
+    send(s, f2.slice(0, 1))
+    await until('generation 2 begun', () => existsSync(join(replicas.dirOf('hv-a', 'vm1'), 'journal', 'redo-2.log')))
+    // failover takes the replica after begin: the writer the blocks are queued for is gone
+    await store.finalize({ acceptFuzzy: true })
+    send(s, f2.slice(1))
+    await until('nack', () => s.items().some(i => i.type === 'nack' && i.generation === 2))
+    assert.equal(store.state().appliedGeneration, 1)
+    assert.deepEqual(new Uint8Array(await readFile(store.state().files['/src/disk.img'] as string)), data)
+    s.end()
+    await done
   })
 
   it('answers hash requests over the replica in bounded frames', async () => {

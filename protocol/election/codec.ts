@@ -19,6 +19,7 @@
  * known values, `granted` must agree with the reason, and no bytes may follow the message.
  * Every decoding is canonical: re-encoding a decoded message gives back the same bytes.
  */
+import { BoundedReader } from '../common/wire-reader.ts'
 import {
   ELECTION_WIRE_VERSION, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MESSAGE_TYPE_WIRE, NACK_REASON_WIRE, VOTE_REASON_WIRE
 } from './messages.ts'
@@ -160,37 +161,24 @@ export function encodeElectionMessage (msg: ElectionMessage): Uint8Array {
 
 // ---------------------------------------------------------------- decode
 
+/**
+ * The shared bounded reader with this protocol's errors: a short read is a truncated message, a
+ * u64 beyond 2^53 - 1 a bad integer; names are u8-length-prefixed UTF-8.
+ */
 class Reader {
-  private pos = 0
-  private readonly view: DataView
+  private readonly r: BoundedReader
 
-  constructor (private readonly buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  constructor (buf: Uint8Array) {
+    this.r = new BoundedReader(buf, 'election message', {
+      malformed: (message) => new ElectionTruncatedError(message),
+      limit: (message) => new ElectionBadIntegerError(message)
+    })
   }
 
-  get remaining (): number { return this.buf.length - this.pos }
-
-  u8 (what: string): number {
-    if (this.pos >= this.buf.length) throw new ElectionTruncatedError(what)
-    return this.buf[this.pos++] as number
-  }
-
-  u32 (what: string): number {
-    if (this.remaining < 4) throw new ElectionTruncatedError(what)
-    const v = this.view.getUint32(this.pos)
-    this.pos += 4
-    return v
-  }
-
-  u64 (what: string): number {
-    if (this.remaining < 8) throw new ElectionTruncatedError(what)
-    const hi = this.view.getUint32(this.pos)
-    const lo = this.view.getUint32(this.pos + 4)
-    this.pos += 8
-    const v = hi * TWO_32 + lo
-    if (!Number.isSafeInteger(v)) throw new ElectionBadIntegerError(what)
-    return v
-  }
+  get remaining (): number { return this.r.remaining }
+  u8 (what: string): number { return this.r.u8(what) }
+  u32 (what: string): number { return this.r.u32(what) }
+  u64 (what: string): number { return this.r.u64(what) }
 
   flag (what: string): boolean {
     const f = this.u8(`${what} flags`)
@@ -201,9 +189,7 @@ class Reader {
   name (what: string, optional = false): string {
     const len = this.u8(`${what} length`)
     if ((len === 0 && !optional) || len > MAX_NAME_BYTES) throw new ElectionBadNameError(what)
-    if (this.remaining < len) throw new ElectionTruncatedError(what)
-    const bytes = this.buf.subarray(this.pos, this.pos + len)
-    this.pos += len
+    const bytes = this.r.bytes(len, what)
     try {
       return utf8Strict.decode(bytes)
     } catch {

@@ -14,6 +14,7 @@
  * Update kinds this version does not know are skipped (the layout does not depend on the kind),
  * so a later version can append kinds without breaking older peers.
  */
+import { BoundedReader } from '../common/wire-reader.ts'
 import {
   MAX_ID_BYTES, MAX_MESSAGE_BYTES, MAX_UPDATES, MEMBERSHIP_WIRE_VERSION, MESSAGE_TYPE_WIRE, UPDATE_KIND_WIRE
 } from './messages.ts'
@@ -129,27 +130,20 @@ export function encodeSwimMessage (msg: SwimMessage): Uint8Array {
 
 // ---------------------------------------------------------------- decode
 
+/** The shared bounded reader with this protocol's errors; varints, IDs and claims on top. */
 class Reader {
-  private pos = 0
-  private readonly view: DataView
+  private readonly r: BoundedReader
 
-  constructor (private readonly buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  constructor (buf: Uint8Array) {
+    this.r = new BoundedReader(buf, 'membership message', {
+      malformed: (message) => new MembershipTruncatedError(message),
+      limit: (message) => new MembershipTruncatedError(message)
+    })
   }
 
-  get remaining (): number { return this.buf.length - this.pos }
-
-  u8 (what: string): number {
-    if (this.pos >= this.buf.length) throw new MembershipTruncatedError(what)
-    return this.buf[this.pos++] as number
-  }
-
-  u32 (what: string): number {
-    if (this.remaining < 4) throw new MembershipTruncatedError(what)
-    const v = this.view.getUint32(this.pos)
-    this.pos += 4
-    return v
-  }
+  get remaining (): number { return this.r.remaining }
+  u8 (what: string): number { return this.r.u8(what) }
+  u32 (what: string): number { return this.r.u32(what) }
 
   varint (what: string): number {
     let value = 0
@@ -176,9 +170,7 @@ class Reader {
   id (what: string): string {
     const len = this.u8(`${what} length`)
     if (len < 1 || len > MAX_ID_BYTES) throw new MembershipBadIdError(what)
-    if (this.remaining < len) throw new MembershipTruncatedError(what)
-    const bytes = this.buf.subarray(this.pos, this.pos + len)
-    this.pos += len
+    const bytes = this.r.bytes(len, what)
     try {
       return utf8Strict.decode(bytes)
     } catch (err) {

@@ -204,23 +204,31 @@ async function bareLibp2p (file: string, size: number): Promise<number> {
     const addr = b.libp2p.getMultiaddrs()[0]
     if (addr === undefined) throw new Error('no address')
     const stream = await a.libp2p.dialProtocol(addr, '/bench/bare/1.0.0')
-    const fh = await open(file, 'r')
-    const t0 = now()
-    try {
-      for (let at = 0; at < size; at += MiB) {
-        const buf = Buffer.allocUnsafe(Math.min(MiB, size - at))
-        await fh.read(buf, 0, buf.length, at)
-        if (!stream.send(buf)) await new Promise<void>(resolve => { stream.addEventListener('drain', () => { resolve() }, { once: true }) })
-      }
-      await finished
-    } finally { await fh.close() }
-    const s = (now() - t0) / 1000
+    const s = await sendFileTimed(stream, file, size, finished)
     await stream.close().catch(() => {})
     return s
   } finally {
     await a.libp2p.stop()
     await b.libp2p.stop()
   }
+}
+
+/**
+ * Sends `file` over `stream` in 1 MiB writes, waiting for 'drain' when the stream says so, and
+ * returns the seconds until `received` (the receiver's byte count reached `size`).
+ */
+async function sendFileTimed (stream: { send: (b: Uint8Array) => boolean, addEventListener: (type: 'drain', fn: () => void, o: { once: boolean }) => void }, file: string, size: number, received: Promise<void>): Promise<number> {
+  const fh = await open(file, 'r')
+  const t0 = now()
+  try {
+    for (let at = 0; at < size; at += MiB) {
+      const buf = Buffer.allocUnsafe(Math.min(MiB, size - at))
+      await fh.read(buf, 0, buf.length, at)
+      if (!stream.send(buf)) await new Promise<void>(resolve => { stream.addEventListener('drain', () => { resolve() }, { once: true }) })
+    }
+    await received
+  } finally { await fh.close() }
+  return (now() - t0) / 1000
 }
 
 /** The same bare stream with the receiver in a child process (as the daemons are two processes). */
@@ -251,17 +259,7 @@ async function bareLibp2pTwoProcesses (file: string, size: number): Promise<numb
     await a.libp2p.start()
     try {
       const stream = await a.libp2p.dialProtocol(multiaddr(addr), '/bench/bare/1.0.0')
-      const fh = await open(file, 'r')
-      const t0 = now()
-      try {
-        for (let at = 0; at < size; at += MiB) {
-          const buf = Buffer.allocUnsafe(Math.min(MiB, size - at))
-          await fh.read(buf, 0, buf.length, at)
-          if (!stream.send(buf)) await new Promise<void>(resolve => { stream.addEventListener('drain', () => { resolve() }, { once: true }) })
-        }
-        await received
-      } finally { await fh.close() }
-      const s = (now() - t0) / 1000
+      const s = await sendFileTimed(stream, file, size, received)
       await stream.close().catch(() => {})
       return s
     } finally { await a.libp2p.stop() }

@@ -19,7 +19,7 @@
  */
 import { open as openFile, stat as statPath } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { blake3 } from '../../protocol/common/blake3.ts'
+import { blake3 } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
   REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor,

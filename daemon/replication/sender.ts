@@ -20,7 +20,7 @@
  * generation number (so the store resumes instead of starting over).
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
-import { blake3 } from '../../protocol/common/blake3.ts'
+import { blake3 } from '../../common/blake3.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type ChangedBlock } from '../../protocol/delta/index.ts'

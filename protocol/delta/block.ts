@@ -5,7 +5,7 @@
  * input for raw blocks), so `payload.buffer` may be transferred back from a worker.
  */
 import { createRequire } from 'node:module'
-import { blake3, createBlake3 } from '../common/blake3.ts'
+import { blake3, createBlake3 } from '../../common/blake3.ts'
 import { MAX_BLOCK_LENGTH } from './limits.ts'
 import {
   DeltaBadEncodingError,

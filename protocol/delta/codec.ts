@@ -286,14 +286,19 @@ function encodeBlocks (frame: BlocksFrame, limits: DeltaLimits): Uint8Array {
   w.u32(frame.fileId)
   w.u32(frame.entries.length)
   for (const e of frame.entries) {
-    w.u64(e.offset)
-    w.u32(e.length)
-    w.u8(e.encoding)
-    w.raw(e.checksum)
-    w.u32(e.payload.byteLength)
+    writeEntryHeader(w, e)
     w.raw(e.payload)
   }
   return w.finish()
+}
+
+/** offset | length | encoding | checksum | payload length: what precedes each entry's payload. */
+function writeEntryHeader (w: WireWriter, e: BlocksFrame['entries'][number]): void {
+  w.u64(e.offset)
+  w.u32(e.length)
+  w.u8(e.encoding)
+  w.raw(e.checksum)
+  w.u32(e.payload.byteLength)
 }
 
 /**
@@ -314,11 +319,7 @@ export function encodeBlocksFrameParts (frame: BlocksFrame, options: CodecOption
   const parts: Uint8Array[] = []
   let start = 0
   for (const e of frame.entries) {
-    w.u64(e.offset)
-    w.u32(e.length)
-    w.u8(e.encoding)
-    w.raw(e.checksum)
-    w.u32(e.payload.byteLength)
+    writeEntryHeader(w, e)
     if (e.payload.byteLength > 0) {
       parts.push(heads.subarray(start, w.position), e.payload)
       start = w.position

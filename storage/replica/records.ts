@@ -13,7 +13,7 @@
  * memory does not depend on journal size. All integers little-endian; u64 values are JS numbers
  * and refused above 2^53 − 1.
  */
-import { createBlake3 } from '../../protocol/common/blake3.ts'
+import { createBlake3 } from '../../common/blake3.ts'
 import { randomBytes } from 'node:crypto'
 import type { ReplicaFileHandle, ReplicaFs } from './fs.ts'
 import { ReplicaJournalCorruptError } from './errors.ts'

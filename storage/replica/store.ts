@@ -21,7 +21,7 @@
  */
 import { join, resolve, sep } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { blake3 } from '../../protocol/common/blake3.ts'
+import { blake3 } from '../../common/blake3.ts'
 import type { FileEntry, PersistedState, RedoHeader, SeedingInfo } from './schema.ts'
 import type { ReplicaFileHandle } from './fs.ts'
 import type {

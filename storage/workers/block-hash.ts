@@ -1,49 +1,18 @@
 /**
  * Per-block BLAKE3-128 and zero detection, shared by the worker and the in-thread hasher.
- *
- * The `blake3` package's `hash()` wraps every call in a stream.Transform; at 64 KiB blocks that
- * wrapper costs ~15 % of throughput, so the native binding is called directly when it can be
- * found, with the package API as the fallback (identical digests; tested).
+ * BLAKE3 comes from common/blake3.ts (the native binding called directly).
  */
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
-import { hash as blake3Hash } from 'blake3'
+import { blake3, blake3Package } from '../../common/blake3.ts'
+
+export { blake3Impl } from '../../common/blake3.ts'
 
 export const HASH_BYTES = 16
 
-interface NativeHasher { update: (data: Uint8Array) => void, digest: (length?: number) => Uint8Array }
-interface NativeBlake3 { createHash: () => NativeHasher }
-
-function loadNative (): NativeBlake3 | null {
-  try {
-    const req = createRequire(import.meta.url)
-    const pkg = req.resolve('@c4312/blake3-native/package.json', { paths: [dirname(req.resolve('blake3'))] })
-    const mod = req(join(dirname(pkg), 'build', 'Release', 'blake3.node')) as Partial<NativeBlake3>
-    return typeof mod.createHash === 'function' ? mod as NativeBlake3 : null
-  } catch {
-    return null
-  }
-}
-
-const native = loadNative()
-
-/** Which implementation is in use (reported by the bench). */
-export const blake3Impl: 'native-direct' | 'package' = native != null ? 'native-direct' : 'package'
-
 /** BLAKE3 of `data` truncated to 128 bits. */
-export function hash128 (data: Uint8Array): Uint8Array {
-  if (native != null) {
-    const h = native.createHash()
-    h.update(data)
-    return h.digest(HASH_BYTES)
-  }
-  return blake3Hash(data, { length: HASH_BYTES })
-}
+export function hash128 (data: Uint8Array): Uint8Array { return blake3(data, HASH_BYTES) }
 
 /** BLAKE3-128 through the package API only (for cross-checking the fast path). */
-export function hash128Package (data: Uint8Array): Uint8Array {
-  return blake3Hash(data, { length: HASH_BYTES })
-}
+export function hash128Package (data: Uint8Array): Uint8Array { return blake3Package(data, HASH_BYTES) }
 
 let zeros = Buffer.alloc(0)
 

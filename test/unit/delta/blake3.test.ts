@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { hash as packageHash } from 'blake3'
 import { SeededRandom } from '../../../common/random.ts'
-import { blake3, blake3Impl, blake3Package, createBlake3 } from '../../../protocol/common/blake3.ts'
+import { blake3, blake3Impl, blake3Package, createBlake3 } from '../../../common/blake3.ts'
 import { randomBytes } from './fixtures.ts'
 
-describe('BLAKE3 without the package stream wrapper (protocol/common/blake3)', () => {
+describe('BLAKE3 without the package stream wrapper (common/blake3)', () => {
   const rng = new SeededRandom(11)
 
   it('uses the native binding directly here', () => {

@@ -3,7 +3,7 @@
  * every hasher in a stream.Transform, whose construction costs more than hashing a 64 KiB
  * block and leaves garbage behind (measured: a large share of the receiver's GC). The native
  * binding the package loads is called directly when it can be found; otherwise the package API
- * is used (same digests).
+ * is used (same digests). Shared by the wire codecs, the replica store and the scan workers.
  */
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'

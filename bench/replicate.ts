@@ -26,7 +26,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath as fileURLToPathSync } from 'node:url'
-import { LocalCluster, freePort } from '../daemon/demo/local-cluster.ts'
+import { LocalCluster, daemonNodeArgs, freePort } from '../daemon/demo/local-cluster.ts'
 import type { StatusDocument } from '../daemon/status.ts'
 
 const MiB = 1024 * 1024
@@ -245,7 +245,8 @@ async function bareLibp2pTwoProcesses (file: string, size: number): Promise<numb
   const idB = peerIdFromPrivateKey(kb).toString()
   // this module again, as the receiving end (see the bottom of the file)
   const child = fork(fileURLToPath(import.meta.url), [], {
-    execArgv: ['--max-semi-space-size=1', '--import', 'tsx'],
+    // the daemons' V8 flags: the receiver runs under the same heap settings as vmesh's
+    execArgv: [...daemonNodeArgs(), '--import', 'tsx'],
     env: { ...process.env, VMESH_BENCH_BARE_RECEIVER: [Buffer.from(privateKeyToProtobuf(kb)).toString('hex'), idA, String(size)].join(':') },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc']
   })

@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { mkdtemp, rm, writeFile, mkdir, readFile } from 'node:fs/promises'
-import { createWriteStream, type WriteStream } from 'node:fs'
+import { createWriteStream, readFileSync, type WriteStream } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -214,7 +214,7 @@ export class LocalCluster {
     let log = this.logs.get(name)
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
     this.startForwarder(n)
-    const [cmd, ...args] = [...(n.netns?.prefix ?? []), process.execPath, '--max-semi-space-size=1', VMESH_BIN, '--config', n.configPath, 'start']
+    const [cmd, ...args] = [...(n.netns?.prefix ?? []), process.execPath, ...daemonNodeArgs(), VMESH_BIN, '--config', n.configPath, 'start']
     const proc = spawn(cmd as string, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
@@ -292,3 +292,21 @@ export class LocalCluster {
     if (this.init.keep !== true) await rm(this.dir, { recursive: true, force: true })
   }
 }
+
+/**
+ * Node flags for the daemons: those of the bin's shebang (the same flags an installed vmesh
+ * runs with), or VMESH_NODE_ARGS (space-separated, e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`)
+ * to profile or tune them in a bench.
+ */
+export function daemonNodeArgs (): string[] {
+  const extra = process.env.VMESH_NODE_ARGS
+  if (extra !== undefined && extra.trim() !== '') return extra.trim().split(/\s+/)
+  return shebangFlags
+}
+
+/** `#!/usr/bin/env -S node --a --b` → ['--a', '--b'] */
+const shebangFlags: string[] = (() => {
+  const first = readFileSync(VMESH_BIN, 'utf8').split('\n', 1)[0] ?? ''
+  const words = first.replace(/^#!/, '').trim().split(/\s+/)
+  return words.slice(words.indexOf('node') + 1).filter(w => w.startsWith('--'))
+})()

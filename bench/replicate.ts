@@ -325,7 +325,7 @@ function phasesOf (events: LogEvent[], writeEndWall: number): Record<string, unk
     appliedMs: at(applied),
     ackedMs: at(acked),
     source: acked === undefined ? null : { prepMs: acked.o.prepMs, streamMs: acked.o.streamMs, sendWaitMs: acked.o.sendWaitMs, ackWaitMs: acked.o.ackWaitMs },
-    target: applied === undefined ? null : { waitMs: applied.o.waitMs, verifyMs: applied.o.verifyMs, drainMs: applied.o.drainMs, commitMs: applied.o.commitMs, totalMs: applied.o.totalMs }
+    target: applied === undefined ? null : { waitMs: applied.o.waitMs, verifyMs: applied.o.verifyMs, drainMs: applied.o.drainMs, durableMs: applied.o.durableMs, commitMs: applied.o.commitMs, totalMs: applied.o.totalMs }
   }
 }
 
@@ -372,6 +372,7 @@ export async function run (argv: string[]): Promise<object> {
       vmesh: { totalSeconds: round(vmeshTotal), transferSeconds: round(vmeshTransfer), MBps: round(fileBytes / 1e6 / vmeshTotal, 1), transferMBps: round(fileBytes / 1e6 / vmeshTransfer, 1) },
       rssAfterSeed: { 'hv-a': rssOf(c.node('hv-a').proc?.pid), 'hv-b': rssOf(c.node('hv-b').proc?.pid) }
     }
+    await c.waitReplicaApplied('hv-b', 'big', (await status(c, 'hv-a')).vms[0]?.generation ?? 0)
     const rp = (await status(c, 'hv-b')).vms[0]?.replica?.files[disk]
     initial.identical = rp !== undefined && spawnSync('cmp', ['-s', disk, rp]).status === 0
 
@@ -420,6 +421,8 @@ export async function run (argv: string[]): Promise<object> {
       const tiWall = Date.now()
       await waitSync(c, 'big', g0, 3_600_000)
       const vmeshInc = (now() - ti) / 1000
+      // the ack comes once the generation is durable; its in-place apply (and its log line) a moment later
+      await c.waitReplicaApplied('hv-b', 'big', (await status(c, 'hv-a')).vms[0]?.generation ?? 0)
       // log timestamps are whole milliseconds: a little slack before the writes began
       const round_: Record<string, unknown> = { vmeshSeconds: round(vmeshInc, 3), phases: phasesOf(await eventsBetween(c, writeStartWall - 2, Date.now() + 2), tiWall) }
       const rp2 = (await status(c, 'hv-b')).vms[0]?.replica?.files[disk]

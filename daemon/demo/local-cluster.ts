@@ -270,6 +270,18 @@ export class LocalCluster {
     }
   }
 
+  /**
+   * Waits until `node`'s replica of `vm` has applied `generation` in place. A source sees a
+   * generation acknowledged once it is durable on the target (journal synced), a moment before
+   * the replica files hold it: compare files only after this.
+   */
+  async waitReplicaApplied (node: string, vm: string, generation: number, timeoutMs = 30_000): Promise<void> {
+    await this.waitFor(`${node}'s replica of ${vm} at generation ${generation}`, async () => {
+      const r = (await this.status(node)).vms.find(v => v.name === vm)?.replica
+      return r != null && r.appliedGeneration >= generation
+    }, timeoutMs, 20)
+  }
+
   /** Member state of `peer` as seen by `viewer`, or undefined when the viewer is down. */
   async memberState (viewer: string, peer: string): Promise<string | undefined> {
     try {

@@ -138,6 +138,7 @@ async function replicationDemo (cluster: LocalCluster): Promise<void> {
   if (qemu) await run('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x33 8M 1M', '-c', 'write -P 0x44 48M 512k', disk])
   else { const fh = await open(disk, 'r+'); await fh.write(Buffer.alloc(1024 * 1024, 0x33), 0, undefined, 8 * 1024 * 1024); await fh.close() }
   await converge('write → replica durable on hv-b', g0)
+  await cluster.waitReplicaApplied('hv-b', 'web01', (await cluster.status('hv-a')).vms[0]?.generation ?? 0)
   const b = await cluster.status('hv-b')
   const replica = b.vms.find(x => x.name === 'web01')?.replica?.files[disk]
   if (replica !== undefined) {

@@ -50,3 +50,11 @@ export class NotAReplicationTargetError extends VmeshError {
 export class FinalGenerationTimeoutError extends VmeshError {
   constructor (vm: string, target: string, generation: number, timeoutMs: number) { super('ERR_REPLICATION_FINAL_TIMEOUT', `${target} did not acknowledge the final generation ${generation} of ${vm} within ${timeoutMs} ms`) }
 }
+
+/**
+ * A generation was acknowledged as durable, then its in-place apply failed: the session ends
+ * (a nack would contradict the ack) and the next one reconciles from what the store reports.
+ */
+export class ReplicaApplyAfterAckError extends VmeshError {
+  constructor (message: string, options?: { cause?: unknown }) { super('ERR_REPLICA_APPLY_AFTER_ACK', message, options) }
+}

@@ -36,7 +36,7 @@ import { errorMessage } from '../../common/errors.ts'
 import type { Logger } from '../log.ts'
 import { Channel, type StreamLike } from './channel.ts'
 import { ReplicaRegistry } from './replicas.ts'
-import { PeerProtocolViolationError, ReplicationTimeoutError } from './errors.ts'
+import { PeerProtocolViolationError, ReplicaApplyAfterAckError, ReplicationTimeoutError } from './errors.ts'
 import { WriteQueue } from './write-queue.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 
@@ -430,16 +430,34 @@ class SessionRunner {
     }
     this.timing.drain = this.rx.deps.clock.now() - tq
     this.writer = undefined
+    // the ack goes out as soon as the generation is durable (redo journal and commit record
+    // synced): the source moves on while the in-place writes, their fsync and the state switch
+    // finish; the next generation's frames wait in the channel until this commit returns
+    let ackSent: Promise<void> | undefined
+    let durableMs = 0
+    const tc = this.rx.deps.clock.now()
+    const ack = (): void => {
+      if (ackSent !== undefined) return
+      durableMs = this.rx.deps.clock.now() - tc
+      ackSent = this.ch.sendItem({ type: 'ack', generation: gen, durable: true, appliedAtMs: Math.max(0, Math.floor(this.rx.deps.clock.wallNow())) }).then(() => {})
+      ackSent.catch(() => {})
+    }
     try {
-      const tc = this.rx.deps.clock.now()
-      const r = await w.commit()
+      const r = await w.commit({ onDurable: ack })
       const t = this.timing
-      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), commitMs: Math.round(this.rx.deps.clock.now() - tc), totalMs: Math.round(this.rx.deps.clock.now() - t.began) }, 'generation applied')
-      await this.ch.sendItem({ type: 'ack', generation: r.generation, durable: true, appliedAtMs: Math.max(0, Math.floor(this.rx.deps.clock.wallNow())) })
+      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), durableMs: Math.round(durableMs), commitMs: Math.round(this.rx.deps.clock.now() - tc), totalMs: Math.round(this.rx.deps.clock.now() - t.began) }, 'generation applied')
+      ack()
+      await ackSent
       this.publish()
     } catch (err) {
-      await this.refuse(gen, err)
-      this.discarding = false
+      if (ackSent === undefined) {
+        await this.refuse(gen, err)
+        this.discarding = false
+        return
+      }
+      // acknowledged as durable, then not applied (recovery will settle it): a nack now would
+      // contradict the ack, so the session ends and the next one reconciles from targetState
+      throw new ReplicaApplyAfterAckError(`generation ${gen} was acknowledged as durable but its apply failed: ${errorMessage(err)}`, { cause: err })
     }
   }
 

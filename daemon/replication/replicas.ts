@@ -6,7 +6,7 @@
  */
 import { join } from 'node:path'
 import { mkdir, readdir, rm, statfs } from 'node:fs/promises'
-import { ReplicaStore, type ReplicaLog } from '../../storage/replica/index.ts'
+import { ReplicaStore, type ReplicaHooks, type ReplicaLog } from '../../storage/replica/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 
@@ -15,6 +15,8 @@ const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
 export interface ReplicaRegistryComponents {
   clock: Clock
   log: ReplicaLog & { error?: (obj: object, msg: string) => void }
+  /** Step hooks of every store opened (crash and fault injection in tests). */
+  hooks?: ReplicaHooks
 }
 
 export interface ReplicaRegistryInit {
@@ -62,7 +64,7 @@ export class ReplicaRegistry {
     const key = `${source}/${vm}`
     let p = this.stores.get(key)
     if (p === undefined) {
-      p = ReplicaStore.open({ clock: this.components.clock, log: this.components.log }, { dir: this.dirOf(source, vm), vm, source, fsync: this.init.fsync ?? true, seedCheckpointBytes: this.init.seedCheckpointBytes ?? 16 * 1024 * 1024 })
+      p = ReplicaStore.open({ clock: this.components.clock, log: this.components.log, ...(this.components.hooks !== undefined ? { hooks: this.components.hooks } : {}) }, { dir: this.dirOf(source, vm), vm, source, fsync: this.init.fsync ?? true, seedCheckpointBytes: this.init.seedCheckpointBytes ?? 16 * 1024 * 1024 })
       this.stores.set(key, p)
       p.then((store) => { this.opened.set(key, { source, vm, store }) }, () => { if (this.stores.get(key) === p) this.stores.delete(key) })
     }

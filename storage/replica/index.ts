@@ -1,7 +1,7 @@
 /** The replica store's public surface. */
 export { ReplicaStore, type BlockHash } from './store.ts'
 export type {
-  GenerationHeader, GenerationFile, GenerationWriter, BlockData, CommitResult, RecoveryPoint, ReplicaStateView,
+  GenerationHeader, GenerationFile, GenerationWriter, BlockData, CommitResult, CommitOptions, RecoveryPoint, ReplicaStateView,
   SeedProgress, RestoreResult, FinalizeResult, RecoveryAction, ReplicaStep, ReplicaHooks, ReplicaLog,
   ReplicaComponents, ReplicaInit, FileKind
 } from './types.ts'

@@ -19,7 +19,7 @@
 import { join } from 'node:path'
 import type { Core } from './core.ts'
 import type { ReplicaFileHandle } from './fs.ts'
-import type { BlockData, CommitResult, GenerationWriter } from './types.ts'
+import type { BlockData, CommitOptions, CommitResult, GenerationWriter } from './types.ts'
 import { blockDataLength } from './block-data.ts'
 import type { WriterFile, WriterHost } from './writer.ts'
 import type { SeedingInfo } from './schema.ts'
@@ -27,7 +27,7 @@ import { SEED_PROGRESS_FILE, closeAll } from './core.ts'
 import { writeJsonAtomic, readJsonChecked, SwitchUncertainError } from './atomic.ts'
 import { seedProgressSchema } from './schema.ts'
 import { IntervalSet } from './intervals.ts'
-import { checkBlock, checkSize } from './writer.ts'
+import { checkBlock, checkSize, notifyDurable } from './writer.ts'
 import { AbortedError } from '../../common/errors.ts'
 import { ReplicaBusyError, ReplicaDiskFullError, ReplicaNeedsRecoveryError, ReplicaWriterClosedError, isDiskFull } from './errors.ts'
 
@@ -218,7 +218,7 @@ export class SeedWriter implements GenerationWriter {
     await core.step('seed-checkpointed', this.generation)
   }
 
-  async commit (): Promise<CommitResult> {
+  async commit (opts: CommitOptions = {}): Promise<CommitResult> {
     const core = this.host.core
     await this.op(async () => await this.host.lock.run(async () => {
       this.host.checkUsable()
@@ -254,6 +254,7 @@ export class SeedWriter implements GenerationWriter {
         this.host.markBroken(new ReplicaNeedsRecoveryError(`interrupted after seed ${this.generation} was recorded`, { cause: err }))
         throw err
       }
+      notifyDurable(opts)
       await this.close()
       this.host.seedRanges.clear()
       await core.fs.unlink(join(core.dir, SEED_PROGRESS_FILE)).catch(() => {})

@@ -49,12 +49,23 @@ export interface GenerationWriter {
   /** Seeding only: make what was written so far durable and record it in seedProgress(). No-op otherwise. */
   checkpoint: () => Promise<void>
   /** Makes the generation the replica's applied generation (crash-consistently). */
-  commit: () => Promise<CommitResult>
+  commit: (opts?: CommitOptions) => Promise<CommitResult>
   /**
    * Discards the generation; the replica is unchanged. A seed keeps its durable progress
    * unless `discardSeedProgress` (use it when the stream turned out to be bad).
    */
   abort: (opts?: { discardSeedProgress?: boolean }) => Promise<void>
+}
+
+export interface CommitOptions {
+  /**
+   * Called once, as soon as the generation is durable: from then on it completes (here or at
+   * the next open, after a crash) unless recovery itself fails. An incremental generation is
+   * durable when its redo journal and commit record are synced, before the in-place writes, their
+   * fsync and the state switch; a seed when its state switch is. The receiver acknowledges the
+   * generation then, so the source moves on while the apply finishes. Must not throw.
+   */
+  onDurable?: () => void
 }
 
 export interface CommitResult {

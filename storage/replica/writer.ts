@@ -8,7 +8,7 @@
 import type { Core } from './core.ts'
 import type { Mutex } from './mutex.ts'
 import type { RedoHeader } from './schema.ts'
-import type { BlockData, CommitResult, GenerationWriter } from './types.ts'
+import type { BlockData, CommitOptions, CommitResult, GenerationWriter } from './types.ts'
 import { blockDataLength, sliceBlockData } from './block-data.ts'
 import { JournalAppender, MAX_RECORD_DATA } from './records.ts'
 import type { RedoScan } from './redo.ts'
@@ -21,6 +21,11 @@ import { ReplicaBusyError, ReplicaDiskFullError, ReplicaInvalidInputError, Repli
 
 /** A generation up to this size keeps its blocks in memory until commit (in-place writes from them). */
 const MAX_HELD_BYTES = 32 * 1024 * 1024
+/**
+ * Journaled bytes after which the redo and undo logs are synced in the background while blocks
+ * keep arriving, so the commit's own sync (which the ack waits for) has only the tail left.
+ */
+const PRESYNC_BYTES = 4 * 1024 * 1024
 
 /** `data` in one buffer of its own (the caller reuses its buffers after writeBlock returns). */
 function copyOf (data: BlockData, length: number): Uint8Array {
@@ -28,6 +33,11 @@ function copyOf (data: BlockData, length: number): Uint8Array {
   let at = 0
   for (const p of data instanceof Uint8Array ? [data] : data) { out.set(p, at); at += p.byteLength }
   return out
+}
+
+/** Runs the caller's durability callback; its failure must not undo a durable generation. */
+export function notifyDurable (opts: CommitOptions): void {
+  try { opts.onDurable?.() } catch {}
 }
 
 /** What a writer needs from its store. */
@@ -76,6 +86,18 @@ export class JournaledWriter implements GenerationWriter {
   private readonly onAbort = (): void => { if (!this.busy) void this.abort().catch(() => {}) }
 
   private readonly early: EarlyUndo
+  /** a background sync of the logs written so far, and the bytes journaled since the last one */
+  private presyncing: Promise<void> | undefined
+  private sincePresync = 0
+
+  private presyncMaybe (bytes: number): void {
+    this.sincePresync += bytes
+    if (!this.host.core.fsync || this.presyncing !== undefined || this.sincePresync < PRESYNC_BYTES) return
+    this.sincePresync = 0
+    const p: Promise<void> = Promise.all([this.out.sync(), this.early.presync()]).then(() => {}, () => {})
+      .finally(() => { if (this.presyncing === p) this.presyncing = undefined })
+    this.presyncing = p
+  }
   /** the journal's records, copied, while the generation is small: the in-place writes use them */
   private held: HeldRecord[] | undefined = []
   private heldBytes = 0
@@ -148,6 +170,7 @@ export class JournaledWriter implements GenerationWriter {
       this.scan.files.get(fileId)?.touched.add(offset, offset + length)
       await this.host.core.step('redo-appended', this.generation)
       await this.early.block(fileId, offset, offset + length)
+      this.presyncMaybe(length)
     })
   }
 
@@ -165,12 +188,13 @@ export class JournaledWriter implements GenerationWriter {
 
   async checkpoint (): Promise<void> {}
 
-  async commit (): Promise<CommitResult> {
+  async commit (opts: CommitOptions = {}): Promise<CommitResult> {
     const core = this.host.core
     const result = await this.op(async () => await this.host.lock.run(async () => {
       this.host.checkUsable()
       // a finalize or reset may have discarded this generation while we waited for the lock
       if (this.closed) throw new ReplicaWriterClosedError(`writer of generation ${this.generation} was discarded`)
+      await this.presyncing
       await this.out.appendCommit()
       const syncRedo = async (): Promise<void> => {
         if (core.fsync) await this.out.sync()
@@ -199,6 +223,7 @@ export class JournaledWriter implements GenerationWriter {
           this.host.markBroken(new ReplicaNeedsRecoveryError(`generation ${this.generation} interrupted after its commit record`, { cause: err }))
           throw err
         }
+        notifyDurable(opts)
         try {
           this.scan.committed = true
           this.scan.records = this.out.records - 1
@@ -230,6 +255,7 @@ export class JournaledWriter implements GenerationWriter {
     this.signal?.removeEventListener('abort', this.onAbort)
     const core = this.host.core
     try {
+      await this.presyncing
       await this.out.close().catch(() => {})
       await this.early.discard()
       await core.fs.unlink(core.redoPath(this.generation))

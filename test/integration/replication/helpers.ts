@@ -39,8 +39,17 @@ export function vmsSection (specs: VmSpec[]): Record<string, unknown> {
 export function vmOf (s: StatusDocument, vm: string): VmStatus | undefined { return s.vms.find(v => v.name === vm) }
 export function targetOf (s: StatusDocument, vm: string, target: string): TargetStatus | undefined { return vmOf(s, vm)?.targets.find(t => t.node === target) }
 
-/** Waits until `target` acknowledged the source's current generation and nothing is pending. */
+/**
+ * Waits until `target` acknowledged the source's current generation, nothing is pending, and
+ * the replica files hold that generation (the ack comes once it is durable, just before).
+ */
 export async function waitInSync (c: LocalCluster, source: string, vm: string, target: string, timeoutMs = 60_000): Promise<{ generation: number }> {
+  const r = await waitAcked(c, source, vm, target, timeoutMs)
+  await c.waitReplicaApplied(target, vm, r.generation, timeoutMs)
+  return r
+}
+
+async function waitAcked (c: LocalCluster, source: string, vm: string, target: string, timeoutMs: number): Promise<{ generation: number }> {
   return await c.waitFor(`${target} in sync for ${vm}`, async () => {
     const s = await c.status(source)
     const t = targetOf(s, vm, target)

@@ -167,6 +167,52 @@ describe('replica store: crash consistency', function () {
     })
   }
 
+  it('a crash right after onDurable fires leaves exactly generation n: an early ack is honest', async () => {
+    for (const [i, mode] of MODES.entries()) {
+      const h = await build(6)
+      const spec = specFor(new SeededRandom(200 + i), h.refs.get(6) as RefModel, 7)
+      h.refs.set(7, (h.refs.get(6) as RefModel).apply(spec))
+      let calls = 0
+      let appliedBefore = true
+      const done = await tryRun(h, async () => {
+        const w = await h.store.beginGeneration(spec.header)
+        await writeOps(w, spec.ops)
+        await w.commit({
+          onDurable: () => {
+            calls++
+            // durable means before the in-place writes and the state switch, not after them
+            appliedBefore = h.reached.has('inplace-partial') || h.reached.has('applied-recorded')
+            h.fs.crash()
+          }
+        })
+      })
+      assert.equal(done, false, 'the crash inside onDurable should fail the commit')
+      assert.equal(calls, 1)
+      assert.equal(appliedBefore, false, 'onDurable came after the in-place apply')
+      const store = await recover(h, 300 + i, mode)
+      await check(h, store, [7], `onDurable/${mode}`)
+      await applyNext(h, store, `onDurable/${mode}`)
+    }
+  })
+
+  it('a seed calls onDurable once its state switch is durable: a crash then keeps the seed', async () => {
+    for (const [i, mode] of MODES.entries()) {
+      const base: Omit<Harness, 'store'> = { fs: new MemFs(), clock: new ManualClock(0, T0), reached: new Set<ReplicaStep>(), crashAtStep: undefined, refs: new Map<number, RefModel>() }
+      const h: Harness = Object.assign(base, { store: await open(base) })
+      const seed = seedGen(new SeededRandom(400 + i), 1, [{ path: '/vms/web01/web01.vhdx', size: 40_000 }], { createdAtMs: createdAt(1), blockSize: 8192 })
+      h.refs.set(1, new RefModel().apply(seed))
+      let calls = 0
+      await tryRun(h, async () => {
+        const w = await h.store.beginGeneration(seed.header)
+        await writeOps(w, seed.ops)
+        await w.commit({ onDurable: () => { calls++; h.fs.crash() } })
+      })
+      assert.equal(calls, 1)
+      const store = await recover(h, 500 + i, mode)
+      await check(h, store, [1], `seed-onDurable/${mode}`)
+    }
+  })
+
   it('crash at every file-system operation of an apply (with retention merges), and again during recovery', async () => {
     let crashes = 0
     // bounded: the operation count of one apply is finite; 400 is far above it

@@ -161,7 +161,8 @@ describe('replication receiver (fake streams)', () => {
     for (const b of changed) for (let o = b * big; o < Math.min(size, (b + 1) * big); o++) next[o] = (o * 7 + 1) & 0xff
     deliverChunked(s, await frames(next, 2, 1, { blockSize: big, only: changed, framePayload: 128 * 1024 }), rng)
     await until('ack 2', () => s.items().some(i => i.type === 'ack' && i.generation === 2))
-    assert.equal(store.state().appliedGeneration, 2)
+    // the ack leaves once the generation is durable; the in-place apply finishes right after
+    await until('applied 2', () => store.state().appliedGeneration === 2)
     assert.deepEqual(new Uint8Array(await readFile(path)), next)
     s.end()
     await done
@@ -188,6 +189,37 @@ describe('replication receiver (fake streams)', () => {
     assert.deepEqual(new Uint8Array(await readFile(store.state().files['/src/disk.img'] as string)), data)
     s.end()
     await done
+  })
+
+  it('acks a generation once it is durable; an apply failing after that ends the session instead of a nack', async () => {
+    // a store whose in-place apply of generation 2 fails (after its commit record is durable)
+    await rx.stop(); await replicas.stop()
+    let failApply = false
+    replicas = new ReplicaRegistry({ clock, log: silentLogger(), hooks: { step: (s, g) => { if (failApply && g.generation === 2 && s === 'inplace-partial') throw new Error('injected: replica disk gone') } } }, { dir: tmp.dir, fsync: false })
+    await replicas.start()
+    rx = new ReplicationReceiver({ clock, log: silentLogger(), replicas, peerName: (id) => id === 'PEER-A' ? 'hv-a' : undefined })
+    await rx.start()
+    const s = new FakeStream()
+    const done = rx.accept(s, 'PEER-A')
+    send(s, [hello])
+    await until('targetState', () => s.items().length > 0)
+    send(s, await frames(new Uint8Array(3 * BS).fill(7)))
+    await until('ack 1', () => s.items().some(i => i.type === 'ack' && i.generation === 1))
+    failApply = true
+    const gen2 = new Uint8Array(3 * BS).fill(8)
+    send(s, await frames(gen2, 2, 1))
+    await done
+    const items = s.items()
+    assert.ok(items.some(i => i.type === 'ack' && i.generation === 2), 'generation 2 acknowledged as durable')
+    assert.ok(!items.some(i => i.type === 'nack'), 'no nack after the ack')
+    assert.equal((s.aborted as { code?: string } | undefined)?.code, 'ERR_REPLICA_APPLY_AFTER_ACK')
+    // the failed apply was rolled back whole: the replica is exactly generation 1, and the
+    // source, whose books say 2, finds 1 in the next session's targetState and resends (rebase)
+    failApply = false
+    const store = await replicas.open('hv-a', 'vm1')
+    assert.equal(store.state().appliedGeneration, 1)
+    assert.deepEqual(new Uint8Array(await readFile(store.state().files['/src/disk.img'] as string)), new Uint8Array(3 * BS).fill(7))
+    assert.notDeepEqual(gen2, new Uint8Array(3 * BS).fill(7))
   })
 
   it('answers hash requests over the replica in bounded frames', async () => {

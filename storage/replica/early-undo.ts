@@ -109,6 +109,14 @@ export class EarlyUndo {
     return this.out.size
   }
 
+  /**
+   * Syncs what the log holds so far, while blocks keep arriving: the commit's final sync then
+   * has only the tail left. Nothing else changes; failures surface at that final sync.
+   */
+  async presync (): Promise<void> {
+    if (this.core.fsync && this.out !== undefined) await this.out.sync()
+  }
+
   async sync (): Promise<void> {
     const out = this.out
     if (out === undefined) return

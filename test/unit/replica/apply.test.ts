@@ -58,6 +58,29 @@ describe('replica store: apply', () => {
     assertContents(replicaContents(fs, store), ref.apply(spec), 'later blocks win')
   })
 
+  it('syncs a large generation\'s redo and undo logs in the background while its blocks arrive', async () => {
+    const fs = new MemFs()
+    const store = await openStore(fs)
+    const path = '/vms/web01/web01.vhdx'
+    const size = 12 * 1024 * 1024
+    const seed = { header: { generation: 1, baseGeneration: 0, consistent: true, createdAtMs: 1, files: [{ fileId: 1, path, size, kind: 'disk' as const }] }, ops: [{ kind: 'block' as const, fileId: 1, offset: 0, data: Buffer.alloc(size, 1) }] }
+    await applyGen(store, seed)
+    const syncs: string[] = []
+    let committing = false
+    fs.delay = async (op, p) => { if (op === 'sync' && !committing) syncs.push(p) }
+    const ops = []
+    for (let at = 0; at < 10 * 1024 * 1024; at += 1024 * 1024) ops.push({ kind: 'block' as const, fileId: 1, offset: at, data: Buffer.alloc(1024 * 1024, 2 + at / (1024 * 1024)) })
+    const spec = { header: { generation: 2, baseGeneration: 1, consistent: true, createdAtMs: 2, files: [{ fileId: 1, path, size, kind: 'disk' as const }] }, ops }
+    const w = await store.beginGeneration(spec.header)
+    await writeOps(w, spec.ops)
+    committing = true
+    await w.commit()
+    fs.delay = undefined
+    assert.ok(syncs.some(p => p.includes('/journal/redo-2')), `redo synced before commit: ${syncs.join(', ')}`)
+    assert.ok(syncs.some(p => p.includes('/undo/undo-2-1')), `undo synced before commit: ${syncs.join(', ')}`)
+    assertContents(replicaContents(fs, store), new RefModel().apply(seed).apply(spec), 'after the generation')
+  })
+
   it('applies incremental generations, including resizes and new files', async () => {
     const fs = new MemFs()
     const rng = new SeededRandom(2)

@@ -19,6 +19,23 @@ describe('adaptive block encoder', () => {
     assert.equal(enc.encode(text).encoding, BlockEncoding.Lz4)
   })
 
+  it('doubles the skip while probes keep failing, and tries every block again once one compresses', () => {
+    const enc = new AdaptiveEncoder({ rawStreak: 2, skipBlocks: 2, maxSkipBlocks: 8 })
+    const random = (): Uint8Array => new Uint8Array(randomBytes(4096))
+    const text = new Uint8Array(4096).fill(0x41)
+    const tried = (): number => { const before = enc.skipped; enc.encode(random()); return enc.skipped === before ? 1 : 0 }
+    // 2 tries start a skip of 2; then probes, each followed by a skip of 4, 8, 8 (the cap)
+    const pattern: number[] = []
+    for (let i = 0; i < 2 + 2 + 1 + 4 + 1 + 8 + 1 + 8 + 1; i++) pattern.push(tried())
+    assert.deepEqual(pattern, [1, 1, 0, 0, 1, 0, 0, 0, 0, 1, ...new Array(8).fill(0), 1, ...new Array(8).fill(0), 1])
+    // skipping now (8 blocks): the next probe is a compressible block, which resets the back-off
+    for (let i = 0; i < 8; i++) enc.encode(random())
+    assert.equal(enc.encode(text).encoding, BlockEncoding.Lz4)
+    assert.equal(enc.encode(text).encoding, BlockEncoding.Lz4)
+    assert.equal(enc.encode(random()).encoding, BlockEncoding.Raw)
+    assert.equal(tried(), 1)
+  })
+
   it('every block it makes decodes and verifies', () => {
     const enc = new AdaptiveEncoder({ rawStreak: 1, skipBlocks: 2 })
     for (let i = 0; i < 20; i++) {

@@ -5,8 +5,11 @@
  *    loopback (a private sshd on a free 127.0.0.1 port, temp keys) vs a bare libp2p stream
  *    (Noise + yamux, 1 MiB sends, receiver discards), measured twice: both nodes in this process
  *    (one thread does both ends) and the receiver in a child process (two processes, like the
- *    daemons); the goal is checked against the faster of the two. The source file is read once
- *    before each measurement so every contender starts with it in the page cache;
+ *    daemons); the goal is checked against the faster of the two. For context a third run has
+ *    the child write what it receives to a file with fdatasync as it goes (the floor of a durable
+ *    receiver: rsync and the discarding stream do not sync). The source file is read once
+ *    before each measurement so every contender starts with it in the page cache; rsync is also
+ *    run with --fsync into an empty directory, for the same reason;
  *  - incremental sync after 1 % of the 64 KiB blocks changed (scattered) vs rsync's delta
  *    transfer of the same change (time from the last write until the replica is durable), three
  *    rounds (each vmesh round followed by rsync on the same change), with vmesh's phases from the
@@ -179,9 +182,9 @@ function sshArgs (port: number, key: string): string[] {
   return ['-p', String(port), '-i', key, '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes']
 }
 
-async function rsyncOnce (sshd: Sshd, src: string, dstDir: string): Promise<number> {
+async function rsyncOnce (sshd: Sshd, src: string, dstDir: string, extra: string[] = []): Promise<number> {
   const t0 = now()
-  await exec('rsync', ['-a', '--inplace', '-e', ['ssh', ...sshArgs(sshd.port, sshd.key)].join(' '), src, `root@127.0.0.1:${dstDir}/`])
+  await exec('rsync', ['-a', '--inplace', ...extra, '-e', ['ssh', ...sshArgs(sshd.port, sshd.key)].join(' '), src, `root@127.0.0.1:${dstDir}/`])
   return (now() - t0) / 1000
 }
 
@@ -236,8 +239,13 @@ async function sendFileTimed (stream: { send: (b: Uint8Array) => boolean, addEve
   return (now() - t0) / 1000
 }
 
-/** The same bare stream with the receiver in a child process (as the daemons are two processes). */
-async function bareLibp2pTwoProcesses (file: string, size: number): Promise<number> {
+/**
+ * The same bare stream with the receiver in a child process (as the daemons are two processes).
+ * With `durableTo`, the receiver also writes what it gets to that file, in order, with a
+ * background fdatasync every 16 MiB and a last one before it reports done: the floor of any
+ * receiver that makes the bytes durable (vmesh must, before it acknowledges).
+ */
+async function bareLibp2pTwoProcesses (file: string, size: number, durableTo?: string): Promise<number> {
   const { fork } = await import('node:child_process')
   const { fileURLToPath } = await import('node:url')
   const { generateKeyPair, privateKeyToProtobuf } = await import('@libp2p/crypto/keys')
@@ -252,7 +260,7 @@ async function bareLibp2pTwoProcesses (file: string, size: number): Promise<numb
   const child = fork(fileURLToPath(import.meta.url), [], {
     // the daemons' V8 flags: the receiver runs under the same heap settings as vmesh's
     execArgv: [...daemonNodeArgs(), '--import', 'tsx'],
-    env: { ...process.env, VMESH_BENCH_BARE_RECEIVER: [Buffer.from(privateKeyToProtobuf(kb)).toString('hex'), idA, String(size)].join(':') },
+    env: { ...process.env, VMESH_BENCH_BARE_RECEIVER: [Buffer.from(privateKeyToProtobuf(kb)).toString('hex'), idA, String(size), Buffer.from(durableTo ?? '').toString('hex')].join(':') },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc']
   })
   try {
@@ -260,7 +268,11 @@ async function bareLibp2pTwoProcesses (file: string, size: number): Promise<numb
       child.once('message', (m: { addr?: string }) => { if (m.addr !== undefined) resolve(m.addr); else reject(new Error('no address from the bare receiver')) })
       child.once('exit', (code) => { reject(new Error(`bare receiver exited with ${code}`)) })
     })
-    const received = new Promise<void>(resolve => child.on('message', (m: { done?: boolean }) => { if (m.done === true) resolve() }))
+    const received = new Promise<void>((resolve, reject) => {
+      child.on('message', (m: { done?: boolean }) => { if (m.done === true) resolve() })
+      child.once('exit', (code) => { reject(new Error(`bare receiver exited with ${code}`)) })
+    })
+    received.catch(() => {})
     const a = await createMeshNode({ privateKey: ka, listen: ['/ip4/127.0.0.1/tcp/0'], allowedPeerIds: [idB] })
     await a.libp2p.start()
     try {
@@ -395,6 +407,13 @@ export async function run (argv: string[]): Promise<object> {
       await warm(disk)
       const s2 = await bareLibp2pTwoProcesses(disk, fileBytes)
       initial.bareLibp2pTwoProcesses = { seconds: round(s2), MBps: round(fileBytes / 1e6 / s2, 1) }
+      process.stderr.write('initial sync (bare libp2p, two processes, receiver writes durably)…\n')
+      await warm(disk)
+      const durablePath = join(c.dir, 'bare-durable.bin')
+      const s3 = await bareLibp2pTwoProcesses(disk, fileBytes, durablePath)
+      await rm(durablePath, { force: true })
+      initial.bareLibp2pDurableWrite = { seconds: round(s3), MBps: round(fileBytes / 1e6 / s3, 1) }
+      initial.vsBareDurableWrite = round(vmeshTotal > 0 ? s3 / vmeshTotal : NaN)
       // against the faster of the two (the stricter goal)
       initial.vsBare = round(vmeshTotal > 0 ? Math.min(s, s2) / vmeshTotal : NaN)
     }
@@ -411,6 +430,15 @@ export async function run (argv: string[]): Promise<object> {
         const s = await rsyncOnce(sshd, disk, rsyncDir)
         initial.rsyncSsh = { seconds: round(s), MBps: round(fileBytes / 1e6 / s, 1) }
         initial.vsRsync = round(s / vmeshTotal)
+        // for context: rsync making the copy durable too (--fsync), as vmesh must before its ack
+        process.stderr.write('initial sync (rsync over ssh, --fsync)…\n')
+        const fsyncDir = join(c.dir, 'rsync-fsync-dst')
+        await mkdir(fsyncDir)
+        await warm(disk)
+        const sf = await rsyncOnce(sshd, disk, fsyncDir, ['--fsync'])
+        await rm(fsyncDir, { recursive: true, force: true })
+        initial.rsyncSshFsync = { seconds: round(sf), MBps: round(fileBytes / 1e6 / sf, 1) }
+        initial.vsRsyncFsync = round(sf / vmeshTotal)
       }
     }
     initial.loadAverageAfter = loadAverage()
@@ -563,16 +591,66 @@ export async function run (argv: string[]): Promise<object> {
  * over IPC.
  */
 async function bareReceiver (spec: string): Promise<void> {
-  const [keyHex, senderId, total] = spec.split(':')
+  const [keyHex, senderId, total, outHex] = spec.split(':')
+  const outPath = Buffer.from(outHex ?? '', 'hex').toString()
   const { createMeshNode } = await import('../daemon/mesh/node.ts')
   const { privateKeyFromProtobuf } = await import('@libp2p/crypto/keys')
   const node = await createMeshNode({ privateKey: privateKeyFromProtobuf(Buffer.from(keyHex ?? '', 'hex')), listen: ['/ip4/127.0.0.1/tcp/0'], allowedPeerIds: [senderId ?? ''] })
   await node.libp2p.start()
+  const out = outPath !== '' ? await open(outPath, 'w') : undefined
   let got = 0
+  // durable mode: bytes gathered into 4 MiB buffers, each written at its offset as soon as it
+  // is full (several writes in flight), an fdatasync every 16 MiB in the background, and the
+  // last one before done; bounded: 512 MiB behind ends the run
+  let buf = Buffer.allocUnsafe(4 * MiB)
+  let used = 0
+  let fileAt = 0
+  let written = 0
+  let sinceSync = 0
+  let syncing: Promise<void> | undefined
+  let finished = false
+  const fail = (err: unknown): void => { process.stderr.write(`bare durable receiver: ${String(err)}\n`); process.exit(1) }
+  const flush = (): void => {
+    if (out === undefined || used === 0) return
+    const b = buf.subarray(0, used)
+    const at = fileAt
+    fileAt += used
+    buf = Buffer.allocUnsafe(4 * MiB)
+    used = 0
+    if (fileAt - written > 512 * MiB) fail('writes fell 512 MiB behind')
+    out.write(b, 0, b.length, at).then(async () => {
+      written += b.length
+      sinceSync += b.length
+      if (sinceSync >= 16 * MiB && syncing === undefined) {
+        sinceSync = 0
+        syncing = out.datasync().finally(() => { syncing = undefined })
+      }
+      if (written >= Number(total) && !finished) {
+        finished = true
+        await syncing
+        await out.datasync()
+        await out.close()
+        process.send?.({ done: true })
+      }
+    }).catch(fail)
+  }
   await node.libp2p.handle('/bench/bare/1.0.0', (stream) => {
     stream.addEventListener('message', (e) => {
       got += e.data.byteLength
-      if (got >= Number(total)) process.send?.({ done: true })
+      if (out === undefined) {
+        if (got >= Number(total)) process.send?.({ done: true })
+        return
+      }
+      for (const part of e.data instanceof Uint8Array ? [e.data] : e.data) {
+        for (let o = 0; o < part.byteLength;) {
+          const n = Math.min(part.byteLength - o, buf.length - used)
+          buf.set(part.subarray(o, o + n), used)
+          used += n
+          o += n
+          if (used === buf.length) flush()
+        }
+      }
+      if (got >= Number(total)) flush()
     })
   })
   process.send?.({ addr: node.libp2p.getMultiaddrs()[0]?.toString() })

@@ -5,7 +5,8 @@
  * Triggers: an interval per file bounds staleness (`scanIntervalMs` after the end of its last
  * scan); a file-system watcher on the file's directory pulls the next scan forward to
  * `debounceMs` after the first event (later events do not push it back, so a busy disk is still
- * scanned), never sooner than `minGapMs` after the previous scan. Scans run one at a time: two
+ * scanned), never sooner than `minGapMs` after the previous scan that read the file (a check
+ * that found the stat unchanged and read nothing does not hold the next scan back). Scans run one at a time: two
  * cores are better spent on one file's hashing than on seeking between two.
  *
  * Order per scan, for crash safety: changes(since = saved token) → dirty maps marked → token
@@ -87,6 +88,8 @@ interface Tracked {
   timer: TimerHandle | undefined
   dueAt: number
   lastScanEnd: number
+  /** End of the last scan that read data (or failed): the minimum gap counts from it. */
+  lastReadEnd: number
   queued: boolean
 }
 
@@ -192,7 +195,7 @@ export class ChangeTracker {
   private track (path: string): void {
     const abs = resolve(path)
     if (this.files.has(abs)) return
-    const t: Tracked = { path: abs, timer: undefined, dueAt: Infinity, lastScanEnd: -Infinity, queued: false }
+    const t: Tracked = { path: abs, timer: undefined, dueAt: Infinity, lastScanEnd: -Infinity, lastReadEnd: -Infinity, queued: false }
     this.files.set(abs, t)
     if (this.init.watch !== false) this.watchDir(abs)
     this.schedule(t, this.components.clock.now())
@@ -219,7 +222,7 @@ export class ChangeTracker {
       if (name !== null && basename(abs) !== name) continue
       const t = this.files.get(abs)
       if (t === undefined) continue
-      this.schedule(t, Math.max(now + this.debounceMs, t.lastScanEnd + this.minGapMs))
+      this.schedule(t, Math.max(now + this.debounceMs, t.lastReadEnd + this.minGapMs))
     }
   }
 
@@ -241,13 +244,15 @@ export class ChangeTracker {
   private async scanTracked (path: string): Promise<void> {
     const t = this.files.get(path)
     if (t === undefined || !this.running) return
+    let read = true
     try {
-      await this.scanOne(path)
+      read = (await this.scanOne(path)).scannedBytes > 0
     } catch (err) {
       if (this.running) await this.emit({ file: path, error: err instanceof Error ? err : new Error(errorMessage(err)) })
     } finally {
       t.queued = false
       t.lastScanEnd = this.components.clock.now()
+      if (read) t.lastReadEnd = t.lastScanEnd
       if (this.running && this.files.get(path) === t) this.schedule(t, t.lastScanEnd + this.scanIntervalMs)
     }
   }

@@ -88,12 +88,14 @@ describe('changes/watcher (ChangeTracker)', function () {
     assert.equal(clock.pendingTimers, 0)
   })
 
-  it('a watcher event pulls the scan forward by debounceMs, not sooner than minGapMs after the last', async () => {
+  it('a watcher event pulls the scan forward by debounceMs, not sooner than minGapMs after the last that read', async () => {
     const source = new FakeSource(clock)
     const watch = fakeWatch()
     const file = join(dir.path, 'a.raw')
     const t = new ChangeTracker({ clock, db, source, watch }, { files: [file], scanIntervalMs: 60_000, debounceMs: 200, minGapMs: 1000 })
     const step = stepper(t)
+    // the first scans read the file, the third finds its stat unchanged and reads nothing
+    source.answers.push({ scannedBytes: 10 * BS }, { scannedBytes: 10 * BS }, { scannedBytes: 0 })
     await t.start()
     await step(0)
     assert.equal(source.calls.length, 1)
@@ -107,10 +109,19 @@ describe('changes/watcher (ChangeTracker)', function () {
     for (let i = 0; i < 4; i++) { watch.fire(dir.path, 'a.raw'); await step(50) }
     assert.equal(source.calls.length, 3)
     assert.equal(source.calls[2]?.at, 6000 + 200)
+    // That scan (at 6200) read nothing: an event right after it is not held back by the minimum
+    // gap, which counts from the last scan that read (at 1000); one that read would say 7200
+    await step(300)
+    watch.fire(dir.path, 'a.raw') // at 6500: debounce says 6700
+    await step(199)
+    assert.equal(source.calls.length, 3)
+    await step(1)
+    assert.equal(source.calls.length, 4)
+    assert.equal(source.calls[3]?.at, 6700)
     // Events for other names in the directory are ignored.
     watch.fire(dir.path, 'other.txt')
     await step(5000)
-    assert.equal(source.calls.length, 3)
+    assert.equal(source.calls.length, 4)
     await t.stop()
     assert.equal(watch.open.size, 0, 'watchers closed')
   })

@@ -377,11 +377,7 @@ export async function run (argv: string[]): Promise<object> {
     const t0Wall = Date.now()
     await addVm(c, { name: 'big', disks: [disk], replicateTo: ['hv-b'], scanInterval: 1000, quietBudget: 2000 })
     // a slow poll (status calls cost the source main-thread time); exact times from the logs
-    await c.waitFor('seed', async () => {
-      const s = await status(c, 'hv-a')
-      const t = s.vms[0]?.targets[0]
-      return t?.state === 'in-sync' && t.ackedGeneration === s.vms[0]?.generation && (s.vms[0]?.generation ?? 0) > 0
-    }, 3_600_000, 250)
+    const seeded = await waitSync(c, 'big', 0, 3_600_000, 250)
     const polledTotal = (now() - t0) / 1000
     const seedEvents = await eventsBetween(c, t0Wall - 2, Date.now() + 2)
     const seedSending = seedEvents.find(e => e.msg === 'sending generation' && e.node === 'hv-a')
@@ -394,7 +390,7 @@ export async function run (argv: string[]): Promise<object> {
       vmesh: { totalSeconds: round(vmeshTotal), transferSeconds: round(vmeshTransfer), MBps: round(fileBytes / 1e6 / vmeshTotal, 1), transferMBps: round(fileBytes / 1e6 / vmeshTransfer, 1) },
       rssAfterSeed: { 'hv-a': rssOf(c.node('hv-a').proc?.pid), 'hv-b': rssOf(c.node('hv-b').proc?.pid) }
     }
-    await c.waitReplicaApplied('hv-b', 'big', (await status(c, 'hv-a')).vms[0]?.generation ?? 0)
+    await c.waitReplicaApplied('hv-b', 'big', seeded.generation)
     const rp = (await status(c, 'hv-b')).vms[0]?.replica?.files[disk]
     initial.identical = rp !== undefined && spawnSync('cmp', ['-s', disk, rp]).status === 0
 
@@ -457,10 +453,10 @@ export async function run (argv: string[]): Promise<object> {
       changed = await changeBlocks(disk, size, 1, 42 + r)
       const ti = now()
       const tiWall = Date.now()
-      await waitSync(c, 'big', g0, 3_600_000, 250)
+      const { generation } = await waitSync(c, 'big', g0, 3_600_000, 250)
       const polled = (now() - ti) / 1000
       // the ack comes once the generation is durable; its in-place apply (and its log line) a moment later
-      await c.waitReplicaApplied('hv-b', 'big', (await status(c, 'hv-a')).vms[0]?.generation ?? 0)
+      await c.waitReplicaApplied('hv-b', 'big', generation)
       // log timestamps are whole milliseconds: a little slack before the writes began
       const phases = phasesOf(await eventsBetween(c, writeStartWall - 2, Date.now() + 2), tiWall)
       // from the end of the writes to the source's log line of the durable ack (a status poll

@@ -127,18 +127,19 @@ async function replicationDemo (cluster: LocalCluster): Promise<void> {
     if (line !== last) { last = line; say('  ' + line) }
     return { inSync: t?.state === 'in-sync' && (v?.generation ?? 0) > 0 && t.ackedGeneration === v?.generation, generation: v?.generation ?? 0 }
   }
-  const converge = async (what: string, after = 0): Promise<void> => {
+  /** Waits until hv-b acknowledged a generation after `after`; returns that generation. */
+  const converge = async (what: string, after = 0): Promise<number> => {
     const t0 = Date.now()
-    await cluster.waitFor(what, async () => { const s = await show(); return s.inSync && s.generation > after ? s : undefined }, 30_000, 150)
+    const s = await cluster.waitFor(what, async () => { const s = await show(); return s.inSync && s.generation > after ? s : undefined }, 30_000, 150)
     say(`${what}: converged in ${((Date.now() - t0) / 1000).toFixed(2)} s`)
+    return s.generation
   }
   await converge('initial seed')
   const g0 = (await cluster.status('hv-a')).vms[0]?.generation ?? 0
   say('writing into the disk on hv-a' + (qemu ? ' with qemu-io (guest writes through the VHD format)' : ''))
   if (qemu) await run('qemu-io', ['-f', 'vpc', '-c', 'write -P 0x33 8M 1M', '-c', 'write -P 0x44 48M 512k', disk])
   else { const fh = await open(disk, 'r+'); await fh.write(Buffer.alloc(1024 * 1024, 0x33), 0, undefined, 8 * 1024 * 1024); await fh.close() }
-  await converge('write → replica durable on hv-b', g0)
-  await cluster.waitReplicaApplied('hv-b', 'web01', (await cluster.status('hv-a')).vms[0]?.generation ?? 0)
+  await cluster.waitReplicaApplied('hv-b', 'web01', await converge('write → replica durable on hv-b', g0))
   const b = await cluster.status('hv-b')
   const replica = b.vms.find(x => x.name === 'web01')?.replica?.files[disk]
   if (replica !== undefined) {

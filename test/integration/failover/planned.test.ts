@@ -90,11 +90,17 @@ describe('integration: operator failover', function () {
     const { c, disk } = await setup('manual')
     await c.waitFor('a consistent replica on b', async () => ((await replicaOnB(c))?.consistent ?? 0) > 0, 60_000)
     await guestWrite(disk, 0, 64 * 1024, 0x11)
-    const first = await c.waitFor('the first write replicated', async () => {
+    // The replica's file can already hold a generation its status does not name yet (the
+    // apply publishes its number last), so the point is taken once the replica has shown the
+    // write and kept the same generation for a second: the source is idle by then.
+    let seen: { generation: number, since: number } | undefined
+    const first = await c.waitFor('the first write replicated and settled', async () => {
       const r = await replicaOnB(c)
-      if (r === undefined || r.consistent === 0) return undefined
+      if (r === undefined || r.consistent === 0 || r.consistent !== r.applied) return undefined
       const bytes = await readFile(r.files[disk] ?? '')
-      return bytes[0] === 0x11 && r.consistent === r.applied ? r.consistent : undefined
+      if (bytes[0] !== 0x11) { seen = undefined; return undefined }
+      if (seen?.generation !== r.applied) { seen = { generation: r.applied, since: Date.now() }; return undefined }
+      return Date.now() - seen.since >= 1000 ? r.applied : undefined
     }, 30_000)
     const firstImage = await readFile(disk)
     await guestWrite(disk, 0, 64 * 1024, 0x22)

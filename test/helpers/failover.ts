@@ -4,6 +4,7 @@
  * status probes, and the diagnosis printed when a test fails (the daemons' election lines,
  * the watchdogs' logs and the VM events log).
  */
+import assert from 'node:assert/strict'
 import { writeFile, readFile, cp } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalCluster, type LocalNodeSpec } from '../../daemon/demo/local-cluster.ts'
@@ -86,6 +87,26 @@ export async function allAlive (c: LocalCluster): Promise<boolean> {
 export async function vmInstances (c: LocalCluster): Promise<{ list: Instance[], overlapping: Array<[Instance, Instance]> }> {
   const list = (await instances(c.dir)).filter(i => i.vm === VM)
   return { list, overlapping: overlaps(list) }
+}
+
+/**
+ * Waits until `b` has started vm1 after an incident that began at `sinceMs`, and checks the
+ * handover: no overlap, `a`'s one instance went off at or after the incident and before `b`'s
+ * began, and `b` runs at a higher epoch. Returns both instances and the margin between them.
+ */
+export async function waitTakeoverAfterFence (c: LocalCluster, sinceMs: number, timeoutMs: number): Promise<{ onB: Instance, fencedA: Instance, marginMs: number }> {
+  const onB = await c.waitFor('vm1 started on b', async () => (await vmInstances(c)).list.find(i => i.node === 'b'), timeoutMs, 100)
+  const { list, overlapping } = await vmInstances(c)
+  assert.deepEqual(overlapping, [])
+  const onA = list.filter(i => i.node === 'a')
+  assert.equal(onA.length, 1, JSON.stringify(list))
+  const fencedA = onA[0]
+  assert.ok(fencedA !== undefined && Number.isFinite(fencedA.to), `a's instance was never turned off: ${JSON.stringify(list)}`)
+  assert.ok(fencedA.to >= sinceMs, 'a\'s VM went off before the incident')
+  const marginMs = onB.from - fencedA.to
+  assert.ok(marginMs > 0, `b started ${marginMs} ms after a's VM went off (must be > 0)`)
+  assert.ok(onB.epoch > fencedA.epoch, `epochs: a ${fencedA.epoch}, b ${onB.epoch}`)
+  return { onB, fencedA, marginMs }
 }
 
 /** Whether the fake VM's process for `node` is alive (its pid file names a live process). */

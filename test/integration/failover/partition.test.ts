@@ -14,7 +14,7 @@ import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
 import { killAllVms } from '../../helpers/fake-vm.ts'
 import { Netbed } from '../../helpers/netbed.ts'
 import {
-  VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure
+  VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, waitTakeoverAfterFence, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure
 } from '../../helpers/failover.ts'
 
 describe('integration: failover — partition isolating the owner (network namespaces)', function () {
@@ -63,17 +63,7 @@ describe('integration: failover — partition isolating the owner (network names
     const isolatedAt = Date.now()
     b.isolate(1)
 
-    const onB = await c.waitFor('vm1 started on b', async () => (await vmInstances(c)).list.find(i => i.node === 'b'), 40_000, 100)
-    const afterFailover = await vmInstances(c)
-    assert.deepEqual(afterFailover.overlapping, [])
-    const onA = afterFailover.list.filter(i => i.node === 'a')
-    assert.equal(onA.length, 1, JSON.stringify(afterFailover.list))
-    const fencedA = onA[0]
-    assert.ok(fencedA !== undefined && Number.isFinite(fencedA.to), `a's instance was never turned off: ${JSON.stringify(afterFailover.list)}`)
-    assert.ok(fencedA.to >= isolatedAt, 'a\'s VM went off before the partition')
-    const marginMs = onB.from - fencedA.to
-    assert.ok(marginMs > 0, `b started ${marginMs} ms after a's VM went off (must be > 0)`)
-    assert.ok(onB.epoch > fencedA.epoch, `epochs: a ${fencedA.epoch}, b ${onB.epoch}`)
+    const { onB, fencedA, marginMs } = await waitTakeoverAfterFence(c, isolatedAt, 40_000)
     assert.equal(await vmProcessAlive(c, 'a'), false)
     await c.waitFor('b reports vm1 running', () => runningOn(c, 'b'), 15_000, 100)
     // the isolated daemon is alive and answers (loopback) but has no majority: it must not run vm1

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
 import { killAllVms } from '../../helpers/fake-vm.ts'
 import {
-  VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure
+  VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, waitTakeoverAfterFence, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure
 } from '../../helpers/failover.ts'
 
 describe('integration: failover — paused owner (SIGSTOP)', function () {
@@ -39,17 +39,7 @@ describe('integration: failover — paused owner (SIGSTOP)', function () {
     await c.signal('a', 'SIGSTOP')
     paused = true
 
-    const onB = await c.waitFor('vm1 started on b', async () => (await vmInstances(c)).list.find(i => i.node === 'b'), 30_000, 100)
-    const afterFailover = await vmInstances(c)
-    assert.deepEqual(afterFailover.overlapping, [])
-    const onA = afterFailover.list.filter(i => i.node === 'a')
-    assert.equal(onA.length, 1, JSON.stringify(afterFailover.list))
-    const fencedA = onA[0]
-    assert.ok(fencedA !== undefined && Number.isFinite(fencedA.to), `a's instance was never turned off: ${JSON.stringify(afterFailover.list)}`)
-    assert.ok(fencedA.to >= pausedAt, 'a\'s VM went off before the pause')
-    const marginMs = onB.from - fencedA.to
-    assert.ok(marginMs > 0, `b started ${marginMs} ms after a's fence (must be > 0)`)
-    assert.ok(onB.epoch > fencedA.epoch, `epochs: a ${fencedA.epoch}, b ${onB.epoch}`)
+    const { onB, fencedA, marginMs } = await waitTakeoverAfterFence(c, pausedAt, 30_000)
     // the daemon was frozen: only its watchdog process can have turned the VM off
     assert.ok((await watchdogLog(c, 'a')).some(e => e.type === 'fenced' && e.vm === VM), 'no fence in a\'s watchdog log')
     assert.equal(await vmProcessAlive(c, 'a'), false)

@@ -72,6 +72,16 @@ export interface HypervisorDriver extends Partial<TestInstanceOps> {
   isRunning: (vm: string, opts?: OpOptions) => Promise<boolean>
   /** How the watchdog process turns `vm` off by itself (plain data, sent over its pipe). */
   fenceAction: (vm: string) => Promise<FenceAction>
+  /**
+   * This host lost `vm` (demotion): drivers that register VMs unregister it here, files kept,
+   * so a later start on this host registers it afresh. Turns it off first if it still runs.
+   * Idempotent; optional (drivers without a registry have nothing to release).
+   */
+  release?: (vm: string, opts?: OpOptions) => Promise<void>
+  /** vmesh takes `vm` over (protect): the hypervisor must never start it on its own. Optional. */
+  preventAutoStart?: (vm: string, opts?: OpOptions) => Promise<void>
+  /** Ends long-lived helpers (a PowerShell session). Optional, idempotent. */
+  close?: () => Promise<void>
 }
 
 /** What every driver is built with. */

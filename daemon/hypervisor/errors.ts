@@ -32,6 +32,33 @@ export class HypervisorOutputError extends VmeshError {
   }
 }
 
+/**
+ * A Hyper-V cmdlet threw: `message` is the cmdlet's own (e.g. "Identifier already exists."),
+ * `errorId` PowerShell's FullyQualifiedErrorId when it gave one.
+ */
+export class HypervisorCmdletError extends VmeshError {
+  constructor (readonly what: string, readonly cmdletMessage: string, readonly errorId = '') {
+    super('ERR_HYPERVISOR_CMDLET', `${what} failed: ${cmdletMessage}${errorId !== '' ? ` (${errorId})` : ''}`)
+  }
+}
+
+/** The long-lived PowerShell child died or broke its reply protocol; the next call starts a new one. */
+export class PowerShellSessionError extends VmeshError {
+  constructor (readonly executable: string, detail: string, options?: { cause?: unknown }) {
+    super('ERR_POWERSHELL_SESSION', `${executable}: ${detail}`, options)
+  }
+}
+
+/**
+ * Another VM (a different Hyper-V ID) already has this name here: importing would make two
+ * VMs of one name, which every later by-name call would find ambiguous.
+ */
+export class VmNameConflictError extends VmeshError {
+  constructor (readonly vm: string, readonly existingId: string, readonly wantedId: string) {
+    super('ERR_VM_NAME_CONFLICT', `VM "${vm}": a different VM (ID ${existingId}) has this name on this host; the replica is ${wantedId}`)
+  }
+}
+
 /** The hypervisor does not know this VM. */
 export class VmNotFoundError extends VmeshError {
   constructor (readonly vm: string, detail = '') {

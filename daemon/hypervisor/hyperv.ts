@@ -1,63 +1,113 @@
 /**
- * The `hyperv` driver: Windows PowerShell's Hyper-V module, one powershell.exe per operation
- * (scripts and their parsing in hyperv-scripts.ts).
- *   list      Get-VM + Get-VMHardDiskDrive + the .vmcx/.vmrs/.vmgs under ConfigurationLocation
- *   start     Compare-VM -Register on the replica's .vmcx, disks → replicas, Import-VM, Start-VM
+ * The `hyperv` driver: Windows PowerShell's Hyper-V module through ONE long-lived
+ * powershell.exe (ps-session.ts; scripts and their parsing in hyperv-scripts.ts).
+ *   list      Get-VM + every file of each disk chain (Get-VMHardDiskDrive, Get-VHD ParentPath)
+ *             + the .vmcx/.vmrs/.vmgs
+ *   start     restart-safe: the VMs registered here under the name or the replica's ID decide —
+ *               this VM registered on these files  → AutomaticStartAction Nothing, Start-VM
+ *               this VM registered on OTHER files (a stale registration: failback, second
+ *               failover to a former owner)        → Remove-VM (files kept), then import
+ *               nothing registered                  → Compare-VM -Register, disks → replicas,
+ *                                                     Import-VM, AutomaticStartAction Nothing, Start-VM
+ *               another VM with the name            → VmNameConflictError, nothing touched
+ *   release   this host lost the VM: turned off, Remove-VM, configuration files put back
  *   turnOff   Stop-VM -TurnOff -Force (saved state discarded); off or unknown = success
- *   isRunning (Get-VM).State not Off/Saved
- *   startTest Compare-VM -Copy -GenerateNewId into the test folder, disks → restored files,
- *             every network adapter disconnected, Import-VM, Rename-VM to the test name, Start-VM
+ *   isRunning one Get-VM for all VMs, cached for statusCacheMs (the monitor asks per VM)
+ *   startTest Compare-VM -Copy -GenerateNewId into the test folder (see hyperv-scripts.ts)
  *   stopTest  Stop-VM -TurnOff + Remove-VM -Force of every VM with the test name
+ * The fence action stays a standalone powershell.exe command: the watchdog runs it in its own
+ * process, without the daemon or its session.
  */
+import { basename } from 'node:path'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
-import type { RunResult } from './run.ts'
 import { EpochStore } from './epochs.ts'
-import { executeFence, type FenceAction } from './fence.ts'
+import type { FenceAction } from './fence.ts'
 import {
-  EXIT_ALREADY_RUNNING, EXIT_AMBIGUOUS, EXIT_NOT_FOUND, encodeScript, inventoryState, isRunningState, jsonList,
-  listScript, removeTestScript, startScript, startTestScript, stateName, stateScript, stringList, turnOffScript
+  EXIT_ALREADY_RUNNING, EXIT_AMBIGUOUS, encodeScript, importScript, inventoryState, isRunningState, jsonList,
+  listScript, lookupScript, preventAutoStartScript, releaseScript, removeTestScript, standalone, startRegisteredScript,
+  startTestScript, stateName, statusAllScript, stringList, turnOffScript
 } from './hyperv-scripts.ts'
-import { HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError, VmAlreadyRunningError, VmFilesError, tail } from './errors.ts'
+import { PowerShellSession, type PsReply } from './ps-session.ts'
+import {
+  HypervisorCmdletError, HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError,
+  VmAlreadyRunningError, VmFilesError, VmNameConflictError
+} from './errors.ts'
 
 export interface HypervDriverConfig {
-  /** @default 'powershell.exe' */
+  /** The PowerShell executable; tests point it at a scripted fake. @default 'powershell.exe' */
   powershell?: string
   /** Not used by this driver (replicas are registered in place). */
   replicaDir?: string
+  /** How long one Get-VM answers isRunning for every VM. @default 1000 */
+  statusCacheMs?: number
 }
+
+/** Runs one script body and returns the reply (the session, or a recorded transcript in tests). */
+export type PsTransport = (script: string, opts: { timeoutMs: number, signal?: AbortSignal }) => Promise<PsReply>
 
 const TIMEOUT_MS = 120_000
 /** CreateProcess limits a command line to 32767 UTF-16 units. */
 const MAX_ENCODED = 30_000
+const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+interface StatusEntry { name: string, id: string, state: string }
+interface Registered { name: string, id: string, state: string, drives: string[] }
+
+/** The Hyper-V ID a .vmcx is named after (`<GUID>.vmcx`), if it is. */
+export function vmcxId (path: string): string | undefined {
+  const base = basename(path.replace(/\\/g, '/')).replace(/\.vmcx$/i, '')
+  return GUID.test(base) ? base.toLowerCase() : undefined
+}
+
+const samePath = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase()
 
 export class HypervDriver implements HypervisorDriver, TestInstanceOps {
   readonly kind = 'hyperv' as const
   private readonly powershell: string
   private readonly epochs: EpochStore
+  private readonly transport: PsTransport
+  /** The session when this driver owns one (not when a transport was injected). */
+  readonly session: PowerShellSession | undefined
+  private status: { at: number, entries: Promise<StatusEntry[]> } | undefined
 
-  constructor (config: HypervDriverConfig, private readonly deps: DriverDeps) {
+  constructor (private readonly config: HypervDriverConfig, private readonly deps: DriverDeps, transport?: PsTransport) {
     this.powershell = config.powershell ?? 'powershell.exe'
     this.epochs = new EpochStore(deps.stateDir)
+    if (transport !== undefined) this.transport = transport
+    else {
+      const session = new PowerShellSession({ clock: deps.clock }, { executable: this.powershell, cwd: deps.cwd })
+      this.session = session
+      this.transport = async (script, opts) => await session.run(script, opts)
+    }
   }
 
-  /** argv running `script`. */
-  argv (script: string): string[] {
-    const enc = encodeScript(script)
+  /** Ends the PowerShell session (a later call starts a new one). */
+  async close (): Promise<void> { await this.session?.close() }
+
+  /** argv running `body` in its own powershell.exe (the fence's way). */
+  argv (body: string): string[] {
+    const enc = encodeScript(standalone(body))
     if (enc.length > MAX_ENCODED) throw new HypervisorConfigError(`PowerShell script too long for a command line (${enc.length} characters encoded)`)
     return [this.powershell, '-NoProfile', '-NonInteractive', '-EncodedCommand', enc]
   }
 
-  private async ps (script: string, opts?: OpOptions): Promise<RunResult> {
-    return await this.deps.run(this.argv(script), { cwd: this.deps.cwd, timeoutMs: TIMEOUT_MS, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+  /** Runs `script`; status 1 (an exception) becomes HypervisorCmdletError, others are returned. */
+  private async ps (script: string, what: string, opts?: OpOptions, accept: number[] = []): Promise<PsReply> {
+    const r = await this.transport(script, { timeoutMs: TIMEOUT_MS, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+    if (r.code === 0 || accept.includes(r.code)) return r
+    if (r.code === 1) throw new HypervisorCmdletError(what, r.err !== '' ? r.err : 'PowerShell reported an error without a message', r.errorId)
+    throw new HypervisorCommandFailedError(this.powershell, r.code, r.err, what)
   }
 
+  private invalidate (): void { this.status = undefined }
+
   async list (opts?: OpOptions): Promise<VmInventory[]> {
-    const r = await this.ps(listScript(), opts)
-    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Get-VM')
-    return jsonList(r.stdout, 'Get-VM').map((x, i) => {
+    const r = await this.ps(listScript(), 'Get-VM', opts)
+    return jsonList(r.out, 'Get-VM').map((x, i) => {
       if (typeof x !== 'object' || x === null) throw new HypervisorOutputError('Get-VM', `[${i}] is not an object`)
       const o = x as Record<string, unknown>
       if (typeof o.Name !== 'string' || o.Name === '') throw new HypervisorOutputError('Get-VM', `[${i}].Name missing`)
+      if (!('State' in o)) throw new HypervisorOutputError('Get-VM', `[${i}].State missing`)
       const inv: VmInventory = {
         name: o.Name,
         disks: stringList(o.Disks, `Get-VM ${o.Name} Disks`),
@@ -69,45 +119,111 @@ export class HypervDriver implements HypervisorDriver, TestInstanceOps {
     })
   }
 
+  /** Name, ID and state of every VM, one Get-VM per statusCacheMs however many VMs are asked about. */
+  private async statusAll (opts?: OpOptions): Promise<StatusEntry[]> {
+    const now = this.deps.clock.now()
+    const ttl = this.config.statusCacheMs ?? 1000
+    if (this.status !== undefined && now - this.status.at < ttl) return await this.status.entries
+    const entries = (async () => {
+      const r = await this.ps(statusAllScript(), 'Get-VM (status)', opts)
+      return jsonList(r.out, 'Get-VM (status)').map((x, i) => {
+        if (typeof x !== 'object' || x === null) throw new HypervisorOutputError('Get-VM (status)', `[${i}] is not an object`)
+        const o = x as Record<string, unknown>
+        if (typeof o.Name !== 'string' || !('State' in o)) throw new HypervisorOutputError('Get-VM (status)', `[${i}] has no Name or State`)
+        return { name: o.Name, id: typeof o.Id === 'string' ? o.Id : '', state: stateName(o.State) }
+      })
+    })()
+    const slot = { at: now, entries }
+    this.status = slot
+    entries.catch(() => { if (this.status === slot) this.status = undefined })
+    return await entries
+  }
+
+  async isRunning (vm: string, opts?: OpOptions): Promise<boolean> {
+    const found = (await this.statusAll(opts)).filter(e => e.name === vm)
+    if (found.length === 0) return false
+    if (found.length > 1) throw new HypervisorCommandFailedError(this.powershell, EXIT_AMBIGUOUS, 'more than one VM has this name', '(Get-VM).State')
+    return isRunningState((found[0] as StatusEntry).state)
+  }
+
+  async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> { return await this.isRunning(testName, opts) }
+
+  /** The VMs registered here under `vm`'s name or with `id`. */
+  private async lookup (vm: string, id: string | undefined, opts?: OpOptions): Promise<Registered[]> {
+    const r = await this.ps(lookupScript(vm, id), 'Get-VM (lookup)', opts)
+    return jsonList(r.out, 'Get-VM (lookup)').map((x, i) => {
+      if (typeof x !== 'object' || x === null) throw new HypervisorOutputError('Get-VM (lookup)', `[${i}] is not an object`)
+      const o = x as Record<string, unknown>
+      if (typeof o.Name !== 'string' || typeof o.Id !== 'string' || o.Id === '' || !('State' in o)) throw new HypervisorOutputError('Get-VM (lookup)', `[${i}] has no Name, Id or State`)
+      return { name: o.Name, id: o.Id.toLowerCase(), state: stateName(o.State), drives: stringList(o.Drives, `Get-VM ${o.Name} Drives`) }
+    })
+  }
+
   async start (vm: string, files: VmStartFiles, epoch: number, opts?: OpOptions): Promise<void> {
     await this.epochs.admit(vm, epoch)
     const vmcx = files.files.find(f => f.toLowerCase().endsWith('.vmcx'))
     if (vmcx === undefined) throw new VmFilesError(vm, 'no .vmcx among the replicated files (add the VM\'s configuration files to its files:)')
-    const r = await this.ps(startScript({ vm, vmcx, disks: files.disks, ...(files.sourceMap !== undefined ? { sourceMap: files.sourceMap } : {}) }), opts)
-    if (r.code === EXIT_ALREADY_RUNNING) throw new VmAlreadyRunningError(vm)
-    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Import-VM/Start-VM')
+    this.invalidate()
+    try {
+      const id = vmcxId(vmcx)
+      const regs = await this.lookup(vm, id, opts)
+      if (regs.some(r => isRunningState(r.state))) throw new VmAlreadyRunningError(vm)
+      const other = regs.find(r => r.name === vm && (id !== undefined ? r.id !== id : !onFiles(r, files)))
+      if (other !== undefined) throw new VmNameConflictError(vm, other.id, id ?? '(unknown: the .vmcx is not named by its ID)')
+      const mine = regs.find(r => id === undefined || r.id === id)
+      if (mine !== undefined && mine.name === vm && onFiles(mine, files)) {
+        const r = await this.ps(startRegisteredScript(mine.id), 'Start-VM', opts, [EXIT_ALREADY_RUNNING])
+        if (r.code === EXIT_ALREADY_RUNNING) throw new VmAlreadyRunningError(vm)
+        return
+      }
+      // registered on other files (or under another name): unregister it, keep its files
+      if (mine !== undefined) await this.ps(releaseScript(mine.name, mine.id), 'Remove-VM (stale registration)', opts)
+      await this.ps(importScript({ vm, vmcx, disks: files.disks, ...(files.sourceMap !== undefined ? { sourceMap: files.sourceMap } : {}) }), 'Import-VM/Start-VM', opts)
+    } finally { this.invalidate() }
+  }
+
+  /**
+   * This host lost `vm` (demotion): turned off if it still runs, unregistered with Remove-VM,
+   * its files kept — so a later start here (failback, another failover) imports it again
+   * without a duplicate-ID failure, and a reboot here cannot start it. Idempotent.
+   */
+  async release (vm: string, opts?: OpOptions): Promise<void> {
+    this.invalidate()
+    try { await this.ps(releaseScript(vm), 'Remove-VM', opts) } finally { this.invalidate() }
+  }
+
+  /** AutomaticStartAction Nothing on every VM named `vm` (called when vmesh takes it over). */
+  async preventAutoStart (vm: string, opts?: OpOptions): Promise<void> {
+    await this.ps(preventAutoStartScript(vm), 'Set-VM -AutomaticStartAction', opts)
   }
 
   async startTest (vm: string, testName: string, files: VmStartFiles, opts?: OpOptions): Promise<void> {
     const vmcx = files.files.find(f => f.toLowerCase().endsWith('.vmcx'))
     if (vmcx === undefined) throw new VmFilesError(vm, 'no .vmcx among the restored files (add the VM\'s configuration files to its files:)')
-    const r = await this.ps(startTestScript({ vm, testName, vmcx, disks: files.disks, dir: files.dir, ...(files.sourceMap !== undefined ? { sourceMap: files.sourceMap } : {}) }), opts)
+    this.invalidate()
+    const r = await this.ps(startTestScript({ vm, testName, vmcx, disks: files.disks, dir: files.dir, ...(files.sourceMap !== undefined ? { sourceMap: files.sourceMap } : {}) }), 'Import-VM -Copy/Start-VM (test)', opts, [EXIT_ALREADY_RUNNING])
+    this.invalidate()
     if (r.code === EXIT_ALREADY_RUNNING) throw new VmAlreadyRunningError(testName)
-    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Import-VM -Copy/Start-VM (test)')
   }
 
   async stopTest (testName: string, opts?: OpOptions): Promise<void> {
-    const r = await this.ps(removeTestScript(testName), opts)
-    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), 'Stop-VM/Remove-VM (test)')
+    this.invalidate()
+    try { await this.ps(removeTestScript(testName), 'Stop-VM/Remove-VM (test)', opts) } finally { this.invalidate() }
   }
 
-  async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> { return await this.isRunning(testName, opts) }
-
+  /** Hard power-off through the session; the watchdog uses fenceAction's own process instead. */
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
-    await executeFence(await this.fenceAction(vm), { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
-  }
-
-  async isRunning (vm: string, opts?: OpOptions): Promise<boolean> {
-    const r = await this.ps(stateScript(vm), opts)
-    if (r.code === EXIT_NOT_FOUND) return false
-    if (r.code === EXIT_AMBIGUOUS) throw new HypervisorCommandFailedError('powershell', r.code, 'more than one VM has this name', '(Get-VM).State')
-    if (r.code !== 0) throw new HypervisorCommandFailedError('powershell', r.code, tail(r.stderr), '(Get-VM).State')
-    const [o] = jsonList(r.stdout, '(Get-VM).State')
-    if (typeof o !== 'object' || o === null || !('State' in o)) throw new HypervisorOutputError('(Get-VM).State', 'no State')
-    return isRunningState(stateName((o as { State: unknown }).State))
+    this.invalidate()
+    try { await this.ps(turnOffScript(vm), 'Stop-VM -TurnOff', opts) } finally { this.invalidate() }
   }
 
   async fenceAction (vm: string): Promise<FenceAction> {
     return { kind: 'command', off: { kind: 'exec', argv: this.argv(turnOffScript(vm)), cwd: this.deps.cwd }, timeoutMs: TIMEOUT_MS }
   }
+}
+
+/** Every drive of the registered VM is attached to one of the files vmesh starts it from. */
+function onFiles (r: Registered, files: VmStartFiles): boolean {
+  const mine = [...files.disks, ...Object.values(files.sourceMap ?? {})]
+  return r.drives.every(d => mine.some(f => samePath(f, d)))
 }

@@ -25,3 +25,18 @@ export function fakeRunner (respond: (argv: string[], n: number) => RunResult | 
   }
   return { run, calls }
 }
+
+/** A reply of the Hyper-V driver's PowerShell session (recorded output as `out`). */
+export interface PsReplyLike { code: number, out: string, err: string, errorId: string }
+export function psOk (out = ''): PsReplyLike { return { code: 0, out, err: '', errorId: '' } }
+export function psFail (code: number, err = '', errorId = ''): PsReplyLike { return { code, out: '', err, errorId } }
+
+/** A PsTransport that replays recorded replies and logs every script body it was given. */
+export function fakeTransport (respond: (script: string, n: number) => PsReplyLike | Promise<PsReplyLike>): { transport: (script: string, opts: { timeoutMs: number, signal?: AbortSignal }) => Promise<PsReplyLike>, scripts: string[] } {
+  const scripts: string[] = []
+  const transport = async (script: string): Promise<PsReplyLike> => {
+    scripts.push(script)
+    return await respond(script, scripts.length - 1)
+  }
+  return { transport, scripts }
+}

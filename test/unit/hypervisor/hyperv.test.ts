@@ -1,37 +1,33 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { HypervDriver } from '../../../daemon/hypervisor/hyperv.ts'
-import { decodeScript, jsonList, stateName, stringList } from '../../../daemon/hypervisor/hyperv-scripts.ts'
+import { HypervDriver, vmcxId } from '../../../daemon/hypervisor/hyperv.ts'
+import { decodeScript, jsonList, standalone, stateName, stringList } from '../../../daemon/hypervisor/hyperv-scripts.ts'
+import { decodeFrame, requestLine, RUNNER, FRAME_SENTINEL } from '../../../daemon/hypervisor/ps-session.ts'
 import { ManualClock } from '../../../common/clock.ts'
-import type { RunResult } from '../../../daemon/hypervisor/run.ts'
 import { tempDir } from '../../helpers/tmp.ts'
-import { fail, fakeRunner, fixture, ok } from './fake-runner.ts'
+import { fakeRunner, fakeTransport, fixture, psFail, psOk, type PsReplyLike } from './fake-runner.ts'
 
 const PS = ['powershell.exe', '-NoProfile', '-NonInteractive', '-EncodedCommand']
-
-function scriptOf (argv: string[]): string {
-  assert.deepEqual(argv.slice(0, 4), PS)
-  assert.equal(argv.length, 5)
-  return decodeScript(argv[4] as string)
-}
+const opOf = (script: string): string => /^# vmesh-op: (\S+)/.exec(script)?.[1] ?? '?'
 
 describe('hypervisor/hyperv (recorded PowerShell output)', () => {
   let dir: string
   let cleanup: () => Promise<void>
-  beforeEach(async () => { ({ dir, cleanup } = await tempDir('vmesh-hyperv-')) })
+  let clock: ManualClock
+  beforeEach(async () => { ({ dir, cleanup } = await tempDir('vmesh-hyperv-')); clock = new ManualClock() })
   afterEach(async () => { await cleanup() })
-  const make = (respond: (script: string, n: number) => RunResult): { d: HypervDriver, calls: ReturnType<typeof fakeRunner>['calls'] } => {
-    const { run, calls } = fakeRunner((argv, n) => respond(scriptOf(argv), n))
-    return { d: new HypervDriver({}, { cwd: dir, stateDir: join(dir, 'state'), clock: new ManualClock(), run }), calls }
+  const make = (respond: (script: string, n: number) => PsReplyLike): { d: HypervDriver, scripts: string[] } => {
+    const { transport, scripts } = fakeTransport(respond)
+    const { run } = fakeRunner(() => { throw new Error('no process per call') })
+    return { d: new HypervDriver({}, { cwd: dir, stateDir: join(dir, 'state'), clock, run }, transport), scripts }
   }
 
   it('list: an array (5.1 layout, CRLF, numeric states)', async () => {
-    const { d, calls } = make(() => ok(fixture('hyperv/list-two.json')))
+    const { d, scripts } = make(() => psOk(fixture('hyperv/list-two.json')))
     const vms = await d.list()
-    const script = scriptOf(calls[0]?.argv as string[])
-    assert.match(script, /Get-VM/)
-    assert.match(script, /Get-VMHardDiskDrive -VM \$vm/)
-    assert.match(script, /ConvertTo-Json/)
+    assert.equal(opOf(scripts[0] as string), 'list')
+    assert.match(scripts[0] as string, /Get-VMHardDiskDrive -VM \$vm/)
+    assert.match(scripts[0] as string, /Get-VHD -Path \$p\)\.ParentPath/, 'walks each disk chain')
     assert.deepEqual(vms, [
       {
         name: 'web01', state: 'running', id: '6f9619ff-8b86-d011-b42d-00cf4fc964ff',
@@ -46,8 +42,15 @@ describe('hypervisor/hyperv (recorded PowerShell output)', () => {
     ])
   })
 
+  it('list: a checkpoint chain is reported whole (leaf .avhdx files, then the base .vhdx)', async () => {
+    const [v] = await make(() => psOk(fixture('hyperv/list-chain.json'))).d.list()
+    assert.equal(v?.name, 'web 01')
+    assert.deepEqual(v?.disks.map(p => p.split('\\').at(-1)), ['web 01_5E2C1A7B-0D3F-4B8E-9C21-7A6B5C4D3E2F.avhdx', 'web 01_1C0F9A2B-3D4E-4F50-8A61-B2C3D4E5F607.avhdx', 'web 01.vhdx'])
+    assert.equal(v?.files.length, 3)
+  })
+
   it('list: one VM prints a bare object; 5.1 array quirks ({value,Count}, a lone string) are read', async () => {
-    const { d } = make(() => ok(fixture('hyperv/list-one.json')))
+    const { d } = make(() => psOk(fixture('hyperv/list-one.json')))
     assert.deepEqual(await d.list(), [{
       name: 'dc01', state: 'other', id: '9d4c3b2a-1f0e-4d8c-b7a6-5e4f3d2c1b0a',
       disks: ['E:\\VMs\\dc01\\dc01.vhdx'], files: ['E:\\VMs\\dc01\\Virtual Machines\\9D4C3B2A-1F0E-4D8C-B7A6-5E4F3D2C1B0A.vmcx']
@@ -55,83 +58,144 @@ describe('hypervisor/hyperv (recorded PowerShell output)', () => {
   })
 
   it('list: no VMs prints nothing; PS 7 -EnumsAsStrings states; null and [] lists', async () => {
-    assert.deepEqual(await make(() => ok(fixture('hyperv/list-empty.txt'))).d.list(), [])
-    const vms = await make(() => ok(fixture('hyperv/list-ps7-enums-as-strings.json'))).d.list()
+    assert.deepEqual(await make(() => psOk(fixture('hyperv/list-empty.txt'))).d.list(), [])
+    const vms = await make(() => psOk(fixture('hyperv/list-ps7-enums-as-strings.json'))).d.list()
     assert.deepEqual(vms.map(v => [v.name, v.state, v.disks.length, v.files.length]), [['web01', 'running', 1, 0], ['build', 'other', 0, 0]])
   })
 
-  it('list: malformed output is HypervisorOutputError; a failing PowerShell is HypervisorCommandFailedError', async () => {
-    await assert.rejects(make(() => ok('{ "Name": ')).d.list(), { name: 'HypervisorOutputError' })
-    await assert.rejects(make(() => ok('[{ "State": 2 }]')).d.list(), { name: 'HypervisorOutputError' })
-    await assert.rejects(make(() => ok('[{ "Name": "a", "Disks": [1] }]')).d.list(), { name: 'HypervisorOutputError' })
-    await assert.rejects(make(() => fail(1, 'The term \'Get-VM\' is not recognized')).d.list(), { name: 'HypervisorCommandFailedError' })
+  it('odd answers are typed: non-JSON and missing fields → HypervisorOutputError; an exception → HypervisorCmdletError with the cmdlet\'s message', async () => {
+    await assert.rejects(make(() => psOk('{ "Name": ')).d.list(), { name: 'HypervisorOutputError' })
+    await assert.rejects(make(() => psOk('[{ "State": 2 }]')).d.list(), { name: 'HypervisorOutputError' })
+    await assert.rejects(make(() => psOk('[{ "Name": "a" }]')).d.list(), { name: 'HypervisorOutputError' }, 'State missing')
+    await assert.rejects(make(() => psOk('[{ "Name": "a", "State": 2, "Disks": [1] }]')).d.list(), { name: 'HypervisorOutputError' })
+    await assert.rejects(make(() => psOk('[{ "Id": "x" }]')).d.isRunning('a'), { name: 'HypervisorOutputError' })
+    await assert.rejects(make(() => psFail(1, "The term 'Get-VM' is not recognized as the name of a cmdlet", 'CommandNotFoundException')).d.list(),
+      { name: 'HypervisorCmdletError', code: 'ERR_HYPERVISOR_CMDLET', cmdletMessage: "The term 'Get-VM' is not recognized as the name of a cmdlet", errorId: 'CommandNotFoundException' } as object)
   })
 
-  it('isRunning: (Get-VM).State by exact name; Off and Saved are not running; unknown is false', async () => {
-    const answers: Record<string, RunResult> = {
-      web01: ok(fixture('hyperv/state-running.json')), db01: ok(fixture('hyperv/state-off.json')), dc01: ok(fixture('hyperv/state-saved.json')), ghost: fail(3), twin: fail(4)
-    }
-    const { d, calls } = make((script) => {
-      const name = /\$_\.Name -eq '([^']*)'/.exec(script)?.[1] as string
-      return answers[name] as RunResult
-    })
+  it('isRunning: one Get-VM for every VM, cached per poll; Off and Saved are not running; unknown is false; two of a name is an error', async () => {
+    const { d, scripts } = make(() => psOk(fixture('hyperv/status-all.json')))
     assert.equal(await d.isRunning('web01'), true)
-    assert.equal(await d.isRunning('db01'), false)
+    assert.equal(await d.isRunning('sql 2019 (test)'), false)
     assert.equal(await d.isRunning('dc01'), false)
     assert.equal(await d.isRunning('ghost'), false)
     await assert.rejects(d.isRunning('twin'), { name: 'HypervisorCommandFailedError' })
-    const s = scriptOf(calls[0]?.argv as string[])
-    assert.match(s, /Where-Object \{ \$_\.Name -eq 'web01' \}/)
-    assert.doesNotMatch(s, /Get-VM -Name/, 'Get-VM -Name takes wildcards')
+    assert.equal(scripts.length, 1, 'one call answered all five')
+    assert.equal(opOf(scripts[0] as string), 'status')
+    clock.advance(1000)
+    await d.isRunning('web01')
+    assert.equal(scripts.length, 2, 'the cache lasts statusCacheMs')
+    assert.deepEqual(await make(() => psOk(fixture('hyperv/status-none.json'))).d.isRunning('web01'), false)
   })
 
-  it('turnOff: Stop-VM -TurnOff -Force (saved state discarded); a failure is an error', async () => {
-    const { d, calls } = make(() => ok())
+  it('a failed status call is not cached', async () => {
+    const { d, scripts } = make((_s, n) => n === 0 ? psFail(1, 'The Virtual Machine Management service is not running') : psOk(fixture('hyperv/status-all.json')))
+    await assert.rejects(d.isRunning('web01'), { name: 'HypervisorCmdletError' })
+    assert.equal(await d.isRunning('web01'), true)
+    assert.equal(scripts.length, 2)
+  })
+
+  it('turnOff: Stop-VM -TurnOff -Force (saved state discarded), by exact quoted name; a failure is an error', async () => {
+    const { d, scripts } = make(() => psOk())
     await d.turnOff("o'brien [test]*")
-    const s = scriptOf(calls[0]?.argv as string[])
+    const s = scripts[0] as string
     assert.match(s, /Stop-VM -VM \$v -TurnOff -Force/)
     assert.match(s, /Remove-VMSavedState/)
     assert.ok(s.includes("$_.Name -eq 'o''brien [test]*'"), 'the name is one quoted literal')
-    await assert.rejects(make(() => fail(1, fixture('hyperv/stop-failed.stderr.txt'))).d.turnOff('web01'), { name: 'HypervisorCommandFailedError', exitCode: 1 } as object)
+    assert.doesNotMatch(s, /Get-VM -Name/, 'Get-VM -Name takes wildcards')
+    await assert.rejects(make(() => psFail(1, fixture('hyperv/stop-failed.stderr.txt'))).d.turnOff('web01'), { name: 'HypervisorCmdletError' })
   })
 
-  it('start: Compare-VM -Register on the replica .vmcx, disks to replicas, Import-VM, Start-VM', async () => {
-    const { d, calls } = make(() => ok(fixture('hyperv/start-ok.json')))
-    const files = {
-      disks: ['R:\\vmesh\\web01\\web01.vhdx', "R:\\vmesh\\web01\\web01-data's.vhdx"],
-      files: ['R:\\vmesh\\web01\\6F9619FF.vmrs', 'R:\\vmesh\\web01\\6F9619FF.vmcx'],
-      dir: 'R:\\vmesh\\web01',
-      sourceMap: { 'D:\\Hyper-V\\web01\\Virtual Hard Disks\\web01-data.vhdx': "R:\\vmesh\\web01\\web01-data's.vhdx" }
-    }
+  const files = {
+    disks: ['R:\\vmesh\\web01\\web01.vhdx', "R:\\vmesh\\web01\\web01-data's.vhdx"],
+    files: ['R:\\vmesh\\web01\\6F9619FF-8B86-D011-B42D-00CF4FC964FF.vmrs', 'R:\\vmesh\\web01\\6F9619FF-8B86-D011-B42D-00CF4FC964FF.vmcx'],
+    dir: 'R:\\vmesh\\web01',
+    sourceMap: { 'D:\\Hyper-V\\web01\\Virtual Hard Disks\\web01-data.vhdx': "R:\\vmesh\\web01\\web01-data's.vhdx" }
+  }
+
+  it('start, nothing registered: lookup by name and the .vmcx ID, then Compare-VM -Register, disks to replicas, chains re-parented, Import-VM, AutomaticStartAction Nothing, Start-VM', async () => {
+    const { d, scripts } = make((s) => opOf(s) === 'lookup' ? psOk('[]') : psOk(fixture('hyperv/start-ok.json')))
     await d.start('web01', files, 3)
-    assert.equal(calls.length, 1)
-    const s = scriptOf(calls[0]?.argv as string[])
-    assert.ok(s.includes("Compare-VM -Path 'R:\\vmesh\\web01\\6F9619FF.vmcx' -Register"))
+    assert.deepEqual(scripts.map(opOf), ['lookup', 'import'])
+    assert.ok((scripts[0] as string).includes("[string]$_.Id -eq '6f9619ff-8b86-d011-b42d-00cf4fc964ff'"))
+    const s = scripts[1] as string
+    assert.ok(s.includes("Compare-VM -Path 'R:\\vmesh\\web01\\6F9619FF-8B86-D011-B42D-00CF4FC964FF.vmcx' -Register"))
     assert.ok(s.includes("$replicas = @('R:\\vmesh\\web01\\web01.vhdx', 'R:\\vmesh\\web01\\web01-data''s.vhdx')"))
     assert.ok(s.includes("$map = @{ 'D:\\Hyper-V\\web01\\Virtual Hard Disks\\web01-data.vhdx' = 'R:\\vmesh\\web01\\web01-data''s.vhdx' }"))
-    const order = ['Compare-VM -Path', 'Set-VMHardDiskDrive', 'Compare-VM -CompatibilityReport', 'Import-VM -CompatibilityReport', 'Start-VM -VM']
+    const order = ['Compare-VM -Path', 'Set-VMHardDiskDrive', 'Set-VHD -Path $child -ParentPath $to', 'Compare-VM -CompatibilityReport', 'Import-VM -CompatibilityReport', 'Set-VM -VM $vm -AutomaticStartAction Nothing', 'Start-VM -VM']
     const at = order.map(x => s.indexOf(x))
     assert.ok(at.every((x, i) => x > 0 && (i === 0 || x > (at[i - 1] as number))), `order ${at.join(',')}`)
   })
 
-  it('start: refused without a .vmcx, below the highest epoch, when running; incompatibilities are errors', async () => {
-    const { d } = make(() => fail(5))
-    await assert.rejects(d.start('web01', { disks: ['R:\\a.vhdx'], files: ['R:\\a.vmrs'], dir: 'R:\\' }, 1), { name: 'VmFilesError' })
-    await assert.rejects(d.start('web01', { disks: ['R:\\a.vhdx'], files: ['R:\\a.VMCX'], dir: 'R:\\' }, 2), { name: 'VmAlreadyRunningError' })
-    await assert.rejects(d.start('web01', { disks: ['R:\\a.vhdx'], files: ['R:\\a.vmcx'], dir: 'R:\\' }, 1), { name: 'StaleEpochError' })
-    const { d: d2 } = make(() => fail(1, fixture('hyperv/start-incompatible.stderr.txt')))
-    await assert.rejects(d2.start('web01', { disks: ['R:\\a.vhdx'], files: ['R:\\a.vmcx'], dir: 'R:\\' }, 2), (err: Error & { stderrTail?: string }) => err.name === 'HypervisorCommandFailedError' && (err.stderrTail ?? '').includes('40010'))
+  it('start, registered on these files (restart at home, start after turnOff): Start-VM in place, no import', async () => {
+    const { d, scripts } = make((s) => opOf(s) === 'lookup' ? psOk(fixture('hyperv/lookup-registered-off.json')) : psOk(fixture('hyperv/start-ok.json')))
+    await d.start('web01', files, 3)
+    assert.deepEqual(scripts.map(opOf), ['lookup', 'start-registered'])
+    const s = scripts[1] as string
+    assert.ok(s.includes("$vm = Get-VM -Id '6f9619ff-8b86-d011-b42d-00cf4fc964ff'"))
+    assert.ok(s.indexOf('Set-VM -VM $vm -AutomaticStartAction Nothing') < s.indexOf('Start-VM -VM $vm'))
+    assert.match(s, /Remove-VMSavedState/, 'a saved state over disks that moved on is discarded')
+    assert.doesNotMatch(s, /Import-VM|Compare-VM/)
   })
 
-  it('the fence action is the same turn-off script, as plain argv', async () => {
-    const { d } = make(() => ok())
+  it('start, registered on other files (failback onto a stale registration): Remove-VM by ID (files kept), then import', async () => {
+    const { d, scripts } = make((s) => opOf(s) === 'lookup' ? psOk(fixture('hyperv/lookup-stale-home.json')) : opOf(s) === 'release' ? psOk(fixture('hyperv/release-ok.json')) : psOk(fixture('hyperv/start-ok.json')))
+    await d.start('web01', files, 3)
+    assert.deepEqual(scripts.map(opOf), ['lookup', 'release', 'import'])
+    assert.ok((scripts[1] as string).includes("Where-Object { [string]$_.Id -eq '6f9619ff-8b86-d011-b42d-00cf4fc964ff' }"))
+  })
+
+  it('start: refused without a .vmcx, below the highest epoch, when running, over another VM of the name; Hyper-V errors keep their message', async () => {
+    const { d } = make(() => psOk('[{"Name":"web01","Id":"6f9619ff-8b86-d011-b42d-00cf4fc964ff","State":2,"Drives":[]}]'))
+    await assert.rejects(d.start('web01', { ...files, files: ['R:\\a.vmrs'] }, 1), { name: 'VmFilesError' })
+    await assert.rejects(d.start('web01', files, 2), { name: 'VmAlreadyRunningError' })
+    await assert.rejects(d.start('web01', files, 1), { name: 'StaleEpochError' })
+    await assert.rejects(make(() => psOk(fixture('hyperv/lookup-other-vm.json'))).d.start('web01', files, 2), { name: 'VmNameConflictError' })
+    const dup = make((s) => opOf(s) === 'lookup' ? psOk('[]') : psFail(1, fixture('hyperv/import-duplicate-id.err.txt').trim(), 'ObjectAlreadyExists,Microsoft.HyperV.PowerShell.Commands.CompareVM'))
+    await assert.rejects(dup.d.start('web01', files, 2), { name: 'HypervisorCmdletError', cmdletMessage: 'Identifier already exists.' } as object)
+    const inc = make((s) => opOf(s) === 'lookup' ? psOk('[]') : psFail(1, fixture('hyperv/start-incompatible.stderr.txt').trim()))
+    await assert.rejects(inc.d.start('web01', files, 2), (err: Error & { cmdletMessage?: string }) => err.name === 'HypervisorCmdletError' && (err.cmdletMessage ?? '').includes('40010'))
+  })
+
+  it('release: turned off, configuration files copied aside, Remove-VM, files put back; preventAutoStart: Set-VM -AutomaticStartAction Nothing', async () => {
+    const { d, scripts } = make((s) => opOf(s) === 'release' ? psOk(fixture('hyperv/release-ok.json')) : psOk())
+    await d.release('sql 2019 (test)')
+    const s = scripts[0] as string
+    assert.ok(s.includes("$_.Name -eq 'sql 2019 (test)'"))
+    const order = ['Stop-VM -VM $v -TurnOff', 'Copy-Item -LiteralPath $f -Destination $keep', 'Remove-VM -VM $v -Force', 'Copy-Item -LiteralPath (Join-Path $keep']
+    const at = order.map(x => s.indexOf(x))
+    assert.ok(at.every((x, i) => x > 0 && (i === 0 || x > (at[i - 1] as number))), `order ${at.join(',')}`)
+    await d.preventAutoStart('sql 2019 (test)')
+    assert.match(scripts[1] as string, /Set-VM -VM \$v -AutomaticStartAction Nothing/)
+  })
+
+  it('the fence action is the same turn-off script, standalone, as plain argv (exit codes instead of the session\'s throws)', async () => {
+    const { d } = make(() => psOk())
     const a = await d.fenceAction('web01')
     assert.equal(a.kind, 'command')
     if (a.kind !== 'command' || a.off.kind !== 'exec') throw new Error('shape')
-    assert.match(scriptOf(a.off.argv), /Stop-VM -VM \$v -TurnOff -Force/)
+    assert.deepEqual(a.off.argv.slice(0, 4), PS)
+    const s = decodeScript(a.off.argv[4] as string)
+    assert.match(s, /Stop-VM -VM \$v -TurnOff -Force/)
+    assert.match(s, /function vmeshExit\(\[int\]\$c\) \{ exit \$c \}/)
+    assert.match(s, /catch \{\n {2}\[Console\]::Error\.WriteLine\(\$_\.Exception\.Message\)\n {2}exit 1/)
   })
 
-  it('helpers: state names, lists', () => {
+  it('session protocol: one ASCII request line; a frame decodes; malformed frames are HypervisorOutputError', () => {
+    const line = requestLine('abc123', "Get-VM | Where-Object { $_.Name -eq 'ü ß' }")
+    assert.equal(line.split('\n').length, 2, 'one line')
+    assert.ok(/^[\x20-\x7e]+\n$/.test(line), 'ASCII only: the console code page cannot mangle it')
+    assert.ok(!RUNNER.includes('\n'))
+    assert.ok(RUNNER.includes(FRAME_SENTINEL))
+    const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64')
+    assert.deepEqual(decodeFrame(b64({ id: 'x', code: 0, out: 'o', err: null, errorId: '' }), 'x'), { code: 0, out: 'o', err: '', errorId: '' })
+    assert.throws(() => decodeFrame(Buffer.from('{"id":').toString('base64'), 'x'), { name: 'HypervisorOutputError' })
+    assert.throws(() => decodeFrame(b64({ id: 'y', code: 0 }), 'x'), { name: 'HypervisorOutputError' })
+    assert.throws(() => decodeFrame(b64({ id: 'x', code: '0' }), 'x'), { name: 'HypervisorOutputError' })
+    assert.throws(() => decodeFrame(b64([1]), 'x'), { name: 'HypervisorOutputError' })
+  })
+
+  it('helpers: state names, lists, the .vmcx ID, standalone wrapping', () => {
     assert.equal(stateName(2), 'Running')
     assert.equal(stateName(32786), 'OffCritical')
     assert.equal(stateName('Saved'), 'Saved')
@@ -141,5 +205,8 @@ describe('hypervisor/hyperv (recorded PowerShell output)', () => {
     assert.deepEqual(stringList(null, 'x'), [])
     assert.deepEqual(stringList({ value: ['a'], Count: 1 }, 'x'), ['a'])
     assert.throws(() => stringList({ value: { value: ['a'] } }, 'x'), { name: 'HypervisorOutputError' })
+    assert.equal(vmcxId('R:\\x y\\6F9619FF-8B86-D011-B42D-00CF4FC964FF.VMCX'), '6f9619ff-8b86-d011-b42d-00cf4fc964ff')
+    assert.equal(vmcxId('R:\\x\\config.vmcx'), undefined)
+    assert.match(standalone('# vmesh-op: x\nGet-VM'), /try \{\n {2}# vmesh-op: x\n {2}Get-VM\n\} catch/)
   })
 })

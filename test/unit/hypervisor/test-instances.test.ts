@@ -11,12 +11,11 @@ import { QemuDriver, withoutNetwork } from '../../../daemon/hypervisor/qemu.ts'
 import { LibvirtDriver } from '../../../daemon/hypervisor/libvirt.ts'
 import { HypervDriver } from '../../../daemon/hypervisor/hyperv.ts'
 import { domainDisks, elementText, isolatedTestXml } from '../../../daemon/hypervisor/libvirt-parse.ts'
-import { decodeScript } from '../../../daemon/hypervisor/hyperv-scripts.ts'
 import { EPOCH_FILE } from '../../../daemon/hypervisor/epochs.ts'
 import { supportsTestInstances } from '../../../daemon/hypervisor/driver.ts'
 import { defaultRunner, type RunResult } from '../../../daemon/hypervisor/run.ts'
 import { tempDir } from '../../helpers/tmp.ts'
-import { fail, fakeRunner, fixture, ok } from './fake-runner.ts'
+import { fail, fakeRunner, fakeTransport, fixture, ok, psFail, psOk, type PsReplyLike } from './fake-runner.ts'
 
 async function exists (p: string): Promise<boolean> { try { await access(p); return true } catch { return false } }
 
@@ -185,41 +184,40 @@ describe('hypervisor test instances', function () {
   })
 
   describe('hyperv', () => {
-    const scriptOf = (argv: string[]): string => decodeScript(argv[4] as string)
-    const make = (respond: (script: string) => RunResult): { d: HypervDriver, calls: ReturnType<typeof fakeRunner>['calls'] } => {
-      const { run, calls } = fakeRunner((argv) => respond(scriptOf(argv)))
-      return { d: new HypervDriver({}, { cwd: dir, stateDir: state(), clock: new ManualClock(), run }), calls }
+    const make = (respond: (script: string) => PsReplyLike): { d: HypervDriver, scripts: string[] } => {
+      const { transport, scripts } = fakeTransport((script) => respond(script))
+      return { d: new HypervDriver({}, { cwd: dir, stateDir: state(), clock: new ManualClock(), run: fakeRunner(() => ok()).run }, transport), scripts }
     }
     const files = { disks: ['T:\\test\\web01\\files\\web01.vhdx'], files: ['T:\\test\\web01\\files\\6F9619FF.vmcx'], dir: 'T:\\test\\web01\\instance', sourceMap: { 'D:\\Hyper-V\\web01.vhdx': 'T:\\test\\web01\\files\\web01.vhdx' } }
 
     it('startTest: Import-VM -Copy -GenerateNewId into the test folder, adapters disconnected and checked, renamed, started', async () => {
-      const { d, calls } = make(() => ok('{\r\n    "Name":  "web01-test",\r\n    "Id":  "1b2c",\r\n    "State":  2\r\n}\r\n'))
-      await d.startTest('web01', "web01-test", files)
-      const s = scriptOf(calls[0]?.argv as string[])
+      const { d, scripts } = make(() => psOk('{\r\n    "Name":  "web01-test",\r\n    "Id":  "1b2c",\r\n    "State":  2\r\n}\r\n'))
+      await d.startTest('web01', 'web01-test', files)
+      const s = scripts[0] as string
       assert.ok(s.includes("$_.Name -eq 'web01-test'"), 'refuses when a VM has the test name')
       assert.ok(s.includes("Compare-VM -Path 'T:\\test\\web01\\files\\6F9619FF.vmcx' -Copy -GenerateNewId -VirtualMachinePath 'T:\\test\\web01\\instance'"))
       assert.doesNotMatch(s, /-Register/)
       assert.ok(s.includes("$map = @{ 'D:\\Hyper-V\\web01.vhdx' = 'T:\\test\\web01\\files\\web01.vhdx' }"))
-      const order = ['Compare-VM -Path', 'Set-VMHardDiskDrive', 'Get-VMNetworkAdapter -VM $report.VM | Disconnect-VMNetworkAdapter', 'Import-VM -CompatibilityReport', "Rename-VM -VM $vm -NewName 'web01-test'", 'Get-VMNetworkAdapter -VM $vm | Disconnect-VMNetworkAdapter', 'still connected', 'Start-VM -VM $vm', 'Remove-VM -VM $vm -Force']
+      const order = ['Compare-VM -Path', 'Set-VMHardDiskDrive', 'Get-VMNetworkAdapter -VM $report.VM | Disconnect-VMNetworkAdapter', 'Import-VM -CompatibilityReport', "Rename-VM -VM $vm -NewName 'web01-test'", 'Set-VM -VM $vm -AutomaticStartAction Nothing', 'Get-VMNetworkAdapter -VM $vm | Disconnect-VMNetworkAdapter', 'still connected', 'Start-VM -VM $vm', 'Remove-VM -VM $vm -Force']
       const at = order.map(x => s.indexOf(x))
       assert.ok(at.every((x, i) => x > 0 && (i === 0 || x > (at[i - 1] as number))), `order ${at.join(',')}`)
       assert.equal(await exists(join(state(), EPOCH_FILE)), false)
     })
 
-    it('startTest: exit 5 (a VM with the test name exists) → VmAlreadyRunningError; no .vmcx → VmFilesError', async () => {
-      await assert.rejects(make(() => fail(5)).d.startTest('web01', 'web01-test', files), { name: 'VmAlreadyRunningError' })
-      await assert.rejects(make(() => ok()).d.startTest('web01', 'web01-test', { ...files, files: [] }), { name: 'VmFilesError' })
-      await assert.rejects(make(() => fail(1, 'Import-VM : The operation failed.')).d.startTest('web01', 'web01-test', files), { name: 'HypervisorCommandFailedError' })
+    it('startTest: status 5 (a VM with the test name exists) → VmAlreadyRunningError; no .vmcx → VmFilesError', async () => {
+      await assert.rejects(make(() => psFail(5)).d.startTest('web01', 'web01-test', files), { name: 'VmAlreadyRunningError' })
+      await assert.rejects(make(() => psOk()).d.startTest('web01', 'web01-test', { ...files, files: [] }), { name: 'VmFilesError' })
+      await assert.rejects(make(() => psFail(1, 'The operation failed.')).d.startTest('web01', 'web01-test', files), { name: 'HypervisorCmdletError' })
     })
 
     it('stopTest: Stop-VM -TurnOff and Remove-VM -Force of the VMs with exactly the test name', async () => {
-      const { d, calls } = make(() => ok())
+      const { d, scripts } = make(() => psOk())
       await d.stopTest("o'brien-test")
-      const s = scriptOf(calls[0]?.argv as string[])
+      const s = scripts[0] as string
       assert.ok(s.includes("Where-Object { $_.Name -eq 'o''brien-test' }"))
       assert.ok(s.indexOf('Stop-VM -VM $v -TurnOff -Force') < s.indexOf('Remove-VM -VM $v -Force'))
       assert.doesNotMatch(s, /Get-VM -Name/)
-      await assert.rejects(make(() => fail(1, 'Remove-VM : access denied')).d.stopTest('web01-test'), { name: 'HypervisorCommandFailedError' })
+      await assert.rejects(make(() => psFail(1, 'access denied')).d.stopTest('web01-test'), { name: 'HypervisorCmdletError' })
     })
   })
 })

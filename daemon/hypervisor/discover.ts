@@ -30,9 +30,12 @@ export interface ProtectedVm { name: string, disks: string[], files: string[], r
 /**
  * Appends `{ name, disks, files, replicateTo: to }` for `vm` (found in `inventory`) to the
  * config's `vms:`. Refuses (file untouched) when the VM is unknown or already listed, or when
- * the result does not validate (unknown peer in `to`, a name the schema refuses, ...).
+ * the result does not validate (unknown peer in `to`, a name the schema refuses, ...). With
+ * `driver`, the hypervisor is told first never to start the VM by itself (Hyper-V
+ * AutomaticStartAction Nothing): from now on only vmesh's ownership starts it; if that fails
+ * the file stays untouched.
  */
-export async function protectVm (configPath: string, vm: string, inventory: VmInventory[], to: string[]): Promise<{ config: string, vm: ProtectedVm }> {
+export async function protectVm (configPath: string, vm: string, inventory: VmInventory[], to: string[], opts: { driver?: Pick<HypervisorDriver, 'preventAutoStart'> } = {}): Promise<{ config: string, vm: ProtectedVm }> {
   const file = resolve(configPath)
   const found = inventory.find(v => v.name === vm)
   if (found === undefined) throw new VmNotFoundError(vm, 'the hypervisor does not list it')
@@ -56,6 +59,7 @@ export async function protectVm (configPath: string, vm: string, inventory: VmIn
   seq.add(node)
   const out = doc.toString({ lineWidth: 0 })
   parseConfigText(out, file) // refuses unknown peers, bad names, duplicate paths — file untouched
+  await opts.driver?.preventAutoStart?.(vm)
   const tmp = `${file}.tmp-${process.pid}`
   try {
     const mode = (await stat(file)).mode & 0o777

@@ -23,6 +23,7 @@ import { OwnershipMachine } from './machine.ts'
 import { recordKey, type OwnershipEvent, type OwnershipInput, type OwnershipOutput, type OwnershipTiming, type PersistRecord, type VmOwnershipStatus, type VmSpec, type VoterSpec, type GenerationRef } from './types.ts'
 import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/election/codec.ts'
 import { ELECTION_PROTOCOL } from '../../protocol/election/ids.ts'
+import { VM_NAME_RE } from '../../config/schema.ts'
 import type { HypervisorDriver, VmStartFiles } from '../hypervisor/driver.ts'
 import { z } from 'zod'
 import { FailoverRefusedError } from './errors.ts'
@@ -39,7 +40,7 @@ const vmSpecsSchema = z.strictObject({
   /** The sender (just started) asks for the receiver's specs in return. */
   want: z.boolean().optional(),
   specs: z.array(z.strictObject({
-    name: z.string().regex(nameRe),
+    name: z.string().regex(VM_NAME_RE),
     home: z.string().regex(nameRe),
     replicateTo: z.array(z.string().regex(nameRe)).max(64),
     failover: z.enum(['auto', 'manual']),
@@ -403,6 +404,8 @@ export class OwnershipService {
       case 'demoted':
         this.note(e.vm, `demoted; new owner ${e.owner}`, e.epoch)
         host.demoted(e.vm, e.owner, e.epoch)
+        // drivers that register VMs (hyperv) unregister it, files kept: a later start here re-imports
+        try { await driver?.release?.(e.vm) } catch (err) { log.error({ vm: e.vm, error: errorMessage(err) }, 'could not release the VM from the hypervisor') }
         return
       case 'shipFinal':
         try {

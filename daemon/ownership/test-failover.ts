@@ -25,12 +25,13 @@ import { BadRequestError } from '../api/errors.ts'
 import { supportsTestInstances, type HypervisorDriver, type TestInstanceOps, type VmStartFiles } from '../hypervisor/driver.ts'
 import { HypervisorUnsupportedError } from '../hypervisor/errors.ts'
 import { readState, writeState } from '../hypervisor/state-file.ts'
+import { VM_NAME_RE } from '../../config/schema.ts'
 import { NoReplicaError } from './host.ts'
 
 /** A test of `web01` runs as `web01-test`. */
 export const TEST_SUFFIX = '-test'
 const STATE_FILE = 'test.json'
-const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
+const VM_NAME = VM_NAME_RE
 const DISK_EXT = new Set(['.vhd', '.vhdx', '.avhd', '.avhdx', '.img', '.raw', '.qcow2'])
 
 export class TestFailoverExistsError extends VmeshError {

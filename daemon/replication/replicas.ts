@@ -9,8 +9,9 @@ import { mkdir, readdir, rm, statfs } from 'node:fs/promises'
 import { ReplicaStore, type ReplicaHooks, type ReplicaLog } from '../../storage/replica/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
+import { VM_NAME_RE } from '../../config/schema.ts'
 
-const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
+const SAFE_NAME = VM_NAME_RE // node names and VM names (a superset of node names)
 
 export interface ReplicaRegistryComponents {
   clock: Clock

@@ -43,7 +43,7 @@ export function registerDiscover (program: Command): void {
       try {
         const { driver } = await driverFor(o.config)
         const inventory = await driver.list()
-        const r = await protectVm(o.config, vm, inventory, o.to)
+        const r = await protectVm(o.config, vm, inventory, o.to, { driver })
         printResult(o, r, () => `protected ${r.vm.name} → ${r.vm.replicateTo.join(', ')} in ${r.config}; run \`vmesh reload\``)
         process.exitCode = EXIT_OK
       } catch (err) { process.exitCode = printError(o, err) }

@@ -25,7 +25,9 @@ vms: []
 const INVENTORY: VmInventory[] = [
   { name: 'web01', disks: ['/vms/web01/web01.vhdx'], files: ['/vms/web01/web01.vmcx'], state: 'running' },
   { name: 'db01', disks: ['/vms/db01.vhdx'], files: [], state: 'off' },
-  { name: 'bad name!', disks: ['/vms/x.vhdx'], files: [], state: 'off' }
+  { name: 'bad name!', disks: ['/vms/x.vhdx'], files: [], state: 'off' },
+  { name: 'SQL 2019 (prod)', disks: ['D:\\vms\\sql.avhdx', 'D:\\vms\\sql.vhdx'], files: ['D:\\vms\\sql.vmcx'], state: 'off' },
+  { name: 'trailing ', disks: ['/vms/t.vhdx'], files: [], state: 'off' }
 ]
 
 function fakeDriver (vms: VmInventory[]): HypervisorDriver {
@@ -48,7 +50,7 @@ describe('hypervisor/discover', () => {
 
   it('discover sorts by name and marks the VMs the config already protects', async () => {
     const out = await discover(fakeDriver(INVENTORY), { protectedNames: ['db01'] })
-    assert.deepEqual(out.map(v => [v.name, v.protected]), [['bad name!', false], ['db01', true], ['web01', false]])
+    assert.deepEqual(out.map(v => [v.name, v.protected]), [['SQL 2019 (prod)', false], ['bad name!', false], ['db01', true], ['trailing ', false], ['web01', false]])
     assert.deepEqual(out.find(v => v.name === 'web01')?.disks, ['/vms/web01/web01.vhdx'])
   })
 
@@ -73,6 +75,18 @@ describe('hypervisor/discover', () => {
     await assert.rejects(protectVm(file, 'bad name!', INVENTORY, ['hv-b']), { name: 'ConfigInvalidError' })
     await assert.rejects(protectVm(join(dir, 'missing.yaml'), 'db01', INVENTORY, ['hv-b']), { name: 'ConfigNotFoundError' })
     assert.equal(await readFile(file, 'utf8'), before)
+  })
+
+  it('names with spaces and parentheses are protected (whole disk chain); the driver turns automatic start off first', async () => {
+    const told: string[] = []
+    const r = await protectVm(file, 'SQL 2019 (prod)', INVENTORY, ['hv-b'], { driver: { preventAutoStart: async (vm) => { told.push(vm) } } })
+    assert.deepEqual(told, ['SQL 2019 (prod)'])
+    assert.deepEqual(r.vm.disks, ['D:\\vms\\sql.avhdx', 'D:\\vms\\sql.vhdx'])
+    assert.deepEqual(parseConfigText(await readFile(file, 'utf8'), file).raw.vms.map(v => v.name), ['SQL 2019 (prod)'])
+    const before = await readFile(file, 'utf8')
+    await assert.rejects(protectVm(file, 'trailing ', INVENTORY, ['hv-b']), { name: 'ConfigInvalidError' }, 'a trailing space: Windows drops it from folder names')
+    await assert.rejects(protectVm(file, 'db01', INVENTORY, ['hv-b'], { driver: { preventAutoStart: async () => { throw new Error('Set-VM: access denied') } } }), /access denied/)
+    assert.equal(await readFile(file, 'utf8'), before, 'a failed Set-VM leaves the config untouched')
   })
 
   it('creates vms: when the config has none', async () => {

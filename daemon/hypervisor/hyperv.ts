@@ -28,6 +28,7 @@ import {
   startTestScript, stateName, statusAllScript, stringList, turnOffScript
 } from './hyperv-scripts.ts'
 import { PowerShellSession, type PsReply } from './ps-session.ts'
+import { HypervRct } from './hyperv-rct.ts'
 import {
   HypervisorCmdletError, HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError,
   VmAlreadyRunningError, VmFilesError, VmNameConflictError
@@ -80,6 +81,9 @@ export class HypervDriver implements HypervisorDriver, TestInstanceOps {
       this.transport = async (script, opts) => await session.run(script, opts)
     }
   }
+
+  /** RCT change capture (recovery checkpoints, changed ranges) through this driver's session. */
+  rct (): HypervRct { return new HypervRct({ transport: this.transport }) }
 
   /** Ends the PowerShell session (a later call starts a new one). */
   async close (): Promise<void> { await this.session?.close() }

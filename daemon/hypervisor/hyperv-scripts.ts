@@ -85,13 +85,19 @@ export function statusAllScript (): string {
 
 /**
  * The VMs registered here under `vm`'s name or with Hyper-V ID `id`: name, ID, state, start
- * action and the files their drives are attached to.
+ * action and, per drive, its disk chain (attached file first, then its parents) joined with
+ * `|` — a character no Windows path holds.
  */
 export function lookupScript (vm: string, id: string | undefined): string {
   const idTest = id !== undefined ? ` -or [string]$_.Id -eq ${psQuote(id.toLowerCase())}` : ''
   return body('lookup', [
     `ConvertTo-Json -Depth 3 -Compress -InputObject @(Get-VM | Where-Object { $_.Name -eq ${psQuote(vm)}${idTest} } | ForEach-Object {`,
-    '  [pscustomobject]@{ Name = $_.Name; Id = [string]$_.Id; State = $_.State; AutomaticStartAction = [string]$_.AutomaticStartAction; Drives = @(Get-VMHardDiskDrive -VM $_ | ForEach-Object { [string]$_.Path }) }',
+    '  $chains = @(Get-VMHardDiskDrive -VM $_ | ForEach-Object {',
+    '    $c = @(); $p = [string]$_.Path',
+    "    while ($p -ne '' -and $c -notcontains $p -and $c.Count -lt 256) { $c += $p; $p = [string](Get-VHD -Path $p -ErrorAction SilentlyContinue).ParentPath }",
+    "    $c -join '|'",
+    '  })',
+    '  [pscustomobject]@{ Name = $_.Name; Id = [string]$_.Id; State = $_.State; AutomaticStartAction = [string]$_.AutomaticStartAction; Drives = $chains }',
     '})'
   ])
 }

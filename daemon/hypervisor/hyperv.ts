@@ -52,6 +52,7 @@ const MAX_ENCODED = 30_000
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 interface StatusEntry { name: string, id: string, state: string }
+/** `drives`: per drive its chain, attached file first, joined with `|`. */
 interface Registered { name: string, id: string, state: string, drives: string[] }
 
 /** The Hyper-V ID a .vmcx is named after (`<GUID>.vmcx`), if it is. */
@@ -226,8 +227,12 @@ export class HypervDriver implements HypervisorDriver, TestInstanceOps {
   }
 }
 
-/** Every drive of the registered VM is attached to one of the files vmesh starts it from. */
+/**
+ * Every drive of the registered VM runs on the files vmesh starts it from: its attached file
+ * or one of that file's parents is among them (a config written before checkpoints were taken
+ * lists the base .vhdx while the VM runs on an .avhdx above it).
+ */
 function onFiles (r: Registered, files: VmStartFiles): boolean {
   const mine = [...files.disks, ...Object.values(files.sourceMap ?? {})]
-  return r.drives.every(d => mine.some(f => samePath(f, d)))
+  return r.drives.every(chain => chain.split('|').some(d => d !== '' && mine.some(f => samePath(f, d))))
 }

@@ -98,6 +98,15 @@ describe('hypervisor/hyperv lifecycle (scripted fake of the Hyper-V cmdlets)', f
     await assert.rejects(d.start(NAME, homeFiles, 2), { name: 'VmAlreadyRunningError' })
   })
 
+  it('restart at home with a config that lists only the base disk (written before a checkpoint): still started in place', async () => {
+    const d = await host('a', homeHost('Off'))
+    await d.start(NAME, { ...homeFiles, disks: [SRC_BASE] }, 1)
+    const s = await readState('a')
+    assert.equal(s.imports ?? 0, 0)
+    assert.equal(s.removes ?? 0, 0)
+    assert.equal(s.vms[0]?.State, 'Running')
+  })
+
   it('failover, demotion, second failover to the same host: imported, released (files kept), imported again', async () => {
     const d = await host('b', { vms: [], fs: replicaFs() })
     await d.start(NAME, replicaFiles, 1)

@@ -138,6 +138,13 @@ describe('hypervisor/hyperv (recorded PowerShell output)', () => {
     assert.doesNotMatch(s, /Import-VM|Compare-VM/)
   })
 
+  it('start, registered with a checkpoint chain whose base is among the files (a single drive prints a bare string): Start-VM in place', async () => {
+    const { d, scripts } = make((s) => opOf(s) === 'lookup' ? psOk(fixture('hyperv/lookup-home-chain.json')) : psOk(fixture('hyperv/start-ok.json')))
+    await d.start('web01', { disks: ['D:\\Hyper-V\\web01\\Virtual Hard Disks\\web01.vhdx'], files: ['D:\\Hyper-V\\web01\\Virtual Machines\\6F9619FF-8B86-D011-B42D-00CF4FC964FF.vmcx'], dir: 'C:\\run' }, 3)
+    assert.deepEqual(scripts.map(opOf), ['lookup', 'start-registered'])
+    assert.match(scripts[0] as string, /Get-VHD -Path \$p -ErrorAction SilentlyContinue\)\.ParentPath/)
+  })
+
   it('start, registered on other files (failback onto a stale registration): Remove-VM by ID (files kept), then import', async () => {
     const { d, scripts } = make((s) => opOf(s) === 'lookup' ? psOk(fixture('hyperv/lookup-stale-home.json')) : opOf(s) === 'release' ? psOk(fixture('hyperv/release-ok.json')) : psOk(fixture('hyperv/start-ok.json')))
     await d.start('web01', files, 3)

@@ -11,7 +11,8 @@
  *                                                     Import-VM, AutomaticStartAction Nothing, Start-VM
  *               another VM with the name            → VmNameConflictError, nothing touched
  *   release   this host lost the VM: turned off, Remove-VM, configuration files put back
- *   turnOff   Stop-VM -TurnOff -Force (saved state discarded); off or unknown = success
+ *   turnOff   Stop-VM -TurnOff -Force (saved state discarded) in its own powershell.exe, as the
+ *             watchdog's fence does; off or unknown = success
  *   isRunning one Get-VM for all VMs, cached for statusCacheMs (the monitor asks per VM)
  *   startTest Compare-VM -Copy -GenerateNewId into the test folder (see hyperv-scripts.ts)
  *   stopTest  Stop-VM -TurnOff + Remove-VM -Force of every VM with the test name
@@ -21,7 +22,7 @@
 import { basename } from 'node:path'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
-import type { FenceAction } from './fence.ts'
+import { executeFence, type FenceAction } from './fence.ts'
 import {
   EXIT_ALREADY_RUNNING, EXIT_AMBIGUOUS, encodeScript, importScript, inventoryState, isRunningState, jsonList,
   listScript, lookupScript, preventAutoStartScript, releaseScript, removeTestScript, standalone, startRegisteredScript,
@@ -216,10 +217,15 @@ export class HypervDriver implements HypervisorDriver, TestInstanceOps {
     try { await this.ps(removeTestScript(testName), 'Stop-VM/Remove-VM (test)', opts) } finally { this.invalidate() }
   }
 
-  /** Hard power-off through the session; the watchdog uses fenceAction's own process instead. */
+  /**
+   * Hard power-off in its own powershell.exe, the watchdog's way: a turn-off must not wait in
+   * the session's queue behind a slow or hung call (an import can take minutes).
+   */
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
     this.invalidate()
-    try { await this.ps(turnOffScript(vm), 'Stop-VM -TurnOff', opts) } finally { this.invalidate() }
+    try {
+      await executeFence(await this.fenceAction(vm), { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+    } finally { this.invalidate() }
   }
 
   async fenceAction (vm: string): Promise<FenceAction> {

@@ -228,6 +228,21 @@ describe('hypervisor/hyperv lifecycle (scripted fake of the Hyper-V cmdlets)', f
     assert.equal(d.session?.spawnCount, 3)
   })
 
+  it('turnOff is not queued behind a hung session call: it runs in its own process', async () => {
+    const st = homeHost('Running')
+    st.faults = { lookup: { kind: 'hang', times: 1 } }
+    const d = await host('a', st)
+    const hung = d.start(NAME, homeFiles, 1).catch((err: Error) => err)
+    for (let i = 0; i < 500; i++) {
+      if (((await readState('a')).log ?? []).some(l => l.op === 'lookup')) break
+      await new Promise(resolve => setTimeout(resolve, 10))
+    }
+    await d.turnOff(NAME)
+    assert.equal((await vm('a'))?.State, 'Off')
+    clock.advance(120_001)
+    assert.equal(((await hung) as Error).name, 'HypervisorTimeoutError')
+  })
+
   it('the watchdog\'s fence runs the same turn-off as its own powershell process, without the session', async () => {
     const d = await host('a', homeHost('Saved'))
     const s0 = await readState('a')

@@ -5,7 +5,7 @@ import { decodeScript, jsonList, standalone, stateName, stringList } from '../..
 import { decodeFrame, requestLine, RUNNER, FRAME_SENTINEL } from '../../../daemon/hypervisor/ps-session.ts'
 import { ManualClock } from '../../../common/clock.ts'
 import { tempDir } from '../../helpers/tmp.ts'
-import { fakeRunner, fakeTransport, fixture, psFail, psOk, type PsReplyLike } from './fake-runner.ts'
+import { fail, fakeRunner, fakeTransport, fixture, ok, psFail, psOk, type PsReplyLike } from './fake-runner.ts'
 
 const PS = ['powershell.exe', '-NoProfile', '-NonInteractive', '-EncodedCommand']
 const opOf = (script: string): string => /^# vmesh-op: (\S+)/.exec(script)?.[1] ?? '?'
@@ -95,15 +95,20 @@ describe('hypervisor/hyperv (recorded PowerShell output)', () => {
     assert.equal(scripts.length, 2)
   })
 
-  it('turnOff: Stop-VM -TurnOff -Force (saved state discarded), by exact quoted name; a failure is an error', async () => {
-    const { d, scripts } = make(() => psOk())
+  it('turnOff: its own powershell.exe (not queued behind the session), Stop-VM -TurnOff -Force (saved state discarded), by exact quoted name; a failure is an error', async () => {
+    const { run, calls } = fakeRunner(() => ok())
+    const { transport, scripts } = fakeTransport(() => psOk())
+    const d = new HypervDriver({}, { cwd: dir, stateDir: join(dir, 'state'), clock, run }, transport)
     await d.turnOff("o'brien [test]*")
-    const s = scripts[0] as string
+    assert.equal(scripts.length, 0)
+    assert.deepEqual(calls[0]?.argv.slice(0, 4), PS)
+    const s = decodeScript(calls[0]?.argv[4] as string)
     assert.match(s, /Stop-VM -VM \$v -TurnOff -Force/)
     assert.match(s, /Remove-VMSavedState/)
     assert.ok(s.includes("$_.Name -eq 'o''brien [test]*'"), 'the name is one quoted literal')
     assert.doesNotMatch(s, /Get-VM -Name/, 'Get-VM -Name takes wildcards')
-    await assert.rejects(make(() => psFail(1, fixture('hyperv/stop-failed.stderr.txt'))).d.turnOff('web01'), { name: 'HypervisorCmdletError' })
+    const failing = new HypervDriver({}, { cwd: dir, stateDir: join(dir, 'state'), clock, run: fakeRunner(() => fail(1, fixture('hyperv/stop-failed.stderr.txt'))).run }, transport)
+    await assert.rejects(failing.turnOff('web01'), { name: 'HypervisorCommandFailedError', exitCode: 1 } as object)
   })
 
   const files = {

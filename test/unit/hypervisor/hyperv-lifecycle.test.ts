@@ -228,6 +228,13 @@ describe('hypervisor/hyperv lifecycle (scripted fake of the Hyper-V cmdlets)', f
     assert.equal(d.session?.spawnCount, 3)
   })
 
+  it('a PowerShell that cannot be started is HypervisorSpawnError, every time (no stuck session)', async () => {
+    const d = new HypervDriver({ powershell: join(dir, 'no-such-powershell.exe') }, { cwd: dir, stateDir: join(dir, 'x-state'), clock, run: defaultRunner })
+    drivers.push(d)
+    await assert.rejects(d.isRunning(NAME), { name: 'HypervisorSpawnError' })
+    await assert.rejects(d.list(), { name: 'HypervisorSpawnError' })
+  })
+
   it('turnOff is not queued behind a hung session call: it runs in its own process', async () => {
     const st = homeHost('Running')
     st.faults = { lookup: { kind: 'hang', times: 1 } }

@@ -37,8 +37,9 @@ export const RUNNER = [
   'Remove-TypeData System.Array -ErrorAction SilentlyContinue',
   "function vmeshExit([int]$c) { throw ('vmesh-exit:' + $c) }",
   "$code = 0; $out = ''; $err = ''; $eid = ''",
-  'try { $sb = [ScriptBlock]::Create([Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b))); $out = (@(& $sb) | ForEach-Object { [string]$_ }) -join "`n" }',
-  "catch { if ($_.Exception.Message -match '^vmesh-exit:(\\d+)$') { $code = [int]$Matches[1] } else { $code = 1; $err = $_.Exception.Message; $eid = [string]$_.FullyQualifiedErrorId } }",
+  // try and catch in ONE element: a `;` between them ends the try statement (a parse error)
+  'try { $sb = [ScriptBlock]::Create([Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($b))); $out = (@(& $sb) | ForEach-Object { [string]$_ }) -join "`n" } ' +
+    "catch { if ($_.Exception.Message -match '^vmesh-exit:(\\d+)$') { $code = [int]$Matches[1] } else { $code = 1; $err = $_.Exception.Message; $eid = [string]$_.FullyQualifiedErrorId } }",
   '$r = [pscustomobject]@{ id = $i; code = $code; out = $out; err = $err; errorId = $eid } | ConvertTo-Json -Compress',
   `[Console]::Out.WriteLine('${FRAME_SENTINEL} ' + $i + ' ' + [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($r)))`,
   '[Console]::Out.Flush()'

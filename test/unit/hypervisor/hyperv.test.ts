@@ -198,6 +198,7 @@ describe('hypervisor/hyperv (recorded PowerShell output)', () => {
     assert.equal(line.split('\n').length, 2, 'one line')
     assert.ok(/^[\x20-\x7e]+\n$/.test(line), 'ASCII only: the console code page cannot mangle it')
     assert.ok(!RUNNER.includes('\n'))
+    assert.doesNotMatch(RUNNER, /\}\s*;\s*(catch|finally|else)/, 'a `;` before catch/else ends the statement: a PowerShell parse error')
     assert.ok(RUNNER.includes(FRAME_SENTINEL))
     const b64 = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString('base64')
     assert.deepEqual(decodeFrame(b64({ id: 'x', code: 0, out: 'o', err: null, errorId: '' }), 'x'), { code: 0, out: 'o', err: '', errorId: '' })

@@ -44,7 +44,8 @@ const CONFIG_FILES = "@(@($vm.ConfigurationLocation, (Join-Path $vm.Configuratio
 
 /**
  * Every file of each virtual hard disk of `$vm`: the attached file, then its parents
- * (Get-VHD ParentPath) down to the base — a VM with checkpoints runs on an .avhdx chain.
+ * (Get-VHD ParentPath) down to the base — a VM with checkpoints runs on an .avhdx chain. A
+ * missing parent ends its chain instead of failing the whole list.
  */
 const DISK_CHAINS = [
   '$disks = [System.Collections.Generic.List[string]]::new()',
@@ -53,7 +54,7 @@ const DISK_CHAINS = [
   '  $seen = 0',
   "  while ($p -ne '' -and -not $disks.Contains($p) -and $seen -lt 256) {",
   '    $disks.Add($p); $seen++',
-  '    $p = [string](Get-VHD -Path $p).ParentPath',
+  '    $p = [string](Get-VHD -Path $p -ErrorAction SilentlyContinue).ParentPath',
   '  }',
   '}'
 ]

@@ -86,6 +86,11 @@ describe('hypervisor/hyperv lifecycle (scripted fake of the Hyper-V cmdlets)', f
     assert.deepEqual(v?.files, [SRC_VMCX, SRC_VMGS])
     await d.preventAutoStart(NAME)
     assert.equal((await vm('a'))?.AutomaticStartAction, 'Nothing')
+    // a missing parent ends that chain; the other VMs are still listed
+    const st = await readState('a')
+    delete st.fs[SRC_BASE]
+    await writeState('a', st)
+    assert.deepEqual((await d.list())[0]?.disks, [SRC_LEAF])
   })
 
   it('restart at home: the registered VM is started in place — no import, AutomaticStartAction Nothing', async () => {

@@ -86,11 +86,11 @@ describe('hypervisor/hyperv lifecycle (scripted fake of the Hyper-V cmdlets)', f
     assert.deepEqual(v?.files, [SRC_VMCX, SRC_VMGS])
     await d.preventAutoStart(NAME)
     assert.equal((await vm('a'))?.AutomaticStartAction, 'Nothing')
-    // a missing parent ends that chain; the other VMs are still listed
+    // a missing parent is still reported (the VM needs it) but ends its chain; list does not fail
     const st = await readState('a')
-    delete st.fs[SRC_BASE]
+    st.fs[SRC_BASE] = { kind: 'vhd', ParentPath: 'D:\\gone\\grandparent.vhdx' }
     await writeState('a', st)
-    assert.deepEqual((await d.list())[0]?.disks, [SRC_LEAF])
+    assert.deepEqual((await d.list())[0]?.disks, [SRC_LEAF, SRC_BASE, 'D:\\gone\\grandparent.vhdx'])
   })
 
   it('restart at home: the registered VM is started in place — no import, AutomaticStartAction Nothing', async () => {

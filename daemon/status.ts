@@ -20,6 +20,8 @@ export interface TargetStatus {
   state: 'seeding' | 'in-sync' | 'behind' | 'disconnected' | 'error'
   ackedGeneration: number
   lagMs: number | null
+  /** Age of the newest capture point durable on the target (since that capture began); null: none yet. */
+  rpoMs?: number | null
   bytesPending: number
   rateBytesPerSec?: number
   seedProgress?: number

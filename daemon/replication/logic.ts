@@ -96,6 +96,20 @@ export function lagMs (wallNow: number, acked: number, current: number, createdA
   return 0
 }
 
+/**
+ * The honest RPO: age of the newest capture point durable on the target, i.e. now − the time
+ * the capture of its acknowledged generation *began* (writes before that instant are on the
+ * target; writes after it are at risk). In sync, the newest capture is the live one
+ * (`liveCaptureStartMs`: later scans found nothing new). Null when nothing is durable yet or
+ * the capture time is unknown (generation made by an older daemon).
+ */
+export function rpoMs (wallNow: number, acked: number, current: number, captureStartOf: (generation: number) => number | undefined, liveCaptureStartMs: number | undefined): number | null {
+  if (acked <= 0) return null
+  const t = acked >= current ? liveCaptureStartMs ?? captureStartOf(acked) : captureStartOf(acked)
+  if (t === undefined) return null
+  return Math.max(0, Math.round(wallNow - t))
+}
+
 export function targetStateOf (s: { connected: boolean, error?: string | undefined, acked: number, current: number, pendingBytes: number, seeding: boolean }): TargetStatus['state'] {
   if (s.error !== undefined) return 'error'
   if (!s.connected) return 'disconnected'

@@ -68,6 +68,9 @@ export class VmSource {
   private readonly scanned = new Set<string>()
   /** When each file's scan in progress started (for the scan's debug log). */
   private readonly scanStarted = new Map<string, number>()
+  /** Wall time each file's scan in progress began, and that of its last completed scan (the RPO's capture points). */
+  private readonly captureStarting = new Map<string, number>()
+  private readonly captureStart = new Map<string, number>()
   private waiters: Array<() => void> = []
   private running = false
   private bumping: Promise<void> = Promise.resolve()
@@ -118,6 +121,7 @@ export class VmSource {
         this.scanBusy++
         this.scanSeq++
         this.scanStarted.set(resolve(file), this.components.clock.now())
+        this.captureStarting.set(resolve(file), this.components.clock.wallNow())
         return await this.hashScan.changes(file, since, opts)
       }
     }
@@ -213,13 +217,15 @@ export class VmSource {
       this.notify()
       return
     }
+    const began = this.captureStarting.get(e.file)
+    if (began !== undefined) this.captureStart.set(e.file, began)
     const started = this.scanStarted.get(e.file)
     this.components.log.debug({ vm: this.name, file: e.file, changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
     const prevSize = this.sizes.get(e.file)
     this.sizes.set(e.file, e.set.fileSize)
     this.scanned.add(e.file)
     if (e.set.ranges.length > 0 || prevSize !== e.set.fileSize) {
-      const run = this.bumping.then(async () => { await this.books.bump(this.components.clock.wallNow(), e.set.consistent) })
+      const run = this.bumping.then(async () => { await this.books.bump(this.components.clock.wallNow(), e.set.consistent, undefined, this.capturedThroughMs()) })
       this.bumping = run.catch((err: unknown) => { this.components.log.error({ vm: this.name, err: errorMessage(err) }, 'could not record a generation') })
       await this.bumping
     }
@@ -257,6 +263,21 @@ export class VmSource {
   }
 
   sender (t: string): TargetSender | undefined { return this.senders.get(t) }
+
+  /**
+   * Every write to the VM's files before this wall time has been captured (is in the current
+   * generation or earlier): the oldest start among each file's last completed scan. Undefined
+   * until every file has been scanned since this daemon started.
+   */
+  capturedThroughMs (): number | undefined {
+    let t = Infinity
+    for (const f of this.files) {
+      const s = this.captureStart.get(f.path)
+      if (s === undefined) return undefined
+      t = Math.min(t, s)
+    }
+    return Number.isFinite(t) ? t : undefined
+  }
 
   status (): VmStatus {
     return {

@@ -30,6 +30,18 @@ export interface TargetStatus {
   lastVerify?: { atMs: number, mismatchedBlocks: number }
 }
 
+/** How a sourced VM's changes are found, and the RPO that allows (hash scan: under `scan.budget`). */
+export interface CaptureStatus {
+  source: 'hash-scan' | 'told'
+  /** Bytes one full scan of the VM's files reads at most (their sizes). */
+  scanBytes: number
+  /** The host's `scan.budget` (null: unbounded) and this VM's fair share of it. */
+  scanBudgetBytesPerSec: number | null
+  scanShareBytesPerSec: number | null
+  /** The RPO the source and budget allow: interval + two scans at the share (null: no budget). */
+  rpoBoundMs: number | null
+}
+
 export interface VmStatus {
   name: string
   owner: string | null
@@ -37,6 +49,8 @@ export interface VmStatus {
   runningHere: boolean
   generation: number
   targets: TargetStatus[]
+  /** On the VM's source: its change source and the RPO it allows. */
+  capture?: CaptureStatus
   replica: null | {
     from: string
     appliedGeneration: number

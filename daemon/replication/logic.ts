@@ -110,6 +110,17 @@ export function rpoMs (wallNow: number, acked: number, current: number, captureS
   return Math.max(0, Math.round(wallNow - t))
 }
 
+/**
+ * The RPO a hash scan can promise when it reads at most `shareBytesPerSec`: a write landing just
+ * behind the reader waits for the rest of that scan, the gap before the next one (at most the
+ * scan interval) and the next scan up to its block — at most two whole scans plus the interval.
+ * Null when the scan is not bounded by a budget (its speed is the disk's, not a promise).
+ */
+export function scanRpoBoundMs (scanBytes: number, shareBytesPerSec: number, scanIntervalMs: number): number | null {
+  if (!Number.isFinite(shareBytesPerSec) || shareBytesPerSec <= 0) return null
+  return Math.round(scanIntervalMs + 2 * scanBytes * 1000 / shareBytesPerSec)
+}
+
 export function targetStateOf (s: { connected: boolean, error?: string | undefined, acked: number, current: number, pendingBytes: number, seeding: boolean }): TargetStatus['state'] {
   if (s.error !== undefined) return 'error'
   if (!s.connected) return 'disconnected'

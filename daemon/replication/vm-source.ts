@@ -22,9 +22,11 @@ import { DirtyMaps } from '../../storage/dirty/index.ts'
 import type { WorkerPool } from '../../storage/workers/pool.ts'
 import { FileKind } from '../../protocol/delta/index.ts'
 import type { Logger } from '../log.ts'
-import type { VmStatus } from '../status.ts'
+import type { CaptureStatus, VmStatus } from '../status.ts'
+import { scanRpoBoundMs } from './logic.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
+import type { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import { Books } from './books.ts'
 import { TargetSender } from './sender.ts'
 import type { StreamLike } from './channel.ts'
@@ -39,6 +41,8 @@ export interface VmSourceComponents {
   dial: (peer: string, signal: AbortSignal) => Promise<StreamLike>
   limiterFor?: (peer: string, vm: string) => BandwidthLimiter
   metrics?: VmeshMetrics
+  /** The host's hash-scan read budget (shared by every VM); absent: scans read unbounded. */
+  scanBudget?: ScanReadBudget
 }
 
 export interface VmSourceInit {
@@ -95,8 +99,9 @@ export class VmSource {
       manifest: this.manifest,
       clock: components.clock,
       hasher: components.pool !== undefined ? poolHasher(components.pool) : inlineHasher,
-      rangesOf: async (path, size) => disks.has(resolve(path)) ? await formatRangesOf(path, size) : await wholeFile(path, size)
-    }, { blockSizeBytes: this.blockSize, quietBudgetMs: init.vm.quietBudgetMs })
+      rangesOf: async (path, size) => disks.has(resolve(path)) ? await formatRangesOf(path, size) : await wholeFile(path, size),
+      ...(components.scanBudget !== undefined ? { readBudget: components.scanBudget } : {})
+    }, { blockSizeBytes: this.blockSize, quietBudgetMs: init.vm.quietBudgetMs, budgetFlow: this.name })
     this.dirty = new DirtyMaps({ db: binarySublevel(vmDb, 'dirty') }, { blockSizeBytes: this.blockSize })
     this.books = new Books(binarySublevel(vmDb, 'books'))
     this.trackerDb = vmDb
@@ -111,6 +116,7 @@ export class VmSource {
   async start (): Promise<void> {
     if (this.running) return
     this.running = true
+    this.components.scanBudget?.register(this.name)
     await this.dirty.open()
     await this.books.load()
     for (const f of this.dirty.files()) this.sizes.set(f.file, f.fileSize)
@@ -168,6 +174,7 @@ export class VmSource {
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
+    this.components.scanBudget?.unregister(this.name)
     this.components.clock.clearTimeout(this.verifyTimer)
     await Promise.all([...this.senders.values()].map(async s => { await s.stop() }))
     this.senders.clear()
@@ -287,7 +294,24 @@ export class VmSource {
       runningHere: false,
       generation: this.generation,
       targets: [...this.senders.values()].map(s => s.status()),
-      replica: null
+      replica: null,
+      capture: this.captureStatus()
+    }
+  }
+
+  /** The change source in use and the RPO it can promise under the host's scan budget. */
+  captureStatus (): CaptureStatus {
+    let bytes = 0
+    for (const f of this.files) bytes += this.sizes.get(f.path) ?? 0
+    const budget = this.components.scanBudget
+    const rate = budget?.rateBytesPerSec ?? Infinity
+    const share = budget?.shareBytesPerSec() ?? Infinity
+    return {
+      source: 'hash-scan',
+      scanBytes: bytes,
+      scanBudgetBytesPerSec: Number.isFinite(rate) ? rate : null,
+      scanShareBytesPerSec: Number.isFinite(share) ? Math.round(share) : null,
+      rpoBoundMs: scanRpoBoundMs(bytes, share, this.vm.scanIntervalMs)
     }
   }
 }

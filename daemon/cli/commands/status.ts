@@ -39,6 +39,7 @@ export function renderStatus (s: StatusDocument): string {
       })
       const replica = v.replica !== null ? [`replica of ${v.replica.from} at gen ${v.replica.appliedGeneration}`] : []
       lines.push(`${pad(v.name, 14)}${pad(v.owner ?? '-', 12)}${pad(String(v.epoch), 7)}${pad(String(v.generation), 8)}${[...targets, ...replica].join('; ') || '-'}${v.runningHere ? '  [running here]' : ''}`)
+      if (v.capture !== undefined) lines.push(`${pad('', 14)}changes: ${v.capture.source}${v.capture.scanBudgetBytesPerSec !== null ? `, scan budget ${formatBytes(v.capture.scanBudgetBytesPerSec)}/s (share ${formatBytes(v.capture.scanShareBytesPerSec ?? 0)}/s)` : ', scan unbounded'}${v.capture.rpoBoundMs !== null ? `, RPO ≤ ${ago(v.capture.rpoBoundMs)}` : ''}`)
     }
   }
   return lines.join('\n')

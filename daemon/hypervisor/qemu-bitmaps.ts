@@ -28,6 +28,7 @@
  * Not done here: a consistent point in time (fleecing or a guest pause); the data is read from
  * the live file, so generations are fuzzy (`consistent: false`).
  */
+import { resolve } from 'node:path'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 import type { Range } from '../../storage/changes/range.ts'
@@ -170,6 +171,21 @@ export class QemuBitmapTracker {
   private fail (command: string, r: QmpReply): never {
     throw new QmpCommandError(command, r.error?.class ?? 'GenericError', r.error?.desc ?? errorMessage(r.error))
   }
+}
+
+/**
+ * The format node QEMU opened `file` as (query-block: the device's inserted image), for VMs
+ * started with -drive (auto-named nodes) or outside vmesh.
+ */
+export async function formatNodeOf (qmp: QemuBitmapComponents['qmp'], file: string): Promise<string> {
+  const r = await qmp('query-block')
+  if (r.error !== undefined || !Array.isArray(r.return)) throw new HypervisorOutputError('qmp query-block', r.error?.desc ?? 'not an array')
+  const want = resolve(file)
+  for (const d of r.return as Array<{ inserted?: { file?: unknown, 'node-name'?: unknown } }>) {
+    const ins = d.inserted
+    if (typeof ins?.file === 'string' && typeof ins['node-name'] === 'string' && resolve(ins.file) === want) return ins['node-name']
+  }
+  throw new HypervisorOutputError('qmp query-block', `no block device has ${file} open`)
 }
 
 /**

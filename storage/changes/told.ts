@@ -143,14 +143,21 @@ export class ToldRangesSource implements ChangeSource {
     if (log.chain === null) return await this.full(file, log, 'no-chain', opts)
     if (log.broken) return await this.full(file, log, 'chain-broken', opts)
 
-    const answer: Batch = { file: new BlockRuns(this.maxRuns), virtual: new BlockRuns(this.maxRuns), consistent: log.acc.consistent }
-    if (retry && log.prev != null) {
-      answer.file.union(log.prev.file)
-      answer.virtual.union(log.prev.virtual)
-      answer.consistent &&= log.prev.consistent
+    // Take the reports now: tells arriving while this answer is prepared belong to the next one.
+    const taken = log.acc
+    log.acc = emptyBatch(this.maxRuns)
+    try {
+      return await this.incremental(file, log, seq, retry, taken, opts)
+    } catch (err) {
+      mergeInto(log.acc, taken)
+      throw err
     }
-    answer.file.union(log.acc.file)
-    answer.virtual.union(log.acc.virtual)
+  }
+
+  private async incremental (file: string, log: FileLog, seq: number, retry: boolean, taken: Batch, opts: ChangeOptions): Promise<ChangeSet> {
+    const answer: Batch = { file: new BlockRuns(this.maxRuns), virtual: new BlockRuns(this.maxRuns), consistent: taken.consistent }
+    if (retry && log.prev != null) mergeInto(answer, log.prev)
+    mergeInto(answer, taken)
     const baseline = retry ? log.prevBase : log.base
 
     const st = await this.io.stat(file)
@@ -184,7 +191,6 @@ export class ToldRangesSource implements ChangeSource {
     }
     log.prev = answer
     log.prevBase = baseline
-    log.acc = emptyBatch(this.maxRuns)
     log.base = newBase
     log.seq = seq + 1
     log.lastFull = null
@@ -267,6 +273,12 @@ export class ToldRangesSource implements ChangeSource {
     }
     return log
   }
+}
+
+function mergeInto (into: Batch, from: Batch): void {
+  into.file.union(from.file)
+  into.virtual.union(from.virtual)
+  into.consistent &&= from.consistent
 }
 
 function emptyBatch (maxRuns: number): Batch {

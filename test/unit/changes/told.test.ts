@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { writeFile } from 'node:fs/promises'
 import { ToldRangesSource } from '../../../storage/changes/told.ts'
+import { nodeScanIO } from '../../../storage/changes/file-io.ts'
 import type { ChangeSource } from '../../../storage/changes/source.ts'
 import { tempDir, writeAt, KiB } from './helpers.ts'
 import type { TempDir } from './helpers.ts'
@@ -79,6 +80,28 @@ describe('changes/told (a source told ranges between reference points)', () => {
     const stale = await src.changes(file, t0) // two rounds back: beyond what is kept
     assert.equal(stale.full, true)
     assert.equal(src.lastFullReason(file), 'unknown-token')
+  })
+
+  it('a tell that arrives while an answer is being prepared is kept for the next answer', async () => {
+    let src: ToldRangesSource | undefined
+    let hooked = false
+    const io = {
+      stat: async (p: string) => {
+        if (!hooked && src !== undefined) { hooked = true; src.tell(file, { since: 'p1', until: 'p2', ranges: [{ offset: 5 * BS, length: 1 }], space: 'file' }) }
+        return await nodeScanIO.stat(p)
+      },
+      open: nodeScanIO.open
+    }
+    src = new ToldRangesSource({ io }, { blockSizeBytes: BS })
+    hooked = true
+    src.tell(file, { since: null, until: 'p0', ranges: [], space: 'file' })
+    const a = await src.changes(file, null)
+    src.tell(file, { since: 'p0', until: 'p1', ranges: [{ offset: 0, length: 1 }], space: 'file' })
+    hooked = false
+    const b = await src.changes(file, a.token)
+    assert.deepEqual(b.ranges, [{ offset: 0, length: BS }])
+    const c = await src.changes(file, b.token)
+    assert.deepEqual(c.ranges, [{ offset: 5 * BS, length: BS }], 'the tell made during the previous answer')
   })
 
   it('virtual ranges of a raw file map one to one; growth is conveyed by fileSize', async () => {

@@ -50,6 +50,8 @@ export interface Config {
   hypervisor: RawConfig['hypervisor']
   vms: VmConfig[]
   bandwidth: { limitBytesPerSec: number, schedule: Array<{ days: number[], fromMinute: number, toMinute: number, limitBytesPerSec: number }> }
+  /** Host-wide read budget of hash scans (Infinity: unbounded). */
+  scan: { budgetBytesPerSec: number }
   log: { level: string }
 }
 
@@ -135,6 +137,7 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
     hypervisor: raw.hypervisor,
     vms: raw.vms.map(v => toVmConfig(v, abs)),
     bandwidth: { limitBytesPerSec: raw.bandwidth.limit, schedule: raw.bandwidth.schedule },
+    scan: { budgetBytesPerSec: raw.scan.budget },
     log: raw.log
   }
   const issues: ConfigIssue[] = []

@@ -177,6 +177,7 @@ export const rawConfigSchema = z.strictObject({
     limit: rate.default(Infinity),
     schedule: z.array(scheduleEntry).default([])
   }).default({ limit: Infinity, schedule: [] }),
+  scan: z.strictObject({ budget: rate.default(Infinity) }).default({ budget: Infinity }),
   log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).default({ level: 'info' })
 }).superRefine((c, ctx) => {
   const names = new Map<string, string>([[c.node.name, 'node.name']])

@@ -20,12 +20,26 @@ export interface TargetStatus {
   state: 'seeding' | 'in-sync' | 'behind' | 'disconnected' | 'error'
   ackedGeneration: number
   lagMs: number | null
+  /** Age of the newest capture point durable on the target (since that capture began); null: none yet. */
+  rpoMs?: number | null
   bytesPending: number
   rateBytesPerSec?: number
   seedProgress?: number
   error?: string
   /** The last block-by-block comparison with this target (vmesh verify or verifyInterval). */
   lastVerify?: { atMs: number, mismatchedBlocks: number }
+}
+
+/** How a sourced VM's changes are found, and the RPO that allows (hash scan: under `scan.budget`). */
+export interface CaptureStatus {
+  source: 'hash-scan' | 'told'
+  /** Bytes one full scan of the VM's files reads at most (their sizes). */
+  scanBytes: number
+  /** The host's `scan.budget` (null: unbounded) and this VM's fair share of it. */
+  scanBudgetBytesPerSec: number | null
+  scanShareBytesPerSec: number | null
+  /** The RPO the source and budget allow: interval + two scans at the share (null: no budget). */
+  rpoBoundMs: number | null
 }
 
 export interface VmStatus {
@@ -35,6 +49,8 @@ export interface VmStatus {
   runningHere: boolean
   generation: number
   targets: TargetStatus[]
+  /** On the VM's source: its change source and the RPO it allows. */
+  capture?: CaptureStatus
   replica: null | {
     from: string
     appliedGeneration: number

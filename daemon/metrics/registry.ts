@@ -27,6 +27,8 @@ export interface ReplicationMetrics {
   /** Seconds between the newest captured generation and the one the target acked. */
   setLag: (vm: string, target: string, seconds: number) => void
   setPendingBytes: (vm: string, target: string, bytes: number) => void
+  /** Age of the newest capture point durable on the target (NaN: none yet). */
+  setRpo: (vm: string, target: string, seconds: number) => void
   /** Adds bytes put on the wire to the target (ignored unless positive). */
   addSentBytes: (vm: string, target: string, bytes: number) => void
   setRate: (vm: string, target: string, bytesPerSec: number) => void
@@ -70,6 +72,7 @@ export class VmeshMetrics {
 
     const acked = new Gauge({ name: 'vmesh_replication_acked_generation', help: 'Newest generation the target acknowledged as durable', labelNames: pair, registers })
     const lag = new Gauge({ name: 'vmesh_replication_lag_seconds', help: 'Age of the newest change not yet durable on the target', labelNames: pair, registers })
+    const rpo = new Gauge({ name: 'vmesh_replication_rpo_seconds', help: 'Age of the newest capture point durable on the target: time since that capture began (NaN: nothing durable yet)', labelNames: pair, registers })
     const pending = new Gauge({ name: 'vmesh_replication_pending_bytes', help: 'Changed bytes not yet sent to the target', labelNames: pair, registers })
     const sent = new Counter({ name: 'vmesh_replication_sent_bytes_total', help: 'Bytes sent to the target', labelNames: pair, registers })
     const rate = new Gauge({ name: 'vmesh_replication_rate_bytes_per_second', help: 'Recent send rate to the target', labelNames: pair, registers })
@@ -82,11 +85,12 @@ export class VmeshMetrics {
       setAckedGeneration: (vm, target, g) => { acked.set({ vm, target }, g) },
       setLag: (vm, target, s) => { lag.set({ vm, target }, s) },
       setPendingBytes: (vm, target, b) => { pending.set({ vm, target }, b) },
+      setRpo: (vm, target, s) => { rpo.set({ vm, target }, s) },
       addSentBytes: (vm, target, b) => { if (b > 0 && Number.isFinite(b)) sent.inc({ vm, target }, b) },
       setRate: (vm, target, r) => { rate.set({ vm, target }, r) },
       setState: (vm, target, s) => { for (const x of TARGET_STATES) state.set({ vm, target, state: x }, x === s ? 1 : 0) },
       forget: (vm, target) => {
-        for (const g of [acked, lag, pending, sent, rate]) g.remove({ vm, target })
+        for (const g of [acked, lag, rpo, pending, sent, rate]) g.remove({ vm, target })
         for (const x of TARGET_STATES) state.remove({ vm, target, state: x })
       }
     }

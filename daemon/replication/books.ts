@@ -8,7 +8,12 @@ import type { BinaryDb } from '../../storage/manifest/db.ts'
 import { concatBytes, decodeUtf8, encodeUtf8, readU32be, u32be } from '../../storage/manifest/db.ts'
 import type { TargetBook } from './logic.ts'
 
-export interface GenerationMeta { createdAtMs: number, consistent: boolean }
+export interface GenerationMeta {
+  createdAtMs: number
+  consistent: boolean
+  /** Wall time the capture behind this generation began (every write before it is in it); absent from older books. */
+  captureStartMs?: number
+}
 
 const K_G = encodeUtf8('G')
 const P_META = 0x6d // 'm'
@@ -35,10 +40,10 @@ export class Books {
 
   meta (g: number): GenerationMeta | undefined { return this.metas.get(g) }
 
-  /** Starts generation G+1 captured at `createdAtMs`. */
-  async bump (createdAtMs: number, consistent: boolean, to?: number): Promise<number> {
+  /** Starts generation G+1 captured at `createdAtMs`, its capture begun at `captureStartMs`. */
+  async bump (createdAtMs: number, consistent: boolean, to?: number, captureStartMs?: number): Promise<number> {
     const g = Math.max(this.generation + 1, to ?? 0)
-    const meta = { createdAtMs: Math.round(createdAtMs), consistent }
+    const meta: GenerationMeta = { createdAtMs: Math.round(createdAtMs), consistent, ...(captureStartMs !== undefined ? { captureStartMs: Math.round(captureStartMs) } : {}) }
     await this.db.batch([
       { type: 'put', key: concatBytes(new Uint8Array([P_META]), u32be(g)), value: encodeUtf8(JSON.stringify(meta)) },
       { type: 'put', key: K_G, value: encodeUtf8(JSON.stringify({ g })) }
@@ -65,11 +70,11 @@ export class Books {
     this.targets.delete(name)
   }
 
-  /** Drops metadata no target needs any more (all at or below the lowest acked generation). */
+  /** Drops metadata no target needs any more (below the lowest acked generation, whose capture time is the RPO). */
   private async prune (): Promise<void> {
     let low = this.generation
     for (const b of this.targets.values()) low = Math.min(low, b.acked)
-    const drop = [...this.metas.keys()].filter(g => g <= low && g < this.generation)
+    const drop = [...this.metas.keys()].filter(g => g < low && g < this.generation)
     if (drop.length === 0) return
     await this.db.batch(drop.map(g => ({ type: 'del' as const, key: concatBytes(new Uint8Array([P_META]), u32be(g)) })))
     for (const g of drop) this.metas.delete(g)

@@ -38,7 +38,7 @@ export async function shipFinalGeneration (src: VmSource, target: string, o: Fin
   await src.scanAll()
   // always a generation of its own, read after the quiet spell: an earlier one may have been
   // read (and acknowledged) as fuzzy while a scan ran
-  const g = await src.books.bump(o.clock.wallNow(), true)
+  const g = await src.books.bump(o.clock.wallNow(), true, undefined, src.capturedThroughMs())
   src.notify()
   while (src.books.target(target).acked < g) {
     o.signal?.throwIfAborted()

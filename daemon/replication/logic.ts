@@ -96,6 +96,31 @@ export function lagMs (wallNow: number, acked: number, current: number, createdA
   return 0
 }
 
+/**
+ * The honest RPO: age of the newest capture point durable on the target, i.e. now − the time
+ * the capture of its acknowledged generation *began* (writes before that instant are on the
+ * target; writes after it are at risk). In sync, the newest capture is the live one
+ * (`liveCaptureStartMs`: later scans found nothing new). Null when nothing is durable yet or
+ * the capture time is unknown (generation made by an older daemon).
+ */
+export function rpoMs (wallNow: number, acked: number, current: number, captureStartOf: (generation: number) => number | undefined, liveCaptureStartMs: number | undefined): number | null {
+  if (acked <= 0) return null
+  const t = acked >= current ? liveCaptureStartMs ?? captureStartOf(acked) : captureStartOf(acked)
+  if (t === undefined) return null
+  return Math.max(0, Math.round(wallNow - t))
+}
+
+/**
+ * The RPO a hash scan can promise when it reads at most `shareBytesPerSec`: a write landing just
+ * behind the reader waits for the rest of that scan, the gap before the next one (at most the
+ * scan interval) and the next scan up to its block — at most two whole scans plus the interval.
+ * Null when the scan is not bounded by a budget (its speed is the disk's, not a promise).
+ */
+export function scanRpoBoundMs (scanBytes: number, shareBytesPerSec: number, scanIntervalMs: number): number | null {
+  if (!Number.isFinite(shareBytesPerSec) || shareBytesPerSec <= 0) return null
+  return Math.round(scanIntervalMs + 2 * scanBytes * 1000 / shareBytesPerSec)
+}
+
 export function targetStateOf (s: { connected: boolean, error?: string | undefined, acked: number, current: number, pendingBytes: number, seeding: boolean }): TargetStatus['state'] {
   if (s.error !== undefined) return 'error'
   if (!s.connected) return 'disconnected'

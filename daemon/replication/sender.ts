@@ -31,7 +31,7 @@ import {
 import type { TargetStatus } from '../status.ts'
 import { Channel } from './channel.ts'
 import { GenerationTurnedFuzzyError, ReplicationStreamClosedError, ReplicationTimeoutError, ReplicationUnexpectedMessageError, VerifyFailedError } from './errors.ts'
-import { innerBlocks, isConsistentCapture, lagMs, nextGenerationNumber, reconcile, targetStateOf, type FileCapture } from './logic.ts'
+import { innerBlocks, isConsistentCapture, lagMs, nextGenerationNumber, reconcile, rpoMs, targetStateOf, type FileCapture } from './logic.ts'
 import type { SourceFile, VmSource } from './vm-source.ts'
 import { AdaptiveEncoder } from './encoder.ts'
 import { readChangedBlocks } from './block-reader.ts'
@@ -126,7 +126,9 @@ export class TargetSender {
     const lag = lagMs(this.clock.wallNow(), book.acked, current, g => this.vm.books.meta(g)?.createdAtMs)
     this.vm.components.metrics?.replication.setState(this.vm.name, this.target, state)
     this.vm.components.metrics?.replication.setAckedGeneration(this.vm.name, this.target, book.acked)
+    const rpo = rpoMs(this.clock.wallNow(), book.acked, current, g => this.vm.books.meta(g)?.captureStartMs, this.vm.capturedThroughMs())
     this.vm.components.metrics?.replication.setLag(this.vm.name, this.target, lag / 1000)
+    this.vm.components.metrics?.replication.setRpo(this.vm.name, this.target, rpo === null ? Number.NaN : rpo / 1000)
     this.vm.components.metrics?.replication.setPendingBytes(this.vm.name, this.target, this.pendingBytes)
     this.vm.components.metrics?.replication.setRate(this.vm.name, this.target, Math.round(this.rate))
     return {
@@ -134,6 +136,7 @@ export class TargetSender {
       state,
       ackedGeneration: book.acked,
       lagMs: lag,
+      rpoMs: rpo,
       bytesPending: this.pendingBytes,
       rateBytesPerSec: Math.round(this.rate),
       ...(this.seeding ? { seedProgress: this.seedTotal > 0 ? Math.min(1, this.seedSent / this.seedTotal) : 0 } : {}),
@@ -259,9 +262,9 @@ export class TargetSender {
     this.applied = r.kind === 'ack' ? r.generation : ts.appliedGeneration
     this.seeding = this.applied === 0
     const want = nextGenerationNumber(this.vm.generation, r, ts)
-    if (r.kind !== 'resume-seed' && want > this.vm.generation) await this.vm.books.bump(this.clock.wallNow(), false, want)
+    if (r.kind !== 'resume-seed' && want > this.vm.generation) await this.vm.books.bump(this.clock.wallNow(), false, want, this.vm.capturedThroughMs())
     // the target needs at least one generation whenever our books were reset
-    if ((r.kind === 'reseed' || r.kind === 'rebase') && this.vm.generation <= ts.appliedGeneration) await this.vm.books.bump(this.clock.wallNow(), false)
+    if ((r.kind === 'reseed' || r.kind === 'rebase') && this.vm.generation <= ts.appliedGeneration) await this.vm.books.bump(this.clock.wallNow(), false, undefined, this.vm.capturedThroughMs())
     if (r.kind === 'reseed' || r.kind === 'rebase') await this.vm.books.setTarget(this.target, { acked: ts.appliedGeneration, inFlight: null })
     this.error = undefined
   }
@@ -523,7 +526,7 @@ export class TargetSender {
       }
     }
     if (report.repaired) {
-      await this.vm.books.bump(this.clock.wallNow(), false)
+      await this.vm.books.bump(this.clock.wallNow(), false, undefined, this.vm.capturedThroughMs())
       this.vm.notify()
     }
     this.lastVerify = { atMs: Math.round(this.clock.wallNow()), mismatchedBlocks: report.mismatchedBlocks }

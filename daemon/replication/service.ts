@@ -22,6 +22,7 @@ import type { Logger } from '../log.ts'
 import type { VmStatus } from '../status.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 import type { BandwidthService } from '../bandwidth/service.ts'
+import { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import type { StreamLike } from './channel.ts'
 import { ReplicationReceiver, type ReceiverInit } from './receiver.ts'
 import { ReplicaRegistry } from './replicas.ts'
@@ -64,9 +65,12 @@ export class ReplicationService {
   private adopted = new Map<string, VmConfig>()
   private running = false
   private changing: Promise<void> = Promise.resolve()
+  /** `scan.budget`: one read budget shared by every VM's hash scan on this host. */
+  readonly scanBudget: ScanReadBudget
 
   constructor (private readonly components: ReplicationComponents, private readonly init: ReplicationInit) {
     this.config = init.config
+    this.scanBudget = new ScanReadBudget({ clock: components.clock }, { rateBytesPerSec: this.config.scan.budgetBytesPerSec })
     const log = components.log
     this.replicas = new ReplicaRegistry({ clock: components.clock, log: { info: (o, m) => { log.info(o, m) }, warn: (o, m) => { log.warn(o, m) } } }, { dir: join(this.config.node.dataDir, 'replicas'), fsync: init.fsync ?? true })
     this.receiver = new ReplicationReceiver({
@@ -140,6 +144,10 @@ export class ReplicationService {
     this.config = config
     const applied: string[] = []
     if (JSON.stringify(prev.vms) !== JSON.stringify(config.vms)) applied.push('vms')
+    if (prev.scan.budgetBytesPerSec !== config.scan.budgetBytesPerSec) {
+      this.scanBudget.setRate(config.scan.budgetBytesPerSec)
+      applied.push('scan')
+    }
     for (const vm of config.vms) {
       const s = this.sources.get(vm.name)
       const old = prev.vms.find(v => v.name === vm.name)
@@ -210,7 +218,8 @@ export class ReplicationService {
         return stream as unknown as StreamLike
       },
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),
-      ...(metrics !== undefined ? { metrics } : {})
+      ...(metrics !== undefined ? { metrics } : {}),
+      scanBudget: this.scanBudget
     }, { vm, nodeName: this.config.node.name })
   }
 

@@ -22,9 +22,11 @@ import { DirtyMaps } from '../../storage/dirty/index.ts'
 import type { WorkerPool } from '../../storage/workers/pool.ts'
 import { FileKind } from '../../protocol/delta/index.ts'
 import type { Logger } from '../log.ts'
-import type { VmStatus } from '../status.ts'
+import type { CaptureStatus, VmStatus } from '../status.ts'
+import { scanRpoBoundMs } from './logic.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
+import type { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import { Books } from './books.ts'
 import { TargetSender } from './sender.ts'
 import type { StreamLike } from './channel.ts'
@@ -39,6 +41,8 @@ export interface VmSourceComponents {
   dial: (peer: string, signal: AbortSignal) => Promise<StreamLike>
   limiterFor?: (peer: string, vm: string) => BandwidthLimiter
   metrics?: VmeshMetrics
+  /** The host's hash-scan read budget (shared by every VM); absent: scans read unbounded. */
+  scanBudget?: ScanReadBudget
 }
 
 export interface VmSourceInit {
@@ -68,6 +72,9 @@ export class VmSource {
   private readonly scanned = new Set<string>()
   /** When each file's scan in progress started (for the scan's debug log). */
   private readonly scanStarted = new Map<string, number>()
+  /** Wall time each file's scan in progress began, and that of its last completed scan (the RPO's capture points). */
+  private readonly captureStarting = new Map<string, number>()
+  private readonly captureStart = new Map<string, number>()
   private waiters: Array<() => void> = []
   private running = false
   private bumping: Promise<void> = Promise.resolve()
@@ -92,8 +99,9 @@ export class VmSource {
       manifest: this.manifest,
       clock: components.clock,
       hasher: components.pool !== undefined ? poolHasher(components.pool) : inlineHasher,
-      rangesOf: async (path, size) => disks.has(resolve(path)) ? await formatRangesOf(path, size) : await wholeFile(path, size)
-    }, { blockSizeBytes: this.blockSize, quietBudgetMs: init.vm.quietBudgetMs })
+      rangesOf: async (path, size) => disks.has(resolve(path)) ? await formatRangesOf(path, size) : await wholeFile(path, size),
+      ...(components.scanBudget !== undefined ? { readBudget: components.scanBudget } : {})
+    }, { blockSizeBytes: this.blockSize, quietBudgetMs: init.vm.quietBudgetMs, budgetFlow: this.name })
     this.dirty = new DirtyMaps({ db: binarySublevel(vmDb, 'dirty') }, { blockSizeBytes: this.blockSize })
     this.books = new Books(binarySublevel(vmDb, 'books'))
     this.trackerDb = vmDb
@@ -108,6 +116,7 @@ export class VmSource {
   async start (): Promise<void> {
     if (this.running) return
     this.running = true
+    this.components.scanBudget?.register(this.name)
     await this.dirty.open()
     await this.books.load()
     for (const f of this.dirty.files()) this.sizes.set(f.file, f.fileSize)
@@ -118,6 +127,7 @@ export class VmSource {
         this.scanBusy++
         this.scanSeq++
         this.scanStarted.set(resolve(file), this.components.clock.now())
+        this.captureStarting.set(resolve(file), this.components.clock.wallNow())
         return await this.hashScan.changes(file, since, opts)
       }
     }
@@ -164,6 +174,7 @@ export class VmSource {
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
+    this.components.scanBudget?.unregister(this.name)
     this.components.clock.clearTimeout(this.verifyTimer)
     await Promise.all([...this.senders.values()].map(async s => { await s.stop() }))
     this.senders.clear()
@@ -213,13 +224,15 @@ export class VmSource {
       this.notify()
       return
     }
+    const began = this.captureStarting.get(e.file)
+    if (began !== undefined) this.captureStart.set(e.file, began)
     const started = this.scanStarted.get(e.file)
     this.components.log.debug({ vm: this.name, file: e.file, changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
     const prevSize = this.sizes.get(e.file)
     this.sizes.set(e.file, e.set.fileSize)
     this.scanned.add(e.file)
     if (e.set.ranges.length > 0 || prevSize !== e.set.fileSize) {
-      const run = this.bumping.then(async () => { await this.books.bump(this.components.clock.wallNow(), e.set.consistent) })
+      const run = this.bumping.then(async () => { await this.books.bump(this.components.clock.wallNow(), e.set.consistent, undefined, this.capturedThroughMs()) })
       this.bumping = run.catch((err: unknown) => { this.components.log.error({ vm: this.name, err: errorMessage(err) }, 'could not record a generation') })
       await this.bumping
     }
@@ -258,6 +271,21 @@ export class VmSource {
 
   sender (t: string): TargetSender | undefined { return this.senders.get(t) }
 
+  /**
+   * Every write to the VM's files before this wall time has been captured (is in the current
+   * generation or earlier): the oldest start among each file's last completed scan. Undefined
+   * until every file has been scanned since this daemon started.
+   */
+  capturedThroughMs (): number | undefined {
+    let t = Infinity
+    for (const f of this.files) {
+      const s = this.captureStart.get(f.path)
+      if (s === undefined) return undefined
+      t = Math.min(t, s)
+    }
+    return Number.isFinite(t) ? t : undefined
+  }
+
   status (): VmStatus {
     return {
       name: this.name,
@@ -266,7 +294,24 @@ export class VmSource {
       runningHere: false,
       generation: this.generation,
       targets: [...this.senders.values()].map(s => s.status()),
-      replica: null
+      replica: null,
+      capture: this.captureStatus()
+    }
+  }
+
+  /** The change source in use and the RPO it can promise under the host's scan budget. */
+  captureStatus (): CaptureStatus {
+    let bytes = 0
+    for (const f of this.files) bytes += this.sizes.get(f.path) ?? 0
+    const budget = this.components.scanBudget
+    const rate = budget?.rateBytesPerSec ?? Infinity
+    const share = budget?.shareBytesPerSec() ?? Infinity
+    return {
+      source: 'hash-scan',
+      scanBytes: bytes,
+      scanBudgetBytesPerSec: Number.isFinite(rate) ? rate : null,
+      scanShareBytesPerSec: Number.isFinite(share) ? Math.round(share) : null,
+      rpoBoundMs: scanRpoBoundMs(bytes, share, this.vm.scanIntervalMs)
     }
   }
 }

@@ -33,6 +33,7 @@ import { nodeScanIO, sameStat, statFromRecord, statToRecord } from './file-io.ts
 import type { FileStat, ReadHandle, ScanIO } from './file-io.ts'
 import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, blockCount, validateBlockSize } from './range.ts'
 import type { ReflinkSnapshots } from './reflink.ts'
+import type { ReadBudget } from './read-budget.ts'
 import { wholeFile } from './source.ts'
 import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken, RangesOf } from './source.ts'
 
@@ -47,6 +48,8 @@ export interface HashScanComponents {
   snapshots?: ReflinkSnapshots | null
   /** Byte ranges worth reading (format-unallocated space omitted, read as zeros). @default wholeFile */
   rangesOf?: RangesOf
+  /** Taken from before every chunk read (a host-wide scan read budget); absent: unbounded. */
+  readBudget?: ReadBudget
 }
 
 export interface PassInfo { pass: number, offset: number, length: number }
@@ -79,6 +82,8 @@ export interface HashScanInit {
   maxRuns?: number
   /** Manifest key of a file. @default the absolute path */
   fileKey?: (path: string) => string
+  /** Fair-queuing flow of this source's takes from `readBudget` (e.g. the VM name). */
+  budgetFlow?: string
   /** Test hook: runs after each chunk is read (a test can write to the file here). */
   afterRead?: (info: PassInfo) => void | Promise<void>
 }
@@ -394,6 +399,10 @@ export class HashScanSource implements ChangeSource {
 
   /** Chunk hashes; `buf` is null when the hasher read the file itself. */
   private async readAndHash (st: PassState, c: Chunk): Promise<{ buf: ArrayBuffer | null, hashes: ArrayBuffer, zeroMask: ArrayBuffer }> {
+    const budget = this.components.readBudget
+    if (budget !== undefined) {
+      await budget.take(c.length, { ...(st.signal !== undefined ? { signal: st.signal } : {}), ...(this.init.budgetFlow !== undefined ? { flow: this.init.budgetFlow } : {}) })
+    }
     if (st.handle == null) {
       const r = await (this.hasher.readHash as NonNullable<BlockHasher['readHash']>)(st.path, c.offset, c.length, this.blockSize, st.signal)
       st.scannedBytes += r.bytesRead

@@ -72,9 +72,19 @@ export class ReportedRangesSource implements ChangeSource {
         answer.consistent &&= log.prev.consistent
       }
       answer.runs.union(log.acc.runs)
-      const { size } = await this.io.stat(file)
-      log.prev = answer
+      // Reset before awaiting: a report made during the stat belongs to the next answer.
+      const taken = log.acc
       log.acc = emptyBatch(this.maxRuns)
+      let size: number
+      try {
+        ({ size } = await this.io.stat(file))
+      } catch (err) {
+        taken.runs.union(log.acc.runs)
+        taken.consistent &&= log.acc.consistent
+        log.acc = taken
+        throw err
+      }
+      log.prev = answer
       log.seq = seq + 1
       return {
         ranges: answer.runs.toRanges(this.blockSize, size), token: `rr1:${this.epoch}:${log.seq}`,

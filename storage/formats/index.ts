@@ -14,3 +14,5 @@ export { detectFormat, parseDisk, openDisk, dataRanges, dataRangesForFile } from
 export type { FileRanges } from './open.ts'
 export { inspect, formatInspectText } from './inspect.ts'
 export type { InspectResult } from './inspect.ts'
+export { readDiskLayout, layoutOf, rawLayout, mapVirtualRanges, batChanges, MAX_LAYOUT_BAT_BYTES } from './layout.ts'
+export type { DiskLayout, LayoutSnapshot } from './layout.ts'

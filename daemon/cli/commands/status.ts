@@ -34,11 +34,12 @@ export function renderStatus (s: StatusDocument): string {
     lines.push(`${pad('VM', 14)}${pad('OWNER', 12)}${pad('EPOCH', 7)}${pad('GEN', 8)}TARGETS / REPLICA`)
     for (const v of s.vms) {
       const targets = v.targets.map(t => {
-        const base = `${t.node}:${t.state} gen ${t.ackedGeneration}${t.lagMs !== null ? ` lag ${ago(t.lagMs)}` : ''}${t.bytesPending > 0 ? ` pending ${formatBytes(t.bytesPending)}` : ''}${t.error !== undefined ? ` (${t.error})` : ''}`
+        const base = `${t.node}:${t.state} gen ${t.ackedGeneration}${t.lagMs !== null ? ` lag ${ago(t.lagMs)}` : ''}${t.rpoMs != null ? ` rpo ${ago(t.rpoMs)}` : ''}${t.bytesPending > 0 ? ` pending ${formatBytes(t.bytesPending)}` : ''}${t.error !== undefined ? ` (${t.error})` : ''}`
         return t.state === 'seeding' && t.seedProgress !== undefined ? `${base} ${bar(t.seedProgress)}` : base
       })
       const replica = v.replica !== null ? [`replica of ${v.replica.from} at gen ${v.replica.appliedGeneration}`] : []
       lines.push(`${pad(v.name, 14)}${pad(v.owner ?? '-', 12)}${pad(String(v.epoch), 7)}${pad(String(v.generation), 8)}${[...targets, ...replica].join('; ') || '-'}${v.runningHere ? '  [running here]' : ''}`)
+      if (v.capture !== undefined) lines.push(`${pad('', 14)}changes: ${v.capture.source}${v.capture.scanBudgetBytesPerSec !== null ? `, scan budget ${formatBytes(v.capture.scanBudgetBytesPerSec)}/s (share ${formatBytes(v.capture.scanShareBytesPerSec ?? 0)}/s)` : ', scan unbounded'}${v.capture.rpoBoundMs !== null ? `, RPO ≤ ${ago(v.capture.rpoBoundMs)}` : ''}`)
     }
   }
   return lines.join('\n')

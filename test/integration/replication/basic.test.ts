@@ -51,6 +51,8 @@ describe('replication: seed and incremental (integration)', function () {
     assert.equal(await sameBytes(disk, rp), true)
     const t = targetOf(await c.status('hv-a'), 'web01', 'hv-b')
     assert.equal(t?.lagMs, 0)
+    // in sync, the RPO is the age of the newest (empty) scan's start: positive, bounded by the scan interval
+    assert.ok(typeof t?.rpoMs === 'number' && t.rpoMs >= 0 && t.rpoMs < 60_000, `rpoMs ${String(t?.rpoMs)}`)
     assert.equal(t?.bytesPending, 0)
     const b = await c.status('hv-b')
     assert.equal(b.vms.find(v => v.name === 'web01')?.replica?.appliedGeneration, generation)

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { writeFile } from 'node:fs/promises'
 import { ReportedRangesSource } from '../../../storage/changes/reported.ts'
+import { nodeScanIO } from '../../../storage/changes/file-io.ts'
 import type { ChangeSet, ChangeSource } from '../../../storage/changes/source.ts'
 import { tempDir, KiB } from './helpers.ts'
 import type { TempDir } from './helpers.ts'
@@ -79,5 +80,25 @@ describe('changes/reported (a source that is told ranges)', () => {
     assert.match(set.token, /^rr1:/)
     src.report(file, [{ offset: 0, length: 1 }])
     assert.deepEqual((await src.changes(file, set.token)).ranges, [{ offset: 0, length: BS }])
+  })
+
+  it('a report made while an answer is being prepared is kept for the next answer', async () => {
+    let src: ReportedRangesSource | undefined
+    let armed = false
+    const io = {
+      stat: async (p: string) => {
+        if (armed && src !== undefined) { armed = false; src.report(file, [{ offset: 5 * BS, length: 1 }]) }
+        return await nodeScanIO.stat(p)
+      },
+      open: nodeScanIO.open
+    }
+    src = new ReportedRangesSource({ io }, { blockSizeBytes: BS })
+    const t0 = (await src.changes(file, null)).token
+    src.report(file, [{ offset: 0, length: 1 }])
+    armed = true
+    const a = await src.changes(file, t0)
+    assert.deepEqual(a.ranges, [{ offset: 0, length: BS }])
+    const b = await src.changes(file, a.token)
+    assert.deepEqual(b.ranges, [{ offset: 5 * BS, length: BS }])
   })
 })

@@ -20,6 +20,7 @@ describe('metrics registry', () => {
     const m = createMetrics({ defaultMetrics: false })
     m.replication.setAckedGeneration('web01', 'hv-b', 42)
     m.replication.setLag('web01', 'hv-b', 0.18)
+    m.replication.setRpo('web01', 'hv-b', 10.25)
     m.replication.setPendingBytes('web01', 'hv-b', 1048576)
     m.replication.addSentBytes('web01', 'hv-b', 1000)
     m.replication.addSentBytes('web01', 'hv-b', 24)
@@ -31,6 +32,7 @@ describe('metrics registry', () => {
     const l = { vm: 'web01', target: 'hv-b' }
     assert.equal(sample(text, 'vmesh_replication_acked_generation', l), '42')
     assert.equal(sample(text, 'vmesh_replication_lag_seconds', l), '0.18')
+    assert.equal(sample(text, 'vmesh_replication_rpo_seconds', l), '10.25')
     assert.equal(sample(text, 'vmesh_replication_pending_bytes', l), '1048576')
     assert.equal(sample(text, 'vmesh_replication_sent_bytes_total', l), '1024')
     assert.equal(sample(text, 'vmesh_replication_rate_bytes_per_second', l), '12500000')

@@ -15,6 +15,7 @@ function fakeSource (clock: ManualClock, o: { scanBusyUntil?: number, target?: s
     sender: (t: string) => t === (o.target ?? 'b') ? {} : undefined,
     scanAll: async () => { src.scans++ },
     notify: () => {},
+    capturedThroughMs: () => clock.wallNow(),
     changed: async (ms: number) => { await clock.sleep(ms) },
     books: {
       meta: (g: number) => metas.get(g),

@@ -1,0 +1,307 @@
+/**
+ * A change source that is *told* which ranges changed between two reference points of the
+ * platform (an RCT id, a dirty bitmap's name), in the file's own offsets or in the virtual
+ * disk's offsets, and keeps a replica a byte-identical copy of the *file*.
+ *
+ * Flow:
+ *  tell(file, { since, until, ranges, space }) ─▶ per-file batch (file runs + virtual runs)
+ *     a tell whose `since` is not the previous tell's `until` (or is null: a new chain) breaks
+ *     the chain: the next answer is full, because changes between the points are unknown.
+ *  changes(file, token)
+ *     unknown token / broken chain / no chain ─▶ full answer (fallback source, else whole file)
+ *     otherwise ─▶ file-space ranges as told, plus for virtual-space ranges (storage/formats
+ *     layout.ts, read at answer time):
+ *       - the payload bytes, VHD block bitmaps, differencing VHDX sector bitmap bits and BAT
+ *         entries of the touched blocks (mapVirtualRanges);
+ *       - every BAT entry that differs from the copy kept at the previous answer, with the whole
+ *         block it now points at (an allocated or moved block is sent whole: the hypervisor may
+ *         have written around the guest's bytes);
+ *       - the small fixed structures whose fingerprint (SHA-1 per block) differs from the
+ *         previous answer's: VHD footer, footer copy, dynamic header; VHDX file identifier,
+ *         headers, region tables, log and metadata region. Fingerprints, not "always": the VHDX
+ *         log (1 MiB with qemu) and headers change only when metadata is updated (allocation,
+ *         first write after open), and header sequence numbers alone do not tell a log written
+ *         under an already-active log GUID (Hyper-V keeps one while the disk is open). Reading
+ *         them costs ~2.4 MiB per answer for a qemu VHDX; sending them only when they changed
+ *         keeps the wire quiet.
+ *       - a VHD that grew: its old footer's bytes (overwritten by the new block or left stale).
+ *     The baseline (BAT copy + fingerprints) is taken before a full answer reads, so a change
+ *     racing the read is over-reported next time, never lost.
+ *
+ * File-space tells (a QEMU bitmap on the protocol node, a write-intercepting shim) already
+ * include every metadata write, so they are passed through without any parsing. Virtual-space
+ * tells on a file without a VHD/VHDX signature are taken as raw (virtual = file offsets); tell a
+ * raw disk in file space when its guest may hold a disk image at byte 0.
+ *
+ * Like ReportedRangesSource, the state is in memory: a restarted process (new epoch) answers in
+ * full, and the answer for the previous token is kept for a consumer that crashed before saving
+ * the newest one.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import { DiskIoError, FormatError } from '../formats/errors.ts'
+import { batChanges, mapVirtualRanges, readDiskLayout } from '../formats/layout.ts'
+import type { DiskLayout, LayoutSnapshot } from '../formats/layout.ts'
+import { nodeScanIO, sameStat } from './file-io.ts'
+import type { FileStat, ScanIO } from './file-io.ts'
+import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, blockCount, mergeRanges, totalBytes, validateBlockSize } from './range.ts'
+import type { Range } from './range.ts'
+import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken } from './source.ts'
+
+/** Which offsets a tell's ranges are in. */
+export type RangeSpace = 'file' | 'virtual'
+
+export interface Tell {
+  /** The reference point the ranges count from; null starts a new chain (changes before are unknown). */
+  since: string | null
+  /** The reference point the ranges reach; the next tell's `since`. */
+  until: string
+  ranges: Iterable<Range>
+  space: RangeSpace
+  /** Captured at one point in time (the file read is frozen at `until`). @default false */
+  consistent?: boolean
+}
+
+export interface ToldRangesInit {
+  /** Grain ranges are widened to. @default 65536 */
+  blockSizeBytes?: number
+  /** Run budget per file and space before coarsening. @default 65536 */
+  maxRuns?: number
+}
+
+/** Why the last answer for a file was full (for status and logs). */
+export type FullReason = 'no-token' | 'unknown-token' | 'no-chain' | 'chain-broken' | 'unmappable' | 'layout-changed'
+
+interface Batch { file: BlockRuns, virtual: BlockRuns, consistent: boolean }
+
+/** What the replica was last given of the metadata, to diff the next answer against. */
+interface Baseline {
+  stat: FileStat
+  layout: DiskLayout
+  bat: Uint8Array | null
+  /** Block index → SHA-1 of that block of a metadata structure. */
+  fingerprints: Map<number, string>
+}
+
+interface FileLog {
+  seq: number
+  /** The last tell's `until`; null before the first tell. */
+  chain: string | null
+  broken: boolean
+  /** Any virtual-space tell since the chain began: answers need the layout. */
+  virtual: boolean
+  prev: Batch | null
+  prevBase: Baseline | null
+  acc: Batch
+  base: Baseline | null
+  lastFull: FullReason | null
+}
+
+const TOKEN = /^told1:([0-9a-f]+):(\d+)$/
+
+export class ToldRangesSource implements ChangeSource {
+  readonly blockSize: number
+  private readonly epoch = randomBytes(6).toString('hex')
+  private readonly logs = new Map<string, FileLog>()
+  private readonly io: ScanIO
+  private readonly maxRuns: number
+
+  constructor (private readonly components: { io?: ScanIO, fallback?: ChangeSource } = {}, init: ToldRangesInit = {}) {
+    this.blockSize = validateBlockSize(init.blockSizeBytes ?? DEFAULT_BLOCK_SIZE)
+    this.io = components.io ?? nodeScanIO
+    this.maxRuns = init.maxRuns ?? 65536
+  }
+
+  /** Records that `ranges` of `file` changed between the reference points `since` and `until`. */
+  tell (file: string, t: Tell): void {
+    const log = this.log(file)
+    if (t.since === null || t.since !== log.chain) {
+      log.broken = true
+      log.virtual = false
+    }
+    log.chain = t.until
+    if (t.space === 'virtual') log.virtual = true
+    const runs = t.space === 'virtual' ? log.acc.virtual : log.acc.file
+    const add = new BlockRuns(this.maxRuns)
+    for (const r of mergeRanges(t.ranges)) add.add(Math.floor(r.offset / this.blockSize), Math.ceil((r.offset + r.length) / this.blockSize))
+    runs.union(add)
+    log.acc.consistent &&= t.consistent === true
+  }
+
+  /** The newest reference point told for `file` (null before the first tell). */
+  referencePoint (file: string): string | null { return this.logs.get(file)?.chain ?? null }
+
+  /** Why the last answer for `file` was full; null when it was incremental. */
+  lastFullReason (file: string): FullReason | null { return this.logs.get(file)?.lastFull ?? null }
+
+  async changes (file: string, since: ChangeToken | null, opts: ChangeOptions = {}): Promise<ChangeSet> {
+    const log = this.log(file)
+    const m = since != null ? TOKEN.exec(since) : null
+    const seq = m != null && m[1] === this.epoch ? Number(m[2]) : -1
+    const retry = seq === log.seq - 1 && log.prev != null
+    if (since == null) return await this.full(file, log, 'no-token', opts)
+    if (seq !== log.seq && !retry) return await this.full(file, log, 'unknown-token', opts)
+    if (log.chain === null) return await this.full(file, log, 'no-chain', opts)
+    if (log.broken) return await this.full(file, log, 'chain-broken', opts)
+
+    // Take the reports now: tells arriving while this answer is prepared belong to the next one.
+    const taken = log.acc
+    log.acc = emptyBatch(this.maxRuns)
+    try {
+      return await this.incremental(file, log, seq, retry, taken, opts)
+    } catch (err) {
+      mergeInto(log.acc, taken)
+      throw err
+    }
+  }
+
+  private async incremental (file: string, log: FileLog, seq: number, retry: boolean, taken: Batch, opts: ChangeOptions): Promise<ChangeSet> {
+    const answer: Batch = { file: new BlockRuns(this.maxRuns), virtual: new BlockRuns(this.maxRuns), consistent: taken.consistent }
+    if (retry && log.prev != null) mergeInto(answer, log.prev)
+    mergeInto(answer, taken)
+    const baseline = retry ? log.prevBase : log.base
+
+    const st = await this.io.stat(file)
+    const parts: Range[] = answer.file.toRanges(this.blockSize, st.size)
+    let scanned = 0
+    let newBase = baseline
+    if (log.virtual) {
+      if (baseline === null) return await this.full(file, log, 'unmappable', opts)
+      // Nothing told and nothing moved: the metadata cannot have changed either.
+      if (answer.virtual.runCount > 0 || !sameStat(st, baseline.stat)) {
+        let snap: Baseline
+        try {
+          snap = await this.snapshot(file, st, opts.signal)
+        } catch (err) {
+          if (isFormatError(err)) return await this.full(file, log, 'unmappable', opts)
+          throw err
+        }
+        if (!mappable(snap)) return await this.full(file, log, 'unmappable', opts)
+        if (!sameGeometry(baseline.layout, snap.layout)) return await this.full(file, log, 'layout-changed', opts)
+        scanned += (snap.bat?.length ?? 0) + fingerprintBytes(snap.layout, this.blockSize)
+        parts.push(...mapVirtualRanges(snap.layout, snap.bat, answer.virtual.toRanges(this.blockSize, snap.layout.virtualSize)))
+        if (baseline.bat !== null && snap.bat !== null) parts.push(...batChanges(snap.layout, baseline.bat, snap.bat))
+        for (const [block, hash] of snap.fingerprints) {
+          if (baseline.fingerprints.get(block) !== hash) parts.push({ offset: block * this.blockSize, length: this.blockSize })
+        }
+        if (snap.layout.format === 'vhd' && snap.layout.fileSize > baseline.layout.fileSize) {
+          parts.push({ offset: Math.max(0, baseline.layout.fileSize - 512), length: 512 })
+        }
+        newBase = snap
+      }
+    }
+    log.prev = answer
+    log.prevBase = baseline
+    log.base = newBase
+    log.seq = seq + 1
+    log.lastFull = null
+    return {
+      ranges: alignRanges(parts, this.blockSize, st.size),
+      token: `told1:${this.epoch}:${log.seq}`,
+      consistent: answer.consistent,
+      full: false,
+      fileSize: st.size,
+      blockSize: this.blockSize,
+      scannedBytes: scanned
+    }
+  }
+
+  /** Everything non-zero (fallback) or the whole file, with a fresh baseline taken first. */
+  private async full (file: string, log: FileLog, reason: FullReason, opts: ChangeOptions): Promise<ChangeSet> {
+    log.prev = null
+    log.prevBase = null
+    log.acc = emptyBatch(this.maxRuns)
+    log.seq += 1
+    log.broken = false
+    log.lastFull = reason
+    const token = `told1:${this.epoch}:${log.seq}`
+    log.base = null
+    if (log.virtual) {
+      try {
+        const snap = await this.snapshot(file, await this.io.stat(file), opts.signal)
+        if (mappable(snap)) log.base = snap
+      } catch (err) {
+        if (!isFormatError(err)) throw err
+      }
+    }
+    if (this.components.fallback != null) {
+      const set = await this.components.fallback.changes(file, null, opts)
+      return { ...set, token, full: true }
+    }
+    const { size } = await this.io.stat(file)
+    const all = new BlockRuns(this.maxRuns)
+    all.add(0, blockCount(size, this.blockSize))
+    return {
+      ranges: all.toRanges(this.blockSize, size), token, consistent: false, full: true,
+      fileSize: size, blockSize: this.blockSize, scannedBytes: 0
+    }
+  }
+
+  /** Layout, BAT copy and metadata fingerprints of `file` now. */
+  private async snapshot (file: string, st: FileStat, signal?: AbortSignal): Promise<Baseline> {
+    const { layout, bat }: LayoutSnapshot = await readDiskLayout(file, { signal })
+    const fingerprints = new Map<number, string>()
+    const bs = this.blockSize
+    const regions = alignRanges(layout.metadata, bs, layout.fileSize)
+    if (regions.length > 0) {
+      const fh = await this.io.open(file)
+      try {
+        const buf = new Uint8Array(bs)
+        for (const r of regions) {
+          for (let off = r.offset; off < r.offset + r.length; off += bs) {
+            const len = Math.min(bs, r.offset + r.length - off)
+            let done = 0
+            while (done < len) {
+              const n = await fh.read(buf, done, len - done, off + done)
+              if (n <= 0) break
+              done += n
+            }
+            fingerprints.set(off / bs, createHash('sha1').update(buf.subarray(0, done)).digest('base64'))
+          }
+        }
+      } finally {
+        await fh.close()
+      }
+    }
+    return { stat: st, layout, bat, fingerprints }
+  }
+
+  private log (file: string): FileLog {
+    let log = this.logs.get(file)
+    if (log === undefined) {
+      log = { seq: 0, chain: null, broken: false, virtual: false, prev: null, prevBase: null, acc: emptyBatch(this.maxRuns), base: null, lastFull: null }
+      this.logs.set(file, log)
+    }
+    return log
+  }
+}
+
+function mergeInto (into: Batch, from: Batch): void {
+  into.file.union(from.file)
+  into.virtual.union(from.virtual)
+  into.consistent &&= from.consistent
+}
+
+function emptyBatch (maxRuns: number): Batch {
+  return { file: new BlockRuns(maxRuns), virtual: new BlockRuns(maxRuns), consistent: true }
+}
+
+/** No pending VHDX log, and the BAT (if any) small enough to have been copied. */
+function mappable (snap: Baseline): boolean {
+  return !snap.layout.logPending && (snap.layout.bat === null || snap.bat !== null)
+}
+
+/** Same format and BAT placement: a BAT diff between the two means something. */
+function sameGeometry (a: DiskLayout, b: DiskLayout): boolean {
+  if (a.format === 'raw' && b.format === 'raw') return true
+  return a.format === b.format && a.blockSize === b.blockSize && a.virtualSize === b.virtualSize &&
+    a.bat?.offset === b.bat?.offset && a.bat?.length === b.bat?.length
+}
+
+function fingerprintBytes (layout: DiskLayout, bs: number): number {
+  return totalBytes(alignRanges(layout.metadata, bs, layout.fileSize))
+}
+
+/** A damaged image (not I/O trouble): it cannot be mapped, so the answer is full. */
+function isFormatError (err: unknown): boolean {
+  return err instanceof FormatError && !(err instanceof DiskIoError)
+}

@@ -205,6 +205,8 @@ export class OwnershipLoop {
         })
         return
       case 'owner':
+        // a finalize that failed belongs to the claim that asked for it, not to a later one
+        if (e.owner !== this.c.machine.self) { const l = this.lanes.get(e.vm); if (l !== undefined) l.finalize = null }
         this.note(e.vm, `owner ${e.owner}`, e.epoch)
         log.info({ vm: e.vm, owner: e.owner, epoch: e.epoch }, 'VM owner')
         host.ownerChanged?.(e.vm, e.owner, e.epoch)

@@ -78,7 +78,7 @@ class FakeWatchdog implements FencingWatchdog {
   inherited (): [] { return [] }
 }
 
-interface Node { id: string, loop: OwnershipLoop, hv?: FakeHypervisor, wd?: FakeWatchdog, finalized: number }
+interface Node { id: string, loop: OwnershipLoop, hv?: FakeHypervisor, wd?: FakeWatchdog, finalized: number[], finalizeFailures: number }
 
 class Bed {
   readonly clock = new ManualClock(1000)
@@ -92,10 +92,14 @@ class Bed {
       const machine = new OwnershipMachine({ self: v.id, voters, vms: v.id === 'a' ? [SPEC] : [], random: new SeededRandom(v.id.charCodeAt(0)), now: this.clock.now() })
       const hv = v.role === 'host' ? new FakeHypervisor(this.clock, startMs) : undefined
       const wd = hv !== undefined ? new FakeWatchdog(this.clock, hv) : undefined
-      const node: Node = { id: v.id, loop: undefined as unknown as OwnershipLoop, finalized: 0, ...(hv !== undefined ? { hv } : {}), ...(wd !== undefined ? { wd } : {}) }
+      const node: Node = { id: v.id, loop: undefined as unknown as OwnershipLoop, finalized: [], finalizeFailures: 0, ...(hv !== undefined ? { hv } : {}), ...(wd !== undefined ? { wd } : {}) }
       const host: OwnershipHost = {
         filesForStart: async () => ({ disks: [], files: [], dir: '/vm' }),
-        finalize: async () => { await this.clock.sleep(500); node.finalized++ },
+        finalize: async () => {
+          await this.clock.sleep(500)
+          if (node.finalizeFailures > 0) { node.finalizeFailures--; throw new Error('replica busy') }
+          node.finalized.push(this.clock.now())
+        },
         shipFinal: async () => ({ epoch: 0, generation: 1 }),
         demoted: () => {}
       }
@@ -260,5 +264,27 @@ describe('OwnershipLoop: --force on two hosts without a witness (virtual time)',
     assert.ok(maxArmGap(wdB, upAt, b.clock.now()) <= T.renewMs + 50)
     assert.equal(b.node('b').loop.machine.status().find(s => s.vm === VM)?.forced, true)
     assert.equal(hvB.calls.filter(c => c.op === 'start').length, 1)
+    // the replica was finalized (once) before the start began
+    const finalized = b.node('b').finalized
+    assert.equal(finalized.length, 1)
+    assert.ok((finalized[0] as number) <= (hvB.calls[0]?.at as number))
+  })
+
+  it('a finalize that failed is retried before the next start, never skipped', async () => {
+    const b = bed = new Bed(A_B, 2000)
+    await b.start()
+    await b.run(10_000)
+    await b.kill('a')
+    b.view('b', 'a', 'dead')
+    b.node('b').finalizeFailures = 1
+    await b.node('b').loop.request(VM, { type: 'operatorFailover', vm: VM, force: true })
+    await b.run(30_000)
+    const hvB = b.node('b').hv as FakeHypervisor
+    const starts = hvB.calls.filter(c => c.op === 'start')
+    assert.equal(starts.length, 1, JSON.stringify(hvB.calls))
+    assert.equal(hvB.running, true)
+    const finalized = b.node('b').finalized
+    assert.equal(finalized.length, 1)
+    assert.ok((finalized[0] as number) <= (starts[0]?.at as number))
   })
 })

@@ -17,6 +17,9 @@
  *    operator asks, or when a planned release names it, it waits rank × stagger, votes for itself
  *    and asks every voter for epoch+1. A majority of grants from one round makes it the owner
  *    with a lease counted from that round's send time: finalize, start, announce.
+ *  - Forced owner (--force, no majority): no lease; the machine itself moves its fence deadline
+ *    fenceMs ahead every renewMs (the VM is fenced when this daemon dies or hangs) until a
+ *    majority acks a round and it becomes an ordinary lease.
  *  - Planned failover on the owner: stop → shipFinal → finalGenerationShipped → persist the
  *    release → tell voters, who then waive their promise and the owner-alive rule for epoch+1.
  */

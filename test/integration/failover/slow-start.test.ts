@@ -60,8 +60,8 @@ describe('integration: failover — a hypervisor start slower than the fence mar
       if ((await watchdogLog(c, node)).some(e => e.type === 'fenced' && e.vm === VM)) return `${node}'s watchdog fenced the VM`
       return undefined
     }
-    // several fence margins past the start: never fenced, never started again
-    await holdsFor('the slow start on a holds', 2 * START_MS, async () => await steady('a'))
+    // two fence margins past the start: never fenced, never started again
+    await holdsFor('the slow start on a holds', START_MS + 2000, async () => await steady('a'))
     const ownA = await ownershipOf(c, 'a')
     assert.equal(ownA.stats.starts, 1, JSON.stringify(ownA.timeline))
     assert.equal(ownA.stats.stops, 0)
@@ -72,7 +72,7 @@ describe('integration: failover — a hypervisor start slower than the fence mar
     await c.waitFor('vm1 running on b', () => runningOn(c, 'b'), 40_000, 100)
     const onB = (await vmInstances(c)).list.find(i => i.node === 'b')
     assert.ok(onB !== undefined && onB.epoch > 0, JSON.stringify(onB))
-    await holdsFor('the slow start on b holds', 2 * START_MS, async () => await steady('b'))
+    await holdsFor('the slow start on b holds', START_MS + 2000, async () => await steady('b'))
     const ownB = await ownershipOf(c, 'b')
     assert.equal(ownB.stats.starts, 1, JSON.stringify(ownB.timeline))
     assert.equal(ownB.stats.stops, 0)

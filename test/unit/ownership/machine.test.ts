@@ -171,9 +171,19 @@ describe('OwnershipMachine: elections', () => {
     const elected = c.events('b', 'elected')
     assert.deepEqual(elected.map(e => e.ev), [{ type: 'elected', vm: 'web', epoch: 1, forced: true }])
     assert.ok((elected[0]?.at ?? 0) >= voterPromiseEnd(lastAck - T.renewMs, T))
-    // forced ownership runs without a lease, so no watchdog deadline
-    assert.deepEqual(c.events('b', 'watchdog').map(e => e.ev), [{ type: 'watchdog', vm: 'web', deadline: null }])
+    // no lease, but a fence: the daemon moves the watchdog deadline fenceMs ahead every renewal
+    // period by itself, armed before the start it protects
+    const arms = c.events('b', 'watchdog')
+    assert.ok(arms.length >= 5, JSON.stringify(arms))
+    const start = c.events('b', 'start')[0]
+    assert.ok(start !== undefined && (arms[0]?.at ?? Infinity) <= start.at)
+    for (const a of arms) {
+      const d = (a.ev as { deadline: number | null }).deadline
+      assert.ok(d !== null && d > a.at && d <= a.at + T.fenceMs, `deadline ${d} armed at ${a.at}`)
+    }
+    for (let i = 1; i < arms.length; i++) assert.ok((arms[i]?.at ?? 0) - (arms[i - 1]?.at ?? 0) <= T.renewMs)
     assert.equal(c.status('b', 'web').forced, true)
+    assert.ok(c.status('b', 'web').fenceUntil > c.local('b'))
     // the old owner comes back: it is told, stops nothing (it crashed), and b's lease becomes normal
     c.restart('a')
     c.advance(3000)
@@ -181,6 +191,50 @@ describe('OwnershipMachine: elections', () => {
     assert.equal(c.status('b', 'web').forced, false)
     assert.ok(c.events('b', 'watchdog').some(e => (e.ev as { deadline: number | null }).deadline !== null))
     assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('--force: a forced owner whose daemon hangs past its fence deadline stops, then starts again under a fresh one', () => {
+    const c = running(A_B)
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    const fence = c.status('b', 'web').fenceUntil
+    c.pause('b')
+    c.advance(T.fenceMs + 1000)
+    const resumedAt = c.time
+    c.resume('b')
+    c.advance(3000)
+    const stops = c.events('b', 'stop').filter(e => e.at >= resumedAt)
+    assert.deepEqual(stops.map(e => e.ev), [{ type: 'stop', vm: 'web', reason: 'lease-lost' }])
+    assert.ok(fence < c.local('b'))
+    const restarts = c.events('b', 'start').filter(e => e.at >= resumedAt)
+    assert.equal(restarts.length, 1)
+    const rearm = c.events('b', 'watchdog').filter(e => e.at >= resumedAt && (e.ev as { deadline: number | null }).deadline !== null)
+    assert.ok(rearm.length > 0 && (rearm[0]?.at ?? Infinity) <= (restarts[0]?.at ?? 0))
+    assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('--force against an owner that still had a lease (the operator was wrong): it turns its VM off as soon as it hears the higher epoch', () => {
+    const c = running(A_B_W)
+    // b is cut off from a and w; a keeps its lease through w
+    c.cut('b', 'a'); c.cut('b', 'w')
+    c.setView('b', 'a', 'dead'); c.setView('b', 'w', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web').sort(), ['a', 'b'])
+    assert.deepEqual(c.events('a', 'stop'), [])
+    const healedAt = c.time
+    c.heal()
+    c.advance(2000)
+    const stops = c.events('a', 'stop')
+    assert.deepEqual(stops.map(e => e.ev), [{ type: 'stop', vm: 'web', reason: 'superseded' }])
+    // the first frame from b (its renewal, at most renewMs away) carries the higher epoch
+    assert.ok((stops[0]?.at ?? Infinity) <= healedAt + T.renewMs + 2)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.equal(c.status('a', 'web').owner, 'b')
+    assert.equal(c.status('b', 'web').forced, false)
   })
 
   it('two hosts without a witness: losing the other host stops the owner\'s VMs (no majority)', () => {

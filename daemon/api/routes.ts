@@ -3,9 +3,14 @@
  * and the one way request bodies are checked: a zod schema, a mistake answered 400 with a
  * BadRequestError naming each bad field.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { z } from 'zod'
 import { BadRequestError } from './errors.ts'
-import type { Handler, RawHandler } from './server.ts'
+
+/** A JSON route: returns the answer's body (or throws a VmeshError: 4xx/5xx with its code). */
+export type Handler = (req: { body: unknown, query: URLSearchParams, signal: AbortSignal }) => Promise<unknown> | unknown
+/** A route that writes its own response. */
+export type RawHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void
 
 export interface RouteRegistry {
   /** A JSON route, e.g. route('GET', '/v1/status', ...). */

@@ -76,10 +76,13 @@ export class ReplicationOwnershipHost implements OwnershipHost, Startable<Owners
     for (const vm of new Set(this.components.replication.replicaSummaries().map(r => r.vm))) this.report(vm)
   }
 
-  async stop (): Promise<void> {
+  /**
+   * Stops reporting. A move in flight is not awaited (as before the seam): a daemon stop must
+   * finish well inside its 5 s budget, and replication, stopped next, ends what it was doing.
+   */
+  stop (): void {
     this.unsubscribe?.()
     this.unsubscribe = undefined
-    await this.chain
   }
 
   /** A reload: VMs added here are owned here from epoch 0, so replication sources them now. */

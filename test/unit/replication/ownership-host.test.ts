@@ -46,7 +46,7 @@ describe('replication/ownership-host (the seam, seen from ownership)', () => {
     assert.deepEqual(reported[1], ['vm1', { epoch: 0, generation: 5 }])
     h.ownerChanged('vm1', 'a', 4)
     assert.deepEqual(reported[2], ['vm1', { epoch: 4, generation: 5 }])
-    await h.stop()
+    h.stop()
     f.replicas[0] = { ...f.replicas[0]!, appliedConsistentGeneration: 6 }
     f.change('vm1')
     assert.equal(reported.length, 3, 'no reports after stop')

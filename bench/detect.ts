@@ -8,7 +8,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
-import { LocalCluster } from '../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../daemon/cluster/local-cluster.ts'
 
 interface LogEvent { t: number, peer: string, state: string, node: string }
 

@@ -12,8 +12,8 @@
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster } from '../daemon/demo/local-cluster.ts'
-import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../daemon/demo/fake-vm.ts'
+import { LocalCluster } from '../daemon/cluster/local-cluster.ts'
+import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../daemon/cluster/fake-vm.ts'
 import { Netbed } from '../test/helpers/netbed.ts'
 
 function arg (args: string[], name: string, def: string): string {

@@ -9,13 +9,10 @@ import { z } from 'zod'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parseDuration, parseRate, parseSize } from './units.ts'
+import { NODE_NAME_RE, VM_NAME_RE } from '../common/names.ts'
 
-const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
-/**
- * A VM name: also spaces and parentheses (common on Hyper-V: "SQL 2019 (prod)"), never a path
- * separator or a trailing space or dot (Windows drops those from folder names).
- */
-export const VM_NAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9 ._()-]{0,61}[A-Za-z0-9_()-])?$/
+const name = z.string().regex(NODE_NAME_RE, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
+export { VM_NAME_RE }
 const vmName = z.string().regex(VM_NAME_RE, 'must be 1-63 letters, digits, spaces, ".", "_", "-", "(" or ")", starting with a letter or digit and not ending with a space or "."')
 
 const peerIdString = z.string().refine(s => { try { peerIdFromString(s); return true } catch { return false } }, 'not a valid libp2p peer ID')

@@ -14,8 +14,10 @@ import { VmeshError, errorMessage } from '../../common/errors.ts'
 import type { Logger } from '../log.ts'
 import { BadRequestError, NotFoundError } from './errors.ts'
 
-export type Handler = (req: { body: unknown, query: URLSearchParams, signal: AbortSignal }) => Promise<unknown> | unknown
-export type RawHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void
+import type { Handler, RawHandler, RouteRegistry } from './routes.ts'
+import type { Startable } from '../startable.ts'
+
+export type { Handler, RawHandler } from './routes.ts'
 
 export interface ApiServerInit {
   host: string
@@ -25,7 +27,7 @@ export interface ApiServerInit {
   maxBodyBytes?: number
 }
 
-export class ApiServer {
+export class ApiServer implements RouteRegistry, Startable {
   private server?: Server
   private token = ''
   private readonly routes = new Map<string, Handler>()

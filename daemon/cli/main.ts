@@ -1,7 +1,7 @@
 /**
  * The `vmesh` command line. Each command parses its flags (commander), does its work through
  * config/, storage/ or the control API, and ends through output.ts so the JSON and exit-code
- * contract of shared/interface.md holds everywhere.
+ * contract of the README ("Command line") holds everywhere.
  */
 import '../../common/polyfill.ts'
 import { Command, CommanderError, Option } from 'commander'

@@ -23,31 +23,9 @@ import { recordKey, type OwnershipInput, type OwnershipTiming, type PersistRecor
 import { OwnershipLoop, type LoopStats, type TimelineEntry } from './loop.ts'
 import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/election/codec.ts'
 import { ELECTION_PROTOCOL } from '../../protocol/election/ids.ts'
-import { VM_NAME_RE } from '../../config/schema.ts'
 import type { HypervisorDriver, VmStartFiles } from '../hypervisor/driver.ts'
-import { z } from 'zod'
+import { VMSPEC_MAX_MESSAGE_BYTES, VMSPEC_PROTOCOL, decodeVmSpecs, encodeVmSpecs } from '../../protocol/vmspec/index.ts'
 import { FailoverRefusedError } from './errors.ts'
-
-/**
- * VM specs travel from each VM's home node to every peer on their own small protocol so that
- * replica holders and witnesses know the policy (failover mode, priority order) of VMs their
- * own config does not list. JSON, validated, size-capped: a peer's bytes are hostile.
- */
-export const VMSPEC_PROTOCOL = '/vmesh/vmspec/1.0.0'
-const nameRe = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
-const vmSpecsSchema = z.strictObject({
-  v: z.literal(1),
-  /** The sender (just started) asks for the receiver's specs in return. */
-  want: z.boolean().optional(),
-  specs: z.array(z.strictObject({
-    name: z.string().regex(VM_NAME_RE),
-    home: z.string().regex(nameRe),
-    replicateTo: z.array(z.string().regex(nameRe)).max(64),
-    failover: z.enum(['auto', 'manual']),
-    startOrder: z.number().int().min(-1e6).max(1e6),
-    priority: z.number().int().min(-1e6).max(1e6)
-  })).max(1000)
-})
 
 /** What ownership needs from replication (and, on the home node, the configured files). */
 export interface OwnershipHost {
@@ -130,7 +108,7 @@ export class OwnershipService {
       libp2p: components.libp2p,
       onMessage: (from, body) => { this.receiveSpecs(from, body) },
       onProtocolError: (from, error) => { this.stats.decodeErrors++; components.log.warn({ peer: from, error }, 'vm spec stream violated framing; reset') }
-    }, { protocol: VMSPEC_PROTOCOL, maxFrameBytes: 256 * 1024 })
+    }, { protocol: VMSPEC_PROTOCOL, maxFrameBytes: VMSPEC_MAX_MESSAGE_BYTES })
   }
 
   /**
@@ -140,7 +118,7 @@ export class OwnershipService {
    */
   private announceSpecs (peerId: string, want = false): void {
     if (!this.idToName.has(peerId) || (this.init.vms.length === 0 && !want)) return
-    const body = new TextEncoder().encode(JSON.stringify({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) }))
+    const body = encodeVmSpecs({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) })
     // the stream opens asynchronously after connect; retry shortly if the first send was dropped
     if (!this.specMessenger.send(peerId, body)) this.components.clock.setTimeout(() => { if (this.started) this.specMessenger.send(peerId, body) }, 500)
   }
@@ -162,7 +140,7 @@ export class OwnershipService {
     const from = this.idToName.get(fromPeerId)
     if (from === undefined) return
     let parsed
-    try { parsed = vmSpecsSchema.parse(JSON.parse(new TextDecoder().decode(body))) } catch (err) {
+    try { parsed = decodeVmSpecs(body) } catch (err) {
       this.stats.decodeErrors++
       this.components.log.warn({ peer: from, error: errorMessage(err).slice(0, 200) }, 'bad VM spec message ignored')
       return

@@ -29,6 +29,7 @@ import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
 import type { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import { Books } from './books.ts'
 import { TargetSender } from './sender.ts'
+import type { SenderSource, SourceFile } from './source-view.ts'
 import type { StreamLike } from './channel.ts'
 
 export interface VmSourceComponents {
@@ -56,9 +57,9 @@ export interface VmSourceInit {
   watch?: boolean
 }
 
-export interface SourceFile { fileId: number, path: string, kind: FileKind }
+export type { SourceFile } from './source-view.ts'
 
-export class VmSource {
+export class VmSource implements SenderSource {
   readonly name: string
   readonly files: SourceFile[]
   readonly manifest: Manifest
@@ -205,7 +206,15 @@ export class VmSource {
       await this.dirty.addTarget(t, (f) => this.hashScan.nonZeroRanges(f))
       await this.books.setTarget(t, { acked: 0, inFlight: null })
     }
-    const s = new TargetSender(this, t)
+    const { clock, log, dial, limiterFor, metrics } = this.components
+    const s = new TargetSender({
+      clock,
+      log,
+      source: this,
+      dial,
+      ...(limiterFor !== undefined ? { limiter: limiterFor(t, this.name) } : {}),
+      ...(metrics !== undefined ? { metrics } : {})
+    }, { target: t, nodeName: this.init.nodeName })
     this.senders.set(t, s)
     s.start()
   }

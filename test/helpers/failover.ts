@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { writeFile, readFile, cp } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster, type LocalNodeSpec } from '../../daemon/demo/local-cluster.ts'
+import { LocalCluster, type LocalNodeSpec } from '../../daemon/cluster/local-cluster.ts'
 import type { VmOwnershipStatus } from '../../daemon/ownership/types.ts'
 import { installFakeVm, fakeVmHypervisor, instances, overlaps, type Instance } from './fake-vm.ts'
 

@@ -12,7 +12,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { LocalCluster, VMESH_BIN } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster, VMESH_BIN } from '../../../daemon/cluster/local-cluster.ts'
 import { crashVm, killAllVms, type Instance } from '../../helpers/fake-vm.ts'
 import { Netbed } from '../../helpers/netbed.ts'
 import { VM, startFailoverCluster, runningOn, ownerSeenBy, ownershipOf, vmInstances, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure } from '../../helpers/failover.ts'

@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import type { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import type { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { crashVm, killAllVms } from '../../helpers/fake-vm.ts'
 import { VM, startFailoverCluster, runningOn, ownershipOf, vmInstances, watchdogLog, holdsFor, dumpFailure } from '../../helpers/failover.ts'
 

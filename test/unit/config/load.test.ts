@@ -39,7 +39,7 @@ function invalid (text: string): ConfigInvalidError {
 }
 
 describe('config: schema and errors', () => {
-  it('accepts the interface.md example shape and normalizes units', () => {
+  it('accepts the README example config shape and normalizes units', () => {
     const { raw } = parseConfigText(base(`
 hypervisor:
   driver: command

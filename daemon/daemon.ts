@@ -22,6 +22,8 @@ export interface DaemonOptions {
   log: Logger
   clock?: Clock
   random?: Random
+  /** Called on `POST /v1/stop` (`vmesh stop`: how a Windows daemon, which gets no SIGTERM, is stopped). */
+  onStopRequested?: () => void
 }
 
 export class Daemon {
@@ -85,6 +87,8 @@ export class Daemon {
     c.api.route('GET', '/v1/status', () => this.status())
     c.api.route('GET', '/v1/health', () => ({ ok: true }))
     c.api.route('POST', '/v1/reload', async () => await this.reload())
+    const onStop = this.opts.onStopRequested
+    if (onStop !== undefined) c.api.route('POST', '/v1/stop', () => { setImmediate(onStop); return { stopping: true } })
     await c.api.start()
     this.opts.log.info({
       peerId: this.loaded.secrets.peerId.toString(),

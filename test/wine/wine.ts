@@ -32,8 +32,13 @@ export function wineEnv (): NodeJS.ProcessEnv {
   }
 }
 
-/** sh -c argv that runs `node.exe args...` under Wine with stdout and stderr appended to `logPath`. */
+/**
+ * sh -c argv that runs `node.exe args...` under Wine (this tier's prefix and environment, so it
+ * works from any parent's environment) with stdout and stderr appended to `logPath`.
+ */
 export function wineNodeArgv (args: string[], logPath: string): string[] {
   const q = (s: string): string => `'${s.replace(/'/g, "'\\''")}'`
-  return ['/bin/sh', '-c', `exec ${q(WINE)} ${q(NODE_EXE)} ${args.map(q).join(' ')} >> ${q(logPath)} 2>&1`]
+  const env = wineEnv()
+  const vars = ['WINEPREFIX', 'WINEDEBUG', 'VMESH_ICACLS'].map(k => `${k}=${q(env[k] as string)}`).join(' ')
+  return ['/bin/sh', '-c', `exec env ${vars} ${q(WINE)} ${q(NODE_EXE)} ${args.map(q).join(' ')} >> ${q(logPath)} 2>&1`]
 }

@@ -1,15 +1,18 @@
 /**
  * A mixed mesh on 127.0.0.1: two daemons on Windows Node 20 under Wine and one Linux daemon.
- * They must form (every view alive within 5 s once all three answer) and the Windows daemons
+ * They must form (every view alive within 5 s once all three answer), a VHDX on a Windows
+ * daemon must replicate to the Linux one byte for byte (qemu-img compare), and a Windows daemon
  * must stop cleanly through the control API (`POST /v1/stop`, what `vmesh stop` sends: Windows
  * has no SIGTERM).
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
-import { readFile, rm } from 'node:fs/promises'
+import { mkdir, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { tmpdir } from 'node:os'
 import { LocalCluster, type LocalNodeSpec } from '../../daemon/demo/local-cluster.ts'
+import { hasTool, qemuImgCompare, qemuImgCreate, qemuWrite } from '../helpers/qemu.ts'
+import { replicaPath, sameBytes, vmsSection, waitInSync } from '../integration/replication/helpers.ts'
 import { STAGE, wineEnv, wineMissing, wineNodeArgv, winPath } from './wine.ts'
 
 const wineDaemon: LocalNodeSpec['command'] = (n) => wineNodeArgv([winPath(join(STAGE, 'vmesh.mjs')), '--config', winPath(n.configPath), 'start'], n.logPath)
@@ -28,22 +31,15 @@ async function wineNode (args: string[]): Promise<{ code: number | null, out: st
 
 describe('windows tier (Wine): mixed mesh of Windows and Linux daemons', function () {
   this.timeout(600_000)
-  let cluster: LocalCluster | undefined
+  let c: LocalCluster
+  let disk: string
+  let upMs = 0
 
-  before(function () {
+  before(async function () {
     const why = wineMissing()
     if (why !== undefined) { console.log(`      skipped: ${why}`); this.skip() }
-  })
-  afterEach(async () => {
-    await cluster?.destroy()
-    cluster = undefined
-    // the Windows watchdogs are detached (they must outlive their daemon): end this prefix's processes
-    spawnSync('/usr/lib/wine/wineserver', ['-k'], { env: wineEnv() })
-  })
-
-  it('two Windows daemons and a Linux one form a mesh; every view alive within 5 s; vmesh stop ends a Windows daemon', async () => {
-    cluster = await LocalCluster.create({ nodes: [{ name: 'win-a', command: wineDaemon }, { name: 'win-b', command: wineDaemon }, { name: 'lin-c' }], keep: process.env.VMESH_WINE_KEEP === '1' })
-    const c = cluster
+    if (!hasTool('qemu-img')) { console.log('      skipped: qemu-img missing (qemu-utils)'); this.skip() }
+    c = await LocalCluster.create({ nodes: [{ name: 'win-a', command: wineDaemon }, { name: 'win-b', command: wineDaemon }, { name: 'lin-c' }], keep: process.env.VMESH_WINE_KEEP === '1' })
     // vmesh init on Windows protects identity.key with an ACL (owner, SYSTEM, Administrators);
     // the Windows daemon reads that ACL back and refuses the key without it. Do the same here,
     // through the compiled platform module on Windows Node.
@@ -53,12 +49,27 @@ describe('windows tier (Wine): mixed mesh of Windows and Linux daemons', functio
       ...keys])
     assert.equal(prot.code, 0, prot.out)
     assert.match(prot.out, /protected win32/)
-
-    const t0 = Date.now()
-    // a Windows daemon takes 20-60 s to start under Wine on this machine class (module loading
+    // a VHDX on the Windows source, replicated to the Linux node
+    await mkdir(join(c.dir, 'vms'))
+    disk = join(c.dir, 'vms', 'web01.vhdx')
+    await qemuImgCreate(disk, 'vhdx', 32 * 1024 * 1024)
+    await qemuWrite(disk, 'vhdx', 0, 1024 * 1024, 0x11)
+    await qemuWrite(disk, 'vhdx', 20 * 1024 * 1024, 2 * 1024 * 1024, 0x22)
+    await c.writeConfig('win-a', vmsSection([{ name: 'web01', disks: [winPath(disk)], replicateTo: ['lin-c'] }]))
+    // a Windows daemon takes 20-140 s to start under Wine on this machine class (module loading
     // through Wine's file I/O): start all three at once with a start timeout to match
+    const t0 = Date.now()
     await Promise.all(c.nodes.map(async n => { await c.start(n.name, { timeoutMs: 240_000 }) }))
-    const upMs = Date.now() - t0
+    upMs = Date.now() - t0
+  })
+
+  after(async () => {
+    await c?.destroy()
+    // the Windows watchdogs are detached (they must outlive their daemon): end this prefix's processes
+    spawnSync('/usr/lib/wine/wineserver', ['-k'], { env: wineEnv() })
+  })
+
+  it('forms: every view alive within 5 s once all three daemons answer', async () => {
     const t1 = Date.now()
     await c.waitFor('every view alive', async () => {
       for (const v of c.nodes) {
@@ -70,12 +81,23 @@ describe('windows tier (Wine): mixed mesh of Windows and Linux daemons', functio
     const formMs = Date.now() - t1
     console.log(`      daemons answering after ${upMs} ms (Wine start included); every view alive ${formMs} ms later`)
     assert.ok(formMs <= 5000, `mesh formed in ${formMs} ms`)
-    for (const n of ['win-a', 'win-b']) {
-      const log = await readFile(c.node(n).logPath, 'utf8')
-      assert.match(log, /vmesh daemon started/)
-    }
+    for (const n of ['win-a', 'win-b']) assert.match(await readFile(c.node(n).logPath, 'utf8'), /vmesh daemon started/)
+  })
 
-    // Windows has no SIGTERM: stop through the control API, as `vmesh stop` does
+  it('replicates a VHDX from the Windows daemon to the Linux one byte-identically (qemu-img compare)', async () => {
+    const { generation } = await waitInSync(c, 'win-a', 'web01', 'lin-c', 180_000)
+    const rp = await replicaPath(c, 'lin-c', 'web01', winPath(disk))
+    assert.equal(await qemuImgCompare(disk, 'vhdx', rp, 'vhdx'), true)
+    assert.equal(await sameBytes(disk, rp), true)
+    // and a later write travels as a new generation
+    await qemuWrite(disk, 'vhdx', 8 * 1024 * 1024, 512 * 1024, 0x33)
+    await c.waitFor('a new generation', async () => ((await c.status('win-a')).vms[0]?.generation ?? 0) > generation, 60_000)
+    await waitInSync(c, 'win-a', 'web01', 'lin-c', 120_000)
+    assert.equal(await qemuImgCompare(disk, 'vhdx', rp, 'vhdx'), true)
+    assert.equal(await sameBytes(disk, rp), true)
+  })
+
+  it('vmesh stop (POST /v1/stop) ends a Windows daemon cleanly: Windows has no SIGTERM', async () => {
     const r = await c.node('win-b').client.call<{ stopping: boolean }>('POST', '/v1/stop')
     assert.equal(r.stopping, true)
     await c.waitFor('win-b exits', async () => !c.isRunning('win-b'), 20_000, 100)

@@ -88,6 +88,14 @@ export function parseConfigText (text: string, file: string): { raw: RawConfig, 
     return undefined
   }
   const data = doc.toJS() ?? {}
+  const mangled = mangledStrings(data)
+  if (mangled.length > 0) {
+    throw new ConfigInvalidError(file, mangled.map(({ path, what }) => {
+      const line = lineOf(path)
+      const message = `contains ${what}: a double-quoted YAML string turns \\v, \\t, \\n, \\f, \\a, \\b, \\e, \\0 into control characters — write Windows paths in single quotes ('C:\\vms\\web01.vhdx') or with forward slashes`
+      return line === undefined ? { path: formatPath(path), message } : { path: formatPath(path), message, line }
+    }))
+  }
   const parsed = rawConfigSchema.safeParse(data)
   if (!parsed.success) {
     const issues: ConfigIssue[] = parsed.error.issues.map(i => {
@@ -104,6 +112,25 @@ export function parseConfigText (text: string, file: string): { raw: RawConfig, 
     throw new ConfigInvalidError(file, issues)
   }
   return { raw: parsed.data, lineOf }
+}
+
+// never meaningful in a config value; \t and \n are, except in a Windows path
+const CONTROL = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/
+const WINDOWS_PATH = /^[A-Za-z]:/
+
+/**
+ * String values that a double-quoted YAML string has mangled: `"C:\vms\x.vhdx"` holds a
+ * vertical tab where the author wrote `\v`, `"C:\temp"` a tab. Found before the schema so the
+ * error names the cause instead of a missing file later.
+ */
+function mangledStrings (v: unknown, path: Array<string | number> = []): Array<{ path: Array<string | number>, what: string }> {
+  if (typeof v === 'string') {
+    const c = CONTROL.exec(v)?.[0] ?? (WINDOWS_PATH.test(v) ? /[\t\n\r]/.exec(v)?.[0] : undefined)
+    return c === undefined ? [] : [{ path, what: `the control character U+${c.charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()}` }]
+  }
+  if (Array.isArray(v)) return v.flatMap((x, i) => mangledStrings(x, [...path, i]))
+  if (v !== null && typeof v === 'object') return Object.entries(v).flatMap(([k, x]) => mangledStrings(x, [...path, k]))
+  return []
 }
 
 /** Builds the normalized, frozen config from validated raw data. */

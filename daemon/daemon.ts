@@ -17,6 +17,8 @@ export interface DaemonOptions {
   log: Logger
   clock?: Clock
   random?: Random
+  /** Called on `POST /v1/stop` (`vmesh stop`: how a Windows daemon, which gets no SIGTERM, is stopped). */
+  onStopRequested?: () => void
 }
 
 export class Daemon {
@@ -41,6 +43,8 @@ export class Daemon {
     const c = await createComponents(this.loaded, { clock: this.clock, random: this.random, log: this.opts.log })
     this.c = c
     c.api.route('POST', '/v1/reload', async () => await this.reload())
+    const onStop = this.opts.onStopRequested
+    if (onStop !== undefined) c.api.route('POST', '/v1/stop', () => { setImmediate(onStop); return { stopping: true } })
     for (const s of c.services) {
       this.started.push(s)
       await s.service.start()

@@ -4,8 +4,8 @@
  * worker pool can run encodeBlock; every returned buffer owns its ArrayBuffer (or is the caller's
  * input for raw blocks), so `payload.buffer` may be transferred back from a worker.
  */
-import { createRequire } from 'node:module'
 import { blake3, createBlake3 } from '../../common/blake3.ts'
+import { lz4 } from '../../common/lz4.ts'
 import { MAX_BLOCK_LENGTH } from './limits.ts'
 import {
   DeltaBadEncodingError,
@@ -46,13 +46,6 @@ export interface DecodeBlockOptions {
   sharedZero?: boolean
 }
 
-/** The lz4 block API of the CommonJS `lz4` package (it ships no types). */
-interface Lz4BlockApi {
-  encodeBlock: (src: Uint8Array, dst: Uint8Array) => number
-  decodeBlock: (src: Uint8Array, dst: Uint8Array) => number
-}
-
-const lz4 = createRequire(import.meta.url)('lz4') as Lz4BlockApi
 
 const ZERO = new Uint8Array(64 * 1024)
 const zeroChecksums = new Map<number, Uint8Array>()
@@ -85,6 +78,7 @@ export function zeroChecksum (length: number): Uint8Array {
       const h = createBlake3()
       for (let left = length; left > 0; left -= ZERO.length) h.update(ZERO.subarray(0, Math.min(left, ZERO.length)))
       sum = h.digest(CHECKSUM_LENGTH)
+      h.dispose()
     }
     if (zeroChecksums.size >= 64) zeroChecksums.clear()
     zeroChecksums.set(length, sum)

@@ -3,7 +3,7 @@
  * made safe for any file system and unique within the replica. Names are chosen once, when a
  * file first appears, and then persisted — never recomputed — so they stay stable.
  */
-import { hash as blake3Hash } from 'blake3'
+import { blake3 } from '../../common/blake3.ts'
 
 const MAX_NAME = 200
 
@@ -29,7 +29,7 @@ function withSuffix (name: string, suffix: string): string {
 export function replicaFileName (sourcePath: string, taken: ReadonlySet<string>): string {
   const base = sanitize(sourceBasename(sourcePath))
   if (!taken.has(base)) return base
-  const tag = blake3Hash(Buffer.from(sourcePath, 'utf8'), { length: 4 }).toString('hex')
+  const tag = Buffer.from(blake3(Buffer.from(sourcePath, 'utf8'), 4)).toString('hex')
   const tagged = withSuffix(base, tag)
   if (!taken.has(tagged)) return tagged
   for (let i = 2; i <= taken.size + 2; i++) {

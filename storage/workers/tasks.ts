@@ -4,8 +4,8 @@
  * and handed back for reuse.
  */
 import { closeSync, openSync, readSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { HASH_BYTES, hash128, hashBlocksInto, isZero } from './block-hash.ts'
+import { lz4 } from '../../common/lz4.ts'
 
 export interface HashBlocksPayload { buf: ArrayBuffer, length: number, blockSize: number }
 export interface HashBlocksResult {
@@ -89,10 +89,8 @@ export interface EncodeBlocksResult {
   encoder: 'protocol-delta' | 'local-lz4'
 }
 
-interface Lz4BlockApi { encodeBlock: (src: Uint8Array, dst: Uint8Array) => number, encodeBound: (n: number) => number }
 type DeltaEncode = (raw: Uint8Array) => { encoding: number, checksum: Uint8Array, payload: Uint8Array }
 
-const lz4 = createRequire(import.meta.url)('lz4') as Lz4BlockApi
 let deltaEncode: DeltaEncode | null | undefined
 
 async function loadDeltaEncoder (): Promise<DeltaEncode | null> {

@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict'
-import { createRequire } from 'node:module'
 import { WorkerPool } from '../../../storage/workers/pool.ts'
 import { encodeBlocksTask, hashBlocksTask, readHashBlocksTask, ENC_LZ4, ENC_RAW, ENC_ZERO } from '../../../storage/workers/tasks.ts'
 import type { EncodeBlocksResult, HashBlocksResult } from '../../../storage/workers/tasks.ts'
 import { hash128, hash128Package, hashBlocksInto, isZero, blake3Impl } from '../../../storage/workers/block-hash.ts'
 import { blockContent, KiB } from './helpers.ts'
 
-const lz4 = createRequire(import.meta.url)('lz4') as { decodeBlock: (s: Uint8Array, d: Uint8Array) => number }
+import { lz4 } from '../../../common/lz4.ts'
 
 function sample (): ArrayBuffer {
   const buf = new ArrayBuffer(16 * 64 * KiB)

@@ -29,7 +29,8 @@ import { compareStartOrder, learnedSpec, newVmState, restoredSpec, sourceGenerat
 import type { Candidacy, Round, Trigger, VmState } from './state.ts'
 import { decideVote } from './voter.ts'
 import type { VoterState } from './voter.ts'
-import { LAN_OWNERSHIP_TIMING, recordKey } from './types.ts'
+import { recordKey } from './types.ts'
+import { PROFILES } from '../../config/profiles.ts'
 import type {
   FailoverRefusal, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord,
   StopReason, VmOwnershipStatus, VmSpec, VoteDecision, VoterSpec
@@ -41,7 +42,7 @@ export interface OwnershipMachineInit {
   /** Every configured node, this one included. */
   voters: VoterSpec[]
   vms: VmSpec[]
-  /** @default LAN_OWNERSHIP_TIMING */
+  /** @default PROFILES.lan.ownership */
   timing?: Partial<OwnershipTiming>
   /** Starts emitted and not yet acknowledged (started/startFailed), per node. @default 2 */
   maxConcurrentStarts?: number
@@ -85,7 +86,7 @@ export class OwnershipMachine {
 
   constructor (init: OwnershipMachineInit) {
     this.self = init.self
-    this.timing = { ...LAN_OWNERSHIP_TIMING, ...init.timing }
+    this.timing = { ...PROFILES.lan.ownership, ...init.timing }
     validateTiming(this.timing)
     for (const v of init.voters) {
       if (this.voters.has(v.id)) throw new OwnershipConfigError(`voter ${v.id} is listed twice`)

@@ -6,6 +6,7 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import type { Libp2p } from '@libp2p/interface'
 import type { Config } from '../../config/load.ts'
+import { ownershipTiming } from '../../config/profiles.ts'
 import type { Clock } from '../../common/clock.ts'
 import type { Random } from '../../common/random.ts'
 import type { Logger } from '../log.ts'
@@ -48,7 +49,7 @@ export function createOwnership (config: Config, base: { clock: Clock, random: R
     voters: [{ id: config.node.name, role: config.node.role }, ...config.mesh.peers.map(p => ({ id: p.name, role: p.role }))],
     peerIds,
     vms: config.vms.map(v => ({ name: v.name, home: config.node.name, replicateTo: v.replicateTo, failover: v.failover, startOrder: v.startOrder, priority: v.priority })),
-    timing: { renewMs: config.ownership.renewMs, leaseMs: config.ownership.leaseMs, fenceMs: config.ownership.fenceMs, driftRatio: config.ownership.driftRatio, electionStaggerMs: config.ownership.electionStaggerMs },
+    timing: ownershipTiming(config.ownership),
     maxConcurrentStarts: config.ownership.maxConcurrentStarts
   })
   return {

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
 import { OwnershipMachine } from '../../../daemon/ownership/machine.ts'
 import { fenceDeadline, ownerLeaseEnd, voterPromiseEnd } from '../../../daemon/ownership/lease.ts'
-import { LAN_OWNERSHIP_TIMING } from '../../../daemon/ownership/types.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 import type { OwnershipEvent, OwnershipOutput, PersistRecord, VmSpec, VoterSpec } from '../../../daemon/ownership/types.ts'
 import type { Vote } from '../../../protocol/election/messages.ts'
 import { MiniCluster } from './mini-cluster.ts'
 
-const T = LAN_OWNERSHIP_TIMING
+const T = PROFILES.lan.ownership
 const A_B_W: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'w', role: 'witness' }]
 const A_B: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }]
 const A_B_C: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'c', role: 'host' }]

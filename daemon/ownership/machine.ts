@@ -366,8 +366,10 @@ export class OwnershipMachine {
       v.releasedSeenAt = this.now
       this.persistVm(v)
     }
-    // The owner turned the VM off for good at this epoch: its lease no longer binds us.
-    v.promises.delete(from)
+    // The owner turned the VM off for good at this epoch: its lease no longer binds us — unless
+    // we have since granted it a later epoch (it reclaimed the VM): that promise is kept. A
+    // repeated release can arrive after our grant (the owner repeats it until someone takes over).
+    if (v.votedEpoch <= m.epoch) v.promises.delete(from)
     v.reports.set(m.to, m.generation)
   }
 

@@ -426,7 +426,9 @@ class SimDaemon implements SimNodeHandler<SimMsg> {
       records: [...world.host(ctx.id).persisted.values()]
     })
     this.detector = new Detector({ self: ctx.id, peers: world.voters.map(v => v.id), timings: world.detector, random: ctx.random, now })
-    this.pending = initial
+    // daemon.ts: after the ownership service starts, it is told every member's current state
+    // (at boot every peer is 'dead' until heard from), then each change.
+    this.pending = [...initial, ...this.detector.members().map((m): OwnershipInput => ({ type: 'member', id: m.id, state: m.state }))]
   }
 
   hold (input: OwnershipInput): void { this.pending.push(input) }

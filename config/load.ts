@@ -9,7 +9,7 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { LineCounter, parseDocument, isNode } from 'yaml'
 import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ConfigInvalidError, ConfigKeyFileError, ConfigNotFoundError, ConfigParseError, type ConfigIssue } from './errors.ts'
-import { rawConfigSchema, vmSchema, parseHostPort, type RawConfig } from './schema.ts'
+import { rawConfigSchema, vmSchema, parseHostPort, defined, type RawConfig } from './schema.ts'
 import { PROFILES, type DetectorProfile, type OwnershipProfile } from './profiles.ts'
 import { KeyFileError, loadIdentity, loadPsk } from './identity.ts'
 
@@ -138,9 +138,9 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
   const dir = dirname(file)
   const abs = (p: string): string => isAbsolute(p) ? p : resolve(dir, p)
   const profile = PROFILES[raw.mesh.profile]
-  const detector = { ...profile.detector, ...stripUndefined(raw.mesh.detector) }
+  const detector = { ...profile.detector, ...defined(raw.mesh.detector) }
   const { maxConcurrentStarts, ...own } = raw.ownership
-  const ownership = { ...profile.ownership, ...stripUndefined(own), maxConcurrentStarts: maxConcurrentStarts ?? raw.hypervisor.maxConcurrentStarts }
+  const ownership = { ...profile.ownership, ...defined(own), maxConcurrentStarts: maxConcurrentStarts ?? raw.hypervisor.maxConcurrentStarts }
   const config: Config = {
     file,
     dir,
@@ -167,17 +167,7 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
     scan: { budgetBytesPerSec: raw.scan.budget },
     log: raw.log
   }
-  const issues: ConfigIssue[] = []
-  if (config.ownership.fenceMs >= config.ownership.leaseMs * (1 - config.ownership.driftRatio)) issues.push({ path: 'ownership.fenceMs', message: 'must be well inside the lease (fenceMs < leaseMs × (1 − driftRatio))' })
-  if (config.ownership.renewMs >= config.ownership.fenceMs) issues.push({ path: 'ownership.renewMs', message: 'must be shorter than ownership.fenceMs' })
-  if (config.mesh.detector.probeTimeoutMs >= config.mesh.detector.probeIntervalMs) issues.push({ path: 'mesh.detector.probeTimeoutMs', message: 'must be shorter than probeIntervalMs' })
-  if (config.mesh.detector.suspicionMinMs > config.mesh.detector.suspicionMaxMs) issues.push({ path: 'mesh.detector.suspicionMinMs', message: 'must not exceed suspicionMaxMs' })
-  if (issues.length > 0) throw new ConfigInvalidError(file, issues)
   return deepFreeze(config)
-}
-
-function stripUndefined<T extends object> (o: T): { [K in keyof T]-?: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]-?: Exclude<T[K], undefined> }
 }
 
 function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): VmConfig {

@@ -15,6 +15,7 @@
 import { join } from 'node:path'
 import { Level } from 'level'
 import type { Config, LoadedConfig } from '../config/load.ts'
+import { ownershipTiming } from '../config/profiles.ts'
 import type { Clock } from '../common/clock.ts'
 import type { Random } from '../common/random.ts'
 import type { Logger } from './log.ts'
@@ -184,7 +185,7 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     voters: [{ id: config.node.name, role: config.node.role }, ...config.mesh.peers.map(p => ({ id: p.name, role: p.role }))],
     peerIds: Object.fromEntries(config.mesh.peers.map(p => [p.name, p.id])),
     vms: config.vms.map(v => ({ name: v.name, home: config.node.name, replicateTo: v.replicateTo, failover: v.failover, startOrder: v.startOrder, priority: v.priority })),
-    timing: { renewMs: config.ownership.renewMs, leaseMs: config.ownership.leaseMs, fenceMs: config.ownership.fenceMs, driftRatio: config.ownership.driftRatio, electionStaggerMs: config.ownership.electionStaggerMs },
+    timing: ownershipTiming(config.ownership),
     maxConcurrentStarts: config.ownership.maxConcurrentStarts
   })
   const ownershipControl = new OwnershipControl({ ownership, membership, points: async (vm) => await replication.points(vm), api })

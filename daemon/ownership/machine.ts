@@ -32,7 +32,8 @@ import { compareStartOrder, learnedSpec, newVmState, restoredSpec, sourceGenerat
 import type { Candidacy, Round, Trigger, VmState } from './state.ts'
 import { decideVote } from './voter.ts'
 import type { VoterState } from './voter.ts'
-import { LAN_OWNERSHIP_TIMING, recordKey } from './types.ts'
+import { recordKey } from './types.ts'
+import { PROFILES } from '../../config/profiles.ts'
 import type {
   FailoverRefusal, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord,
   StopReason, VmOwnershipStatus, VmSpec, VoteDecision, VoterSpec
@@ -44,7 +45,7 @@ export interface OwnershipMachineInit {
   /** Every configured node, this one included. */
   voters: VoterSpec[]
   vms: VmSpec[]
-  /** @default LAN_OWNERSHIP_TIMING */
+  /** @default PROFILES.lan.ownership */
   timing?: Partial<OwnershipTiming>
   /** Starts emitted and not yet acknowledged (started/startFailed), per node. @default 2 */
   maxConcurrentStarts?: number
@@ -88,7 +89,7 @@ export class OwnershipMachine {
 
   constructor (init: OwnershipMachineInit) {
     this.self = init.self
-    this.timing = { ...LAN_OWNERSHIP_TIMING, ...init.timing }
+    this.timing = { ...PROFILES.lan.ownership, ...init.timing }
     validateTiming(this.timing)
     for (const v of init.voters) {
       if (this.voters.has(v.id)) throw new OwnershipConfigError(`voter ${v.id} is listed twice`)
@@ -368,8 +369,10 @@ export class OwnershipMachine {
       v.releasedSeenAt = this.now
       this.persistVm(v)
     }
-    // The owner turned the VM off for good at this epoch: its lease no longer binds us.
-    v.promises.delete(from)
+    // The owner turned the VM off for good at this epoch: its lease no longer binds us — unless
+    // we have since granted it a later epoch (it reclaimed the VM): that promise is kept. A
+    // repeated release can arrive after our grant (the owner repeats it until someone takes over).
+    if (v.votedEpoch <= m.epoch) v.promises.delete(from)
     v.reports.set(m.to, m.generation)
   }
 

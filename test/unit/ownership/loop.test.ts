@@ -17,10 +17,11 @@ import { OwnershipMachine } from '../../../daemon/ownership/machine.ts'
 import { OwnershipLoop } from '../../../daemon/ownership/loop.ts'
 import type { FencingWatchdog, OwnershipHost } from '../../../daemon/ownership/service.ts'
 import type { HypervisorDriver, OpOptions, VmStartFiles } from '../../../daemon/hypervisor/driver.ts'
-import { LAN_OWNERSHIP_TIMING, type MemberState, type OwnershipInput, type VmSpec, type VoterSpec } from '../../../daemon/ownership/types.ts'
+import { type MemberState, type OwnershipInput, type VmSpec, type VoterSpec } from '../../../daemon/ownership/types.ts'
 import { AbortedError } from '../../../common/errors.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 
-const T = LAN_OWNERSHIP_TIMING
+const T = PROFILES.lan.ownership
 const VM = 'web'
 const SPEC: VmSpec = { name: VM, home: 'a', replicateTo: ['b'] }
 

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
 import { OwnershipMachine } from '../../../daemon/ownership/machine.ts'
 import { fenceDeadline, ownerLeaseEnd, voterPromiseEnd } from '../../../daemon/ownership/lease.ts'
-import { LAN_OWNERSHIP_TIMING } from '../../../daemon/ownership/types.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 import type { OwnershipEvent, OwnershipOutput, PersistRecord, VmSpec, VoterSpec } from '../../../daemon/ownership/types.ts'
 import type { Vote } from '../../../protocol/election/messages.ts'
 import { MiniCluster } from './mini-cluster.ts'
 
-const T = LAN_OWNERSHIP_TIMING
+const T = PROFILES.lan.ownership
 const A_B_W: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'w', role: 'witness' }]
 const A_B: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }]
 const A_B_C: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'c', role: 'host' }]
@@ -647,5 +647,32 @@ describe('OwnershipMachine: --force and its risk', () => {
     c.input('b', { type: 'message', from: 'a', msg: { type: 'renewNack', vm: 'web', epoch: 1, seq: 1, reason: 'notOwner', currentEpoch: 1, owner: 'a' } })
     assert.deepEqual(c.runners('web'), [])
     assert.deepEqual(c.events('b', 'demoted').map(e => e.ev), [{ type: 'demoted', vm: 'web', owner: 'a', epoch: 1 }])
+  })
+})
+
+describe('OwnershipMachine: a voter\'s promise after a reclaimed release', () => {
+  it('a late copy of the old release does not waive the promise of the grant that followed it', () => {
+    // Seen in the chaos simulation (seed 2097): a owns web, releases it to b (planned) and,
+    // b not taking over, reclaims it at epoch 1 — while still repeating its release of epoch 0.
+    // A copy of that release reached voter c after c's grant to a; it erased c's promise, so
+    // c granted epoch 2 to b while a's lease of epoch 1 still ran.
+    const voters: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'c', role: 'host' }]
+    const c = new OwnershipMachine({ self: 'c', voters, vms: [{ name: 'web', home: 'a', replicateTo: ['b'] }], timing: T, random: new SeededRandom(1), now: 0 })
+    let now = T.leaseMs * 2 // past the start-up quiet period
+    const gen = { epoch: 0, generation: 14 }
+    const release = { type: 'release', vm: 'web', epoch: 0, to: 'b', generation: gen } as const
+    c.step(now, { type: 'member', id: 'a', state: 'alive' })
+    c.step(now, { type: 'member', id: 'b', state: 'alive' })
+    c.step(now, { type: 'message', from: 'b', msg: { type: 'replicaReport', vm: 'web', generation: gen } })
+    c.step(now, { type: 'message', from: 'a', msg: release })
+    const grant = c.step(now += 10, { type: 'message', from: 'a', msg: { type: 'requestVote', vm: 'web', epoch: 1, seq: 15, candidate: 'a', generation: { epoch: 0, generation: Number.MAX_SAFE_INTEGER } } })
+    assert.ok(grant.send.some(s => s.to === 'a' && s.msg.type === 'vote' && s.msg.granted), JSON.stringify(grant.send))
+    c.step(now += 5, { type: 'message', from: 'a', msg: release }) // the late copy
+    c.step(now += 20, { type: 'message', from: 'a', msg: { type: 'owner', vm: 'web', epoch: 1, owner: 'a' } })
+    c.step(now += 1400, { type: 'member', id: 'a', state: 'dead' })
+    const out = c.step(now += 1000, { type: 'message', from: 'b', msg: { type: 'requestVote', vm: 'web', epoch: 2, seq: 1, candidate: 'b', generation: gen } })
+    const vote = out.send.find(s => s.to === 'b' && s.msg.type === 'vote')?.msg as Vote | undefined
+    assert.equal(vote?.granted, false, JSON.stringify(out.send))
+    assert.equal(vote?.reason, 'promised')
   })
 })

@@ -508,10 +508,19 @@ export class OwnershipMachine {
       // Our disk holds the old epoch's source; the replication layer resyncs it and reports.
       this.events.push({ type: 'demoted', vm: v.spec.name, owner, epoch })
     }
-    this.dropCandidacy(v)
-    v.electionAt = null
-    v.nextEpoch = null
-    if (v.operatorUntil !== null || v.forceWanted) {
+    // News of an owner our round in progress already outbids (a stale view: we missed its
+    // announcement) does not end that round: the voters granting it know that owner.
+    const outbid = !wasOwner && v.candidacy !== null && v.candidacy.epoch > epoch
+    if (!outbid) {
+      this.dropCandidacy(v)
+      v.electionAt = null
+      v.nextEpoch = null
+    }
+    // An operator's request is superseded by an owner that may be running the VM, not by one
+    // our detector holds dead (it may have won before the request; we only now hear of it):
+    // then the request stands, and the next round asks for an epoch above the one learned.
+    const standing = outbid || (v.operatorUntil !== null && !v.forceWanted && this.memberState(owner) === 'dead')
+    if ((v.operatorUntil !== null || v.forceWanted) && !standing) {
       v.operatorUntil = null
       v.forceWanted = false
       v.forceAt = null

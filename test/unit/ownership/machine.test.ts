@@ -676,3 +676,71 @@ describe('OwnershipMachine: a voter\'s promise after a reclaimed release', () =>
     assert.equal(vote?.reason, 'promised')
   })
 })
+
+describe('OwnershipMachine: an operator failover on a node with a stale view', () => {
+  // Seen in the chaos simulation (seed 1108): a released web to b (planned); b won epoch 1 and
+  // crashed, and c missed b's announcement in a loss burst. The operator then asked c to take
+  // web over. The votes that came back named owner b at epoch 1; c abandoned its request as
+  // "superseded" — though its round (epoch 2) already outbid epoch 1 and b was dead — and web
+  // stayed off for good.
+  const voters: VoterSpec[] = [...A_B_C, { id: 'w', role: 'witness' }]
+  const manual: VmSpec = { name: 'web', home: 'a', replicateTo: ['b', 'c'], failover: 'manual' }
+
+  function staleC (votedForB: boolean): { c: OwnershipMachine, now: number } {
+    const c = new OwnershipMachine({ self: 'c', voters, vms: [manual], timing: T, random: new SeededRandom(1), now: 0 })
+    let now = T.leaseMs * 2 // past the start-up quiet period
+    for (const id of ['a', 'b', 'w']) c.step(now, { type: 'member', id, state: 'alive' })
+    c.step(now, { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.step(now, { type: 'message', from: 'a', msg: { type: 'release', vm: 'web', epoch: 0, to: 'b', generation: GEN0 } })
+    if (votedForB) {
+      const out = c.step(now += 10, { type: 'message', from: 'b', msg: { type: 'requestVote', vm: 'web', epoch: 1, seq: 1, candidate: 'b', generation: GEN0 } })
+      assert.ok(out.send.some(s => s.msg.type === 'vote' && s.msg.granted), JSON.stringify(out.send))
+    }
+    // b's owner announcement never arrives; b crashes; its promise runs out
+    now += T.leaseMs * 3
+    c.step(now, { type: 'member', id: 'b', state: 'dead' })
+    return { c, now }
+  }
+
+  function requestOf (out: OwnershipOutput): { epoch: number, seq: number } | undefined {
+    const m = out.send.find(s => s.msg.type === 'requestVote')?.msg
+    return m?.type === 'requestVote' ? { epoch: m.epoch, seq: m.seq } : undefined
+  }
+
+  function vote (r: { epoch: number, seq: number }, granted: boolean): Vote {
+    return { type: 'vote', vm: 'web', epoch: r.epoch, seq: r.seq, candidate: 'c', granted, reason: granted ? 'granted' : 'staleEpoch', currentEpoch: 1, owner: 'b', retryAfterMs: 0 }
+  }
+
+  it('wins with the votes of a round that outbids the owner it learns of from them', () => {
+    const { c, now } = staleC(true)
+    const r = requestOf(c.step(now, { type: 'operatorFailover', vm: 'web' }))
+    assert.equal(r?.epoch, 2)
+    const evs: OwnershipEvent[] = []
+    evs.push(...c.step(now + 5, { type: 'message', from: 'w', msg: vote(r, true) }).events)
+    evs.push(...c.step(now + 6, { type: 'message', from: 'a', msg: vote(r, true) }).events)
+    assert.deepEqual(evs.filter(e => e.type === 'failoverAbandoned'), [])
+    assert.deepEqual(evs.filter(e => e.type === 'elected'), [{ type: 'elected', vm: 'web', epoch: 2, forced: false }])
+  })
+
+  it('keeps the request when the owner it learns of is dead in its view, and stands again above it', () => {
+    const { c, now } = staleC(false)
+    const r1 = requestOf(c.step(now, { type: 'operatorFailover', vm: 'web' }))
+    assert.equal(r1?.epoch, 1)
+    const refused = c.step(now + 5, { type: 'message', from: 'w', msg: vote(r1, false) })
+    assert.deepEqual(refused.events.filter(e => e.type === 'failoverAbandoned'), [])
+    const r2 = requestOf(refused)
+    assert.equal(r2?.epoch, 2)
+    const won = c.step(now + 10, { type: 'message', from: 'w', msg: vote(r2, true) }).events
+      .concat(c.step(now + 11, { type: 'message', from: 'a', msg: vote(r2, true) }).events)
+    assert.deepEqual(won.filter(e => e.type === 'elected'), [{ type: 'elected', vm: 'web', epoch: 2, forced: false }])
+  })
+
+  it('still gives the request up when the owner it learns of is alive', () => {
+    const { c, now } = staleC(false)
+    c.step(now, { type: 'member', id: 'b', state: 'alive' })
+    const r1 = requestOf(c.step(now, { type: 'operatorFailover', vm: 'web' }))
+    assert.equal(r1?.epoch, 1)
+    const refused = c.step(now + 5, { type: 'message', from: 'w', msg: vote(r1, false) })
+    assert.deepEqual(refused.events.filter(e => e.type === 'failoverAbandoned'), [{ type: 'failoverAbandoned', vm: 'web', reason: 'superseded' }])
+  })
+})

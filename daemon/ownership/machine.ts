@@ -61,6 +61,11 @@ const SEQ_BLOCK = 1 << 20
 /** VMs a node tracks at most (configured + learned from peers' messages). */
 export const MAX_VMS = 10_000
 
+/** `min`, or `t` when `t` is a deadline after `now` and earlier than `min`. */
+function earlier (min: number, now: number, t: number | null): number {
+  return t !== null && t > now && t < min ? t : min
+}
+
 export class OwnershipMachine {
   readonly self: string
   readonly timing: OwnershipTiming
@@ -154,31 +159,34 @@ export class OwnershipMachine {
 
   /** Earliest local time at which tick() has something to do; undefined when nothing is pending. */
   nextDeadline (): number | undefined {
+    // Runs after every input: no closure per call (the simulations call it millions of times).
+    const now = this.now
+    const t = this.timing
     let min = Infinity
-    const consider = (t: number | null): void => { if (t !== null && t > this.now && t < min) min = t }
     let oldestQueued = Infinity
     for (const v of this.vms.values()) {
       if (v.run === 'queued') oldestQueued = Math.min(oldestQueued, v.queuedAt)
-      if (v.owner === this.self) consider(v.nextRenewAt)
+      if (v.owner === this.self) min = earlier(min, now, v.nextRenewAt)
       if (this.isActiveOwner(v)) {
-        consider(v.renewRetryAt)
-        if (v.run !== 'off' && v.run !== 'stopping') consider(v.fenceUntil)
-        if (v.run === 'off') consider(v.startRetryAt)
+        min = earlier(min, now, v.renewRetryAt)
+        if (v.run !== 'off' && v.run !== 'stopping') min = earlier(min, now, v.fenceUntil)
+        if (v.run === 'off') min = earlier(min, now, v.startRetryAt)
       }
-      consider(v.candidacy?.deadline ?? null)
-      consider(v.electionAt)
-      consider(v.operatorUntil)
-      consider(v.forceWanted ? v.forceAt : null)
+      if (v.candidacy !== null) min = earlier(min, now, v.candidacy.deadline)
+      min = earlier(min, now, v.electionAt)
+      min = earlier(min, now, v.operatorUntil)
+      if (v.forceWanted) min = earlier(min, now, v.forceAt)
       if (v.released !== null && v.releasedSeenAt !== null) {
-        consider(v.releasedSeenAt + this.timing.plannedGraceMs)
-        consider(v.releasedSeenAt + 2 * this.timing.plannedGraceMs)
+        min = earlier(min, now, v.releasedSeenAt + t.plannedGraceMs)
+        min = earlier(min, now, v.releasedSeenAt + 2 * t.plannedGraceMs)
       }
-      if (v.applied !== null) consider(v.lastReportAt + this.timing.reportIntervalMs)
-      if (v.reportDirty) consider(v.lastReportAt + this.timing.renewMs)
+      if (v.applied !== null) min = earlier(min, now, v.lastReportAt + t.reportIntervalMs)
+      if (v.reportDirty) min = earlier(min, now, v.lastReportAt + t.renewMs)
     }
-    if (oldestQueued !== Infinity) consider(oldestQueued + this.timing.startCoalesceMs)
+    if (oldestQueued !== Infinity) min = earlier(min, now, oldestQueued + t.startCoalesceMs)
     return min === Infinity ? undefined : min
   }
+
 
   /** The policy known for `vm` (configured here, announced by its home node, or a placeholder). */
   spec (vm: string): VmSpec | undefined { return this.vms.get(vm)?.spec }
@@ -312,20 +320,21 @@ export class OwnershipMachine {
 
   private onRenew (from: string, m: Renew): void {
     const v = this.isHost(from) ? this.learn(m.vm, from) : this.vms.get(m.vm)
-    const nack = (reason: RenewNack['reason']): void => {
-      // votedHigher names the granted epoch and no owner: the candidate may not have won it.
-      const higher = reason === 'votedHigher' && v !== undefined
-      this.sendTo(from, { type: 'renewNack', vm: m.vm, epoch: m.epoch, seq: m.seq, reason, currentEpoch: higher ? v.votedEpoch : v?.epoch ?? 0, owner: higher ? '' : v?.owner ?? '' })
-    }
-    if (v === undefined) { nack('unknownVm'); return }
+    if (v === undefined) { this.renewNack(from, m, v, 'unknownVm'); return }
     if (!this.isHost(from)) return
-    if (m.epoch < v.epoch) { nack('staleEpoch'); return }
+    if (m.epoch < v.epoch) { this.renewNack(from, m, v, 'staleEpoch'); return }
     if (m.epoch === v.epoch && v.owner === '') { v.owner = from; this.persistVm(v) }
-    if (m.epoch === v.epoch && v.owner !== from) { nack('notOwner'); return }
-    if (v.votedEpoch > m.epoch) { nack('votedHigher'); return }
+    if (m.epoch === v.epoch && v.owner !== from) { this.renewNack(from, m, v, 'notOwner'); return }
+    if (v.votedEpoch > m.epoch) { this.renewNack(from, m, v, 'votedHigher'); return }
     if (m.epoch > v.epoch) this.adopt(v, m.epoch, from)
     this.promise(v, from)
     this.sendTo(from, { type: 'renewAck', vm: m.vm, epoch: m.epoch, seq: m.seq })
+  }
+
+  private renewNack (from: string, m: Renew, v: VmState | undefined, reason: RenewNack['reason']): void {
+    // votedHigher names the granted epoch and no owner: the candidate may not have won it.
+    const higher = reason === 'votedHigher' && v !== undefined
+    this.sendTo(from, { type: 'renewNack', vm: m.vm, epoch: m.epoch, seq: m.seq, reason, currentEpoch: higher ? v.votedEpoch : v?.epoch ?? 0, owner: higher ? '' : v?.owner ?? '' })
   }
 
   private onRequestVote (from: string, m: RequestVote): void {

@@ -81,6 +81,8 @@ export class OwnershipLoop {
   private monitorTimer?: TimerHandle
   private unsubscribeFence?: () => void
   private readonly lanes = new Map<string, Lane>()
+  /** Final-generation ships in flight, per VM, to abort when the handoff is given up. */
+  private readonly ships = new Map<string, AbortController>()
   /** Watchdog deadlines the watchdog process acknowledged (a start needs a live one). */
   private readonly deadlines = new Map<string, number>()
   private readonly runningHere = new Set<string>()
@@ -196,14 +198,23 @@ export class OwnershipLoop {
       }
       case 'start': this.startOnLane(e.vm, e.epoch); return
       case 'stop': this.stopOnLane(e.vm, e.reason); return
-      case 'shipFinal':
+      case 'shipFinal': {
+        const abort = new AbortController()
+        this.ships.set(e.vm, abort)
         this.onLane(e.vm, async () => {
           try {
-            const generation = await host.shipFinal(e.vm, e.to)
+            const generation = await host.shipFinal(e.vm, e.to, abort.signal)
             this.input({ type: 'finalGenerationShipped', vm: e.vm, generation })
-          } catch (err) { log.error({ vm: e.vm, to: e.to, error: errorMessage(err) }, 'shipping the final generation failed') }
+          } catch (err) {
+            log.error({ vm: e.vm, to: e.to, error: errorMessage(err) }, 'shipping the final generation failed')
+            // without this the machine would wait for the ship for ever, the VM off
+            if (!abort.signal.aborted) this.input({ type: 'finalShipFailed', vm: e.vm })
+          } finally {
+            if (this.ships.get(e.vm) === abort) this.ships.delete(e.vm)
+          }
         })
         return
+      }
       case 'owner':
         // a finalize that failed belongs to the claim that asked for it, not to a later one
         if (e.owner !== this.c.machine.self) { const l = this.lanes.get(e.vm); if (l !== undefined) l.finalize = null }
@@ -226,6 +237,8 @@ export class OwnershipLoop {
         return
       case 'failoverRefused':
       case 'failoverAbandoned':
+        // a planned failover given up: stop shipping (the VM is about to run again)
+        if (e.type === 'failoverAbandoned') this.ships.get(e.vm)?.abort()
         this.note(e.vm, e.type, undefined, e.reason)
         log.warn({ vm: e.vm, reason: e.reason }, e.type)
     }

@@ -288,6 +288,11 @@ export class OwnershipMachine {
       case 'plannedFailover':
         this.onPlannedFailover(input.vm, input.to)
         return
+      case 'finalShipFailed': {
+        const v = this.vms.get(input.vm)
+        if (v !== undefined && v.handoff?.phase === 'shipping' && this.isActiveOwner(v)) this.abandonHandoff(v, 'ship-failed')
+        return
+      }
       case 'finalGenerationShipped': {
         const v = this.vms.get(input.vm)
         if (v === undefined || v.handoff?.phase !== 'shipping' || !this.isActiveOwner(v)) return
@@ -809,6 +814,9 @@ export class OwnershipMachine {
   private reconcile (): void {
     for (const v of this.vms.values()) {
       if (this.isActiveOwner(v)) {
+        // A target that died before the final generation reached it cannot take over: without
+        // this the VM would stay off, waiting for a ship that cannot finish.
+        if (v.handoff !== null && this.memberState(v.handoff.to) === 'dead') this.abandonHandoff(v, 'target-dead')
         for (const [seq, r] of v.rounds) if (r.sendTime + this.timing.fenceMs <= this.now) v.rounds.delete(seq)
         if (this.now >= v.nextRenewAt) {
           this.renewRound(v)
@@ -832,6 +840,16 @@ export class OwnershipMachine {
       this.reportStep(v)
     }
     this.dispatchStarts()
+  }
+
+  /**
+   * A planned failover given up before its release (nothing was promised to anyone yet: the
+   * voters still hold us to our lease): the VM runs here again. A late finalGenerationShipped
+   * finds no handoff and is ignored.
+   */
+  private abandonHandoff (v: VmState, reason: 'target-dead' | 'ship-failed'): void {
+    v.handoff = null
+    this.events.push({ type: 'failoverAbandoned', vm: v.spec.name, reason })
   }
 
   private mayRun (v: VmState): boolean {

@@ -36,8 +36,12 @@ export interface OwnershipHost {
    * start; `point` (an operator's --point) overrides both.
    */
   finalize: (vm: string, generation: GenerationRef | null, point?: string) => Promise<void>
-  /** Planned failover: ship the final generation to `to`; resolves with it. */
-  shipFinal: (vm: string, to: string) => Promise<GenerationRef>
+  /**
+   * Planned failover: ship the final generation to `to`; resolves with it. `signal` aborts it
+   * when the machine gives the handoff up (the target died): the VM is about to run again, so
+   * the ship must not go on reading it as final.
+   */
+  shipFinal: (vm: string, to: string, signal?: AbortSignal) => Promise<GenerationRef>
   /** This node is no longer the VM's owner: its copy becomes a replica of `owner`. */
   demoted: (vm: string, owner: string, epoch: number) => void
   /** Ownership moved (for replication direction and status). */

@@ -59,6 +59,8 @@ export type OwnershipInput =
   | { type: 'plannedFailover', vm: string, to: string }
   /** The replication layer shipped the final generation requested by `shipFinal`. */
   | { type: 'finalGenerationShipped', vm: string, generation: GenerationRef }
+  /** Shipping the final generation failed (timeout, error): the planned failover is off. */
+  | { type: 'finalShipFailed', vm: string }
 
 export type StopReason = 'lease-lost' | 'superseded' | 'planned'
 
@@ -81,8 +83,12 @@ export type OwnershipEvent =
   | { type: 'shipFinal', vm: string, to: string }
   /** An operator request was refused at once. */
   | { type: 'failoverRefused', vm: string, reason: FailoverRefusal }
-  /** An operator request stopped trying (timeout, or another node took the VM). */
-  | { type: 'failoverAbandoned', vm: string, reason: 'timeout' | 'superseded' }
+  /**
+   * An operator request stopped trying (timeout, or another node took the VM), or a planned
+   * failover on the owner was given up before its release: the target died ('target-dead': the
+   * driver aborts the ship in flight) or the ship failed ('ship-failed'). The VM runs here again.
+   */
+  | { type: 'failoverAbandoned', vm: string, reason: 'timeout' | 'superseded' | 'target-dead' | 'ship-failed' }
 
 export type FailoverRefusal = 'unknown-vm' | 'unknown-node' | 'witness' | 'no-replica' | 'already-owner' | 'not-owner' | 'busy'
 

@@ -94,6 +94,8 @@ interface Host {
 }
 
 const EPS = 1e-6
+/** daemon/replication/ownership-host.ts finalShipTimeoutMs default. */
+const FINAL_SHIP_TIMEOUT_MS = 120_000
 
 class World {
   readonly net: SimNet<SimMsg>
@@ -228,7 +230,14 @@ class World {
       case 'watchdog': this.arm(h, ev.vm, ev.deadline); return
       case 'finalize': h.finalized.set(ev.vm, ev.generation); return
       case 'demoted': return
-      case 'shipFinal': this.ship(h, ev.vm, ev.to, h.life); return
+      case 'shipFinal': {
+        const token = ++this.shipSeq
+        this.ships.set(`${id}|${ev.vm}`, token)
+        this.ship(h, ev.vm, ev.to, h.life, token, this.now)
+        return
+      }
+      // loop.ts aborts the ship in flight when the machine gives a planned failover up
+      case 'failoverAbandoned': this.ships.delete(`${id}|${ev.vm}`); return
       case 'elected':
         // The replica is the source now; it is a replica again only once resynced from a later owner.
         h.applied.set(ev.vm, null)
@@ -328,14 +337,20 @@ class World {
     })
   }
 
-  private ship (h: Host, vm: string, to: string, life: number): void {
+  /**
+   * The replication layer's final ship: it gets through once the target is reachable, ends when
+   * aborted, and fails after the ownership host's timeout (daemon/replication/ownership-host.ts).
+   */
+  private ship (h: Host, vm: string, to: string, life: number, token: number, since: number): void {
     this.net.at(this.now + 250, () => {
-      if (h.life !== life || this.endT <= this.now) return
+      if (h.life !== life || this.endT <= this.now || this.ships.get(`${h.id}|${vm}`) !== token) return
       const target = this.host(to)
       if (!this.net.isUp(to) || this.net.isUp(h.id) === false || this.net.isBlocked(h.id, to) || this.net.isBlocked(to, h.id)) {
-        this.ship(h, vm, to, life)
+        if (this.now - since < FINAL_SHIP_TIMEOUT_MS) this.ship(h, vm, to, life, token, since)
+        else { this.ships.delete(`${h.id}|${vm}`); this.report(h, { type: 'finalShipFailed', vm }) }
         return
       }
+      this.ships.delete(`${h.id}|${vm}`)
       const final = h.lastSource.get(vm) ?? { epoch: 0, generation: 0 }
       target.applied.set(vm, final)
       this.report(target, { type: 'replicaApplied', vm, generation: final })
@@ -344,6 +359,9 @@ class World {
   }
 
   endT = Infinity
+  /** host|vm → the ship in flight (a token: an aborted one stops at its next attempt). */
+  private readonly ships = new Map<string, number>()
+  private shipSeq = 0
 
   /** Driver feedback to the daemon: held while it is paused, lost if it is down. */
   report (h: Host, input: OwnershipInput): void {

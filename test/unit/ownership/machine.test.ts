@@ -744,3 +744,38 @@ describe('OwnershipMachine: an operator failover on a node with a stale view', (
     assert.deepEqual(refused.events.filter(e => e.type === 'failoverAbandoned'), [{ type: 'failoverAbandoned', vm: 'web', reason: 'superseded' }])
   })
 })
+
+describe('OwnershipMachine: a planned failover whose final generation cannot be shipped', () => {
+  // Seen in the chaos simulation (seed 9483): a planned failover's target was cut off and then
+  // crashed while the owner shipped the final generation; the owner kept its VM off for good,
+  // waiting for a ship that could not finish.
+  it('gives the handoff up when the target dies, and runs the VM again under its own lease', () => {
+    const c = running(A_B_C)
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    c.advance(10)
+    assert.equal(c.events('a', 'shipFinal').length, 1)
+    assert.deepEqual(c.runners('web'), [])
+    c.kill('b')
+    c.setViewOfAll('b', 'dead')
+    c.advance(T.startRetryMs + 1000)
+    assert.deepEqual(c.events('a', 'failoverAbandoned').map(e => e.ev), [{ type: 'failoverAbandoned', vm: 'web', reason: 'target-dead' }])
+    assert.deepEqual(c.runners('web'), ['a'])
+    // the ship still in flight ends after all: too late, nothing is released
+    c.input('a', { type: 'finalGenerationShipped', vm: 'web', generation: GEN0 })
+    c.advance(5000)
+    assert.equal(c.status('a', 'web').released, false)
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.equal(c.status('a', 'web').epoch, 0)
+  })
+
+  it('gives the handoff up when the driver reports the ship failed', () => {
+    const c = running(A_B_C)
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    c.advance(10)
+    c.input('a', { type: 'finalShipFailed', vm: 'web' })
+    c.advance(T.startRetryMs + 1000)
+    assert.deepEqual(c.events('a', 'failoverAbandoned').map(e => e.ev), [{ type: 'failoverAbandoned', vm: 'web', reason: 'ship-failed' }])
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.deepEqual(c.events('b', 'elected'), [])
+  })
+})

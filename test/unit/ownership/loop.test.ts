@@ -79,7 +79,16 @@ class FakeWatchdog implements FencingWatchdog {
   inherited (): [] { return [] }
 }
 
-interface Node { id: string, loop: OwnershipLoop, hv?: FakeHypervisor, wd?: FakeWatchdog, finalized: number[], finalizeFailures: number }
+interface Node {
+  id: string
+  loop: OwnershipLoop
+  hv?: FakeHypervisor
+  wd?: FakeWatchdog
+  finalized: number[]
+  finalizeFailures: number
+  /** The replication layer's final ship (default: done at once). */
+  ship?: (signal?: AbortSignal) => Promise<{ epoch: number, generation: number }>
+}
 
 class Bed {
   readonly clock = new ManualClock(1000)
@@ -101,7 +110,7 @@ class Bed {
           if (node.finalizeFailures > 0) { node.finalizeFailures--; throw new Error('replica busy') }
           node.finalized.push(this.clock.now())
         },
-        shipFinal: async () => ({ epoch: 0, generation: 1 }),
+        shipFinal: async (_vm, _to, signal) => node.ship !== undefined ? await node.ship(signal) : { epoch: 0, generation: 1 },
         demoted: () => {}
       }
       node.loop = new OwnershipLoop({
@@ -287,5 +296,45 @@ describe('OwnershipLoop: --force on two hosts without a witness (virtual time)',
     const finalized = b.node('b').finalized
     assert.equal(finalized.length, 1)
     assert.ok((finalized[0] as number) <= (starts[0]?.at as number))
+  })
+})
+
+describe('OwnershipLoop: a planned failover that cannot ship its final generation (virtual time)', function () {
+  let bed: Bed | undefined
+  afterEach(async () => { await bed?.stop(); bed = undefined })
+
+  it('the target dies during the ship: the ship is aborted and the VM runs again on its owner', async () => {
+    const b = bed = new Bed(A_B_W, 2000)
+    const a = b.node('a')
+    let aborted = false
+    a.ship = async (signal) => {
+      try { await b.clock.sleep(120_000, signal) } catch (err) { aborted = true; throw err }
+      return { epoch: 0, generation: 2 }
+    }
+    await b.start()
+    await b.run(10_000)
+    b.input('a', { type: 'plannedFailover', vm: VM, to: 'b' })
+    await b.run(3000)
+    assert.equal(a.hv?.running, false)
+    await b.kill('b')
+    b.view('a', 'b', 'dead')
+    b.view('w', 'b', 'dead')
+    await b.run(T.startRetryMs + 5000)
+    assert.equal(aborted, true)
+    assert.equal(a.hv?.running, true)
+    assert.equal(a.hv?.calls.filter(c => c.op === 'start').length, 2)
+  })
+
+  it('the ship fails: the machine is told, and the VM runs again on its owner', async () => {
+    const b = bed = new Bed(A_B_W, 2000)
+    const a = b.node('a')
+    a.ship = async () => { await b.clock.sleep(1000); throw new Error('final generation not acknowledged') }
+    await b.start()
+    await b.run(10_000)
+    b.input('a', { type: 'plannedFailover', vm: VM, to: 'b' })
+    await b.run(T.startRetryMs + 5000)
+    assert.equal(a.hv?.running, true)
+    assert.equal(a.hv?.calls.filter(c => c.op === 'start').length, 2)
+    assert.deepEqual(b.node('b').hv?.calls.filter(c => c.op === 'start'), [])
   })
 })

@@ -16,12 +16,13 @@
  * refused before any allocation. Decoded frames hold views into the input bytes (no copies).
  * This module checks each frame on its own; cross-frame rules live in generation.ts.
  */
+import { FRAME_HEADER_BYTES } from '../common/frame-stream.ts'
 import { BlockEncoding, CHECKSUM_LENGTH } from './block.ts'
 import { FileKind, FrameType } from './messages.ts'
 import type { BeginFrame, BlockEntry, BlocksFrame, EndFrame, Frame, ResizeFrame } from './messages.ts'
 import { resolveLimits } from './limits.ts'
 import type { DeltaLimits } from './limits.ts'
-import { WireReader, WireWriter, checkU32, checkU64, encodeString } from './wire.ts'
+import { WireReader, FrameWriter, checkU32, checkU64, encodeString } from './wire.ts'
 import {
   DeltaBadEncodingError,
   DeltaBlockTooLargeError,
@@ -32,7 +33,7 @@ import {
   DeltaUnknownFrameError
 } from './errors.ts'
 
-export const FRAME_HEADER_BYTES = 5
+export { FRAME_HEADER_BYTES }
 const ENTRY_HEADER_BYTES = 8 + 4 + 1 + CHECKSUM_LENGTH + 4
 const FILE_MIN_BYTES = 4 + 1 + 4 + 8 + 2 + 1
 const BEGIN_MIN_BYTES = 2 + 1 + 8 + 8 + 1 + 8 + 4
@@ -231,8 +232,8 @@ export function encodeFrame (frame: Frame, options: CodecOptions = {}): Uint8Arr
   }
 }
 
-function header (type: FrameType, bodyLength: number): WireWriter {
-  const w = new WireWriter(FRAME_HEADER_BYTES + bodyLength)
+function header (type: FrameType, bodyLength: number): FrameWriter {
+  const w = new FrameWriter(FRAME_HEADER_BYTES + bodyLength)
   w.u8(type)
   w.u32(bodyLength)
   return w
@@ -293,7 +294,7 @@ function encodeBlocks (frame: BlocksFrame, limits: DeltaLimits): Uint8Array {
 }
 
 /** offset | length | encoding | checksum | payload length: what precedes each entry's payload. */
-function writeEntryHeader (w: WireWriter, e: BlocksFrame['entries'][number]): void {
+function writeEntryHeader (w: FrameWriter, e: BlocksFrame['entries'][number]): void {
   w.u64(e.offset)
   w.u32(e.length)
   w.u8(e.encoding)
@@ -310,7 +311,7 @@ export function encodeBlocksFrameParts (frame: BlocksFrame, options: CodecOption
   const limits = resolveLimits(options.limits)
   const bodyLength = checkBlocks(frame, limits)
   const count = frame.entries.length
-  const w = new WireWriter(FRAME_HEADER_BYTES + 8 + count * ENTRY_HEADER_BYTES)
+  const w = new FrameWriter(FRAME_HEADER_BYTES + 8 + count * ENTRY_HEADER_BYTES)
   w.u8(FrameType.Blocks)
   w.u32(bodyLength)
   w.u32(frame.fileId)

@@ -20,6 +20,7 @@
  * Every decoding is canonical: re-encoding a decoded message gives back the same bytes.
  */
 import { BoundedReader } from '../common/wire-reader.ts'
+import { WireWriter } from '../common/wire-writer.ts'
 import {
   ELECTION_WIRE_VERSION, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MESSAGE_TYPE_WIRE, NACK_REASON_WIRE, VOTE_REASON_WIRE
 } from './messages.ts'
@@ -31,9 +32,6 @@ import {
 } from './errors.ts'
 
 const FLAG_BIT0 = 0x01
-const MAX_U32 = 0xffff_ffff
-const TWO_32 = 0x1_0000_0000
-const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
 const KNOWN_TYPES = new Set<number>(Object.values(MESSAGE_TYPE_WIRE))
@@ -46,41 +44,14 @@ function invert<K extends string> (table: Record<K, number>): Map<number, K> {
 
 // ---------------------------------------------------------------- encode
 
-class Writer {
-  private readonly buf = new Uint8Array(MAX_MESSAGE_BYTES)
-  private readonly view = new DataView(this.buf.buffer)
-  private len = 0
-
-  private reserve (n: number): void {
-    if (this.len + n > MAX_MESSAGE_BYTES) throw new ElectionEncodeError(`message exceeds ${MAX_MESSAGE_BYTES} bytes`)
-  }
-
-  u8 (v: number): void { this.reserve(1); this.buf[this.len++] = v }
-
-  u32 (v: number, what: string): void {
-    if (!Number.isInteger(v) || v < 0 || v > MAX_U32) throw new ElectionEncodeError(`${what} must be a u32`)
-    this.reserve(4)
-    this.view.setUint32(this.len, v)
-    this.len += 4
-  }
-
-  u64 (v: number, what: string): void {
-    if (!Number.isSafeInteger(v) || v < 0) throw new ElectionEncodeError(`${what} must be a non-negative safe integer`)
-    this.reserve(8)
-    this.view.setUint32(this.len, Math.floor(v / TWO_32))
-    this.view.setUint32(this.len + 4, v % TWO_32)
-    this.len += 8
+/** The shared writer (protocol/common) with this protocol's error, size cap, names and generations. */
+class Writer extends WireWriter {
+  constructor () {
+    super('', { error: (message) => new ElectionEncodeError(message), initialBytes: 128, maxBytes: MAX_MESSAGE_BYTES })
   }
 
   name (s: string, what: string, optional = false): void {
-    if (typeof s !== 'string') throw new ElectionEncodeError(`${what} must be a string`)
-    const bytes = utf8.encode(s)
-    if ((bytes.length === 0 && !optional) || bytes.length > MAX_NAME_BYTES) throw new ElectionEncodeError(`${what} must be 1..${MAX_NAME_BYTES} UTF-8 bytes`)
-    if (utf8Strict.decode(bytes) !== s) throw new ElectionEncodeError(`${what} is not well-formed Unicode`)
-    this.u8(bytes.length)
-    this.reserve(bytes.length)
-    this.buf.set(bytes, this.len)
-    this.len += bytes.length
+    this.string(s, what, { maxBytes: MAX_NAME_BYTES, minBytes: optional ? 0 : 1, prefix: 'u8', allowNul: true })
   }
 
   gen (g: GenerationRef, what: string): void {
@@ -88,7 +59,8 @@ class Writer {
     this.u64(g.generation, `${what}.generation`)
   }
 
-  done (): Uint8Array { return this.buf.slice(0, this.len) }
+  /** The message in a buffer of its own. */
+  done (): Uint8Array { return this.finish().slice() }
 }
 
 /** Encodes a message; throws ElectionEncodeError when it breaks a wire limit. */

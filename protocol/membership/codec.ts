@@ -15,6 +15,7 @@
  * so a later version can append kinds without breaking older peers.
  */
 import { BoundedReader } from '../common/wire-reader.ts'
+import { WireWriter } from '../common/wire-writer.ts'
 import {
   MAX_ID_BYTES, MAX_MESSAGE_BYTES, MAX_UPDATES, MEMBERSHIP_WIRE_VERSION, MESSAGE_TYPE_WIRE, UPDATE_KIND_WIRE
 } from './messages.ts'
@@ -26,8 +27,6 @@ import {
 } from './errors.ts'
 
 const FLAG_PRESENT = 0x01
-const MAX_U32 = 0xffff_ffff
-const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
 const STATE_BY_WIRE = new Map<number, MemberState>(
@@ -36,46 +35,14 @@ const STATE_BY_WIRE = new Map<number, MemberState>(
 
 // ---------------------------------------------------------------- encode
 
-class Writer {
-  private buf = new Uint8Array(256)
-  private len = 0
-
-  private reserve (n: number): void {
-    if (this.len + n > MAX_MESSAGE_BYTES) throw new MembershipEncodeError(`message exceeds ${MAX_MESSAGE_BYTES} bytes`)
-    if (this.len + n <= this.buf.length) return
-    const next = new Uint8Array(Math.min(MAX_MESSAGE_BYTES, Math.max(this.buf.length * 2, this.len + n)))
-    next.set(this.buf.subarray(0, this.len))
-    this.buf = next
-  }
-
-  u8 (v: number): void { this.reserve(1); this.buf[this.len++] = v }
-
-  u32 (v: number, what: string): void {
-    if (!Number.isInteger(v) || v < 0 || v > MAX_U32) throw new MembershipEncodeError(`${what} must be a u32`)
-    this.reserve(4)
-    new DataView(this.buf.buffer, this.buf.byteOffset).setUint32(this.len, v)
-    this.len += 4
-  }
-
-  varint (v: number, what: string): void {
-    if (!Number.isSafeInteger(v) || v < 0) throw new MembershipEncodeError(`${what} must be a non-negative safe integer`)
-    let x = v
-    while (x >= 0x80) {
-      this.u8((x % 0x80) | 0x80)
-      x = Math.floor(x / 0x80)
-    }
-    this.u8(x)
+/** The shared writer (protocol/common) with this protocol's error, size cap, IDs and claims. */
+class Writer extends WireWriter {
+  constructor () {
+    super('', { error: (message) => new MembershipEncodeError(message), initialBytes: 256, maxBytes: MAX_MESSAGE_BYTES })
   }
 
   id (s: string, what: string): void {
-    if (typeof s !== 'string') throw new MembershipEncodeError(`${what} must be a string`)
-    const bytes = utf8.encode(s)
-    if (bytes.length < 1 || bytes.length > MAX_ID_BYTES) throw new MembershipEncodeError(`${what} must be 1..${MAX_ID_BYTES} UTF-8 bytes`)
-    if (utf8Strict.decode(bytes) !== s) throw new MembershipEncodeError(`${what} is not well-formed Unicode`)
-    this.u8(bytes.length)
-    this.reserve(bytes.length)
-    this.buf.set(bytes, this.len)
-    this.len += bytes.length
+    this.string(s, what, { maxBytes: MAX_ID_BYTES, prefix: 'u8', allowNul: true })
   }
 
   claim (c: Claim | undefined, what: string): void {
@@ -87,7 +54,8 @@ class Writer {
     this.varint(c.incarnation, `${what}.incarnation`)
   }
 
-  done (): Uint8Array { return this.buf.slice(0, this.len) }
+  /** The message in a buffer of its own. */
+  done (): Uint8Array { return this.finish().slice() }
 }
 
 /** Encodes a message; throws MembershipEncodeError when it breaks a wire limit. */

@@ -321,8 +321,8 @@ function encodeHello (w: Writer, msg: HelloMessage, limits: ControlLimits): void
   w.u16(msg.protocolVersion, 'protocolVersion')
   w.u8(msg.epoch !== undefined ? FLAG_EPOCH : 0, 'flags')
   w.u8(msg.seedMode, 'seedMode')
-  w.string(msg.vm, 'vm', limits.maxNameBytes)
-  w.string(msg.sourceNode, 'sourceNode', limits.maxNameBytes)
+  w.str(msg.vm, 'vm', limits.maxNameBytes)
+  w.str(msg.sourceNode, 'sourceNode', limits.maxNameBytes)
   if (msg.epoch !== undefined) w.u64(msg.epoch, 'epoch')
   w.u32(msg.files.length, 'fileCount')
   const ids = new Set<number>()
@@ -335,13 +335,13 @@ function encodeHello (w: Writer, msg: HelloMessage, limits: ControlLimits): void
     w.u8(f.kind, 'kind')
     w.u32(f.blockSize, 'blockSize')
     w.u64(f.size, 'size')
-    w.string(f.path, 'path', limits.maxPathBytes)
+    w.str(f.path, 'path', limits.maxPathBytes)
   }
 }
 
 function encodeTargetState (w: Writer, msg: TargetStateMessage, limits: ControlLimits): void {
   if (msg.appliedConsistentGeneration > msg.appliedGeneration) throw new ReplicationEncodeError('targetState: consistent generation newer than applied')
-  w.string(msg.vm, 'vm', limits.maxNameBytes)
+  w.str(msg.vm, 'vm', limits.maxNameBytes)
   w.u64(msg.appliedGeneration, 'appliedGeneration')
   w.u64(msg.appliedConsistentGeneration, 'appliedConsistentGeneration')
   w.u64(msg.diskFree, 'diskFree')
@@ -369,7 +369,7 @@ function encodeRejection (w: Writer, msg: NackMessage | RefuseMessage, limits: C
   w.u8(msg.code, 'code')
   w.u8(msg.retryAfterMs !== undefined ? FLAG_RETRY : 0, 'flags')
   if (msg.retryAfterMs !== undefined) w.u64(msg.retryAfterMs, 'retryAfterMs')
-  w.string(msg.message, 'message', limits.maxMessageBytes, true)
+  w.str(msg.message, 'message', limits.maxMessageBytes, true)
 }
 
 function encodeHashResponse (w: Writer, msg: HashResponseMessage, limits: ControlLimits): void {

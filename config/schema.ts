@@ -9,6 +9,7 @@ import { z } from 'zod'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parseDuration, parseRate, parseSize } from './units.ts'
+import { BLOCK_SIZE_RULE, DEFAULT_BLOCK_SIZE, isValidBlockSize } from '../common/block-size.ts'
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
 
@@ -111,7 +112,7 @@ export const vmSchema = z.strictObject({
   failover: z.enum(['auto', 'manual']).default('auto'),
   priority: z.number().int().default(0),
   startOrder: z.number().int().default(0),
-  blockSize: size.refine(v => v >= 4096 && v <= 4 * 1024 * 1024 && (v & (v - 1)) === 0, 'blockSize must be a power of two from 4KiB to 4MiB').default(65536),
+  blockSize: size.refine(isValidBlockSize, `blockSize must be ${BLOCK_SIZE_RULE}`).default(DEFAULT_BLOCK_SIZE),
   scanInterval: duration.default(1000),
   quietBudget: duration.default(2000),
   recoveryPoints: recoveryPoints.default({ count: 24, keepAllWithin: 3_600_000, hourlyBeyond: true }),

@@ -21,6 +21,7 @@
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
 import { blake3 } from '../../common/blake3.ts'
+import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type ChangedBlock } from '../../protocol/delta/index.ts'
@@ -358,7 +359,7 @@ export class TargetSender {
       const meta = await vm.manifest.file(f.path).meta()
       captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before })
       seqBefore += meta?.generation ?? 0
-      const clipped = clip(ranges, before.size)
+      const clipped = clipRanges(ranges, before.size)
       if (seeding || clipped.length > 0 || this.knownSizes.get(f.path) !== before.size) included.push({ file: f, ranges: clipped, before })
     }
     const consistent = !this.forceFuzzy && isConsistentCapture(captures, { seqBefore, seqAfter: seqBefore, busyBefore, busyAfter: vm.scanBusy > 0 })
@@ -531,11 +532,3 @@ export class TargetSender {
   }
 }
 
-function clip (ranges: Array<{ offset: number, length: number }>, size: number): Array<{ offset: number, length: number }> {
-  const out: Array<{ offset: number, length: number }> = []
-  for (const r of ranges) {
-    const end = Math.min(r.offset + r.length, size)
-    if (end > r.offset) out.push({ offset: r.offset, length: end - r.offset })
-  }
-  return out
-}

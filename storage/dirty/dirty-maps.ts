@@ -22,8 +22,9 @@
  */
 import type { BinaryDb } from '../manifest/db.ts'
 import { concatBytes, decodeUtf8, encodeUtf8, lenPrefixed, prefixEnd, readU32be, u32be } from '../manifest/db.ts'
-import { DEFAULT_BLOCK_SIZE, blockCount, mergeRanges, validateBlockSize } from '../changes/range.ts'
-import type { Range } from '../changes/range.ts'
+import { DEFAULT_BLOCK_SIZE, blockCount, validateBlockSize } from '../../common/block-size.ts'
+import { mergeRanges } from '../../common/ranges.ts'
+import type { ByteRange as Range } from '../../common/ranges.ts'
 import { SEGMENT_BITS, SEGMENT_BYTES, andNotInto, isEmpty, orInto, popcount, runsOf, setBits, testBit } from './bitmap.ts'
 import { VmeshError } from '../../common/errors.ts'
 

@@ -19,7 +19,7 @@
  */
 import { open as openFile, stat as statPath } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
   REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor,
@@ -329,10 +329,9 @@ class SessionRunner {
           const want = Math.min(blocksPerRead * req.blockSize, end - at)
           const { bytesRead } = await fh.read(buf, 0, want, at)
           if (bytesRead < want) buf.fill(0, bytesRead, want)
-          for (let o = 0; o < want; o += req.blockSize) {
-            const len = Math.min(req.blockSize, want - o)
-            hashes.push(blake3(buf.subarray(o, o + len), 16))
-            at += len
+          for (const h of hashBlocks(buf, req.blockSize, want)) {
+            hashes.push(h)
+            at = Math.min(at + req.blockSize, end)
             if (hashes.length >= per && at < end) await flush(false)
           }
         }

@@ -20,7 +20,7 @@
  * generation number (so the store resumes instead of starting over).
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
 import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
@@ -499,9 +499,11 @@ export class TargetSender {
             const len = Math.min(buf.length, wEnd - at)
             const { bytesRead } = await fh.read(buf, 0, len, at)
             if (bytesRead < len) buf.fill(0, bytesRead, len)
-            for (let o = 0; o < len; o += bs, idx++) {
+            const ours = hashBlocks(buf, bs, len)
+            for (let k = 0; k < ours.length; k++, idx++) {
+              const o = k * bs
               const blen = Math.min(bs, len - o)
-              const mine = blake3(buf.subarray(o, o + blen), 16)
+              const mine = ours[k] as Uint8Array
               const h = theirs[idx]
               if (h === undefined || Buffer.compare(mine, h) !== 0) {
                 total++

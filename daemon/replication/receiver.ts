@@ -22,7 +22,7 @@ import { basename, join } from 'node:path'
 import { hashBlocks } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
-  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor,
+  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor, isProtocolFault, isResendableBlockError,
   type HelloMessage, type HashRequestMessage, type ControlMessage, type FileRange
 } from '../../protocol/replication/index.ts'
 import { durableRanges } from '../../protocol/replication/ranges.ts'
@@ -60,7 +60,6 @@ export interface ReceiverInit {
 
 interface Session { channel: Channel, done: Promise<void> }
 
-const CHECKSUM_CODES = new Set(['ERR_DELTA_CHECKSUM_MISMATCH', 'ERR_DELTA_DECOMPRESS', 'ERR_DELTA_BAD_ENCODING', 'ERR_DELTA_BLOCK_TOO_LARGE'])
 /** Verified bytes queued for the store before the session stops reading (bounded memory). */
 const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
 /** One gathered write: at most this many bytes and parts (IOV_MAX is 1024). */
@@ -203,7 +202,7 @@ class SessionRunner {
         else await this.onFrame(item)
       }
     } catch (err) {
-      if (err instanceof DeltaProtocolError || isProtocolCode(err)) {
+      if (err instanceof DeltaProtocolError || isProtocolFault(err)) {
         this.rx.protocolErrors++
         this.log.warn({ peer: this.from, vm: this.hello.vm, err: errorMessage(err), code: (err as { code?: string }).code }, 'replication peer broke the protocol; stream aborted, nothing of the generation applied')
         await this.dropWriter(true)
@@ -385,7 +384,7 @@ class SessionRunner {
           decoded.push({ offset: e.offset, data })
           raw += e.length
         } catch (err) {
-          if (!CHECKSUM_CODES.has((err as { code?: string }).code ?? '')) throw err
+          if (!isResendableBlockError(err)) throw err
           this.ch.release(frame)
           await this.ch.sendItem({ type: 'resend', generation: gen, fileId: frame.fileId, offset: e.offset, length: e.length })
           await this.refuse(gen, err, true)
@@ -513,9 +512,3 @@ function gatherRuns (blocks: Array<{ offset: number, data: Uint8Array }>): Array
 function isControl (item: { type: string }): item is ControlMessage {
   return item.type !== 'begin' && item.type !== 'blocks' && item.type !== 'resize' && item.type !== 'end'
 }
-
-function isProtocolCode (err: unknown): boolean {
-  const c = (err as { code?: unknown } | null)?.code
-  return typeof c === 'string' && (c.startsWith('ERR_DELTA_') || c.startsWith('ERR_REPLICATION_') && c !== 'ERR_REPLICATION_STREAM_CLOSED')
-}
-

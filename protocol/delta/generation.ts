@@ -11,8 +11,8 @@
  * Memory is O(files), never O(blocks): overlap is checked within a frame (entries ascending), not
  * across frames; a later frame rewriting a range simply wins.
  */
-import { createHash } from 'blake3'
-import type { NodeHash } from 'blake3'
+import { createBlake3 } from '../../common/blake3.ts'
+import type { Blake3Hasher } from '../../common/blake3.ts'
 import { CHECKSUM_LENGTH } from './block.ts'
 import { FileKind } from './messages.ts'
 import type { BeginFrame, BlocksFrame, DeltaFile, EndFrame, Frame, ResizeFrame } from './messages.ts'
@@ -67,7 +67,7 @@ export class GenerationValidator {
   private phaseValue: GenerationPhase = 'awaiting-begin'
   private beginFrame: BeginFrame | undefined
   private readonly files = new Map<number, FileState>()
-  private hasher: NodeHash | undefined
+  private hasher: Blake3Hasher | undefined
   private blocks = 0
   private bytes = 0
   private failure: DeltaProtocolError | undefined
@@ -89,7 +89,7 @@ export class GenerationValidator {
   digest (): Uint8Array {
     if (this.finalDigest != null) return new Uint8Array(this.finalDigest)
     if (this.hasher == null) throw new DeltaSequenceError('no generation begun')
-    return new Uint8Array(this.hasher.digest({ length: CHECKSUM_LENGTH }))
+    return this.hasher.digest(CHECKSUM_LENGTH)
   }
 
   /**
@@ -155,7 +155,7 @@ export class GenerationValidator {
       this.files.set(f.fileId, { file: f, resized: false })
     }
     this.beginFrame = frame
-    this.hasher = createHash()
+    this.hasher = createBlake3()
     this.phaseValue = 'receiving'
   }
 

@@ -34,7 +34,6 @@ import {
 const FLAG_BIT0 = 0x01
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
-const KNOWN_TYPES = new Set<number>(Object.values(MESSAGE_TYPE_WIRE))
 const VOTE_REASON_BY_WIRE = invert(VOTE_REASON_WIRE)
 const NACK_REASON_BY_WIRE = invert(NACK_REASON_WIRE)
 
@@ -71,63 +70,7 @@ export function encodeElectionMessage (msg: ElectionMessage): Uint8Array {
   if (type === undefined) throw new ElectionEncodeError('unknown message type')
   w.u8(type)
   w.name(msg.vm, 'vm')
-  switch (msg.type) {
-    case 'renew':
-    case 'renewAck':
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      break
-    case 'renewNack': {
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      const reason = NACK_REASON_WIRE[msg.reason]
-      if (reason === undefined) throw new ElectionEncodeError('nack reason is invalid')
-      w.u8(reason)
-      w.u64(msg.currentEpoch, 'currentEpoch')
-      w.name(msg.owner, 'owner', true)
-      break
-    }
-    case 'requestVote':
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      w.name(msg.candidate, 'candidate')
-      w.gen(msg.generation, 'generation')
-      break
-    case 'vote': {
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      w.name(msg.candidate, 'candidate')
-      const reason = VOTE_REASON_WIRE[msg.reason]
-      if (reason === undefined) throw new ElectionEncodeError('vote reason is invalid')
-      if (msg.granted !== (msg.reason === 'granted')) throw new ElectionEncodeError('granted must agree with reason')
-      w.u8(msg.granted ? FLAG_BIT0 : 0)
-      w.u8(reason)
-      w.u64(msg.currentEpoch, 'currentEpoch')
-      w.name(msg.owner, 'owner', true)
-      w.u32(msg.retryAfterMs, 'retryAfterMs')
-      break
-    }
-    case 'owner':
-      w.u64(msg.epoch, 'epoch')
-      w.name(msg.owner, 'owner')
-      break
-    case 'release':
-      w.u64(msg.epoch, 'epoch')
-      w.name(msg.to, 'to')
-      w.gen(msg.generation, 'generation')
-      break
-    case 'replicaReport':
-      if (msg.generation === null) {
-        w.u8(0)
-      } else {
-        w.u8(FLAG_BIT0)
-        w.gen(msg.generation, 'generation')
-      }
-      break
-    case 'takeover':
-      w.u8(msg.force ? FLAG_BIT0 : 0)
-      break
-  }
+  ;(BODIES[msg.type] as BodyCodec<ElectionMessage>).encode(w, msg)
   return w.done()
 }
 
@@ -186,42 +129,74 @@ function nackReason (wire: number): NackReason {
   return r
 }
 
-/** Decodes one message; throws an ElectionDecodeError subclass on anything malformed. */
-export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
-  if (bytes.length > MAX_MESSAGE_BYTES) throw new ElectionMessageTooLargeError(bytes.length, MAX_MESSAGE_BYTES)
-  const r = new Reader(bytes)
-  const version = r.u8('version')
-  if (version !== ELECTION_WIRE_VERSION) throw new ElectionBadVersionError(version)
-  const type = r.u8('type')
-  if (!KNOWN_TYPES.has(type)) throw new ElectionUnknownTypeError(type)
-  const vm = r.name('vm')
-  let msg: ElectionMessage
-  switch (type) {
-    case MESSAGE_TYPE_WIRE.renew:
-    case MESSAGE_TYPE_WIRE.renewAck: {
-      const epoch = r.u64('epoch')
-      const seq = r.u64('seq')
-      msg = { type: type === MESSAGE_TYPE_WIRE.renew ? 'renew' : 'renewAck', vm, epoch, seq }
-      break
-    }
-    case MESSAGE_TYPE_WIRE.renewNack: {
+// ---------------------------------------------------------------- bodies
+
+/** One message type's body (after version, type and vm): its encoder and decoder side by side. */
+interface BodyCodec<M extends ElectionMessage> {
+  encode: (w: Writer, msg: M) => void
+  decode: (r: Reader, vm: string) => M
+}
+
+type BodyCodecs = { [K in ElectionMessage['type']]: BodyCodec<Extract<ElectionMessage, { type: K }>> }
+
+const BODIES: BodyCodecs = {
+  renew: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.u64(msg.seq, 'seq') },
+    decode: (r, vm) => ({ type: 'renew', vm, epoch: r.u64('epoch'), seq: r.u64('seq') })
+  },
+  renewAck: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.u64(msg.seq, 'seq') },
+    decode: (r, vm) => ({ type: 'renewAck', vm, epoch: r.u64('epoch'), seq: r.u64('seq') })
+  },
+  renewNack: {
+    encode: (w, msg) => {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      const reason = NACK_REASON_WIRE[msg.reason]
+      if (reason === undefined) throw new ElectionEncodeError('nack reason is invalid')
+      w.u8(reason)
+      w.u64(msg.currentEpoch, 'currentEpoch')
+      w.name(msg.owner, 'owner', true)
+    },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const seq = r.u64('seq')
       const reason = nackReason(r.u8('reason'))
       const currentEpoch = r.u64('currentEpoch')
       const owner = r.name('owner', true)
-      msg = { type: 'renewNack', vm, epoch, seq, reason, currentEpoch, owner }
-      break
+      return { type: 'renewNack', vm, epoch, seq, reason, currentEpoch, owner }
     }
-    case MESSAGE_TYPE_WIRE.requestVote: {
+  },
+  requestVote: {
+    encode: (w, msg) => {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      w.name(msg.candidate, 'candidate')
+      w.gen(msg.generation, 'generation')
+    },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const seq = r.u64('seq')
       const candidate = r.name('candidate')
       const generation = r.gen('generation')
-      msg = { type: 'requestVote', vm, epoch, seq, candidate, generation }
-      break
+      return { type: 'requestVote', vm, epoch, seq, candidate, generation }
     }
-    case MESSAGE_TYPE_WIRE.vote: {
+  },
+  vote: {
+    encode: (w, msg) => {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      w.name(msg.candidate, 'candidate')
+      const reason = VOTE_REASON_WIRE[msg.reason]
+      if (reason === undefined) throw new ElectionEncodeError('vote reason is invalid')
+      if (msg.granted !== (msg.reason === 'granted')) throw new ElectionEncodeError('granted must agree with reason')
+      w.u8(msg.granted ? FLAG_BIT0 : 0)
+      w.u8(reason)
+      w.u64(msg.currentEpoch, 'currentEpoch')
+      w.name(msg.owner, 'owner', true)
+      w.u32(msg.retryAfterMs, 'retryAfterMs')
+    },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const seq = r.u64('seq')
       const candidate = r.name('candidate')
@@ -231,33 +206,57 @@ export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
       const currentEpoch = r.u64('currentEpoch')
       const owner = r.name('owner', true)
       const retryAfterMs = r.u32('retryAfterMs')
-      msg = { type: 'vote', vm, epoch, seq, candidate, granted, reason, currentEpoch, owner, retryAfterMs }
-      break
+      return { type: 'vote', vm, epoch, seq, candidate, granted, reason, currentEpoch, owner, retryAfterMs }
     }
-    case MESSAGE_TYPE_WIRE.owner: {
+  },
+  owner: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.name(msg.owner, 'owner') },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
-      const owner = r.name('owner')
-      msg = { type: 'owner', vm, epoch, owner }
-      break
+      return { type: 'owner', vm, epoch, owner: r.name('owner') }
     }
-    case MESSAGE_TYPE_WIRE.release: {
+  },
+  release: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.name(msg.to, 'to'); w.gen(msg.generation, 'generation') },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const to = r.name('to')
-      const generation = r.gen('generation')
-      msg = { type: 'release', vm, epoch, to, generation }
-      break
+      return { type: 'release', vm, epoch, to, generation: r.gen('generation') }
     }
-    case MESSAGE_TYPE_WIRE.replicaReport: {
+  },
+  replicaReport: {
+    encode: (w, msg) => {
+      if (msg.generation === null) {
+        w.u8(0)
+      } else {
+        w.u8(FLAG_BIT0)
+        w.gen(msg.generation, 'generation')
+      }
+    },
+    decode: (r, vm) => {
       const present = r.flag('replicaReport')
-      msg = { type: 'replicaReport', vm, generation: present ? r.gen('generation') : null }
-      break
+      return { type: 'replicaReport', vm, generation: present ? r.gen('generation') : null }
     }
-    case MESSAGE_TYPE_WIRE.takeover:
-      msg = { type: 'takeover', vm, force: r.flag('takeover') }
-      break
-    default:
-      throw new ElectionUnknownTypeError(type)
+  },
+  takeover: {
+    encode: (w, msg) => { w.u8(msg.force ? FLAG_BIT0 : 0) },
+    decode: (r, vm) => ({ type: 'takeover', vm, force: r.flag('takeover') })
   }
+}
+
+const TYPE_BY_WIRE = invert(MESSAGE_TYPE_WIRE as Record<ElectionMessage['type'], number>)
+
+/** Decodes one message; throws an ElectionDecodeError subclass on anything malformed. */
+export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
+  if (bytes.length > MAX_MESSAGE_BYTES) throw new ElectionMessageTooLargeError(bytes.length, MAX_MESSAGE_BYTES)
+  const r = new Reader(bytes)
+  const version = r.u8('version')
+  if (version !== ELECTION_WIRE_VERSION) throw new ElectionBadVersionError(version)
+  const type = r.u8('type')
+  const name = TYPE_BY_WIRE.get(type)
+  if (name === undefined) throw new ElectionUnknownTypeError(type)
+  const vm = r.name('vm')
+  const msg = BODIES[name].decode(r, vm)
   if (r.remaining !== 0) throw new ElectionTrailingBytesError(r.remaining)
   return msg
 }

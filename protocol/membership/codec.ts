@@ -19,7 +19,7 @@ import { WireWriter } from '../common/wire-writer.ts'
 import {
   MAX_ID_BYTES, MAX_MESSAGE_BYTES, MAX_UPDATES, MEMBERSHIP_WIRE_VERSION, MESSAGE_TYPE_WIRE, UPDATE_KIND_WIRE
 } from './messages.ts'
-import type { Claim, MemberState, SwimMessage, Update } from './messages.ts'
+import type { Ack, Claim, MemberState, Ping, PingReq, SwimMessage, Update } from './messages.ts'
 import {
   MembershipBadEnumError, MembershipBadFlagsError, MembershipBadIdError, MembershipBadVarintError,
   MembershipBadVersionError, MembershipEncodeError, MembershipMessageTooLargeError, MembershipTooManyUpdatesError,
@@ -58,6 +58,69 @@ class Writer extends WireWriter {
   done (): Uint8Array { return this.finish().slice() }
 }
 
+/** Fields every message carries ahead of its body. */
+interface Head { seq: number, incarnation: number }
+
+/** One message type's body: its encoder and decoder side by side. */
+interface BodyCodec<M extends SwimMessage> {
+  encode: (w: Writer, msg: M) => void
+  decode: (r: Reader, head: Head) => M
+}
+
+type BodyCodecs = { [K in SwimMessage['type']]: BodyCodec<Extract<SwimMessage, { type: K }>> }
+
+const BODIES: BodyCodecs = {
+  ping: {
+    encode: (w, msg) => { w.claim(msg.target, 'target') },
+    decode: (r, head) => {
+      const msg: Ping = { type: 'ping', ...head, piggyback: [] }
+      const target = r.claim('target')
+      if (target !== undefined) msg.target = target
+      return msg
+    }
+  },
+  ack: {
+    encode: (w, msg) => { w.claim(msg.target, 'target') },
+    decode: (r, head) => {
+      const msg: Ack = { type: 'ack', ...head, piggyback: [] }
+      const target = r.claim('target')
+      if (target !== undefined) msg.target = target
+      return msg
+    }
+  },
+  pingReq: {
+    encode: (w, msg) => {
+      w.id(msg.target, 'target')
+      w.claim(msg.claim, 'claim')
+      w.u32(msg.timeoutMs, 'timeoutMs')
+    },
+    decode: (r, head) => {
+      const target = r.id('target')
+      const claim = r.claim('claim')
+      const timeoutMs = r.u32('timeoutMs')
+      const msg: PingReq = { type: 'pingReq', ...head, target, timeoutMs, piggyback: [] }
+      if (claim !== undefined) msg.claim = claim
+      return msg
+    }
+  },
+  nack: {
+    encode: () => {},
+    decode: (_r, head) => ({ type: 'nack', ...head, piggyback: [] })
+  },
+  gossip: {
+    encode: () => {},
+    decode: (_r, head) => ({ type: 'gossip', ...head, piggyback: [] })
+  }
+}
+
+const TYPE_BY_WIRE = new Map<number, SwimMessage['type']>(
+  (Object.entries(MESSAGE_TYPE_WIRE) as Array<[SwimMessage['type'], number]>).map(([k, v]) => [v, k])
+)
+
+function bodyCodec<K extends SwimMessage['type']> (type: K): BodyCodec<Extract<SwimMessage, { type: K }>> {
+  return BODIES[type]
+}
+
 /** Encodes a message; throws MembershipEncodeError when it breaks a wire limit. */
 export function encodeSwimMessage (msg: SwimMessage): Uint8Array {
   const w = new Writer()
@@ -67,20 +130,7 @@ export function encodeSwimMessage (msg: SwimMessage): Uint8Array {
   w.u8(type)
   w.u32(msg.seq, 'seq')
   w.varint(msg.incarnation, 'incarnation')
-  switch (msg.type) {
-    case 'ping':
-    case 'ack':
-      w.claim(msg.target, 'target')
-      break
-    case 'pingReq':
-      w.id(msg.target, 'target')
-      w.claim(msg.claim, 'claim')
-      w.u32(msg.timeoutMs, 'timeoutMs')
-      break
-    case 'nack':
-    case 'gossip':
-      break
-  }
+  ;(bodyCodec(msg.type) as BodyCodec<SwimMessage>).encode(w, msg)
   const updates = msg.piggyback
   if (updates.length > MAX_UPDATES) throw new MembershipEncodeError(`at most ${MAX_UPDATES} piggybacked updates`)
   w.u8(updates.length)
@@ -164,34 +214,9 @@ export function decodeSwimMessage (bytes: Uint8Array): SwimMessage {
   const type = r.u8('type')
   const seq = r.u32('seq')
   const incarnation = r.varint('incarnation')
-  let msg: SwimMessage
-  switch (type) {
-    case MESSAGE_TYPE_WIRE.ping:
-    case MESSAGE_TYPE_WIRE.ack: {
-      const target = r.claim('target')
-      msg = type === MESSAGE_TYPE_WIRE.ping
-        ? { type: 'ping', seq, incarnation, piggyback: [] }
-        : { type: 'ack', seq, incarnation, piggyback: [] }
-      if (target !== undefined) msg.target = target
-      break
-    }
-    case MESSAGE_TYPE_WIRE.pingReq: {
-      const target = r.id('target')
-      const claim = r.claim('claim')
-      const timeoutMs = r.u32('timeoutMs')
-      msg = { type: 'pingReq', seq, incarnation, target, timeoutMs, piggyback: [] }
-      if (claim !== undefined) msg.claim = claim
-      break
-    }
-    case MESSAGE_TYPE_WIRE.nack:
-      msg = { type: 'nack', seq, incarnation, piggyback: [] }
-      break
-    case MESSAGE_TYPE_WIRE.gossip:
-      msg = { type: 'gossip', seq, incarnation, piggyback: [] }
-      break
-    default:
-      throw new MembershipUnknownTypeError(type)
-  }
+  const name = TYPE_BY_WIRE.get(type)
+  if (name === undefined) throw new MembershipUnknownTypeError(type)
+  const msg = bodyCodec(name).decode(r, { seq, incarnation })
   const count = r.u8('update count')
   if (count > MAX_UPDATES) throw new MembershipTooManyUpdatesError(count, MAX_UPDATES)
   for (let i = 0; i < count; i++) {

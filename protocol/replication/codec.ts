@@ -92,18 +92,9 @@ export function decodeControl (bytes: Uint8Array, options: ControlCodecOptions =
 
 /** Decodes a body whose header already passed checkControlHeader. */
 export function decodeControlBody (type: ControlType, body: Uint8Array, limits: ControlLimits): ControlMessage {
-  switch (type) {
-    case ControlType.Hello: return decodeHello(new Reader(body, 'hello'), limits)
-    case ControlType.TargetState: return decodeTargetState(new Reader(body, 'targetState'), limits)
-    case ControlType.Ack: return decodeAck(new Reader(body, 'ack'))
-    case ControlType.Nack: return decodeRejection('nack', new Reader(body, 'nack'), limits)
-    case ControlType.Refuse: return decodeRejection('refuse', new Reader(body, 'refuse'), limits)
-    case ControlType.HashRequest: return decodeHashRequest(new Reader(body, 'hashRequest'))
-    case ControlType.HashResponse: return decodeHashResponse(new Reader(body, 'hashResponse'), limits)
-    case ControlType.Resend: return decodeResend(new Reader(body, 'resend'))
-    case ControlType.Ping: return decodePing(new Reader(body, 'ping'))
-    case ControlType.Pong: return decodePong(new Reader(body, 'pong'))
-  }
+  const name = NAME_OF_TYPE.get(type)
+  if (name === undefined) throw new ReplicationUnknownFrameError(`unknown control frame type ${type}`)
+  return CODECS[name].decode(new Reader(body, name), limits)
 }
 
 function decodeHello (r: Reader, limits: ControlLimits): HelloMessage {
@@ -260,45 +251,7 @@ export function encodeControl (msg: ControlMessage, options: ControlCodecOptions
   const w = new Writer(msg.type, FIXED_BODY_BYTES[type] !== undefined ? FRAME_HEADER_BYTES + (FIXED_BODY_BYTES[type] as number) : 256)
   w.u8(type, 'type')
   w.u32(0, 'bodyLength')
-  switch (msg.type) {
-    case 'hello': encodeHello(w, msg, limits); break
-    case 'targetState': encodeTargetState(w, msg, limits); break
-    case 'ack':
-      w.u64(msg.generation, 'generation')
-      w.u8(msg.durable ? FLAG_DURABLE : 0, 'flags')
-      w.u64(msg.appliedAtMs, 'appliedAtMs')
-      break
-    case 'nack':
-    case 'refuse': encodeRejection(w, msg, limits); break
-    case 'hashRequest':
-      if (!(msg.length >= 1)) throw new ReplicationEncodeError('hashRequest: empty range')
-      checkEncodeBlockSize(msg.blockSize, 'hashRequest')
-      w.u32(msg.requestId, 'requestId')
-      w.u32(msg.fileId, 'fileId')
-      w.u64(msg.offset, 'offset')
-      w.u64(msg.length, 'length')
-      w.u32(msg.blockSize, 'blockSize')
-      if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('hashRequest: range ends past 2^53 - 1')
-      break
-    case 'hashResponse': encodeHashResponse(w, msg, limits); break
-    case 'resend':
-      if (!(msg.length >= 1)) throw new ReplicationEncodeError('resend: empty range')
-      w.u64(msg.generation, 'generation')
-      w.u32(msg.fileId, 'fileId')
-      w.u64(msg.offset, 'offset')
-      w.u64(msg.length, 'length')
-      if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('resend: range ends past 2^53 - 1')
-      break
-    case 'ping':
-      w.u32(msg.nonce, 'nonce')
-      w.u64(msg.timestampMs, 'timestampMs')
-      break
-    case 'pong':
-      w.u32(msg.nonce, 'nonce')
-      w.u64(msg.echoTimestampMs, 'echoTimestampMs')
-      w.u64(msg.timestampMs, 'timestampMs')
-      break
-  }
+  ;(CODECS[msg.type] as ControlCodec<ControlMessage>).encode(w, msg, limits)
   const out = w.finish()
   const bodyLength = out.byteLength - FRAME_HEADER_BYTES
   if (bodyLength > maxBodyBytes(type, limits) || bodyLength > 0xffff_ffff) {
@@ -306,6 +259,43 @@ export function encodeControl (msg: ControlMessage, options: ControlCodecOptions
   }
   new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(1, bodyLength)
   return out
+}
+
+function encodeAck (w: Writer, msg: AckMessage): void {
+  w.u64(msg.generation, 'generation')
+  w.u8(msg.durable ? FLAG_DURABLE : 0, 'flags')
+  w.u64(msg.appliedAtMs, 'appliedAtMs')
+}
+
+function encodeHashRequest (w: Writer, msg: HashRequestMessage): void {
+  if (!(msg.length >= 1)) throw new ReplicationEncodeError('hashRequest: empty range')
+  checkEncodeBlockSize(msg.blockSize, 'hashRequest')
+  w.u32(msg.requestId, 'requestId')
+  w.u32(msg.fileId, 'fileId')
+  w.u64(msg.offset, 'offset')
+  w.u64(msg.length, 'length')
+  w.u32(msg.blockSize, 'blockSize')
+  if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('hashRequest: range ends past 2^53 - 1')
+}
+
+function encodeResend (w: Writer, msg: ResendMessage): void {
+  if (!(msg.length >= 1)) throw new ReplicationEncodeError('resend: empty range')
+  w.u64(msg.generation, 'generation')
+  w.u32(msg.fileId, 'fileId')
+  w.u64(msg.offset, 'offset')
+  w.u64(msg.length, 'length')
+  if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('resend: range ends past 2^53 - 1')
+}
+
+function encodePing (w: Writer, msg: PingMessage): void {
+  w.u32(msg.nonce, 'nonce')
+  w.u64(msg.timestampMs, 'timestampMs')
+}
+
+function encodePong (w: Writer, msg: PongMessage): void {
+  w.u32(msg.nonce, 'nonce')
+  w.u64(msg.echoTimestampMs, 'echoTimestampMs')
+  w.u64(msg.timestampMs, 'timestampMs')
 }
 
 function checkEncodeBlockSize (blockSize: number, what: string): void {
@@ -415,3 +405,30 @@ export function * hashResponses (
     i += per
   } while (i < hashes.length)
 }
+
+// ---------------------------------------------------------------- pairs
+
+/** One control message's body: its encoder and decoder side by side. */
+interface ControlCodec<M extends ControlMessage> {
+  encode: (w: Writer, msg: M, limits: ControlLimits) => void
+  decode: (r: Reader, limits: ControlLimits) => M
+}
+
+type ControlCodecs = { [K in ControlMessage['type']]: ControlCodec<Extract<ControlMessage, { type: K }>> }
+
+const CODECS: ControlCodecs = {
+  hello: { encode: encodeHello, decode: decodeHello },
+  targetState: { encode: encodeTargetState, decode: decodeTargetState },
+  ack: { encode: encodeAck, decode: decodeAck },
+  nack: { encode: encodeRejection, decode: (r, limits) => decodeRejection('nack', r, limits) as NackMessage },
+  refuse: { encode: encodeRejection, decode: (r, limits) => decodeRejection('refuse', r, limits) as RefuseMessage },
+  hashRequest: { encode: encodeHashRequest, decode: decodeHashRequest },
+  hashResponse: { encode: encodeHashResponse, decode: decodeHashResponse },
+  resend: { encode: encodeResend, decode: decodeResend },
+  ping: { encode: encodePing, decode: decodePing },
+  pong: { encode: encodePong, decode: decodePong }
+}
+
+const NAME_OF_TYPE = new Map<number, ControlMessage['type']>(
+  (Object.entries(CONTROL_TYPE_OF) as Array<[ControlMessage['type'], ControlType]>).map(([name, type]) => [type, name])
+)

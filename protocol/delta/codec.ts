@@ -99,12 +99,9 @@ export function decodeFrame (bytes: Uint8Array, options: CodecOptions = {}): Fra
 
 /** Decodes a body whose header already passed checkHeader. */
 export function decodeFrameBody (type: FrameType, body: Uint8Array, limits: DeltaLimits): Frame {
-  switch (type) {
-    case FrameType.Begin: return decodeBegin(new WireReader(body, 'begin'), limits)
-    case FrameType.Blocks: return decodeBlocks(new WireReader(body, 'blocks'), limits)
-    case FrameType.Resize: return decodeResize(new WireReader(body, 'resize'))
-    case FrameType.End: return decodeEnd(new WireReader(body, 'end'))
-  }
+  const codec = CODECS_BY_TYPE.get(type)
+  if (codec === undefined) throw new DeltaUnknownFrameError(`unknown frame type ${type}`)
+  return codec.decode(new WireReader(body, codec.name), limits)
 }
 
 function decodeBegin (r: WireReader, limits: DeltaLimits): BeginFrame {
@@ -202,34 +199,33 @@ function checkEntryShape (offset: number, length: number, encoding: number, payl
  */
 export function encodeFrame (frame: Frame, options: CodecOptions = {}): Uint8Array {
   const limits = resolveLimits(options.limits)
-  switch (frame.type) {
-    case 'begin': return encodeBegin(frame, limits)
-    case 'blocks': return encodeBlocks(frame, limits)
-    case 'resize': {
-      checkU32(frame.fileId, 'fileId')
-      checkU64(frame.size, 'size')
-      const w = header(FrameType.Resize, RESIZE_BYTES)
-      w.u32(frame.fileId)
-      w.u64(frame.size)
-      return w.finish()
-    }
-    case 'end': {
-      checkU64(frame.generation, 'generation')
-      checkU64(frame.blockCount, 'blockCount')
-      checkU64(frame.byteCount, 'byteCount')
-      const digest = frame.digest
-      if (digest != null && digest.byteLength !== CHECKSUM_LENGTH) throw new DeltaMalformedFrameError(`end digest of ${digest.byteLength} bytes`)
-      const w = header(FrameType.End, digest == null ? END_BYTES : END_DIGEST_BYTES)
-      w.u64(frame.generation)
-      w.u64(frame.blockCount)
-      w.u64(frame.byteCount)
-      w.u8(digest == null ? 0 : FLAG_DIGEST)
-      if (digest != null) w.raw(digest)
-      return w.finish()
-    }
-    default:
-      throw new DeltaUnknownFrameError(`unknown frame type ${String((frame as { type: unknown }).type)}`)
-  }
+  const codec = Object.hasOwn(CODECS, frame.type) ? CODECS[frame.type] as FrameCodec<Frame> : undefined
+  if (codec === undefined) throw new DeltaUnknownFrameError(`unknown frame type ${String((frame as { type: unknown }).type)}`)
+  return codec.encode(frame, limits)
+}
+
+function encodeResize (frame: ResizeFrame): Uint8Array {
+  checkU32(frame.fileId, 'fileId')
+  checkU64(frame.size, 'size')
+  const w = header(FrameType.Resize, RESIZE_BYTES)
+  w.u32(frame.fileId)
+  w.u64(frame.size)
+  return w.finish()
+}
+
+function encodeEnd (frame: EndFrame): Uint8Array {
+  checkU64(frame.generation, 'generation')
+  checkU64(frame.blockCount, 'blockCount')
+  checkU64(frame.byteCount, 'byteCount')
+  const digest = frame.digest
+  if (digest != null && digest.byteLength !== CHECKSUM_LENGTH) throw new DeltaMalformedFrameError(`end digest of ${digest.byteLength} bytes`)
+  const w = header(FrameType.End, digest == null ? END_BYTES : END_DIGEST_BYTES)
+  w.u64(frame.generation)
+  w.u64(frame.blockCount)
+  w.u64(frame.byteCount)
+  w.u8(digest == null ? 0 : FLAG_DIGEST)
+  if (digest != null) w.raw(digest)
+  return w.finish()
 }
 
 function header (type: FrameType, bodyLength: number): FrameWriter {
@@ -354,3 +350,26 @@ function checkBlocks (frame: BlocksFrame, limits: DeltaLimits): number {
 export function blocksBodyBytes (entryCount: number, payloadBytes: number): number {
   return 8 + entryCount * ENTRY_HEADER_BYTES + payloadBytes
 }
+
+// ---------------------------------------------------------------- pairs
+
+/** One frame type: its encoder (whole frame) and body decoder side by side. */
+interface FrameCodec<F extends Frame> {
+  type: FrameType
+  name: F['type']
+  encode: (frame: F, limits: DeltaLimits) => Uint8Array
+  decode: (r: WireReader, limits: DeltaLimits) => F
+}
+
+type FrameCodecs = { [K in Frame['type']]: FrameCodec<Extract<Frame, { type: K }>> }
+
+const CODECS: FrameCodecs = {
+  begin: { type: FrameType.Begin, name: 'begin', encode: encodeBegin, decode: decodeBegin },
+  blocks: { type: FrameType.Blocks, name: 'blocks', encode: encodeBlocks, decode: decodeBlocks },
+  resize: { type: FrameType.Resize, name: 'resize', encode: encodeResize, decode: decodeResize },
+  end: { type: FrameType.End, name: 'end', encode: encodeEnd, decode: decodeEnd }
+}
+
+const CODECS_BY_TYPE = new Map<number, FrameCodec<Frame>>(
+  Object.values(CODECS).map(c => [c.type, c as FrameCodec<Frame>])
+)

@@ -246,7 +246,7 @@ function decodePong (r: Reader): PongMessage {
  */
 export function encodeControl (msg: ControlMessage, options: ControlCodecOptions = {}): Uint8Array {
   const limits = resolveControlLimits(options.limits)
-  const type = CONTROL_TYPE_OF[msg.type]
+  const type = Object.hasOwn(CONTROL_TYPE_OF, msg.type) ? CONTROL_TYPE_OF[msg.type] : undefined
   if (type === undefined) throw new ReplicationEncodeError(`unknown control message type ${String((msg as { type: unknown }).type)}`)
   const w = new Writer(msg.type, FIXED_BODY_BYTES[type] !== undefined ? FRAME_HEADER_BYTES + (FIXED_BODY_BYTES[type] as number) : 256)
   w.u8(type, 'type')

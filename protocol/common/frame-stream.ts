@@ -27,6 +27,8 @@ export interface FrameProtocol<T> {
   decodeBody: (type: number, body: Uint8Array) => T
   /** The error for input that ends inside a frame. */
   truncated: (message: string) => Error
+  /** The error for bytes after a whole frame where exactly one was expected. */
+  malformed: (message: string) => Error
   /** True for the errors that poison the assembler (a peer's bad bytes; not our own bugs). */
   isProtocolError: (err: unknown) => err is Error
 }
@@ -141,6 +143,20 @@ export class FrameAssembler<T> {
     if (cap > this.peak) this.peak = cap
     return next
   }
+}
+
+/** Decodes exactly one whole frame (header and body, nothing more) with the same checks. */
+export function decodeWholeFrame<T> (bytes: Uint8Array, p: FrameProtocol<T>): T {
+  if (bytes.byteLength < 1) throw p.truncated('empty input')
+  const type = bytes[0] as number
+  p.checkType(type)
+  if (bytes.byteLength < FRAME_HEADER_BYTES) throw p.truncated(`frame header needs ${FRAME_HEADER_BYTES} bytes, got ${bytes.byteLength}`)
+  const bodyLength = readU32(bytes, 1)
+  p.checkHeader(type, bodyLength)
+  const total = FRAME_HEADER_BYTES + bodyLength
+  if (bytes.byteLength < total) throw p.truncated(`frame of ${total} bytes, got ${bytes.byteLength}`)
+  if (bytes.byteLength > total) throw p.malformed(`${bytes.byteLength - total} bytes after the frame`)
+  return p.decodeBody(type, bytes.subarray(FRAME_HEADER_BYTES))
 }
 
 function readU32 (b: Uint8Array, at: number): number {

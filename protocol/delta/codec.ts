@@ -16,7 +16,8 @@
  * refused before any allocation. Decoded frames hold views into the input bytes (no copies).
  * This module checks each frame on its own; cross-frame rules live in generation.ts.
  */
-import { FRAME_HEADER_BYTES } from '../common/frame-stream.ts'
+import { FRAME_HEADER_BYTES, decodeWholeFrame } from '../common/frame-stream.ts'
+import type { FrameProtocol } from '../common/frame-stream.ts'
 import { BlockEncoding, CHECKSUM_LENGTH } from './block.ts'
 import { FileKind, FrameType } from './messages.ts'
 import type { BeginFrame, BlockEntry, BlocksFrame, EndFrame, Frame, ResizeFrame } from './messages.ts'
@@ -29,6 +30,7 @@ import {
   DeltaFrameTooLargeError,
   DeltaLimitExceededError,
   DeltaMalformedFrameError,
+  DeltaProtocolError,
   DeltaTruncatedError,
   DeltaUnknownFrameError
 } from './errors.ts'
@@ -82,19 +84,21 @@ export function checkHeader (type: number, bodyLength: number, limits: DeltaLimi
   }
 }
 
+/** The delta codec as the shared frame assembler sees it (protocol/common/frame-stream.ts). */
+export function deltaFrameProtocol (limits: DeltaLimits): FrameProtocol<Frame> {
+  return {
+    checkType: (type) => { if (!isKnownFrameType(type)) throw new DeltaUnknownFrameError(`unknown frame type ${type}`) },
+    checkHeader: (type, bodyLength) => { checkHeader(type, bodyLength, limits) },
+    decodeBody: (type, body) => decodeFrameBody(type as FrameType, body, limits),
+    truncated: (message) => new DeltaTruncatedError(message),
+    malformed: (message) => new DeltaMalformedFrameError(message),
+    isProtocolError: (err): err is Error => err instanceof DeltaProtocolError
+  }
+}
+
 /** Decodes one complete frame (header and body, nothing more). */
 export function decodeFrame (bytes: Uint8Array, options: CodecOptions = {}): Frame {
-  const limits = resolveLimits(options.limits)
-  if (bytes.byteLength < 1) throw new DeltaTruncatedError('empty input')
-  const type = bytes[0] as number
-  if (!isKnownFrameType(type)) throw new DeltaUnknownFrameError(`unknown frame type ${type}`)
-  if (bytes.byteLength < FRAME_HEADER_BYTES) throw new DeltaTruncatedError(`frame header needs ${FRAME_HEADER_BYTES} bytes, got ${bytes.byteLength}`)
-  const bodyLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
-  checkHeader(type, bodyLength, limits)
-  const total = FRAME_HEADER_BYTES + bodyLength
-  if (bytes.byteLength < total) throw new DeltaTruncatedError(`frame of ${total} bytes, got ${bytes.byteLength}`)
-  if (bytes.byteLength > total) throw new DeltaMalformedFrameError(`${bytes.byteLength - total} bytes after the frame`)
-  return decodeFrameBody(type, bytes.subarray(FRAME_HEADER_BYTES), limits)
+  return decodeWholeFrame(bytes, deltaFrameProtocol(resolveLimits(options.limits)))
 }
 
 /** Decodes a body whose header already passed checkHeader. */

@@ -4,27 +4,14 @@
  */
 import type { Uint8ArrayList } from 'uint8arraylist'
 import { FrameAssembler, decodeFramed } from '../common/frame-stream.ts'
-import type { FrameProtocol } from '../common/frame-stream.ts'
-import { checkHeader, decodeFrameBody, encodeFrame, isKnownFrameType } from './codec.ts'
+import { deltaFrameProtocol, encodeFrame } from './codec.ts'
 import type { CodecOptions } from './codec.ts'
 import { resolveLimits } from './limits.ts'
-import type { Frame, FrameType } from './messages.ts'
-import { DeltaProtocolError, DeltaTruncatedError, DeltaUnknownFrameError } from './errors.ts'
-
-function deltaFrames (options: CodecOptions): FrameProtocol<Frame> {
-  const limits = resolveLimits(options.limits)
-  return {
-    checkType: (type) => { if (!isKnownFrameType(type)) throw new DeltaUnknownFrameError(`unknown frame type ${type}`) },
-    checkHeader: (type, bodyLength) => { checkHeader(type, bodyLength, limits) },
-    decodeBody: (type, body) => decodeFrameBody(type as FrameType, body, limits),
-    truncated: (message) => new DeltaTruncatedError(message),
-    isProtocolError: (err): err is Error => err instanceof DeltaProtocolError
-  }
-}
+import type { Frame } from './messages.ts'
 
 /** Chunks split anywhere in, whole delta frames out (see FrameAssembler). */
 export class FrameDecoder extends FrameAssembler<Frame> {
-  constructor (options: CodecOptions = {}) { super(deltaFrames(options)) }
+  constructor (options: CodecOptions = {}) { super(deltaFrameProtocol(resolveLimits(options.limits))) }
 }
 
 export interface DecodeFramesOptions extends CodecOptions {

@@ -25,9 +25,10 @@
  */
 import { FileKind } from '../delta/messages.ts'
 import { FRAME_HEADER_BYTES } from '../delta/codec.ts'
+import { decodeWholeFrame } from '../common/frame-stream.ts'
 import {
   ReplicationBadEnumError, ReplicationEncodeError, ReplicationFrameTooLargeError, ReplicationLimitExceededError,
-  ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError
+  ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError, isPeerProtocolError
 } from './errors.ts'
 import { FIXED_BODY_BYTES, HELLO_FILE_FIXED_BYTES, MAX_BLOCK_LENGTH, RANGE_BYTES, maxBodyBytes, minBodyBytes, resolveControlLimits } from './limits.ts'
 import type { ControlLimits } from './limits.ts'
@@ -78,16 +79,14 @@ export function checkControlHeader (type: number, bodyLength: number, limits: Co
 /** Decodes one complete control frame (header and body, nothing more). */
 export function decodeControl (bytes: Uint8Array, options: ControlCodecOptions = {}): ControlMessage {
   const limits = resolveControlLimits(options.limits)
-  if (bytes.byteLength < 1) throw new ReplicationTruncatedError('empty input')
-  const type = bytes[0] as number
-  if (!isControlType(type)) throw new ReplicationUnknownFrameError(`unknown control frame type ${type}`)
-  if (bytes.byteLength < FRAME_HEADER_BYTES) throw new ReplicationTruncatedError(`frame header needs ${FRAME_HEADER_BYTES} bytes, got ${bytes.byteLength}`)
-  const bodyLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
-  checkControlHeader(type, bodyLength, limits)
-  const total = FRAME_HEADER_BYTES + bodyLength
-  if (bytes.byteLength < total) throw new ReplicationTruncatedError(`frame of ${total} bytes, got ${bytes.byteLength}`)
-  if (bytes.byteLength > total) throw new ReplicationMalformedFrameError(`${bytes.byteLength - total} bytes after the frame`)
-  return decodeControlBody(type, bytes.subarray(FRAME_HEADER_BYTES), limits)
+  return decodeWholeFrame<ControlMessage>(bytes, {
+    checkType: (type) => { if (!isControlType(type)) throw new ReplicationUnknownFrameError(`unknown control frame type ${type}`) },
+    checkHeader: (type, bodyLength) => { checkControlHeader(type, bodyLength, limits) },
+    decodeBody: (type, body) => decodeControlBody(type as ControlType, body, limits),
+    truncated: (message) => new ReplicationTruncatedError(message),
+    malformed: (message) => new ReplicationMalformedFrameError(message),
+    isProtocolError: isPeerProtocolError
+  })
 }
 
 /** Decodes a body whose header already passed checkControlHeader. */

@@ -13,7 +13,7 @@ import { resolveLimits } from '../delta/limits.ts'
 import type { DeltaLimits } from '../delta/limits.ts'
 import type { Frame } from '../delta/messages.ts'
 import { checkControlHeader, decodeControlBody, encodeControl } from './codec.ts'
-import { isPeerProtocolError, ReplicationTruncatedError, ReplicationUnknownFrameError } from './errors.ts'
+import { isPeerProtocolError, ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError } from './errors.ts'
 import { resolveControlLimits } from './limits.ts'
 import type { ControlLimits } from './limits.ts'
 import { isControlMessage, isControlType } from './messages.ts'
@@ -44,6 +44,7 @@ function replicationFrames (options: ReplicationCodecOptions): FrameProtocol<Rep
       ? decodeFrameBody(type, body, delta)
       : decodeControlBody(type as ControlType, body, control),
     truncated: (message) => new ReplicationTruncatedError(message),
+    malformed: (message) => new ReplicationMalformedFrameError(message),
     isProtocolError: isPeerProtocolError
   }
 }

@@ -122,6 +122,7 @@ export class ReplicationReceiver {
         return
       }
       if (hello.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
+        log.warn({ peer: from, vm: hello.vm, protocolVersion: hello.protocolVersion, supported: CONTROL_PROTOCOL_VERSION, code: 'ERR_REPLICATION_UNSUPPORTED_VERSION' }, 'replication session refused: unsupported protocol version')
         await channel.sendItem({ type: 'refuse', generation: 0, code: NackCode.ProtocolError, message: `protocol version ${hello.protocolVersion} not supported` })
         await channel.close()
         return

@@ -27,6 +27,8 @@ import type { StreamLike } from './channel.ts'
 import { ReplicationReceiver, type ReceiverInit } from './receiver.ts'
 import { ReplicaRegistry } from './replicas.ts'
 import { VmSource } from './vm-source.ts'
+import { changeSourceKind } from './told-source-runner.ts'
+import { qemuQmpSocketOf } from '../hypervisor/qemu.ts'
 import { shipFinalGeneration } from './final.ts'
 import type { VerifyReport } from './sender.ts'
 import { UnknownVmError, VerifyFailedError } from './errors.ts'
@@ -219,7 +221,8 @@ export class ReplicationService {
       },
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),
       ...(metrics !== undefined ? { metrics } : {}),
-      scanBudget: this.scanBudget
+      scanBudget: this.scanBudget,
+      ...(changeSourceKind(vm, this.config.hypervisor.driver) === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.node.dataDir, 'hypervisor'), vm.name) } : {})
     }, { vm, nodeName: this.config.node.name })
   }
 
@@ -282,5 +285,5 @@ export class ReplicationService {
 }
 
 function sameFiles (a: VmConfig, b: VmConfig): boolean {
-  return JSON.stringify([a.disks, a.files, a.blockSizeBytes, a.scanIntervalMs, a.quietBudgetMs]) === JSON.stringify([b.disks, b.files, b.blockSizeBytes, b.scanIntervalMs, b.quietBudgetMs])
+  return JSON.stringify([a.disks, a.files, a.blockSizeBytes, a.scanIntervalMs, a.quietBudgetMs, a.changeSource, a.qmpPath]) === JSON.stringify([b.disks, b.files, b.blockSizeBytes, b.scanIntervalMs, b.quietBudgetMs, b.changeSource, b.qmpPath])
 }

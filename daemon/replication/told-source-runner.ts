@@ -124,7 +124,7 @@ export class ToldSourceRunner {
         const node = await formatNodeOf(qmp, file)
         d.tracker = new QemuBitmapTracker({ clock: this.components.clock, qmp, told, ...(this.components.run !== undefined ? { run: this.components.run } : {}) }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket) })
         d.socket = socket
-        this.components.log.info({ vm: this.init.vm, file, node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
+        this.components.log.info({ vm: this.init.vm, file, blockNode: node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
       }
       await d.tracker.rotate(signal)
     } catch (err) {

@@ -29,6 +29,7 @@ import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
 import type { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import { Books } from './books.ts'
 import { ToldSourceRunner } from './told-source-runner.ts'
+import { parseToldScanToken } from '../../storage/changes/told-scan.ts'
 import { TargetSender } from './sender.ts'
 import type { StreamLike } from './channel.ts'
 
@@ -136,7 +137,8 @@ export class VmSource {
         this.scanSeq++
         this.scanStarted.set(resolve(file), this.components.clock.now())
         this.captureStarting.set(resolve(file), this.components.clock.wallNow())
-        return await (this.told?.source ?? this.hashScan).changes(file, since, opts)
+        // a told source's token carries the hash scan's: switching back to the scan keeps it
+        return this.told !== undefined ? await this.told.source.changes(file, since, opts) : await this.hashScan.changes(file, parseToldScanToken(since).hs, opts)
       }
     }
     this.tracker = new ChangeTracker({

@@ -24,7 +24,7 @@
  * The manifest's stat token is dropped by that pass, so a told-source generation is never
  * taken for a quiet scan (`consistent` stays false unless the producer froze the read).
  */
-import type { HashScanSource } from './hash-scan.ts'
+import { parseHashScanToken, type HashScanSource } from './hash-scan.ts'
 import type { ToldRangesSource } from './told.ts'
 import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken } from './source.ts'
 
@@ -46,7 +46,12 @@ export function formatToldScanToken (hs: ChangeToken | null, told: ChangeToken |
   return `${PREFIX}|${hs ?? ''}|${told ?? ''}`
 }
 
+/**
+ * Our token's parts. A plain hash-scan token (the VM used the hash scan before) is taken as
+ * the hs part: switching a VM to a told source then costs one incremental scan, not a resend.
+ */
 export function parseToldScanToken (t: ChangeToken | null): { hs: ChangeToken | null, told: ChangeToken | null } {
+  if (t != null && parseHashScanToken(t) !== null) return { hs: t, told: null }
   const parts = t?.split('|') ?? []
   if (parts.length !== 3 || parts[0] !== PREFIX) return { hs: null, told: null }
   return { hs: parts[1] === '' ? null : parts[1] as string, told: parts[2] === '' ? null : parts[2] as string }

@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import type { Level } from 'level'
 import { HashScanSource } from '../../../storage/changes/hash-scan.ts'
 import { ToldRangesSource } from '../../../storage/changes/told.ts'
-import { ToldScanSource } from '../../../storage/changes/told-scan.ts'
+import { ToldScanSource, parseToldScanToken } from '../../../storage/changes/told-scan.ts'
 import type { Range } from '../../../storage/changes/range.ts'
 import { Manifest } from '../../../storage/manifest/manifest.ts'
 import { binarySublevel } from '../../../storage/manifest/db.ts'
@@ -159,6 +159,17 @@ describe('changes/told-scan', function () {
     const set = await fresh.changes(file, t2)
     assert.equal(set.full, false)
     assert.deepEqual(blocksOf(set.ranges), [8])
+  })
+
+  it('tokens: a plain hash-scan token (the VM used the scan before) is kept as the hash-scan part, both ways', async () => {
+    const before = await hashScan.changes(file, null)
+    assert.deepEqual(parseToldScanToken(before.token), { hs: before.token, told: null })
+    await writeAt(file, 11 * BS, blockContent(BS, 11, 9))
+    const set = await source.changes(file, before.token) // the switch: one scan against the manifest
+    assert.equal(set.full, false)
+    assert.deepEqual(blocksOf(set.ranges), [11])
+    assert.deepEqual(parseToldScanToken('garbage'), { hs: null, told: null })
+    assert.equal(parseToldScanToken(set.token).hs !== null, true)
   })
 
   it('while the producer cannot see the file (VM not under QEMU) the hash scan answers', async () => {

@@ -29,7 +29,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath as fileURLToPathSync } from 'node:url'
-import { LocalCluster, daemonNodeArgs, freePort } from '../daemon/demo/local-cluster.ts'
+import { LocalCluster, daemonNodeArgs, freePort } from '../daemon/cluster/local-cluster.ts'
 import type { StatusDocument } from '../daemon/status.ts'
 
 const MiB = 1024 * 1024

@@ -9,13 +9,12 @@ import { z } from 'zod'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parseDuration, parseRate, parseSize } from './units.ts'
+import { NODE_NAME_RE, VM_NAME_RE } from '../common/names.ts'
+import { PROFILES, detectorTimingProblems, ownershipTimingProblems } from './profiles.ts'
+import { BLOCK_SIZE_RULE, DEFAULT_BLOCK_SIZE, isValidBlockSize } from '../common/block-size.ts'
 
-const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
-/**
- * A VM name: also spaces and parentheses (common on Hyper-V: "SQL 2019 (prod)"), never a path
- * separator or a trailing space or dot (Windows drops those from folder names).
- */
-export const VM_NAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9 ._()-]{0,61}[A-Za-z0-9_()-])?$/
+const name = z.string().regex(NODE_NAME_RE, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
+export { VM_NAME_RE }
 const vmName = z.string().regex(VM_NAME_RE, 'must be 1-63 letters, digits, spaces, ".", "_", "-", "(" or ")", starting with a letter or digit and not ending with a space or "."')
 
 const peerIdString = z.string().refine(s => { try { peerIdFromString(s); return true } catch { return false } }, 'not a valid libp2p peer ID')
@@ -49,7 +48,9 @@ const detectorOverrides = z.strictObject({
   suspicionMaxMs: posInt.optional(),
   awarenessMax: z.number().int().min(0).max(64).optional(),
   retransmitMult: z.number().int().min(1).max(16).optional(),
-  gossipPerMessage: z.number().int().min(1).max(64).optional()
+  gossipPerMessage: z.number().int().min(1).max(64).optional(),
+  suspicionConfirmations: z.number().int().min(0).max(16).optional(),
+  pushFanout: z.number().int().min(0).max(16).optional()
 })
 
 const ownershipOverrides = z.strictObject({
@@ -58,6 +59,14 @@ const ownershipOverrides = z.strictObject({
   fenceMs: posInt.optional(),
   driftRatio: z.number().min(0).max(0.2).optional(),
   electionStaggerMs: z.number().int().min(0).optional(),
+  electionTimeoutMs: posInt.optional(),
+  electionRetryMs: z.number().int().min(0).optional(),
+  electionJitterMs: z.number().int().min(0).optional(),
+  startRetryMs: z.number().int().min(0).optional(),
+  startCoalesceMs: z.number().int().min(0).optional(),
+  reportIntervalMs: posInt.optional(),
+  plannedGraceMs: z.number().int().min(0).optional(),
+  operatorTimeoutMs: posInt.optional(),
   maxConcurrentStarts: posInt.optional()
 })
 
@@ -117,7 +126,7 @@ export const vmSchema = z.strictObject({
   failover: z.enum(['auto', 'manual']).default('auto'),
   priority: z.number().int().default(0),
   startOrder: z.number().int().default(0),
-  blockSize: size.refine(v => v >= 4096 && v <= 4 * 1024 * 1024 && (v & (v - 1)) === 0, 'blockSize must be a power of two from 4KiB to 4MiB').default(65536),
+  blockSize: size.refine(isValidBlockSize, `blockSize must be ${BLOCK_SIZE_RULE}`).default(DEFAULT_BLOCK_SIZE),
   scanInterval: duration.default(1000),
   quietBudget: duration.default(2000),
   recoveryPoints: recoveryPoints.default({ count: 24, keepAllWithin: 3_600_000, hourlyBeyond: true }),
@@ -225,6 +234,17 @@ export const rawConfigSchema = z.strictObject({
     if (s.fromMinute >= s.toMinute) ctx.addIssue({ code: 'custom', path: ['bandwidth', 'schedule', i, 'to'], message: '"to" must be later than "from" (split windows that cross midnight in two)' })
   })
   if (c.mesh.dialBackoffMin > c.mesh.dialBackoffMax) ctx.addIssue({ code: 'custom', path: ['mesh', 'dialBackoffMin'], message: 'must not exceed mesh.dialBackoffMax' })
+  // Timing overrides are checked against the profile they override: the relations between
+  // the values (config/profiles.ts) must hold for what will actually run.
+  const profile = PROFILES[c.mesh.profile]
+  for (const p of detectorTimingProblems({ ...profile.detector, ...defined(c.mesh.detector) })) ctx.addIssue({ code: 'custom', path: ['mesh', 'detector', p.key], message: p.message })
+  const { maxConcurrentStarts: _, ...own } = c.ownership
+  for (const p of ownershipTimingProblems({ ...profile.ownership, ...defined(own) })) ctx.addIssue({ code: 'custom', path: ['ownership', p.key], message: p.message })
 })
+
+/** The keys of `o` that are set (an absent override must not erase a profile value). */
+export function defined<T extends object> (o: T): { [K in keyof T]-?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]-?: Exclude<T[K], undefined> }
+}
 
 export type RawConfig = z.output<typeof rawConfigSchema>

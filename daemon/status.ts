@@ -1,8 +1,8 @@
 /**
- * The shape of `vmesh status --json` (see shared/interface.md). Built from the services'
+ * The shape of `vmesh status --json` (README, "vmesh status --json"). Built from the services'
  * live views; extended, never renamed.
  */
-import type { TestFailoverRecord } from './ownership/test-failover.ts'
+import type { TestFailoverRecord } from './test-failover/types.ts'
 export interface MemberStatus {
   name: string
   peerId: string

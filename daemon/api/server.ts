@@ -8,14 +8,17 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { randomBytes, timingSafeEqual } from 'node:crypto'
-import { writeFile, rename, mkdir, unlink } from 'node:fs/promises'
+import { mkdir, unlink } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { VmeshError, errorMessage } from '../../common/errors.ts'
+import { hostOs, renameDurable, writeSecretFile } from '../../common/platform/index.ts'
 import type { Logger } from '../log.ts'
 import { BadRequestError, NotFoundError } from './errors.ts'
 
-export type Handler = (req: { body: unknown, query: URLSearchParams, signal: AbortSignal }) => Promise<unknown> | unknown
-export type RawHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void> | void
+import type { Handler, RawHandler, RouteRegistry } from './routes.ts'
+import type { Startable } from '../startable.ts'
+
+export type { Handler, RawHandler } from './routes.ts'
 
 export interface ApiServerInit {
   host: string
@@ -25,7 +28,7 @@ export interface ApiServerInit {
   maxBodyBytes?: number
 }
 
-export class ApiServer {
+export class ApiServer implements RouteRegistry, Startable {
   private server?: Server
   private token = ''
   private readonly routes = new Map<string, Handler>()
@@ -54,8 +57,9 @@ export class ApiServer {
     this.token = randomBytes(32).toString('hex')
     await mkdir(dirname(this.init.tokenPath), { recursive: true, mode: 0o700 })
     const tmp = `${this.init.tokenPath}.tmp`
-    await writeFile(tmp, this.token + '\n', { mode: 0o600 })
-    await rename(tmp, this.init.tokenPath)
+    // mode 0600 on POSIX; owner/SYSTEM/Administrators ACL on Windows (kept by the rename)
+    await writeSecretFile(tmp, this.token + '\n', { os: hostOs, exclusive: false })
+    await renameDurable(tmp, this.init.tokenPath, { os: hostOs })
     const server = createServer((req, res) => { void this.handle(req, res) })
     server.keepAliveTimeout = 5000
     await new Promise<void>((resolve, reject) => {

@@ -1,7 +1,7 @@
 /**
  * The `vmesh` command line. Each command parses its flags (commander), does its work through
  * config/, storage/ or the control API, and ends through output.ts so the JSON and exit-code
- * contract of shared/interface.md holds everywhere.
+ * contract of the README ("Command line") holds everywhere.
  */
 import '../../common/polyfill.ts'
 import { Command, CommanderError, Option } from 'commander'
@@ -9,6 +9,7 @@ import { loadConfig } from '../../config/load.ts'
 import { createPsk } from '../../config/identity.ts'
 import { createLogger } from '../log.ts'
 import { ApiClient } from '../api/client.ts'
+import { hostOs, reloadSignal, stopSignals } from '../../common/platform/index.ts'
 import { printError, printResult, EXIT_OK, EXIT_FAILED, EXIT_USAGE, UsageError, type OutputOptions } from './output.ts'
 import { runInit } from './commands/init.ts'
 import { runPeerAdd } from './commands/peer-add.ts'
@@ -87,7 +88,8 @@ export function buildProgram (): Command {
       const loaded = await loadConfig(o.config)
       const log = createLogger({ level: loaded.config.log.level, node: loaded.config.node.name })
       const { Daemon } = await import('../daemon.ts')
-      const daemon = new Daemon(loaded, { log })
+      let stopRequested = (): void => {}
+      const daemon = new Daemon(loaded, { log, onStopRequested: () => { stopRequested() } })
       const done = new Promise<void>((resolve) => {
         let stopping = false
         const onSignal = (sig: string): void => {
@@ -98,11 +100,16 @@ export function buildProgram (): Command {
           setTimeout(() => { log.error('clean stop took over 4.5 s; exiting'); process.exit(1) }, 4500).unref()
           daemon.stop().then(resolve, (err) => { log.error({ err }, 'stop failed'); resolve() })
         }
-        process.on('SIGHUP', () => {
-          daemon.reload().catch((err) => { log.error({ error: (err as Error).message }, 'reload failed; running config unchanged') })
-        })
-        process.on('SIGTERM', () => onSignal('SIGTERM'))
-        process.on('SIGINT', () => onSignal('SIGINT'))
+        // POSIX: SIGTERM/SIGINT stop, SIGHUP reloads. Windows delivers neither SIGTERM nor a
+        // reload signal: `vmesh stop` / `vmesh reload` go through the control API there
+        const reloadSig = reloadSignal(hostOs)
+        if (reloadSig !== undefined) {
+          process.on(reloadSig, () => {
+            daemon.reload().catch((err) => { log.error({ error: (err as Error).message }, 'reload failed; running config unchanged') })
+          })
+        }
+        for (const sig of stopSignals(hostOs)) process.on(sig, () => onSignal(sig))
+        stopRequested = () => onSignal('api')
       })
       try {
         await daemon.start()
@@ -113,6 +120,16 @@ export function buildProgram (): Command {
         process.exit(EXIT_FAILED)
       }
       await done
+      return EXIT_OK
+    }))
+
+  program.command('stop')
+    .description('stop the running daemon cleanly through the control API (the way to stop it on Windows, which has no SIGTERM)')
+    .option('--json', 'print JSON')
+    .action(wrap<{ config: string }>(async (o) => {
+      const { config } = await loadConfig(o.config, { skipSecrets: true })
+      const r = await ApiClient.forConfig(config).call<{ stopping: boolean }>('POST', '/v1/stop')
+      printResult(o, r, () => 'stopping')
       return EXIT_OK
     }))
 
@@ -225,8 +242,9 @@ export function buildProgram (): Command {
       const o = cmd.optsWithGlobals() as OutputOptions & { state: string, blockSize: string }
       try {
         const { parseSize } = await import('../../config/units.ts')
+        const { BLOCK_SIZE_RULE, isValidBlockSize } = await import('../../common/block-size.ts')
         const blockSizeBytes = parseSize(o.blockSize)
-        if (blockSizeBytes === undefined || blockSizeBytes < 4096 || blockSizeBytes > 4194304 || (blockSizeBytes & (blockSizeBytes - 1)) !== 0) throw new UsageError(`--block-size "${o.blockSize}" must be a power of two from 4KiB to 4MiB`)
+        if (blockSizeBytes === undefined || !isValidBlockSize(blockSizeBytes)) throw new UsageError(`--block-size "${o.blockSize}" must be ${BLOCK_SIZE_RULE}`)
         const { scanFile } = await import('../../storage/changes/scan-command.ts')
         const { formatRangesOf } = await import('../../storage/changes/format-ranges.ts')
         const r = await scanFile(file, o.state, { blockSizeBytes, rangesOf: formatRangesOf })

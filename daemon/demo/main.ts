@@ -10,8 +10,8 @@
  * elapsed time so the detector's and the replication's speed are visible.
  */
 import '../../common/polyfill.ts'
-import { LocalCluster } from './local-cluster.ts'
-import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from './fake-vm.ts'
+import { LocalCluster } from '../cluster/local-cluster.ts'
+import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../cluster/fake-vm.ts'
 import type { StatusDocument } from '../status.ts'
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdir, open, readFile, writeFile } from 'node:fs/promises'

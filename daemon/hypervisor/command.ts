@@ -6,7 +6,8 @@
  *   status "./vm-status.sh {vm}"                        exit 0 running, 1 not running, else error
  *   list   "./list-vms.sh"  (optional)                  prints [{ name, disks, files, state }]
  *
- * Each template is filled with shell-quoted values and run by `/bin/sh -c` in the config's
+ * Each template is filled with shell-quoted values and run by `/bin/sh -c` (Windows:
+ * `cmd.exe /d /s /c`, values in double quotes; common/platform/shell.ts) in the config's
  * folder. The values are also exported as VMESH_VM, VMESH_EPOCH, VMESH_DIR and VMESH_FILES
  * (newline-separated) for scripts that prefer the environment.
  *
@@ -20,7 +21,8 @@ import { isAbsolute, resolve } from 'node:path'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
 import { executeFence, type FenceAction } from './fence.ts'
-import { fillTemplate, placeholdersIn } from './quote.ts'
+import { fillTemplate as fillWith, placeholdersIn, templateQuote } from './quote.ts'
+import { hostOs, shellInvocation, type OsKind } from '../../common/platform/index.ts'
 import { HypervisorCommandFailedError, HypervisorConfigError, HypervisorOutputError, HypervisorUnsupportedError, VmAlreadyRunningError, tail } from './errors.ts'
 
 export interface CommandDriverConfig {
@@ -54,6 +56,8 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
   readonly kind = 'command' as const
   private readonly epochs: EpochStore
   private readonly timeoutMs: number
+  private readonly os: OsKind
+  private readonly fillTemplate: (template: string, values: Parameters<typeof fillWith>[1]) => string
 
   constructor (private readonly config: CommandDriverConfig, private readonly deps: DriverDeps) {
     for (const op of Object.keys(ALLOWED) as Op[]) {
@@ -66,10 +70,15 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
     }
     this.timeoutMs = config.timeout ?? 60_000
     this.epochs = new EpochStore(deps.stateDir)
+    this.os = deps.os ?? hostOs
+    const quote = templateQuote(this.os)
+    this.fillTemplate = (template, values) => fillWith(template, values, quote)
   }
 
   private async sh (command: string, env: Record<string, string>, opts?: OpOptions): Promise<{ code: number | null, stdout: string, stderr: string }> {
-    return await this.deps.run(['/bin/sh', '-c', command], {
+    const shell = shellInvocation(command, this.os)
+    return await this.deps.run(shell.argv, {
+      ...(shell.windowsVerbatimArguments ? { windowsVerbatimArguments: true } : {}),
       cwd: this.deps.cwd,
       timeoutMs: this.timeoutMs,
       env,
@@ -87,7 +96,7 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
   async start (vm: string, files: VmStartFiles, epoch: number, opts?: OpOptions): Promise<void> {
     await this.epochs.admit(vm, epoch)
     const all = [...files.disks, ...files.files]
-    const cmd = fillTemplate(this.config.start, { vm, epoch, files: all, dir: files.dir })
+    const cmd = this.fillTemplate(this.config.start, { vm, epoch, files: all, dir: files.dir })
     const r = await this.sh(cmd, { VMESH_VM: vm, VMESH_EPOCH: String(epoch), VMESH_DIR: files.dir, VMESH_FILES: all.join('\n'), VMESH_TEST: '0' }, opts)
     if (r.code !== 0) throw new HypervisorCommandFailedError('start', r.code, tail(r.stderr), 'start command')
   }
@@ -98,7 +107,7 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
     if (template === undefined) throw new HypervisorUnsupportedError('command', 'start an isolated test instance', 'set hypervisor.command.testStart, or pass {test} to the start script so it can leave the network out')
     if (await this.isTestRunning(testName, opts)) throw new VmAlreadyRunningError(testName)
     const all = [...files.disks, ...files.files]
-    const cmd = fillTemplate(template, { vm: testName, epoch: 0, files: all, dir: files.dir, test: true })
+    const cmd = this.fillTemplate(template, { vm: testName, epoch: 0, files: all, dir: files.dir, test: true })
     const r = await this.sh(cmd, { VMESH_VM: testName, VMESH_EPOCH: '0', VMESH_DIR: files.dir, VMESH_FILES: all.join('\n'), VMESH_TEST: '1', VMESH_TEST_OF: vm }, opts)
     if (r.code !== 0) throw new HypervisorCommandFailedError('testStart', r.code, tail(r.stderr), 'test start command')
   }
@@ -107,11 +116,11 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
     const env = { VMESH_VM: testName, VMESH_TEST: '1' }
     const action: FenceAction = {
       kind: 'command',
-      off: { kind: 'shell', command: fillTemplate(this.config.testStop ?? this.config.stop, { vm: testName, test: true }), cwd: this.deps.cwd, env },
+      off: { kind: 'shell', command: this.fillTemplate(this.config.testStop ?? this.config.stop, { vm: testName, test: true }), cwd: this.deps.cwd, env },
       timeoutMs: this.timeoutMs,
-      verify: { command: { kind: 'shell', command: fillTemplate(this.config.testStatus ?? this.config.status, { vm: testName, test: true }), cwd: this.deps.cwd, env }, offWhen: { exitCode: 1 } }
+      verify: { command: { kind: 'shell', command: this.fillTemplate(this.config.testStatus ?? this.config.status, { vm: testName, test: true }), cwd: this.deps.cwd, env }, offWhen: { exitCode: 1 } }
     }
-    await executeFence(action, { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+    await executeFence(action, { run: this.deps.run, clock: this.deps.clock, os: this.os, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
   }
 
   async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> {
@@ -119,7 +128,7 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
   }
 
   async turnOff (vm: string, opts?: OpOptions): Promise<void> {
-    await executeFence(await this.fenceAction(vm), { run: this.deps.run, clock: this.deps.clock, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
+    await executeFence(await this.fenceAction(vm), { run: this.deps.run, clock: this.deps.clock, os: this.os, ...(opts?.signal !== undefined ? { signal: opts.signal } : {}) })
   }
 
   async isRunning (vm: string, opts?: OpOptions): Promise<boolean> {
@@ -127,7 +136,7 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
   }
 
   private async status (template: string, vm: string, test: boolean, opts?: OpOptions): Promise<boolean> {
-    const r = await this.sh(fillTemplate(template, { vm, test }), { VMESH_VM: vm, VMESH_TEST: test ? '1' : '0' }, opts)
+    const r = await this.sh(this.fillTemplate(template, { vm, test }), { VMESH_VM: vm, VMESH_TEST: test ? '1' : '0' }, opts)
     if (r.code === 0) return true
     if (r.code === 1) return false
     throw new HypervisorCommandFailedError('status', r.code, tail(r.stderr), 'status command')
@@ -137,10 +146,10 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
     const env = { VMESH_VM: vm }
     return {
       kind: 'command',
-      off: { kind: 'shell', command: fillTemplate(this.config.stop, { vm }), cwd: this.deps.cwd, env },
+      off: { kind: 'shell', command: this.fillTemplate(this.config.stop, { vm }), cwd: this.deps.cwd, env },
       timeoutMs: this.timeoutMs,
       // a stop script that fails on an already-off VM still counts as off when status says so
-      verify: { command: { kind: 'shell', command: fillTemplate(this.config.status, { vm }), cwd: this.deps.cwd, env }, offWhen: { exitCode: 1 } }
+      verify: { command: { kind: 'shell', command: this.fillTemplate(this.config.status, { vm }), cwd: this.deps.cwd, env }, offWhen: { exitCode: 1 } }
     }
   }
 

@@ -3,7 +3,8 @@
  * the config's `vms:`. The config is edited through yaml's Document API so comments and
  * layout survive, re-validated with the same schema as `start`, then replaced atomically.
  */
-import { open, readFile, rename, rm, stat } from 'node:fs/promises'
+import { open, readFile, rm, stat } from 'node:fs/promises'
+import { hostOs, renameDurable } from '../../common/platform/index.ts'
 import { resolve } from 'node:path'
 import { isSeq, parseDocument, YAMLSeq } from 'yaml'
 import type { HypervisorDriver, OpOptions, VmInventory } from './driver.ts'
@@ -65,7 +66,7 @@ export async function protectVm (configPath: string, vm: string, inventory: VmIn
     const mode = (await stat(file)).mode & 0o777
     const fh = await open(tmp, 'w', mode)
     try { await fh.writeFile(out); await fh.sync() } finally { await fh.close() }
-    await rename(tmp, file)
+    await renameDurable(tmp, file, { os: hostOs })
   } catch (err) {
     await rm(tmp, { force: true })
     throw err

@@ -4,6 +4,7 @@
  * action" the watchdog process can execute on its own to turn a VM off without the daemon —
  * and, optionally, isolated test instances for `vmesh failover --test`.
  */
+import type { OsKind } from '../../common/platform/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import type { FenceAction } from './fence.ts'
 import type { CommandRunner } from './run.ts'
@@ -93,6 +94,8 @@ export interface DriverDeps {
   clock: Clock
   /** Runs external commands; tests pass one that replays recorded output. */
   run: CommandRunner
+  /** Whose shell and quoting command templates use (common/platform). @default hostOs */
+  os?: OsKind
 }
 
 /** True when `d` can run isolated test instances. */

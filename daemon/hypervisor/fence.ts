@@ -17,6 +17,7 @@ import { basename } from 'node:path'
 import type { Clock } from '../../common/clock.ts'
 import type { CommandRunner } from './run.ts'
 import { HypervisorCommandFailedError, HypervisorTimeoutError, tail } from './errors.ts'
+import { hostOs, processAlive, shellInvocation, type OsKind } from '../../common/platform/index.ts'
 
 export type FenceCommand =
   | { kind: 'shell', command: string, cwd?: string, env?: Record<string, string> }
@@ -31,15 +32,19 @@ export type FenceAction =
 
 export type FenceOutcome = 'off' | 'already-off'
 
-export interface FenceDeps { run: CommandRunner, clock: Clock, signal?: AbortSignal }
+/** `os`: whose shell runs `shell` commands (the host executing the fence). @default hostOs */
+export interface FenceDeps { run: CommandRunner, clock: Clock, signal?: AbortSignal, os?: OsKind }
 
-export function fenceArgv (c: FenceCommand): string[] {
-  return c.kind === 'shell' ? ['/bin/sh', '-c', c.command] : c.argv
+/** The argv of a fence command: a `shell` command runs in /bin/sh, or cmd.exe on Windows. */
+export function fenceArgv (c: FenceCommand, os: OsKind = hostOs): string[] {
+  return c.kind === 'shell' ? shellInvocation(c.command, os).argv : c.argv
 }
 
 async function runFenceCommand (c: FenceCommand, timeoutMs: number, deps: FenceDeps): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return await deps.run(fenceArgv(c), {
+  const os = deps.os ?? hostOs
+  return await deps.run(fenceArgv(c, os), {
     timeoutMs,
+    ...(c.kind === 'shell' && os === 'win32' ? { windowsVerbatimArguments: true } : {}),
     ...(c.cwd !== undefined ? { cwd: c.cwd } : {}),
     ...(c.env !== undefined ? { env: c.env } : {}),
     ...(deps.signal !== undefined ? { signal: deps.signal } : {}),
@@ -63,7 +68,7 @@ export async function executeFence (action: FenceAction, deps: FenceDeps): Promi
     const v = await runFenceCommand(action.verify.command, action.timeoutMs, deps)
     if (offWhenHolds(action.verify.offWhen, v)) return 'already-off'
   }
-  throw new HypervisorCommandFailedError(fenceArgv(action.off)[0] ?? '?', r.code, tail(r.stderr), 'turn off')
+  throw new HypervisorCommandFailedError(fenceArgv(action.off, deps.os)[0] ?? '?', r.code, tail(r.stderr), 'turn off')
 }
 
 /** The pid in a pid file, or undefined when there is none. */
@@ -77,11 +82,9 @@ export async function readPidFile (file: string): Promise<number | undefined> {
 }
 
 /** True when `pid` is alive and (where /proc exists) one of its arguments equals `match`. */
-export async function pidMatches (pid: number, match: string): Promise<boolean> {
-  try { process.kill(pid, 0) } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false
-  }
-  if (process.platform !== 'linux') return true
+export async function pidMatches (pid: number, match: string, os: OsKind = hostOs): Promise<boolean> {
+  if (!processAlive(pid, { os: os === 'linux' ? 'other' : os })) return false
+  if (os !== 'linux') return true
   let cmdline: string
   try { cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8') } catch { return false }
   // a zombie has an empty command line: it is dead for our purposes
@@ -108,9 +111,9 @@ async function killMatching (a: Extract<FenceAction, { kind: 'kill' }>, deps: Fe
   const pids = new Set<number>()
   if (a.pidFile !== undefined) {
     const pid = await readPidFile(a.pidFile)
-    if (pid !== undefined && await pidMatches(pid, a.match)) pids.add(pid)
+    if (pid !== undefined && await pidMatches(pid, a.match, deps.os)) pids.add(pid)
   }
-  if (a.program !== undefined && process.platform === 'linux') {
+  if (a.program !== undefined && (deps.os ?? hostOs) === 'linux') {
     for (const pid of await findProcesses(a.program, a.match)) if (pid !== process.pid) pids.add(pid)
   }
   if (pids.size === 0) return 'already-off'
@@ -121,7 +124,7 @@ async function killMatching (a: Extract<FenceAction, { kind: 'kill' }>, deps: Fe
   }
   const start = deps.clock.now()
   const anyLeft = async (): Promise<boolean> => {
-    for (const pid of pids) if (await pidMatches(pid, a.match)) return true
+    for (const pid of pids) if (await pidMatches(pid, a.match, deps.os)) return true
     return false
   }
   for (let i = 0; i < 100_000 && deps.clock.now() - start < a.timeoutMs; i++) {

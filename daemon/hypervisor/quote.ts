@@ -3,11 +3,22 @@
  * VM name or a path is quoted as a literal; nothing is ever interpolated unquoted.
  */
 import { HypervisorConfigError } from './errors.ts'
+import { cmdQuote as platformCmdQuote, type OsKind } from '../../common/platform/index.ts'
 
 /** A POSIX sh literal: single quotes, with embedded ones as '\''. */
 export function shQuote (s: string): string {
   if (s.includes('\0')) throw new HypervisorConfigError('a NUL byte cannot be passed to a shell')
   return `'${s.replace(/'/g, "'\\''")}'`
+}
+
+/** A cmd.exe literal (common/platform/shell.ts), refusals as HypervisorConfigError. */
+export function cmdQuote (s: string): string {
+  try { return platformCmdQuote(s) } catch (err) { throw new HypervisorConfigError((err as Error).message) }
+}
+
+/** The quoting of the shell command templates run by on `os` (/bin/sh or cmd.exe). */
+export function templateQuote (os: OsKind): (s: string) => string {
+  return os === 'win32' ? cmdQuote : shQuote
 }
 
 /**
@@ -30,12 +41,13 @@ export function placeholdersIn (template: string): Set<Placeholder> {
 }
 
 /**
- * Substitutes `{vm}` `{epoch}` `{dir}` (each one quoted value), `{files}` (space-separated,
- * each quoted) and `{test}` (`'1'` for an isolated test instance, `'0'` otherwise). Other braces
+ * Substitutes `{vm}` `{epoch}` `{dir}` (each one value quoted by `quote`: /bin/sh by default,
+ * `cmdQuote` for cmd.exe), `{files}` (space-separated, each quoted) and `{test}` (`'1'` for an isolated test instance, `'0'` otherwise). Other braces
  * are left alone so shell syntax like `${HOME}` or awk programs survive; write placeholders
  * bare, not inside your own quotes.
  */
-export function fillTemplate (template: string, values: { vm: string, epoch?: number, files?: string[], dir?: string, test?: boolean }): string {
+export function fillTemplate (template: string, values: { vm: string, epoch?: number, files?: string[], dir?: string, test?: boolean }, quote: (s: string) => string = shQuote): string {
+  const shQuote = quote
   return template.replace(PLACEHOLDER, (_m, key: Placeholder) => {
     switch (key) {
       case 'vm': return shQuote(values.vm)

@@ -25,6 +25,8 @@ export interface RunOptions {
   input?: string
   /** Bytes of stdout kept; more sets `truncated`. @default 16 MiB */
   maxStdoutBytes?: number
+  /** Windows: hand the arguments to CreateProcess unquoted (cmd.exe /s /c "..."). @default false */
+  windowsVerbatimArguments?: boolean
 }
 
 export interface RunResult {
@@ -67,7 +69,8 @@ async function runCommand (argv: string[], opts: RunOptions, clock: Clock): Prom
         env: opts.env !== undefined ? { ...process.env, ...opts.env } : process.env,
         stdio: ['pipe', 'pipe', 'pipe'],
         detached: !win,
-        windowsHide: true
+        windowsHide: true,
+        ...(opts.windowsVerbatimArguments === true ? { windowsVerbatimArguments: true } : {})
       })
     } catch (err) {
       reject(new HypervisorSpawnError(cmd, { cause: err })); return

@@ -4,9 +4,10 @@
  * or the new document, never a torn one; a document that does not parse is an error, never
  * silently "empty" (forgetting an epoch would let a stale start through).
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises'
+import { mkdir, open, readFile } from 'node:fs/promises'
 import { dirname } from 'node:path'
 import { HypervisorStateError } from './errors.ts'
+import { hostOs, renameDurable, syncDir } from '../../common/platform/index.ts'
 
 const MAX_STATE_BYTES = 4 * 1024 * 1024
 
@@ -38,9 +39,6 @@ export async function writeState (file: string, value: unknown): Promise<void> {
   } finally {
     await fh.close()
   }
-  await rename(tmp, file)
-  try {
-    const d = await open(dir, 'r')
-    try { await d.sync() } finally { await d.close() }
-  } catch { /* some platforms cannot fsync a folder */ }
+  await renameDurable(tmp, file, { os: hostOs })
+  await syncDir(dir, { os: hostOs })
 }

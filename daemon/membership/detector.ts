@@ -41,7 +41,6 @@ import { Suspicion } from './suspicion.ts'
 import { expectedConfirmations, retransmitLimit } from './timings.ts'
 import type { DetectorTimings } from './timings.ts'
 
-export { LAN_TIMINGS, WAN_TIMINGS } from './timings.ts'
 export type { DetectorTimings } from './timings.ts'
 export type { MemberState } from '../../protocol/membership/messages.ts'
 
@@ -571,7 +570,7 @@ export class Detector {
   private push (): void {
     this.pushPending = false
     const targets = shuffle([...this.peers.values()].filter(m => m.state === 'alive').map(m => m.id), this.random)
-      .slice(0, this.timings.pushFanout ?? 3)
+      .slice(0, this.timings.pushFanout)
     if (targets.length === 0) return
     const piggyback = this.piggyback()
     if (piggyback.length === 0) return

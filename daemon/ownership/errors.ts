@@ -1,4 +1,5 @@
 import { VmeshError } from '../../common/errors.ts'
+import { BadRequestError } from '../api/errors.ts'
 
 /** Ownership timings that cannot be safe (e.g. a watchdog deadline outside the lease). */
 export class OwnershipTimingError extends VmeshError {
@@ -16,3 +17,6 @@ export class FailoverRefusedError extends VmeshError {
     super('ERR_FAILOVER_REFUSED', `failover of ${vm} refused: ${reason}${hint !== '' ? ` (${hint})` : ''}`)
   }
 }
+
+/** A `POST /v1/failover` body that does not fit its schema (answered 400, code ERR_BAD_REQUEST). */
+export class FailoverRequestError extends BadRequestError {}

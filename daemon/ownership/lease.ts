@@ -7,6 +7,7 @@
  * whatever the message delays, pauses or clock offsets. The watchdog fences earlier still, at
  * s + fenceMs, to leave room for turning the VM off.
  */
+import { ownershipTimingProblems } from '../../config/profiles.ts'
 import { OwnershipTimingError } from './errors.ts'
 import type { OwnershipTiming } from './types.ts'
 
@@ -36,19 +37,12 @@ export function conservativeWait (remoteMs: number, driftRatio: number): number 
 }
 
 /**
- * Refuses timings that break the argument above: the watchdog must fence strictly inside the
- * holder's lease, renewals must come more often than the fence, and drift must leave a lease.
+ * Refuses timings that break the argument above (the relations are stated once, in
+ * config/profiles.ts, where the config schema checks them too): the watchdog must fence
+ * strictly inside the holder's lease, renewals must come more often than the fence, and drift
+ * must leave a lease.
  */
 export function validateTiming (t: OwnershipTiming): void {
-  const positive: Array<keyof OwnershipTiming> = ['renewMs', 'leaseMs', 'fenceMs', 'electionTimeoutMs']
-  for (const k of positive) {
-    if (!Number.isFinite(t[k]) || t[k] <= 0) throw new OwnershipTimingError(`${k} must be a positive number`)
-  }
-  const nonNegative: Array<keyof OwnershipTiming> = ['electionStaggerMs', 'electionRetryMs', 'electionJitterMs', 'startRetryMs', 'startCoalesceMs', 'reportIntervalMs', 'plannedGraceMs', 'operatorTimeoutMs']
-  for (const k of nonNegative) {
-    if (!Number.isFinite(t[k]) || t[k] < 0) throw new OwnershipTimingError(`${k} must be a non-negative number`)
-  }
-  if (!(t.driftRatio >= 0 && t.driftRatio < 0.5)) throw new OwnershipTimingError('driftRatio must be in [0, 0.5)')
-  if (t.fenceMs >= t.leaseMs * (1 - t.driftRatio)) throw new OwnershipTimingError('fenceMs must be below leaseMs × (1 − driftRatio)')
-  if (t.renewMs >= t.fenceMs) throw new OwnershipTimingError('renewMs must be below fenceMs')
+  const p = ownershipTimingProblems(t)[0]
+  if (p !== undefined) throw new OwnershipTimingError(`${p.key} ${p.message}`)
 }

@@ -17,6 +17,9 @@
  *    operator asks, or when a planned release names it, it waits rank × stagger, votes for itself
  *    and asks every voter for epoch+1. A majority of grants from one round makes it the owner
  *    with a lease counted from that round's send time: finalize, start, announce.
+ *  - Forced owner (--force, no majority): no lease; the machine itself moves its fence deadline
+ *    fenceMs ahead every renewMs (the VM is fenced when this daemon dies or hangs) until a
+ *    majority acks a round and it becomes an ordinary lease.
  *  - Planned failover on the owner: stop → shipFinal → finalGenerationShipped → persist the
  *    release → tell voters, who then waive their promise and the owner-alive rule for epoch+1.
  */
@@ -29,7 +32,8 @@ import { compareStartOrder, learnedSpec, newVmState, restoredSpec, sourceGenerat
 import type { Candidacy, Round, Trigger, VmState } from './state.ts'
 import { decideVote } from './voter.ts'
 import type { VoterState } from './voter.ts'
-import { LAN_OWNERSHIP_TIMING, recordKey } from './types.ts'
+import { recordKey } from './types.ts'
+import { PROFILES } from '../../config/profiles.ts'
 import type {
   FailoverRefusal, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord,
   StopReason, VmOwnershipStatus, VmSpec, VoteDecision, VoterSpec
@@ -41,7 +45,7 @@ export interface OwnershipMachineInit {
   /** Every configured node, this one included. */
   voters: VoterSpec[]
   vms: VmSpec[]
-  /** @default LAN_OWNERSHIP_TIMING */
+  /** @default PROFILES.lan.ownership */
   timing?: Partial<OwnershipTiming>
   /** Starts emitted and not yet acknowledged (started/startFailed), per node. @default 2 */
   maxConcurrentStarts?: number
@@ -85,7 +89,7 @@ export class OwnershipMachine {
 
   constructor (init: OwnershipMachineInit) {
     this.self = init.self
-    this.timing = { ...LAN_OWNERSHIP_TIMING, ...init.timing }
+    this.timing = { ...PROFILES.lan.ownership, ...init.timing }
     validateTiming(this.timing)
     for (const v of init.voters) {
       if (this.voters.has(v.id)) throw new OwnershipConfigError(`voter ${v.id} is listed twice`)
@@ -158,7 +162,7 @@ export class OwnershipMachine {
       if (v.owner === this.self) consider(v.nextRenewAt)
       if (this.isActiveOwner(v)) {
         consider(v.renewRetryAt)
-        if (!v.forced && v.run !== 'off' && v.run !== 'stopping') consider(v.fenceUntil)
+        if (v.run !== 'off' && v.run !== 'stopping') consider(v.fenceUntil)
         if (v.run === 'off') consider(v.startRetryAt)
       }
       consider(v.candidacy?.deadline ?? null)
@@ -365,8 +369,10 @@ export class OwnershipMachine {
       v.releasedSeenAt = this.now
       this.persistVm(v)
     }
-    // The owner turned the VM off for good at this epoch: its lease no longer binds us.
-    v.promises.delete(from)
+    // The owner turned the VM off for good at this epoch: its lease no longer binds us — unless
+    // we have since granted it a later epoch (it reclaimed the VM): that promise is kept. A
+    // repeated release can arrive after our grant (the owner repeats it until someone takes over).
+    if (v.votedEpoch <= m.epoch) v.promises.delete(from)
     v.reports.set(m.to, m.generation)
   }
 
@@ -445,6 +451,7 @@ export class OwnershipMachine {
     if (!retry) {
       v.nextRenewAt = this.now + this.timing.renewMs
       v.renewRetryAt = this.now + this.timing.renewMs / 4
+      if (v.forced) this.renewForcedFence(v)
     }
     this.broadcast({ type: 'renew', vm: v.spec.name, epoch: v.epoch, seq })
     this.checkRound(v, round)
@@ -457,6 +464,24 @@ export class OwnershipMachine {
     if (v.forced) { v.forced = false; this.persistVm(v) } else if (fence <= v.fenceUntil) return
     v.fenceUntil = Math.max(v.fenceUntil, fence)
     v.leaseUntil = Math.max(v.leaseUntil, ownerLeaseEnd(round.sendTime, this.timing))
+    if (v.run === 'starting' || v.run === 'running') this.events.push({ type: 'watchdog', vm: v.spec.name, deadline: v.fenceUntil })
+  }
+
+  /**
+   * A forced owner has no lease: the operator vouched that the other side is off. Its VM is
+   * still fenced — on this daemon being alive and responsive: every renewal period the machine
+   * moves the watchdog deadline fenceMs ahead by itself, so a daemon that dies or hangs has its
+   * VM turned off by the watchdog within fenceMs, like a lease holder cut off from its voters.
+   * The first majority-acked round turns this into an ordinary lease (checkRound).
+   */
+  private renewForcedFence (v: VmState): void {
+    // A deadline that lapsed while the VM ran (this daemon hung): the watchdog is turning it
+    // off. Do not revive it behind the watchdog's back — runStep stops it, and it starts
+    // again under a fresh deadline.
+    if ((v.run === 'starting' || v.run === 'running') && this.now >= v.fenceUntil) return
+    const fence = fenceDeadline(this.now, this.timing)
+    if (fence <= v.fenceUntil) return
+    v.fenceUntil = fence
     if (v.run === 'starting' || v.run === 'running') this.events.push({ type: 'watchdog', vm: v.spec.name, deadline: v.fenceUntil })
   }
 
@@ -719,6 +744,8 @@ export class OwnershipMachine {
     v.nextEpoch = null
     v.operatorUntil = null
     this.takeOwnership(v, epoch, true)
+    // tell the voters at once, and set the first self-renewed fence deadline so the VM can start
+    this.renewRound(v)
   }
 
   /** Our own VM, won again under a higher epoch: nothing is finalized (our disk is the source). */
@@ -790,7 +817,7 @@ export class OwnershipMachine {
   }
 
   private mayRun (v: VmState): boolean {
-    return this.isActiveOwner(v) && v.handoff === null && (v.forced || this.now < v.fenceUntil)
+    return this.isActiveOwner(v) && v.handoff === null && this.now < v.fenceUntil
   }
 
   private runStep (v: VmState): void {
@@ -826,7 +853,7 @@ export class OwnershipMachine {
       if (inflight >= this.maxStarts) break
       v.run = 'starting'
       inflight++
-      this.events.push({ type: 'watchdog', vm: v.spec.name, deadline: v.forced ? null : v.fenceUntil })
+      this.events.push({ type: 'watchdog', vm: v.spec.name, deadline: v.fenceUntil })
       this.events.push({ type: 'start', vm: v.spec.name, epoch: v.epoch })
     }
   }

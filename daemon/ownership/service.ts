@@ -1,16 +1,15 @@
 /**
- * The ownership driver: runs the pure OwnershipMachine (leases, election, start/stop) on real
- * time, real streams, a durable record store, the hypervisor driver and the watchdog process.
+ * The ownership service: the daemon's side of leases and failover. It carries election frames
+ * (and VM policies) over libp2p, keeps the machine's records in LevelDB, and hands everything
+ * else to the event loop (loop.ts), which runs the pure OwnershipMachine on real time and acts
+ * on its events — the watchdog on the loop's queue, hypervisor calls on a lane per VM, so a
+ * slow start never holds back a lease renewal.
  *
- *   timers ─tick─▶ OwnershipMachine ─persist─▶ LevelDB (sync)      (1) durable first
- *   election frames ─step─▶   │      ─send───▶ Messenger          (2) then send
- *   member / replica / driver inputs ─▶        ─events─▶ queue    (3) then act, in order:
- *        watchdog.arm → finalize → driver.start(epoch) → started/startFailed, stop → turnOff → stopped
+ *   election frames ─▶ OwnershipLoop ─persist─▶ LevelDB (sync)   (1) durable first
+ *   member / replica / operator inputs ─▶  ─send───▶ Messenger    (2) then send
+ *                                          ─events─▶ watchdog, driver lanes (3) then act
  *
- * Events are executed one at a time on a queue because their order is the safety argument
- * (the watchdog is armed before the start it protects, the replica finalized before it is
- * started). Inputs that event handling produces go back through the same path. Machine IDs
- * are node names; the messenger maps them to peer IDs.
+ * Machine IDs are node names; the messenger maps them to peer IDs.
  */
 import type { Libp2p } from '@libp2p/interface'
 import type { AbstractLevel } from 'abstract-level'
@@ -20,34 +19,13 @@ import { errorMessage } from '../../common/errors.ts'
 import type { Logger } from '../log.ts'
 import { Messenger } from '../mesh/messenger.ts'
 import { OwnershipMachine } from './machine.ts'
-import { recordKey, type OwnershipEvent, type OwnershipInput, type OwnershipOutput, type OwnershipTiming, type PersistRecord, type VmOwnershipStatus, type VmSpec, type VoterSpec, type GenerationRef } from './types.ts'
+import { recordKey, type OwnershipInput, type OwnershipTiming, type PersistRecord, type VmOwnershipStatus, type VmSpec, type VoterSpec, type GenerationRef } from './types.ts'
+import { OwnershipLoop, type LoopStats, type TimelineEntry } from './loop.ts'
 import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/election/codec.ts'
 import { ELECTION_PROTOCOL } from '../../protocol/election/ids.ts'
-import { VM_NAME_RE } from '../../config/schema.ts'
 import type { HypervisorDriver, VmStartFiles } from '../hypervisor/driver.ts'
-import { z } from 'zod'
+import { VMSPEC_MAX_MESSAGE_BYTES, VMSPEC_PROTOCOL, decodeVmSpecs, encodeVmSpecs } from '../../protocol/vmspec/index.ts'
 import { FailoverRefusedError } from './errors.ts'
-
-/**
- * VM specs travel from each VM's home node to every peer on their own small protocol so that
- * replica holders and witnesses know the policy (failover mode, priority order) of VMs their
- * own config does not list. JSON, validated, size-capped: a peer's bytes are hostile.
- */
-export const VMSPEC_PROTOCOL = '/vmesh/vmspec/1.0.0'
-const nameRe = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/
-const vmSpecsSchema = z.strictObject({
-  v: z.literal(1),
-  /** The sender (just started) asks for the receiver's specs in return. */
-  want: z.boolean().optional(),
-  specs: z.array(z.strictObject({
-    name: z.string().regex(VM_NAME_RE),
-    home: z.string().regex(nameRe),
-    replicateTo: z.array(z.string().regex(nameRe)).max(64),
-    failover: z.enum(['auto', 'manual']),
-    startOrder: z.number().int().min(-1e6).max(1e6),
-    priority: z.number().int().min(-1e6).max(1e6)
-  })).max(1000)
-})
 
 /** What ownership needs from replication (and, on the home node, the configured files). */
 export interface OwnershipHost {
@@ -106,23 +84,17 @@ export interface OwnershipInit {
 
 export class OwnershipService {
   private machine?: OwnershipMachine
+  private loop?: OwnershipLoop
   private readonly messenger: Messenger
   private readonly specMessenger: Messenger
   private readonly knownSpecs = new Map<string, string>()
   private readonly onConnect = (evt: CustomEvent): void => { this.announceSpecs(evt.detail.toString(), true) }
-  private timer?: TimerHandle
-  private monitorTimer?: TimerHandle
   private specTimer?: TimerHandle
   private started = false
-  private queue: Promise<void> = Promise.resolve()
   private readonly idToName = new Map<string, string>()
-  private readonly deadlines = new Map<string, number>()
-  private readonly runningHere = new Set<string>()
-  private readonly requestedPoints = new Map<string, string>()
-  private unsubscribeFence?: () => void
-  readonly stats = { decodeErrors: 0, starts: 0, stops: 0, startFailures: 0 }
+  readonly stats: LoopStats = { decodeErrors: 0, starts: 0, stops: 0, startFailures: 0 }
   /** Timeline of ownership events (bounded), for status and the demo. */
-  readonly timeline: Array<{ atWallMs: number, vm: string, event: string, epoch?: number, detail?: string }> = []
+  readonly timeline: TimelineEntry[] = []
 
   constructor (private readonly components: OwnershipComponents, private readonly init: OwnershipInit) {
     for (const [name, id] of Object.entries(init.peerIds)) this.idToName.set(id, name)
@@ -136,7 +108,7 @@ export class OwnershipService {
       libp2p: components.libp2p,
       onMessage: (from, body) => { this.receiveSpecs(from, body) },
       onProtocolError: (from, error) => { this.stats.decodeErrors++; components.log.warn({ peer: from, error }, 'vm spec stream violated framing; reset') }
-    }, { protocol: VMSPEC_PROTOCOL, maxFrameBytes: 256 * 1024 })
+    }, { protocol: VMSPEC_PROTOCOL, maxFrameBytes: VMSPEC_MAX_MESSAGE_BYTES })
   }
 
   /**
@@ -146,7 +118,7 @@ export class OwnershipService {
    */
   private announceSpecs (peerId: string, want = false): void {
     if (!this.idToName.has(peerId) || (this.init.vms.length === 0 && !want)) return
-    const body = new TextEncoder().encode(JSON.stringify({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) }))
+    const body = encodeVmSpecs({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) })
     // the stream opens asynchronously after connect; retry shortly if the first send was dropped
     if (!this.specMessenger.send(peerId, body)) this.components.clock.setTimeout(() => { if (this.started) this.specMessenger.send(peerId, body) }, 500)
   }
@@ -168,7 +140,7 @@ export class OwnershipService {
     const from = this.idToName.get(fromPeerId)
     if (from === undefined) return
     let parsed
-    try { parsed = vmSpecsSchema.parse(JSON.parse(new TextDecoder().decode(body))) } catch (err) {
+    try { parsed = decodeVmSpecs(body) } catch (err) {
       this.stats.decodeErrors++
       this.components.log.warn({ peer: from, error: errorMessage(err).slice(0, 200) }, 'bad VM spec message ignored')
       return
@@ -203,38 +175,36 @@ export class OwnershipService {
     }, records)
     // replication follows ownership from the start, not only from the next change
     for (const st of this.machine.status()) if (st.owner !== '') this.components.host.ownerChanged?.(st.vm, st.owner, st.epoch)
-    this.unsubscribeFence = this.components.watchdog?.onFence((r) => {
-      this.note(r.vm, r.ok ? 'fenced by watchdog' : 'watchdog fence failed')
-      if (r.ok) { this.runningHere.delete(r.vm); this.input({ type: 'stopped', vm: r.vm }) }
-    })
+    const { clock, log, db, driver, watchdog, host } = this.components
+    this.loop = new OwnershipLoop({
+      clock,
+      log,
+      machine: this.machine,
+      persist: async (recs) => { await db.batch(recs.map(r => ({ type: 'put' as const, key: recordKey(r), value: JSON.stringify(r) })), { sync: true } as never) },
+      send: (to, msg) => {
+        const peerId = this.init.peerIds[to]
+        if (peerId !== undefined) this.messenger.send(peerId, encodeElectionMessage(msg))
+      },
+      ...(driver !== undefined ? { driver } : {}),
+      ...(watchdog !== undefined ? { watchdog } : {}),
+      host
+    }, { timeline: this.timeline, stats: this.stats, ...(this.init.monitorMs !== undefined ? { monitorMs: this.init.monitorMs } : {}) })
     await this.messenger.start()
     await this.specMessenger.start()
     this.components.libp2p.addEventListener('peer:connect', this.onConnect)
     this.armSpecAnnounce(0, true)
-    // boot report: what the hypervisor runs now, with the watchdog deadline it inherited
-    const inherited = new Map((this.components.watchdog?.inherited() ?? []).map(x => [x.vm, x.deadline]))
-    for (const vm of this.init.vms) {
-      let running = false
-      try { running = await this.components.driver?.isRunning(vm.name) ?? false } catch (err) { this.components.log.warn({ vm: vm.name, error: errorMessage(err) }, 'could not ask the hypervisor whether the VM runs') }
-      if (running) this.runningHere.add(vm.name)
-      const fenceDeadline = inherited.get(vm.name)
-      this.input({ type: 'vmState', vm: vm.name, running, ...(fenceDeadline !== undefined ? { fenceDeadline } : {}) })
-    }
-    this.input(null)
-    this.armMonitor()
+    // boot report (what the hypervisor runs now, with the watchdog deadline it inherited), then the machine runs
+    await this.loop.start(this.init.vms.map(v => v.name))
   }
 
   async stop (): Promise<void> {
     if (!this.started) return
     this.started = false
-    this.components.clock.clearTimeout(this.timer)
-    this.components.clock.clearTimeout(this.monitorTimer)
     this.components.clock.clearTimeout(this.specTimer)
-    this.unsubscribeFence?.()
     this.components.libp2p.removeEventListener('peer:connect', this.onConnect)
     await this.specMessenger.stop()
     await this.messenger.stop()
-    await this.queue.catch(() => {})
+    await this.loop?.stop()
   }
 
   /** Failure-detector input (peer ID from the membership service). */
@@ -266,7 +236,7 @@ export class OwnershipService {
     const { point, ...rest } = opts
     if (point !== undefined) {
       if ((opts.to ?? this.init.self) !== this.init.self) throw new FailoverRefusedError(vm, 'point-elsewhere', `--point picks a recovery point of this node's replica; run it on ${opts.to ?? '?'}`)
-      this.requestedPoints.set(vm, point)
+      this.loop?.requestPoint(vm, point)
     }
     await this.request(vm, { type: 'operatorFailover', vm, ...rest })
   }
@@ -276,26 +246,10 @@ export class OwnershipService {
     await this.request(vm, { type: 'plannedFailover', vm, to })
   }
 
-  /** The recovery point an operator asked to fail `vm` over to (consumed by the next finalize). */
-  takeRequestedPoint (vm: string): string | undefined {
-    const p = this.requestedPoints.get(vm)
-    this.requestedPoints.delete(vm)
-    return p
-  }
-
   private async request (vm: string, input: OwnershipInput): Promise<void> {
-    let refusal: string | undefined
-    const run = this.queue.then(async () => {
-      if (!this.started || this.machine === undefined) { refusal = 'not-running'; return }
-      const out = this.machine.step(this.components.clock.now(), input)
-      const r = out.events.find(e => e.type === 'failoverRefused' && e.vm === vm)
-      if (r?.type === 'failoverRefused') refusal = r.reason
-      await this.apply(out)
-    })
-    this.queue = run.catch((err) => { this.components.log.error({ error: errorMessage(err) }, 'ownership input failed') })
-    await run
+    const refusal = this.loop === undefined || !this.started ? 'not-running' : await this.loop.request(vm, input)
     if (refusal !== undefined) {
-      this.requestedPoints.delete(vm)
+      this.loop?.dropRequestedPoint(vm)
       const owner = this.machine?.status().find(s => s.vm === vm)?.owner
       throw new FailoverRefusedError(vm, refusal, refusal === 'not-owner' && owner !== undefined ? `a planned failover runs on the owner, ${owner}` : '')
     }
@@ -303,12 +257,7 @@ export class OwnershipService {
 
   status (): VmOwnershipStatus[] { return this.machine?.status() ?? [] }
   specOf (vm: string): VmSpec | undefined { return this.machine?.spec(vm) }
-  isRunningHere (vm: string): boolean { return this.runningHere.has(vm) }
-
-  private note (vm: string, event: string, epoch?: number, detail?: string): void {
-    this.timeline.push({ atWallMs: this.components.clock.wallNow(), vm, event, ...(epoch !== undefined ? { epoch } : {}), ...(detail !== undefined ? { detail } : {}) })
-    if (this.timeline.length > 200) this.timeline.shift()
-  }
+  isRunningHere (vm: string): boolean { return this.loop?.isRunningHere(vm) ?? false }
 
   private receive (fromPeerId: string, body: Uint8Array): void {
     const from = this.idToName.get(fromPeerId)
@@ -324,134 +273,6 @@ export class OwnershipService {
 
   /** Feeds one input (or only a tick when null) through the machine, in order with everything else. */
   private input (input: OwnershipInput | null): void {
-    this.queue = this.queue.then(async () => {
-      if (!this.started || this.machine === undefined) return
-      const now = this.components.clock.now()
-      const out = input === null ? this.machine.tick(now) : this.machine.step(now, input)
-      await this.apply(out)
-    }).catch((err) => { this.components.log.error({ error: errorMessage(err) }, 'ownership input failed') })
-  }
-
-  private async apply (out: OwnershipOutput): Promise<void> {
-    if (out.persist.length > 0) {
-      await this.components.db.batch(out.persist.map(r => ({ type: 'put' as const, key: recordKey(r), value: JSON.stringify(r) })), { sync: true } as never)
-    }
-    for (const { to, msg } of out.send) {
-      const peerId = this.init.peerIds[to]
-      if (peerId !== undefined) this.messenger.send(peerId, encodeElectionMessage(msg))
-    }
-    for (const e of out.events) await this.act(e)
-    this.rearm()
-  }
-
-  private async act (e: OwnershipEvent): Promise<void> {
-    const { log, driver, watchdog, host, clock } = this.components
-    switch (e.type) {
-      case 'watchdog':
-        if (e.deadline === null) { this.deadlines.delete(e.vm); await watchdog?.disarm(e.vm) } else {
-          this.deadlines.set(e.vm, e.deadline)
-          try { await watchdog?.arm(e.vm, e.deadline) } catch (err) { log.error({ vm: e.vm, error: errorMessage(err) }, 'watchdog could not be armed') }
-        }
-        return
-      case 'finalize': {
-        const point = this.takeRequestedPoint(e.vm)
-        await host.finalize(e.vm, e.generation, point)
-        this.note(e.vm, 'replica finalized', undefined, point !== undefined ? `recovery point ${point}` : e.generation === null ? 'latest' : `generation ${e.generation.generation}`)
-        return
-      }
-      case 'start': {
-        const deadline = this.deadlines.get(e.vm)
-        if (watchdog !== undefined && (deadline === undefined || deadline <= clock.now())) {
-          log.warn({ vm: e.vm, epoch: e.epoch }, 'start refused: no live watchdog deadline')
-          await this.feed({ type: 'startFailed', vm: e.vm })
-          return
-        }
-        if (driver === undefined) { log.warn({ vm: e.vm }, 'no hypervisor driver configured; cannot start'); await this.feed({ type: 'startFailed', vm: e.vm }); return }
-        try {
-          const files = await host.filesForStart(e.vm)
-          await driver.start(e.vm, files, e.epoch)
-          this.runningHere.add(e.vm)
-          this.stats.starts++
-          this.note(e.vm, 'started here', e.epoch)
-          log.info({ vm: e.vm, epoch: e.epoch }, 'VM started')
-          await this.feed({ type: 'started', vm: e.vm })
-        } catch (err) {
-          this.stats.startFailures++
-          log.error({ vm: e.vm, epoch: e.epoch, error: errorMessage(err) }, 'VM start failed')
-          await this.feed({ type: 'startFailed', vm: e.vm })
-        }
-        return
-      }
-      case 'stop':
-        try {
-          await driver?.turnOff(e.vm)
-          this.runningHere.delete(e.vm)
-          this.stats.stops++
-          this.note(e.vm, `stopped here (${e.reason})`)
-          log.warn({ vm: e.vm, reason: e.reason }, 'VM turned off')
-        } catch (err) { log.error({ vm: e.vm, error: errorMessage(err) }, 'VM turn-off failed; the watchdog still fences it at its deadline') }
-        await this.feed({ type: 'stopped', vm: e.vm })
-        return
-      case 'owner':
-        this.note(e.vm, `owner ${e.owner}`, e.epoch)
-        log.info({ vm: e.vm, owner: e.owner, epoch: e.epoch }, 'VM owner')
-        host.ownerChanged?.(e.vm, e.owner, e.epoch)
-        return
-      case 'elected':
-        this.note(e.vm, e.forced ? 'elected here (forced)' : 'elected here', e.epoch)
-        log.warn({ vm: e.vm, epoch: e.epoch, forced: e.forced }, 'won the election for the VM')
-        return
-      case 'demoted':
-        this.note(e.vm, `demoted; new owner ${e.owner}`, e.epoch)
-        host.demoted(e.vm, e.owner, e.epoch)
-        // drivers that register VMs (hyperv) unregister it, files kept: a later start here re-imports
-        try { await driver?.release?.(e.vm) } catch (err) { log.error({ vm: e.vm, error: errorMessage(err) }, 'could not release the VM from the hypervisor') }
-        return
-      case 'shipFinal':
-        try {
-          const generation = await host.shipFinal(e.vm, e.to)
-          await this.feed({ type: 'finalGenerationShipped', vm: e.vm, generation })
-        } catch (err) { log.error({ vm: e.vm, to: e.to, error: errorMessage(err) }, 'shipping the final generation failed') }
-        return
-      case 'failoverRefused':
-      case 'failoverAbandoned':
-        this.note(e.vm, e.type, undefined, e.reason)
-        log.warn({ vm: e.vm, reason: e.reason }, e.type)
-    }
-  }
-
-  /** An input produced while acting on events: processed right away, still in order. */
-  private async feed (input: OwnershipInput): Promise<void> {
-    if (this.machine === undefined) return
-    await this.apply(this.machine.step(this.components.clock.now(), input))
-  }
-
-  private rearm (): void {
-    const m = this.machine
-    if (m === undefined || !this.started) return
-    const clock = this.components.clock
-    clock.clearTimeout(this.timer)
-    const next = m.nextDeadline()
-    if (next === undefined) return
-    this.timer = clock.setTimeout(() => { this.timer = undefined; this.input(null) }, Math.max(0, next - clock.now()))
-  }
-
-  /** A VM that died on its own (guest crash, killed) is reported stopped so the machine can restart it. */
-  private armMonitor (): void {
-    const clock = this.components.clock
-    this.monitorTimer = clock.setTimeout(() => {
-      void (async () => {
-        for (const vm of [...this.runningHere]) {
-          try {
-            if (!(await this.components.driver?.isRunning(vm) ?? true)) {
-              this.runningHere.delete(vm)
-              this.note(vm, 'stopped on its own')
-              this.input({ type: 'stopped', vm })
-            }
-          } catch {}
-        }
-        if (this.started) this.armMonitor()
-      })()
-    }, this.init.monitorMs ?? 2000)
+    if (this.started) this.loop?.input(input)
   }
 }

@@ -2,6 +2,7 @@
  * Shapes of the ownership machine: its configuration, inputs, outputs and persisted records.
  * All times are the node's own monotonic milliseconds (Clock.now()), never wall time.
  */
+import type { OwnershipProfile } from '../../config/profiles.ts'
 import type { ElectionMessage, GenerationRef, VoteReason } from '../../protocol/election/messages.ts'
 
 export type { GenerationRef } from '../../protocol/election/messages.ts'
@@ -30,69 +31,8 @@ export interface VmSpec {
   priority?: number
 }
 
-export interface OwnershipTiming {
-  /** Lease renewal period. @default 1000 (LAN) */
-  renewMs: number
-  /** Lease length promised by voters. @default 5000 (LAN) */
-  leaseMs: number
-  /** Watchdog deadline after a successful renewal's send time; well inside the lease. @default 3500 (LAN) */
-  fenceMs: number
-  /** Bound on any clock's rate error: local elapsed / real elapsed ∈ [1 − d, 1 + d]. @default 0.02 */
-  driftRatio: number
-  /** Wait per rank between election candidates. @default 500 (LAN) */
-  electionStaggerMs: number
-  /** How long a candidate waits for the votes of one round. @default 1000 */
-  electionTimeoutMs: number
-  /** Base wait before a failed round is retried (plus rank × stagger and jitter). @default 500 */
-  electionRetryMs: number
-  /** Random extra wait on retries, uniform in [0, jitter). @default 250 */
-  electionJitterMs: number
-  /** Wait before starting a VM again after a failed or unexpected stop. @default 5000 */
-  startRetryMs: number
-  /**
-   * VMs that become ready to start within this window are started together in start order
-   * (leases and elections of different VMs complete a few messages apart). @default 200
-   */
-  startCoalesceMs: number
-  /** Period of replica generation reports even without change. @default 5000 */
-  reportIntervalMs: number
-  /** After a planned release, how long others leave the election to the named target. @default 5000 */
-  plannedGraceMs: number
-  /** How long an operator-requested failover keeps trying. @default 30000 */
-  operatorTimeoutMs: number
-}
-
-export const LAN_OWNERSHIP_TIMING: OwnershipTiming = {
-  renewMs: 1000,
-  leaseMs: 5000,
-  fenceMs: 3500,
-  driftRatio: 0.02,
-  electionStaggerMs: 500,
-  electionTimeoutMs: 1000,
-  electionRetryMs: 500,
-  electionJitterMs: 250,
-  startRetryMs: 5000,
-  startCoalesceMs: 200,
-  reportIntervalMs: 5000,
-  plannedGraceMs: 5000,
-  operatorTimeoutMs: 30_000
-}
-
-export const WAN_OWNERSHIP_TIMING: OwnershipTiming = {
-  renewMs: 3000,
-  leaseMs: 20_000,
-  fenceMs: 14_000,
-  driftRatio: 0.02,
-  electionStaggerMs: 2000,
-  electionTimeoutMs: 4000,
-  electionRetryMs: 2000,
-  electionJitterMs: 1000,
-  startRetryMs: 10_000,
-  startCoalesceMs: 500,
-  reportIntervalMs: 15_000,
-  plannedGraceMs: 20_000,
-  operatorTimeoutMs: 120_000
-}
+/** Every ownership timing; the values (per profile) are in config/profiles.ts. */
+export type OwnershipTiming = OwnershipProfile
 
 export type OwnershipInput =
   /** A decoded message from a peer. */

@@ -51,7 +51,9 @@ export function decideVote (s: VoterState, req: VoteRequest, ctx: VoteContext): 
   let quiet = false
   for (const [holder, end] of s.promises) {
     if (end <= ctx.now || holder === req.candidate) continue
-    if (released && holder === s.owner) continue
+    // The release waives the owner's promise of the released epoch, not the one a later grant
+    // to the same node (it reclaimed the VM) carries.
+    if (released && holder === s.owner && !(s.votedEpoch > s.epoch && s.votedFor === holder)) continue
     if (end > until) until = end
     if (holder === ANY_HOLDER) quiet = true
   }

@@ -1,6 +1,11 @@
 /** Typed errors of the replication engine (one class per condition, stable codes). */
 import { VmeshError } from '../../common/errors.ts'
 
+/** Failover or a test failover asked for a replica of a VM this node does not hold. */
+export class NoReplicaError extends VmeshError {
+  constructor (vm: string) { super('ERR_NO_REPLICA', `no replica of ${vm} is held on this node`) }
+}
+
 /** The replication stream closed or was reset before the exchange finished. */
 export class ReplicationStreamClosedError extends VmeshError {
   constructor (message = 'replication stream closed', options?: { cause?: unknown }) { super('ERR_REPLICATION_STREAM_CLOSED', message, options) }

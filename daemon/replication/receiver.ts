@@ -19,10 +19,10 @@
  */
 import { open as openFile, stat as statPath } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
-  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor,
+  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor, isProtocolFault, isResendableBlockError,
   type HelloMessage, type HashRequestMessage, type ControlMessage, type FileRange
 } from '../../protocol/replication/index.ts'
 import { durableRanges } from '../../protocol/replication/ranges.ts'
@@ -39,6 +39,7 @@ import { ReplicaRegistry } from './replicas.ts'
 import { PeerProtocolViolationError, ReplicaApplyAfterAckError, ReplicationTimeoutError } from './errors.ts'
 import { WriteQueue } from './write-queue.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
+import type { Startable } from '../startable.ts'
 
 export interface ReceiverComponents {
   clock: Clock
@@ -46,6 +47,8 @@ export interface ReceiverComponents {
   replicas: ReplicaRegistry
   /** Configured name of a peer ID (undefined: not in mesh.peers). */
   peerName: (peerId: string) => string | undefined
+  /** A replica's state was published (session open, generation committed): replication's change event. */
+  onApplied?: (source: string, vm: string) => void
   metrics?: VmeshMetrics
 }
 
@@ -60,7 +63,6 @@ export interface ReceiverInit {
 
 interface Session { channel: Channel, done: Promise<void> }
 
-const CHECKSUM_CODES = new Set(['ERR_DELTA_CHECKSUM_MISMATCH', 'ERR_DELTA_DECOMPRESS', 'ERR_DELTA_BAD_ENCODING', 'ERR_DELTA_BLOCK_TOO_LARGE'])
 /** Verified bytes queued for the store before the session stops reading (bounded memory). */
 const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
 /** One gathered write: at most this many bytes and parts (IOV_MAX is 1024). */
@@ -120,6 +122,7 @@ export class ReplicationReceiver {
         return
       }
       if (hello.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
+        log.warn({ peer: from, vm: hello.vm, protocolVersion: hello.protocolVersion, supported: CONTROL_PROTOCOL_VERSION, code: 'ERR_REPLICATION_UNSUPPORTED_VERSION' }, 'replication session refused: unsupported protocol version')
         await channel.sendItem({ type: 'refuse', generation: 0, code: NackCode.ProtocolError, message: `protocol version ${hello.protocolVersion} not supported` })
         await channel.close()
         return
@@ -129,7 +132,20 @@ export class ReplicationReceiver {
       if (prev !== undefined) { prev.channel.abort(new Error('superseded by a new session')); await prev.done.catch(() => {}) }
       this.sessions.set(key, { channel, done })
       const store = await this.components.replicas.open(from, hello.vm)
-      await new SessionRunner(this, channel, store, hello, from).run()
+      const { clock, log: sessionLog, metrics, onApplied } = this.components
+      const runner = new SessionRunner({
+        clock,
+        log: sessionLog,
+        channel,
+        store,
+        replicas: this.components.replicas,
+        onProtocolError: () => { this.protocolErrors++ },
+        ...(metrics !== undefined ? { metrics } : {}),
+        ...(onApplied !== undefined ? { onApplied } : {}),
+        ...(this.init.onBytes !== undefined ? { onBytes: this.init.onBytes } : {})
+      }, { hello, from, ...(this.init.hashesPerFrame !== undefined ? { hashesPerFrame: this.init.hashesPerFrame } : {}) })
+      runner.start()
+      await runner.done
     } catch (err) {
       if (!channel.closed) log.warn({ peer: from, err: errorMessage(err) }, 'replication session failed')
       else log.debug({ peer: from, err: errorMessage(err) }, 'replication session ended')
@@ -161,18 +177,32 @@ export class ReplicationReceiver {
     const key = `${source}/${vm}`
     return (this.closedBytes.get(key) ?? 0) + (this.sessions.get(key)?.channel.bytesIn ?? 0)
   }
-
-  /** @internal */
-  get deps (): ReceiverComponents & { init: ReceiverInit } {
-    this.depsCache ??= { ...this.components, init: this.init }
-    return this.depsCache
-  }
-
-  private depsCache: (ReceiverComponents & { init: ReceiverInit }) | undefined
 }
 
-/** One session's state machine over the channel. */
-class SessionRunner {
+interface SessionComponents {
+  clock: Clock
+  log: Logger
+  channel: Channel
+  /** The store of (source, vm) this session applies to. */
+  store: ReplicaStore
+  replicas: Pick<ReplicaRegistry, 'diskFree' | 'seedDirOf'>
+  /** The peer broke the protocol (counted by the receiver). */
+  onProtocolError: () => void
+  onApplied?: (source: string, vm: string) => void
+  onBytes?: (source: string, vm: string, bytes: number) => void
+  metrics?: VmeshMetrics
+}
+
+interface SessionInit {
+  hello: HelloMessage
+  /** The source node (the peer on the connection). */
+  from: string
+  /** Hashes per hashResponse frame. @default 4096 */
+  hashesPerFrame?: number
+}
+
+/** One session's state machine over the channel: start() runs it, `done` settles at its end. */
+class SessionRunner implements Startable {
   private validator: GenerationValidator | undefined
   private writer: GenerationWriter | undefined
   private begin: BeginFrame | undefined
@@ -185,26 +215,48 @@ class SessionRunner {
   private timing = { wait: 0, decode: 0, write: 0, drain: 0, began: 0 }
   private readonly writes = new WriteQueue(MAX_QUEUED_WRITE_BYTES)
 
-  constructor (private readonly rx: ReplicationReceiver, private readonly ch: Channel, private readonly store: ReplicaStore, private readonly hello: HelloMessage, private readonly from: string) {}
+  private readonly ch: Channel
+  private readonly store: ReplicaStore
+  private readonly hello: HelloMessage
+  private readonly from: string
+  private running: Promise<void> | undefined
 
-  private get log (): Logger { return this.rx.deps.log }
+  constructor (private readonly c: SessionComponents, private readonly init: SessionInit) {
+    this.ch = c.channel
+    this.store = c.store
+    this.hello = init.hello
+    this.from = init.from
+  }
 
-  async run (): Promise<void> {
+  private get log (): Logger { return this.c.log }
+
+  /** Settles when the session has ended (rejects with what ended it, unless stopped). */
+  get done (): Promise<void> { return this.running ?? Promise.resolve() }
+
+  start (): void { this.running ??= this.run() }
+
+  /** Ends the session: the stream is aborted, nothing of a generation in progress is applied. */
+  async stop (): Promise<void> {
+    this.ch.abort(new Error('session stopping'))
+    await this.running?.catch(() => {})
+  }
+
+  private async run (): Promise<void> {
     try {
       if (this.hello.seedMode === SeedMode.Existing) await this.preload()
       await this.ch.sendItem(await this.targetState())
       this.publish()
       for (;;) {
-        const tw = this.rx.deps.clock.now()
+        const tw = this.c.clock.now()
         const item = await this.ch.next()
-        this.timing.wait += this.rx.deps.clock.now() - tw
+        this.timing.wait += this.c.clock.now() - tw
         if (item === null) break
         if (isControl(item)) await this.onControl(item)
         else await this.onFrame(item)
       }
     } catch (err) {
-      if (err instanceof DeltaProtocolError || isProtocolCode(err)) {
-        this.rx.protocolErrors++
+      if (err instanceof DeltaProtocolError || isProtocolFault(err)) {
+        this.c.onProtocolError()
         this.log.warn({ peer: this.from, vm: this.hello.vm, err: errorMessage(err), code: (err as { code?: string }).code }, 'replication peer broke the protocol; stream aborted, nothing of the generation applied')
         await this.dropWriter(true)
       }
@@ -217,7 +269,8 @@ class SessionRunner {
 
   private publish (): void {
     const s = this.store.state()
-    this.rx.deps.metrics?.replica.setAppliedGeneration(s.vm, s.source, s.appliedGeneration)
+    this.c.metrics?.replica.setAppliedGeneration(s.vm, s.source, s.appliedGeneration)
+    this.c.onApplied?.(s.source, s.vm)
   }
 
   private async targetState (): Promise<ControlMessage> {
@@ -240,7 +293,7 @@ class SessionRunner {
       appliedGeneration: s.appliedGeneration,
       appliedConsistentGeneration: Math.min(s.appliedConsistentGeneration, s.appliedGeneration),
       seeding,
-      diskFree: await this.rx.deps.replicas.diskFree()
+      diskFree: await this.c.replicas.diskFree()
     }
   }
 
@@ -252,7 +305,7 @@ class SessionRunner {
   private async preload (): Promise<void> {
     const st = this.store.state()
     if (st.appliedGeneration !== 0 || st.seeding) return
-    const dir = this.rx.deps.replicas.seedDirOf(this.from, this.hello.vm)
+    const dir = this.c.replicas.seedDirOf(this.from, this.hello.vm)
     const found: Array<{ fileId: number, path: string, size: number }> = []
     for (const f of this.hello.files) {
       const local = join(dir, basename(f.path))
@@ -264,7 +317,7 @@ class SessionRunner {
       generation: 1,
       baseGeneration: 0,
       consistent: false,
-      createdAtMs: Math.max(0, Math.floor(this.rx.deps.clock.wallNow())),
+      createdAtMs: Math.max(0, Math.floor(this.c.clock.wallNow())),
       files: this.hello.files.map(f => ({ fileId: f.fileId, path: f.path, size: f.size, kind: f.kind === FileKind.WholeFile ? 'whole-file' : 'disk' }))
     })
     try {
@@ -291,7 +344,7 @@ class SessionRunner {
   private async onControl (msg: ControlMessage): Promise<void> {
     switch (msg.type) {
       case 'ping':
-        await this.ch.sendItem({ type: 'pong', nonce: msg.nonce, echoTimestampMs: msg.timestampMs, timestampMs: Math.max(0, Math.floor(this.rx.deps.clock.wallNow())) })
+        await this.ch.sendItem({ type: 'pong', nonce: msg.nonce, echoTimestampMs: msg.timestampMs, timestampMs: Math.max(0, Math.floor(this.c.clock.wallNow())) })
         return
       case 'hashRequest':
         await this.answerHashes(msg)
@@ -305,7 +358,7 @@ class SessionRunner {
 
   /** Hashes the replica's blocks (seeding files included), streamed in bounded frames. */
   private async answerHashes (req: HashRequestMessage): Promise<void> {
-    const per = this.rx.deps.init.hashesPerFrame ?? 4096
+    const per = this.init.hashesPerFrame ?? 4096
     const file = this.hello.files.find(f => f.fileId === req.fileId)
     const state = this.store.state()
     const path = file !== undefined ? state.files[file.path] : undefined
@@ -329,10 +382,9 @@ class SessionRunner {
           const want = Math.min(blocksPerRead * req.blockSize, end - at)
           const { bytesRead } = await fh.read(buf, 0, want, at)
           if (bytesRead < want) buf.fill(0, bytesRead, want)
-          for (let o = 0; o < want; o += req.blockSize) {
-            const len = Math.min(req.blockSize, want - o)
-            hashes.push(blake3(buf.subarray(o, o + len), 16))
-            at += len
+          for (const h of hashBlocks(buf, req.blockSize, want)) {
+            hashes.push(h)
+            at = Math.min(at + req.blockSize, end)
             if (hashes.length >= per && at < end) await flush(false)
           }
         }
@@ -343,7 +395,7 @@ class SessionRunner {
 
   private async onFrame (frame: Frame): Promise<void> {
     if (frame.type === 'begin') {
-      this.timing = { wait: 0, decode: 0, write: 0, drain: 0, began: this.rx.deps.clock.now() }
+      this.timing = { wait: 0, decode: 0, write: 0, drain: 0, began: this.c.clock.now() }
       this.validator = new GenerationValidator()
       this.validator.accept(frame)
       this.begin = frame
@@ -372,7 +424,7 @@ class SessionRunner {
       if (this.writes.failed) { this.ch.release(frame); await this.refuseQueued(gen); return }
       const file = v.file(frame.fileId)
       // every block of the frame is verified before any of it is queued
-      const td = this.rx.deps.clock.now()
+      const td = this.c.clock.now()
       let lz4Bytes = 0
       for (const e of frame.entries) if (e.encoding === BlockEncoding.Lz4) lz4Bytes += e.length
       const into = lz4Bytes > 0 ? Buffer.allocUnsafe(lz4Bytes) : undefined
@@ -386,22 +438,22 @@ class SessionRunner {
           decoded.push({ offset: e.offset, data })
           raw += e.length
         } catch (err) {
-          if (!CHECKSUM_CODES.has((err as { code?: string }).code ?? '')) throw err
+          if (!isResendableBlockError(err)) throw err
           this.ch.release(frame)
           await this.ch.sendItem({ type: 'resend', generation: gen, fileId: frame.fileId, offset: e.offset, length: e.length })
           await this.refuse(gen, err, true)
           return
         }
       }
-      const tw = this.rx.deps.clock.now()
+      const tw = this.c.clock.now()
       this.timing.decode += tw - td
       const runs = gatherRuns(decoded)
       const fileId = frame.fileId
       await this.writes.push(raw, async () => {
         for (const run of runs) await w.writeBlock(fileId, run.offset, run.parts)
       }, () => { this.ch.release(frame) })
-      this.timing.write += this.rx.deps.clock.now() - tw
-      this.rx.deps.init.onBytes?.(this.from, this.hello.vm, frame.entries.reduce((n, e) => n + e.payload.byteLength, 0))
+      this.timing.write += this.c.clock.now() - tw
+      this.c.onBytes?.(this.from, this.hello.vm, frame.entries.reduce((n, e) => n + e.payload.byteLength, 0))
       return
     }
     if (frame.type === 'resize') {
@@ -422,30 +474,30 @@ class SessionRunner {
       this.discarding = false
       return
     }
-    const tq = this.rx.deps.clock.now()
+    const tq = this.c.clock.now()
     if (!await this.writes.drain().then(() => true, () => false)) {
       await this.refuseQueued(gen)
       this.discarding = false
       return
     }
-    this.timing.drain = this.rx.deps.clock.now() - tq
+    this.timing.drain = this.c.clock.now() - tq
     this.writer = undefined
     // the ack goes out as soon as the generation is durable (redo journal and commit record
     // synced): the source moves on while the in-place writes, their fsync and the state switch
     // finish; the next generation's frames wait in the channel until this commit returns
     let ackSent: Promise<void> | undefined
     let durableMs = 0
-    const tc = this.rx.deps.clock.now()
+    const tc = this.c.clock.now()
     const ack = (): void => {
       if (ackSent !== undefined) return
-      durableMs = this.rx.deps.clock.now() - tc
-      ackSent = this.ch.sendItem({ type: 'ack', generation: gen, durable: true, appliedAtMs: Math.max(0, Math.floor(this.rx.deps.clock.wallNow())) }).then(() => {})
+      durableMs = this.c.clock.now() - tc
+      ackSent = this.ch.sendItem({ type: 'ack', generation: gen, durable: true, appliedAtMs: Math.max(0, Math.floor(this.c.clock.wallNow())) }).then(() => {})
       ackSent.catch(() => {})
     }
     try {
       const r = await w.commit({ onDurable: ack })
       const t = this.timing
-      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), durableMs: Math.round(durableMs), commitMs: Math.round(this.rx.deps.clock.now() - tc), totalMs: Math.round(this.rx.deps.clock.now() - t.began) }, 'generation applied')
+      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), durableMs: Math.round(durableMs), commitMs: Math.round(this.c.clock.now() - tc), totalMs: Math.round(this.c.clock.now() - t.began) }, 'generation applied')
       ack()
       await ackSent
       this.publish()
@@ -514,9 +566,3 @@ function gatherRuns (blocks: Array<{ offset: number, data: Uint8Array }>): Array
 function isControl (item: { type: string }): item is ControlMessage {
   return item.type !== 'begin' && item.type !== 'blocks' && item.type !== 'resize' && item.type !== 'end'
 }
-
-function isProtocolCode (err: unknown): boolean {
-  const c = (err as { code?: unknown } | null)?.code
-  return typeof c === 'string' && (c.startsWith('ERR_DELTA_') || c.startsWith('ERR_REPLICATION_') && c !== 'ERR_REPLICATION_STREAM_CLOSED')
-}
-

@@ -9,7 +9,7 @@ import { mkdir, readdir, rm, statfs } from 'node:fs/promises'
 import { ReplicaStore, type ReplicaHooks, type ReplicaLog } from '../../storage/replica/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
-import { VM_NAME_RE } from '../../config/schema.ts'
+import { VM_NAME_RE } from '../../common/names.ts'
 
 const SAFE_NAME = VM_NAME_RE // node names and VM names (a superset of node names)
 

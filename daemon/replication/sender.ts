@@ -20,7 +20,8 @@
  * generation number (so the store resumes instead of starting over).
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
+import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type ChangedBlock } from '../../protocol/delta/index.ts'
@@ -28,11 +29,16 @@ import {
   CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, errorFromRejection, nackCodeName,
   ReplicationRefusedError, type HashResponseMessage, type TargetStateMessage, type ReplicationItem
 } from '../../protocol/replication/index.ts'
+import type { Clock } from '../../common/clock.ts'
+import type { Logger } from '../log.ts'
 import type { TargetStatus } from '../status.ts'
-import { Channel } from './channel.ts'
+import type { VmeshMetrics } from '../metrics/registry.ts'
+import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
+import type { Startable } from '../startable.ts'
+import { Channel, type StreamLike } from './channel.ts'
 import { GenerationTurnedFuzzyError, ReplicationStreamClosedError, ReplicationTimeoutError, ReplicationUnexpectedMessageError, VerifyFailedError } from './errors.ts'
 import { innerBlocks, isConsistentCapture, lagMs, nextGenerationNumber, reconcile, rpoMs, targetStateOf, type FileCapture } from './logic.ts'
-import type { SourceFile, VmSource } from './vm-source.ts'
+import type { SenderSource, SourceFile } from './source-view.ts'
 import { AdaptiveEncoder } from './encoder.ts'
 import { readChangedBlocks } from './block-reader.ts'
 
@@ -54,7 +60,26 @@ export interface VerifyReport {
   repaired: boolean
 }
 
-export class TargetSender {
+export interface SenderComponents {
+  clock: Clock
+  log: Logger
+  /** The VM this sender ships (its VmSource). */
+  source: SenderSource
+  /** Opens a replication stream to a peer by name. */
+  dial: (peer: string, signal: AbortSignal) => Promise<StreamLike>
+  /** Paces this (VM, target) stream. */
+  limiter?: BandwidthLimiter
+  metrics?: VmeshMetrics
+}
+
+export interface SenderInit {
+  /** The target node's name. */
+  target: string
+  /** This node's name, sent in the hello. */
+  nodeName: string
+}
+
+export class TargetSender implements Startable {
   private ac = new AbortController()
   private loop: Promise<void> | undefined
   private channel: Channel | undefined
@@ -77,10 +102,16 @@ export class TargetSender {
   private lastVerify: { atMs: number, mismatchedBlocks: number } | undefined
   private verifyQueue: Array<{ repair: boolean, resolve: (r: VerifyReport) => void, reject: (e: unknown) => void }> = []
 
-  constructor (private readonly vm: VmSource, readonly target: string) {}
+  private readonly vm: SenderSource
+  readonly target: string
 
-  private get log (): VmSource['components']['log'] { return this.vm.components.log }
-  private get clock (): VmSource['components']['clock'] { return this.vm.components.clock }
+  constructor (private readonly components: SenderComponents, private readonly init: SenderInit) {
+    this.vm = components.source
+    this.target = init.target
+  }
+
+  private get log (): Logger { return this.components.log }
+  private get clock (): Clock { return this.components.clock }
 
   start (): void {
     if (this.loop !== undefined) return
@@ -124,13 +155,13 @@ export class TargetSender {
     const current = this.vm.generation
     const state = targetStateOf({ connected: this.connected, error: this.error, acked: book.acked, current, pendingBytes: this.pendingBytes, seeding: this.seeding })
     const lag = lagMs(this.clock.wallNow(), book.acked, current, g => this.vm.books.meta(g)?.createdAtMs)
-    this.vm.components.metrics?.replication.setState(this.vm.name, this.target, state)
-    this.vm.components.metrics?.replication.setAckedGeneration(this.vm.name, this.target, book.acked)
+    this.components.metrics?.replication.setState(this.vm.name, this.target, state)
+    this.components.metrics?.replication.setAckedGeneration(this.vm.name, this.target, book.acked)
     const rpo = rpoMs(this.clock.wallNow(), book.acked, current, g => this.vm.books.meta(g)?.captureStartMs, this.vm.capturedThroughMs())
-    this.vm.components.metrics?.replication.setLag(this.vm.name, this.target, lag / 1000)
-    this.vm.components.metrics?.replication.setRpo(this.vm.name, this.target, rpo === null ? Number.NaN : rpo / 1000)
-    this.vm.components.metrics?.replication.setPendingBytes(this.vm.name, this.target, this.pendingBytes)
-    this.vm.components.metrics?.replication.setRate(this.vm.name, this.target, Math.round(this.rate))
+    this.components.metrics?.replication.setLag(this.vm.name, this.target, lag / 1000)
+    this.components.metrics?.replication.setRpo(this.vm.name, this.target, rpo === null ? Number.NaN : rpo / 1000)
+    this.components.metrics?.replication.setPendingBytes(this.vm.name, this.target, this.pendingBytes)
+    this.components.metrics?.replication.setRate(this.vm.name, this.target, Math.round(this.rate))
     return {
       node: this.target,
       state,
@@ -184,7 +215,7 @@ export class TargetSender {
     const dialTimer = this.timeout(10_000)
     let stream
     try {
-      stream = await this.vm.components.dial(this.target, AbortSignal.any([signal, dialTimer.signal]))
+      stream = await this.components.dial(this.target, AbortSignal.any([signal, dialTimer.signal]))
     } finally { dialTimer.clear() }
     const ch = new Channel(stream, { onProtocolError: (err) => { this.log.warn({ vm: this.vm.name, target: this.target, err: errorMessage(err) }, 'target sent bytes that do not decode; stream aborted') } })
     this.channel = ch
@@ -193,7 +224,7 @@ export class TargetSender {
       const st = await statFile(f.path).catch(() => null)
       helloFiles.push({ fileId: f.fileId, path: f.path, kind: f.kind, size: st?.size ?? 0, blockSize: this.vm.blockSize })
     }
-    await ch.sendItem({ type: 'hello', protocolVersion: CONTROL_PROTOCOL_VERSION, vm: this.vm.name, sourceNode: this.vm.init.nodeName, files: helloFiles, seedMode: this.vm.vm.seed === 'existing' ? SeedMode.Existing : SeedMode.Full })
+    await ch.sendItem({ type: 'hello', protocolVersion: CONTROL_PROTOCOL_VERSION, vm: this.vm.name, sourceNode: this.init.nodeName, files: helloFiles, seedMode: this.vm.vm.seed === 'existing' ? SeedMode.Existing : SeedMode.Full })
     // seed: existing may make the target copy pre-placed files before it answers
     const ts = await this.expect(ch, 'targetState', this.vm.vm.seed === 'existing' ? 3_600_000 : 30_000, signal) as TargetStateMessage
     this.connected = true
@@ -361,7 +392,7 @@ export class TargetSender {
       const meta = await vm.manifest.file(f.path).meta()
       captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before })
       seqBefore += meta?.generation ?? 0
-      const clipped = clip(ranges, before.size)
+      const clipped = clipRanges(ranges, before.size)
       if (seeding || clipped.length > 0 || this.knownSizes.get(f.path) !== before.size) included.push({ file: f, ranges: clipped, before })
     }
     const consistent = !this.forceFuzzy && isConsistentCapture(captures, { seqBefore, seqAfter: seqBefore, busyBefore, busyAfter: vm.scanBusy > 0 })
@@ -372,7 +403,7 @@ export class TargetSender {
     for (const inc of included) for (const r of inc.ranges) total += r.length
     if (seeding) { this.seedTotal = total; this.seedSent = 0 }
     this.log.debug({ vm: vm.name, target: t, generation: number, base, consistent, files: included.length, bytes: total }, 'sending generation')
-    const limiter = vm.components.limiterFor?.(t, vm.name)
+    const limiter = this.components.limiter
     const frames = encodeGeneration({
       vm: vm.name,
       generation: number,
@@ -420,7 +451,7 @@ export class TargetSender {
         for (const e of frame.entries) raw += e.length
         this.sentTotal += raw
         if (seeding) this.seedSent += raw
-        vm.components.metrics?.replication.addSentBytes(vm.name, t, raw)
+        this.components.metrics?.replication.addSentBytes(vm.name, t, raw)
       }
     }
     const t1 = this.clock.now()
@@ -501,9 +532,11 @@ export class TargetSender {
             const len = Math.min(buf.length, wEnd - at)
             const { bytesRead } = await fh.read(buf, 0, len, at)
             if (bytesRead < len) buf.fill(0, bytesRead, len)
-            for (let o = 0; o < len; o += bs, idx++) {
+            const ours = hashBlocks(buf, bs, len)
+            for (let k = 0; k < ours.length; k++, idx++) {
+              const o = k * bs
               const blen = Math.min(bs, len - o)
-              const mine = blake3(buf.subarray(o, o + blen), 16)
+              const mine = ours[k] as Uint8Array
               const h = theirs[idx]
               if (h === undefined || Buffer.compare(mine, h) !== 0) {
                 total++
@@ -534,11 +567,3 @@ export class TargetSender {
   }
 }
 
-function clip (ranges: Array<{ offset: number, length: number }>, size: number): Array<{ offset: number, length: number }> {
-  const out: Array<{ offset: number, length: number }> = []
-  for (const r of ranges) {
-    const end = Math.min(r.offset + r.length, size)
-    if (end > r.offset) out.push({ offset: r.offset, length: end - r.offset })
-  }
-  return out
-}

@@ -5,7 +5,10 @@
  *    LevelDB (`<dataDir>/source/`) and one hashing WorkerPool;
  *  - target: a ReplicationReceiver for inbound sessions and the ReplicaRegistry of stores under
  *    `<dataDir>/replicas/<source>/<vm>/`.
- * It also serves the per-VM status, recovery points, restore and verify for the control API.
+ * It also serves the per-VM status, recovery points, restore and verify for the control API
+ * (api.ts, registered at construction), and implements the ownership seam (seam.ts): replica
+ * summaries and change events, finalize-for-start, files-for-start, seed-from-local-copy,
+ * final shipping, and which VMs this node sources.
  */
 import { join, resolve } from 'node:path'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -17,7 +20,7 @@ import type { Config, VmConfig } from '../../config/load.ts'
 import { binarySublevel, openBinaryLevel } from '../../storage/manifest/db.ts'
 import { WorkerPool } from '../../storage/workers/pool.ts'
 import { REPLICATION_PROTOCOL } from '../../protocol/replication/index.ts'
-import type { RestoreResult, RecoveryPoint } from '../../storage/replica/index.ts'
+import type { RestoreResult } from '../../storage/replica/index.ts'
 import type { Logger } from '../log.ts'
 import type { VmStatus } from '../status.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
@@ -32,6 +35,16 @@ import { qemuQmpSocketOf } from '../hypervisor/qemu.ts'
 import { shipFinalGeneration } from './final.ts'
 import type { VerifyReport } from './sender.ts'
 import { UnknownVmError, VerifyFailedError } from './errors.ts'
+import type { VmStartFiles } from '../hypervisor/driver.ts'
+import type { RouteRegistry } from '../api/routes.ts'
+import type { Startable } from '../startable.ts'
+import { registerReplicationRoutes } from './api.ts'
+import { placeSeed } from './failback.ts'
+import type { FinalizeOutcome, ReplicaSeam } from './seam.ts'
+import { startFiles } from './start-files.ts'
+import type { CopyFile, ReplicaPoints, ReplicaSummary } from './types.ts'
+
+export type { ReplicaPoints } from './types.ts'
 
 export interface ReplicationComponents {
   clock: Clock
@@ -39,10 +52,27 @@ export interface ReplicationComponents {
   libp2p: Libp2p
   bandwidth?: BandwidthService
   metrics?: VmeshMetrics
+  /** Where its control API routes are registered (the daemon's API server). */
+  api?: Pick<RouteRegistry, 'route'>
 }
 
-export interface ReplicationInit {
-  config: Config
+/** The slice of the config replication uses (components.ts derives it; reload passes it again). */
+export interface ReplicationSettings {
+  /** This node's name (the `sourceNode` of its hellos). */
+  nodeName: string
+  /** Replicas under `<dataDir>/replicas`, source books under `<dataDir>/source`. */
+  dataDir: string
+  /** Every peer by name and libp2p peer ID. */
+  peers: Array<{ name: string, id: string }>
+  /** The VMs this node's config lists. */
+  vms: VmConfig[]
+  /** `scan:` — the host-wide read budget of the hash scan (Infinity: unbounded). */
+  scan: Config['scan']
+  /** `hypervisor.driver`: with `qemu`, `changeSource: auto` VMs use dirty bitmaps. @default 'none' */
+  hypervisorDriver?: string
+}
+
+export interface ReplicationInit extends ReplicationSettings {
   /** Hashing threads. @default min(2, cores) */
   workers?: number
   /** fsync replica writes. @default true */
@@ -50,13 +80,8 @@ export interface ReplicationInit {
   receiver?: ReceiverInit
 }
 
-export interface ReplicaPoints {
-  vm: string
-  replicas: Array<{ from: string, appliedGeneration: number, appliedConsistentGeneration: number, seeding: boolean, points: RecoveryPoint[] }>
-}
-
-export class ReplicationService {
-  private config: Config
+export class ReplicationService implements ReplicaSeam, Startable<ReplicationSettings> {
+  private config: ReplicationSettings
   private db: Level<Uint8Array, Uint8Array> | undefined
   private pool: WorkerPool | undefined
   readonly replicas: ReplicaRegistry
@@ -67,27 +92,31 @@ export class ReplicationService {
   private adopted = new Map<string, VmConfig>()
   private running = false
   private changing: Promise<void> = Promise.resolve()
+  private readonly replicaListeners = new Set<(vm: string) => void>()
   /** `scan.budget`: one read budget shared by every VM's hash scan on this host. */
   readonly scanBudget: ScanReadBudget
 
   constructor (private readonly components: ReplicationComponents, private readonly init: ReplicationInit) {
-    this.config = init.config
+    this.config = { nodeName: init.nodeName, dataDir: init.dataDir, peers: init.peers, vms: init.vms, scan: init.scan }
     this.scanBudget = new ScanReadBudget({ clock: components.clock }, { rateBytesPerSec: this.config.scan.budgetBytesPerSec })
     const log = components.log
-    this.replicas = new ReplicaRegistry({ clock: components.clock, log: { info: (o, m) => { log.info(o, m) }, warn: (o, m) => { log.warn(o, m) } } }, { dir: join(this.config.node.dataDir, 'replicas'), fsync: init.fsync ?? true })
+    this.replicas = new ReplicaRegistry({ clock: components.clock, log: { info: (o, m) => { log.info(o, m) }, warn: (o, m) => { log.warn(o, m) } } }, { dir: join(this.config.dataDir, 'replicas'), fsync: init.fsync ?? true })
     this.receiver = new ReplicationReceiver({
       clock: components.clock,
       log: log.child({ role: 'target' }),
       replicas: this.replicas,
-      peerName: (id) => this.config.mesh.peers.find(p => p.id === id)?.name,
+      peerName: (id) => this.config.peers.find(p => p.id === id)?.name,
+      onApplied: (_source, vm) => { this.replicaChanged(vm) },
       ...(components.metrics !== undefined ? { metrics: components.metrics } : {})
     }, init.receiver ?? {})
+    if (components.api !== undefined) registerReplicationRoutes(components.api, this)
   }
 
   async start (): Promise<void> {
     if (this.running) return
     this.running = true
     await this.replicas.start()
+    for (const vm of new Set(this.replicas.snapshot().map(r => r.vm))) this.replicaChanged(vm)
     await this.receiver.start(this.components.libp2p)
     if (this.config.vms.length > 0) await this.ensureSourceInfra()
     await this.applySources()
@@ -108,7 +137,7 @@ export class ReplicationService {
   }
 
   private async ensureSourceInfra (): Promise<void> {
-    if (this.db === undefined) this.db = await openBinaryLevel(join(this.config.node.dataDir, 'source'))
+    if (this.db === undefined) this.db = await openBinaryLevel(join(this.config.dataDir, 'source'))
     if (this.pool === undefined) {
       this.pool = new WorkerPool({}, { size: this.init.workers ?? 2 })
       await this.pool.start()
@@ -140,10 +169,10 @@ export class ReplicationService {
     return await shipFinalGeneration(src, target, { clock: this.components.clock, timeoutMs })
   }
 
-  /** Applies a reloaded config: targets, VMs added or removed. */
-  async reload (config: Config): Promise<string[]> {
+  /** Applies a reloaded config: peers, targets, VMs added or removed. */
+  async reload (config: ReplicationSettings, _prev?: ReplicationSettings): Promise<string[]> {
     const prev = this.config
-    this.config = config
+    this.config = { ...config }
     const applied: string[] = []
     if (JSON.stringify(prev.vms) !== JSON.stringify(config.vms)) applied.push('vms')
     if (prev.scan.budgetBytesPerSec !== config.scan.budgetBytesPerSec) {
@@ -214,7 +243,7 @@ export class ReplicationService {
       db: this.db as Level<Uint8Array, Uint8Array>,
       ...(this.pool !== undefined ? { pool: this.pool } : {}),
       dial: async (peer: string, signal: AbortSignal): Promise<StreamLike> => {
-        const p = this.config.mesh.peers.find(x => x.name === peer)
+        const p = this.config.peers.find(x => x.name === peer)
         if (p === undefined) throw new UnknownVmError(`peer ${peer}`)
         const stream = await libp2p.dialProtocol(peerIdFromString(p.id), REPLICATION_PROTOCOL, { signal, runOnLimitedConnection: false })
         return stream as unknown as StreamLike
@@ -222,11 +251,89 @@ export class ReplicationService {
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),
       ...(metrics !== undefined ? { metrics } : {}),
       scanBudget: this.scanBudget,
-      ...(changeSourceKind(vm, this.config.hypervisor.driver) === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.node.dataDir, 'hypervisor'), vm.name) } : {})
-    }, { vm, nodeName: this.config.node.name })
+      ...(changeSourceKind(vm, this.config.hypervisorDriver ?? 'none') === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.dataDir, 'hypervisor'), vm.name) } : {})
+    }, { vm, nodeName: this.config.nodeName })
   }
 
   source (vm: string): VmSource | undefined { return this.sources.get(vm) }
+
+
+  // ── the ownership seam (seam.ts) ────────────────────────────────────────────────────────
+
+  onReplicaChange (fn: (vm: string) => void): () => void {
+    this.replicaListeners.add(fn)
+    return () => { this.replicaListeners.delete(fn) }
+  }
+
+  private replicaChanged (vm: string): void {
+    for (const fn of this.replicaListeners) {
+      try { fn(vm) } catch (err) { this.components.log.warn({ vm, error: errorMessage(err) }, 'replica change listener failed') }
+    }
+  }
+
+  replicaSummaries (vm?: string): ReplicaSummary[] {
+    return this.replicas.snapshot().filter(r => vm === undefined || r.vm === vm).map(({ source, vm, store }) => {
+      const st = store.state()
+      return { vm, source, appliedGeneration: st.appliedGeneration, appliedConsistentGeneration: st.appliedConsistentGeneration, seeding: st.seeding, finalized: st.finalized }
+    })
+  }
+
+  async finalizeForStart (vm: string, opts: { generation?: number, point?: string }): Promise<FinalizeOutcome | null> {
+    const reps = await this.replicas.ofVm(vm)
+    if (reps.length === 0) return null
+    const rep = reps.sort((a, b) => b.store.state().appliedConsistentGeneration - a.store.state().appliedConsistentGeneration)[0]!
+    if (rep.store.state().finalized) return { generation: rep.store.state().appliedGeneration, rolledBack: 0, fuzzy: false }
+    try {
+      if (opts.point !== undefined) {
+        // the operator chose this point: no silent fallback to another one
+        const r = await rep.store.finalize({ pointId: opts.point })
+        return { generation: r.generation, rolledBack: r.rolledBack, consistent: r.consistent, fuzzy: false }
+      }
+      try {
+        const r = await rep.store.finalize(opts.generation !== undefined && opts.generation > 0 ? { pointId: String(opts.generation) } : {})
+        return { generation: r.generation, rolledBack: r.rolledBack, consistent: r.consistent, fuzzy: false }
+      } catch (err) {
+        // no consistent point (e.g. a disk that was never quiet): start from the latest fuzzy state
+        // rather than not at all, and say so loudly
+        this.components.log.error({ vm, error: errorMessage(err) }, 'no consistent recovery point; finalizing at the latest (fuzzy) generation')
+        const r = await rep.store.finalize({ acceptFuzzy: true })
+        return { generation: r.generation, rolledBack: r.rolledBack, consistent: r.consistent, fuzzy: true }
+      }
+    } finally { this.replicaChanged(vm) }
+  }
+
+  async replicaFilesForStart (vm: string): Promise<VmStartFiles | undefined> {
+    const reps = await this.replicas.ofVm(vm)
+    const rep = reps.find(r => r.store.state().finalized) ?? reps[0]
+    if (rep === undefined) return undefined
+    return startFiles(rep.store.state().files, this.replicas.dirOf(rep.source, vm))
+  }
+
+  async finalizedFiles (vm: string): Promise<Record<string, string> | undefined> {
+    return (await this.replicas.ofVm(vm)).find(r => r.store.state().finalized)?.store.state().files
+  }
+
+  async seedFromLocalCopy (vm: string, owner: string, homeCopy?: CopyFile[]): Promise<{ dir: string, files: number } | undefined> {
+    const reps = await this.replicas.ofVm(vm)
+    const fromOwner = reps.find(r => r.source === owner)
+    if (fromOwner !== undefined && fromOwner.store.state().appliedGeneration > 0 && !fromOwner.store.state().finalized) return undefined
+    const finalized = reps.find(r => r.store.state().finalized)
+    const others = reps.filter(r => r.source !== owner && !r.store.state().finalized).sort((a, b) => b.store.state().appliedGeneration - a.store.state().appliedGeneration)
+    const filesOf = (st: { files: Record<string, string> }): CopyFile[] => Object.entries(st.files).map(([source, local]) => ({ source, local }))
+    let copy: CopyFile[] | undefined
+    if (finalized !== undefined) copy = filesOf(finalized.store.state())
+    else if (homeCopy !== undefined) copy = homeCopy
+    else if (others[0] !== undefined && others[0].store.state().appliedGeneration > 0) copy = filesOf(others[0].store.state())
+    if (copy === undefined || copy.length === 0) return undefined
+    const dir = this.replicas.seedDirOf(owner, vm)
+    const placed = await placeSeed(dir, copy)
+    // a finalized replica takes no more generations: the new owner's session needs a fresh store
+    if (finalized !== undefined) {
+      await this.replicas.remove(finalized.source, vm)
+      this.replicaChanged(vm)
+    }
+    return { dir, files: placed.length }
+  }
 
   /** Status entries: VMs sourced here (with targets) merged with replicas held here. */
   vmStatus (): VmStatus[] {

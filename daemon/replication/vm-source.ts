@@ -15,7 +15,8 @@ import type { AbstractLevel } from 'abstract-level'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 import type { VmConfig } from '../../config/load.ts'
-import { ChangeTracker, HashScanSource, formatRangesOf, inlineHasher, poolHasher, wholeFile, type ChangeEvent, type ChangeSource } from '../../storage/changes/index.ts'
+import { HashScanSource, formatRangesOf, inlineHasher, poolHasher, wholeFile, type ChangeSource } from '../../storage/changes/index.ts'
+import { ChangeTracker, type ChangeEvent } from './change-tracker.ts'
 import { Manifest } from '../../storage/manifest/manifest.ts'
 import { binarySublevel } from '../../storage/manifest/db.ts'
 import { DirtyMaps } from '../../storage/dirty/index.ts'
@@ -31,6 +32,7 @@ import { Books } from './books.ts'
 import { ToldSourceRunner } from './told-source-runner.ts'
 import { parseToldScanToken } from '../../storage/changes/told-scan.ts'
 import { TargetSender } from './sender.ts'
+import type { SenderSource, SourceFile } from './source-view.ts'
 import type { StreamLike } from './channel.ts'
 
 export interface VmSourceComponents {
@@ -60,9 +62,9 @@ export interface VmSourceInit {
   watch?: boolean
 }
 
-export interface SourceFile { fileId: number, path: string, kind: FileKind }
+export type { SourceFile } from './source-view.ts'
 
-export class VmSource {
+export class VmSource implements SenderSource {
   readonly name: string
   readonly files: SourceFile[]
   readonly manifest: Manifest
@@ -216,7 +218,15 @@ export class VmSource {
       await this.dirty.addTarget(t, (f) => this.hashScan.nonZeroRanges(f))
       await this.books.setTarget(t, { acked: 0, inFlight: null })
     }
-    const s = new TargetSender(this, t)
+    const { clock, log, dial, limiterFor, metrics } = this.components
+    const s = new TargetSender({
+      clock,
+      log,
+      source: this,
+      dial,
+      ...(limiterFor !== undefined ? { limiter: limiterFor(t, this.name) } : {}),
+      ...(metrics !== undefined ? { metrics } : {})
+    }, { target: t, nodeName: this.init.nodeName })
     this.senders.set(t, s)
     s.start()
   }

@@ -1,12 +1,14 @@
 /**
  * The pipe to one watchdog process. The real one spawns `daemon/watchdog/main.ts` detached
- * (its own session: a Ctrl-C or SIGHUP aimed at the daemon's terminal must not kill the
- * fencing) with an IPC channel; tests substitute an in-process fake.
+ * (POSIX: its own session, so a Ctrl-C or SIGHUP aimed at the daemon's terminal does not kill
+ * the fencing; Windows: outside the job object that dies with the daemon — see
+ * common/platform/process.ts) with an IPC channel; tests substitute an in-process fake.
  */
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import type { WatchdogRequest } from './messages.ts'
 import { isSource, siblingModule } from '../../common/module-path.ts'
+import { hostOs, independentChildOptions } from '../../common/platform/index.ts'
 
 export interface WatchdogChannel {
   readonly pid: number | undefined
@@ -46,7 +48,7 @@ export function watchdogArgv (o: SpawnOptions): string[] {
 
 export const spawnWatchdogProcess: SpawnWatchdog = (o) => {
   const [cmd, ...args] = watchdogArgv(o)
-  const child = spawn(cmd as string, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe', 'ipc'], detached: process.platform !== 'win32', windowsHide: true })
+  const child = spawn(cmd as string, args, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe', 'ipc'], ...independentChildOptions(hostOs) })
   let errBuf = ''
   const errFns: Array<(l: string) => void> = []
   child.stderr?.setEncoding('utf8')

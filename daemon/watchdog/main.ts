@@ -11,7 +11,8 @@
  *   when due (never earlier, never later), then exit
  *
  * With --state-file, the armed deadlines are kept in that file and a new watchdog takes them
- * over from its predecessor (handover.ts), so a daemon restart neither loses nor duplicates them.
+ * over from its predecessor (handover.ts: SIGUSR2 on POSIX, a polled request file on Windows),
+ * so a daemon restart neither loses nor duplicates them.
  *
  * Time is CLOCK_MONOTONIC (process.hrtime): the same clock for every process on the host.
  * Reports go over IPC (asynchronous: a stopped daemon that does not read cannot block this
@@ -25,7 +26,8 @@ import { executeFence } from '../hypervisor/fence.ts'
 import { createRunner } from '../hypervisor/run.ts'
 import { WatchdogCore, type CoreInput, type CoreOutput } from './core.ts'
 import { decodeRequest, WATCHDOG_PROTOCOL_VERSION, WatchdogProtocolError, type WatchdogReport } from './messages.ts'
-import { HANDOVER_SIGNAL, takeOver, writeHandoverState } from './handover.ts'
+import { HANDOVER_SIGNAL, handoverRequested, takeOver, writeHandoverState } from './handover.ts'
+import { handoverMechanism, hostOs } from '../../common/platform/index.ts'
 
 function monoNow (): number { return Number(process.hrtime.bigint()) / 1e6 }
 
@@ -70,7 +72,7 @@ function saveState (): void {
   const arms = core.snapshot()
   const text = JSON.stringify(arms)
   if (text === savedState) return
-  try { writeHandoverState(stateFile, process.pid, arms); savedState = text } catch (err) { log({ type: 'state-write-failed', error: errorMessage(err) }) }
+  try { writeHandoverState(stateFile, process.pid, arms, hostOs); savedState = text } catch (err) { log({ type: 'state-write-failed', error: errorMessage(err) }) }
 }
 
 function apply (out: CoreOutput): void {
@@ -142,21 +144,25 @@ process.on('message', (m: unknown) => {
 })
 process.on('disconnect', () => { onParentGone('ipc-disconnect') })
 process.on('SIGTERM', () => { onParentGone('SIGTERM') })
-process.on(HANDOVER_SIGNAL, () => {
+function handOver (): void {
   // a successor took over: leave it our deadlines and go, without fencing anything
   if (stateFile === undefined) return
   savedState = ''
   saveState()
   log({ type: 'handed-over', armed: core.armed().length })
   process.exit(0)
-})
+}
+// Windows has no SIGUSR2 (listening for it throws there): the successor's request file is polled below
+if (handoverMechanism(hostOs) === 'signal') process.on(HANDOVER_SIGNAL, handOver)
 process.on('SIGINT', () => {})
 process.on('SIGHUP', () => {})
+if (hostOs === 'win32') process.on('SIGBREAK', () => {})
 process.on('uncaughtException', (err) => {
   // dying would drop every deadline; the core's state is intact, so keep going
   log({ type: 'uncaught', error: errorMessage(err) })
 })
 setInterval(() => {
+  if (stateFile !== undefined && handoverRequested(stateFile, process.pid)) { handOver(); return }
   if (process.ppid !== initialPpid) { onParentGone('reparented'); return }
   try { process.kill(initialPpid, 0) } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ESRCH') onParentGone('parent-exited')
@@ -167,6 +173,6 @@ setInterval(() => {
 let nice: number | undefined
 try { setPriority(0, -10); nice = -10 } catch { /* not permitted: stay at the default */ }
 log({ type: 'start', ppid: initialPpid, nice })
-const inherited = stateFile === undefined ? [] : await takeOver(stateFile, process.pid, { waitMs: 2000, log })
+const inherited = stateFile === undefined ? [] : await takeOver(stateFile, process.pid, { waitMs: 2000, log, os: hostOs })
 apply(core.adopt(monoNow(), inherited))
 send({ type: 'hello', version: WATCHDOG_PROTOCOL_VERSION, pid: process.pid, monoMs: monoNow(), inherited })

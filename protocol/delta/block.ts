@@ -4,8 +4,9 @@
  * worker pool can run encodeBlock; every returned buffer owns its ArrayBuffer (or is the caller's
  * input for raw blocks), so `payload.buffer` may be transferred back from a worker.
  */
-import { createRequire } from 'node:module'
 import { blake3, createBlake3 } from '../../common/blake3.ts'
+import { lz4 } from '../../common/lz4.ts'
+import { isAllZero } from '../../common/zero.ts'
 import { MAX_BLOCK_LENGTH } from './limits.ts'
 import {
   DeltaBadEncodingError,
@@ -46,29 +47,11 @@ export interface DecodeBlockOptions {
   sharedZero?: boolean
 }
 
-/** The lz4 block API of the CommonJS `lz4` package (it ships no types). */
-interface Lz4BlockApi {
-  encodeBlock: (src: Uint8Array, dst: Uint8Array) => number
-  decodeBlock: (src: Uint8Array, dst: Uint8Array) => number
-}
-
-const lz4 = createRequire(import.meta.url)('lz4') as Lz4BlockApi
 
 const ZERO = new Uint8Array(64 * 1024)
-const zeroChecksums = new Map<number, Uint8Array>()
+export { isAllZero }
 
-/** True when every byte of `data` is zero (memcmp against a shared zero buffer). */
-export function isAllZero (data: Uint8Array): boolean {
-  const n = data.byteLength
-  if (n === 0) return true
-  // most non-zero blocks fail here without touching the rest
-  if (data[0] !== 0 || data[n - 1] !== 0) return false
-  for (let off = 0; off < n; off += ZERO.length) {
-    const len = Math.min(ZERO.length, n - off)
-    if (Buffer.compare(data.subarray(off, off + len), len === ZERO.length ? ZERO : ZERO.subarray(0, len)) !== 0) return false
-  }
-  return true
-}
+const zeroChecksums = new Map<number, Uint8Array>()
 
 /** BLAKE3-128 of `data`, in a buffer of its own. */
 export function blockChecksum (data: Uint8Array): Uint8Array {
@@ -85,6 +68,7 @@ export function zeroChecksum (length: number): Uint8Array {
       const h = createBlake3()
       for (let left = length; left > 0; left -= ZERO.length) h.update(ZERO.subarray(0, Math.min(left, ZERO.length)))
       sum = h.digest(CHECKSUM_LENGTH)
+      h.dispose()
     }
     if (zeroChecksums.size >= 64) zeroChecksums.clear()
     zeroChecksums.set(length, sum)

@@ -11,8 +11,7 @@
  * Memory is O(files), never O(blocks): overlap is checked within a frame (entries ascending), not
  * across frames; a later frame rewriting a range simply wins.
  */
-import { createHash } from 'blake3'
-import type { NodeHash } from 'blake3'
+import { createBlake3, type Blake3Hasher } from '../../common/blake3.ts'
 import { CHECKSUM_LENGTH } from './block.ts'
 import { FileKind } from './messages.ts'
 import type { BeginFrame, BlocksFrame, DeltaFile, EndFrame, Frame, ResizeFrame } from './messages.ts'
@@ -41,13 +40,8 @@ const RECORD_RESIZE = 2
 
 export type GenerationPhase = 'awaiting-begin' | 'receiving' | 'complete' | 'failed'
 
-export interface GenerationSummary {
-  vm: string
-  generation: number
-  baseGeneration: number
-  consistent: boolean
-  createdAtMs: number
-  files: DeltaFile[]
+/** What a complete generation was: its begin frame's fields and its totals. */
+export interface GenerationSummary extends Omit<BeginFrame, 'type'> {
   blockCount: number
   byteCount: number
   digest: Uint8Array
@@ -67,7 +61,7 @@ export class GenerationValidator {
   private phaseValue: GenerationPhase = 'awaiting-begin'
   private beginFrame: BeginFrame | undefined
   private readonly files = new Map<number, FileState>()
-  private hasher: NodeHash | undefined
+  private hasher: Blake3Hasher | undefined
   private blocks = 0
   private bytes = 0
   private failure: DeltaProtocolError | undefined
@@ -89,7 +83,7 @@ export class GenerationValidator {
   digest (): Uint8Array {
     if (this.finalDigest != null) return new Uint8Array(this.finalDigest)
     if (this.hasher == null) throw new DeltaSequenceError('no generation begun')
-    return new Uint8Array(this.hasher.digest({ length: CHECKSUM_LENGTH }))
+    return this.hasher.digest(CHECKSUM_LENGTH)
   }
 
   /**
@@ -111,6 +105,8 @@ export class GenerationValidator {
       if (err instanceof DeltaProtocolError) {
         this.failure = err
         this.phaseValue = 'failed'
+        this.hasher?.dispose()
+        this.hasher = undefined
       }
       throw err
     }
@@ -155,7 +151,8 @@ export class GenerationValidator {
       this.files.set(f.fileId, { file: f, resized: false })
     }
     this.beginFrame = frame
-    this.hasher = createHash()
+    this.hasher?.dispose()
+    this.hasher = createBlake3()
     this.phaseValue = 'receiving'
   }
 
@@ -227,6 +224,7 @@ export class GenerationValidator {
     const digest = this.digest()
     if (frame.digest != null && Buffer.compare(digest, frame.digest) !== 0) throw new DeltaDigestMismatchError('generation digest mismatch')
     this.finalDigest = digest
+    this.hasher?.dispose()
     this.hasher = undefined
     this.phaseValue = 'complete'
   }

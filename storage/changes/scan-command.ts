@@ -1,6 +1,6 @@
 /**
  * Core of `vmesh scan FILE --state DIR`: one hash scan of one file against a manifest kept in
- * DIR (a LevelDB), answering with the interface.md scan JSON. The first scan with a new state
+ * DIR (a LevelDB), answering with the scan JSON (a CLI contract, README "Command line"). The first scan with a new state
  * directory reports every non-zero block as changed.
  */
 import { mkdir } from 'node:fs/promises'

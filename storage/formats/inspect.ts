@@ -1,5 +1,5 @@
 /**
- * `vmesh inspect FILE`: the parsed summary of one VHD/VHDX (JSON shape from interface.md plus
+ * `vmesh inspect FILE`: the parsed summary of one VHD/VHDX (its JSON shape is a CLI contract, README "Command line", plus
  * extras) and its human-readable rendering. The CLI prints formatInspectText(result) or
  * JSON.stringify(result); a damaged file rejects with the FormatError naming the damage.
  */

@@ -72,7 +72,7 @@ export interface VhdxDetails {
 }
 
 /**
- * The `vmesh inspect FILE --json` shape (interface.md) plus extras. `scanRanges` is kept out of
+ * The `vmesh inspect FILE --json` shape (a CLI contract, README "Command line") plus extras. `scanRanges` is kept out of
  * the inspect output; use dataRanges(info) to get it.
  */
 export interface DiskInfo {

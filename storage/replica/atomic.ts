@@ -3,7 +3,7 @@
  * fsync the directory. A reader sees the old or the new document, never a mixture. The first
  * line is the BLAKE3-128 of the body, so a damaged file is detected instead of misread.
  */
-import { hash as blake3Hash } from 'blake3'
+import { blake3 } from '../../common/blake3.ts'
 import { join } from 'node:path'
 import type { ReplicaFs } from './fs.ts'
 import { ReplicaStateCorruptError } from './errors.ts'
@@ -11,7 +11,7 @@ import { ReplicaStateCorruptError } from './errors.ts'
 const MAX_DOC_BYTES = 256 * 1024 * 1024
 
 function digest (body: string): string {
-  return blake3Hash(Buffer.from(body, 'utf8'), { length: 16 }).toString('hex')
+  return Buffer.from(blake3(Buffer.from(body, 'utf8'), 16)).toString('hex')
 }
 
 /**

@@ -4,7 +4,8 @@
  * loss (unsynced writes and directory entries may vanish) and injects ENOSPC or a simulated
  * crash at any operation.
  */
-import { open as fsOpen, stat as fsStat, readdir as fsReaddir, mkdir as fsMkdir, rename as fsRename, unlink as fsUnlink, copyFile as fsCopyFile, rmdir as fsRmdir, constants, type FileHandle } from 'node:fs/promises'
+import { open as fsOpen, stat as fsStat, readdir as fsReaddir, mkdir as fsMkdir, unlink as fsUnlink, copyFile as fsCopyFile, rmdir as fsRmdir, constants, type FileHandle } from 'node:fs/promises'
+import { hostOs, renameDurable, syncDir } from '../../common/platform/index.ts'
 
 /** 'read': read-only; 'write': read-write, created if missing, never truncated; 'create': read-write, created or truncated. */
 export type OpenMode = 'read' | 'write' | 'create'
@@ -119,16 +120,15 @@ export const nodeReplicaFs: ReplicaFs = {
     }
   },
   async mkdir (path) { await fsMkdir(path, { recursive: true, mode: 0o700 }) },
-  async rename (from, to) { await fsRename(from, to) },
+  // retried on Windows while a scanner holds the target; see common/platform/fs.ts
+  async rename (from, to) { await renameDurable(from, to, { os: hostOs }) },
   async unlink (path) {
     try { await fsUnlink(path) } catch (err) {
       if (!isNotFound(err)) throw err
     }
   },
-  async syncDir (path) {
-    const fh = await fsOpen(path, constants.O_RDONLY)
-    try { await fh.sync() } finally { await fh.close() }
-  },
+  // a no-op where folders cannot be synced (Windows: NTFS journals its metadata)
+  async syncDir (path) { await syncDir(path, { os: hostOs }) },
   async copyFile (from, to) {
     await fsCopyFile(from, to, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL)
   },

@@ -52,6 +52,7 @@ function checksum (salt: Uint8Array, head: Uint8Array, payload: readonly Uint8Ar
   h.update(head)
   for (const p of payload) h.update(p)
   const d = h.digest(CHECKSUM_BYTES)
+  h.dispose()
   return Buffer.from(d.buffer, d.byteOffset, d.byteLength)
 }
 

@@ -1,6 +1,7 @@
 /**
  * Seeded simulation of the ownership machine on a SimNet (test/helpers/simnet.ts): each node is
- * a daemon (the real OwnershipMachine, the real codec, a simple heartbeat failure detector),
+ * a daemon (the real OwnershipMachine and the real SWIM/Lifeguard Detector, both through their
+ * real codecs, with the shipped timings of config/profiles.ts),
  * each host has a hypervisor, a driver and a watchdog that live outside the daemon — a paused
  * daemon's watchdog still fires, a crashed host loses its VMs at once, a restarted daemon finds
  * its VMs still running.
@@ -21,20 +22,22 @@
  */
 import { SeededRandom, shuffle } from '../../common/random.ts'
 import type { Random } from '../../common/random.ts'
+import { PROFILES, type DetectorProfile, type ProfileName } from '../../config/profiles.ts'
+import { Detector, type Output as DetectorOutput } from '../../daemon/membership/detector.ts'
 import { OwnershipMachine } from '../../daemon/ownership/machine.ts'
-import { LAN_OWNERSHIP_TIMING, recordKey } from '../../daemon/ownership/types.ts'
+import { recordKey } from '../../daemon/ownership/types.ts'
 import type {
   GenerationRef, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord, VmSpec, VoterSpec
 } from '../../daemon/ownership/types.ts'
 import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/election/codec.ts'
+import { decodeSwimMessage, encodeSwimMessage } from '../../protocol/membership/codec.ts'
 import { SimNet } from './simnet.ts'
 import type { SimNodeContext, SimNodeHandler } from './simnet.ts'
 
-type SimMsg = { k: 'hb' } | { k: 'el', bytes: Uint8Array }
+type SimMsg = { k: 'swim', bytes: Uint8Array } | { k: 'el', bytes: Uint8Array }
 
-/** The failure detector of the simulated daemon: silence ≥ suspectMs → suspect, ≥ deadMs → dead. */
-export interface DetectorModel { heartbeatMs: number, suspectMs: number, deadMs: number }
-export const LAN_DETECTOR: DetectorModel = { heartbeatMs: 500, suspectMs: 1500, deadMs: 3000 }
+/** The lag a daemon's lag probe reports to its detector (daemon/membership/service.ts lagThresholdMs). */
+const LAG_THRESHOLD_MS = 250
 
 export type ScheduleKind = 'chaos' | 'rto'
 
@@ -42,6 +45,8 @@ export interface ScheduleOptions {
   seed: number
   kind?: ScheduleKind
   trace?: boolean
+  /** The timing profile every node runs (config/profiles.ts). @default 'lan' */
+  profile?: ProfileName
 }
 
 export interface ScheduleResult {
@@ -58,6 +63,12 @@ export interface ScheduleResult {
   rtoMs?: number
   trace: string[]
   counts: { starts: number, elections: number, forced: number, watchdogKills: number, planned: number, messages: number }
+  /**
+   * What the nodes ran: the profile's ownership timings (chaos schedules set driftRatio to the
+   * simulated clocks' drift, the bound under test) and its detector timings.
+   */
+  timing: OwnershipTiming
+  detector: DetectorProfile
 }
 
 interface Instance { epoch: number, startT: number, base: number }
@@ -91,7 +102,7 @@ class World {
   readonly voters: VoterSpec[]
   readonly vms: VmSpec[]
   readonly timing: OwnershipTiming
-  readonly detector: DetectorModel
+  readonly detector: DetectorProfile
   readonly violations: string[] = []
   readonly trace: string[] = []
   readonly tracing: boolean
@@ -105,7 +116,7 @@ class World {
   private readonly leases = new Map<string, Map<string, number>>()
   readonly startLog: Array<{ t: number, host: string, vm: string, epoch: number }> = []
 
-  constructor (seed: number, voters: VoterSpec[], vms: VmSpec[], timing: OwnershipTiming, detector: DetectorModel, net: SimNet<SimMsg>, tracing: boolean) {
+  constructor (seed: number, voters: VoterSpec[], vms: VmSpec[], timing: OwnershipTiming, detector: DetectorProfile, net: SimNet<SimMsg>, tracing: boolean) {
     this.rng = new SeededRandom(seed ^ 0x5eed5eed)
     this.voters = voters
     this.vms = vms
@@ -390,14 +401,15 @@ class World {
   owners (vm: string): string[] { return [...this.hosts.values()].filter(h => h.instances.has(vm)).map(h => h.id) }
 }
 
-/** One simulated daemon: detector + ownership machine, speaking through the codec. */
+/**
+ * One simulated daemon: the membership Detector and the ownership machine, each speaking
+ * through its codec, wired as daemon.ts wires them (detector member events → machine inputs;
+ * a lost connection → transportLost; a late wake-up → observeLag, like the driver's lag probe).
+ */
 class SimDaemon implements SimNodeHandler<SimMsg> {
   readonly machine: OwnershipMachine
+  readonly detector: Detector
   private readonly pending: OwnershipInput[]
-  private readonly lastHeard = new Map<string, number>()
-  private readonly state = new Map<string, MemberState>()
-  private readonly peers: string[]
-  private nextHeartbeat: number
   private expectedWake = Infinity
 
   constructor (private readonly world: World, private readonly ctx: SimNodeContext<SimMsg>, initial: OwnershipInput[]) {
@@ -413,10 +425,10 @@ class SimDaemon implements SimNodeHandler<SimMsg> {
       now,
       records: [...world.host(ctx.id).persisted.values()]
     })
-    this.pending = initial
-    this.peers = world.voters.map(v => v.id).filter(id => id !== ctx.id)
-    for (const p of this.peers) this.lastHeard.set(p, now)
-    this.nextHeartbeat = now
+    this.detector = new Detector({ self: ctx.id, peers: world.voters.map(v => v.id), timings: world.detector, random: ctx.random, now })
+    // daemon.ts: after the ownership service starts, it is told every member's current state
+    // (at boot every peer is 'dead' until heard from), then each change.
+    this.pending = [...initial, ...this.detector.members().map((m): OwnershipInput => ({ type: 'member', id: m.id, state: m.state }))]
   }
 
   hold (input: OwnershipInput): void { this.pending.push(input) }
@@ -426,65 +438,42 @@ class SimDaemon implements SimNodeHandler<SimMsg> {
   }
 
   receive (now: number, from: string, msg: SimMsg): void {
-    this.compensate(now)
-    this.heard(now, from)
-    if (msg.k === 'el') this.input(now, { type: 'message', from, msg: decodeElectionMessage(msg.bytes) })
+    this.lag(now)
+    if (msg.k === 'swim') this.membership(now, this.detector.step(now, from, decodeSwimMessage(msg.bytes)))
+    else this.input(now, { type: 'message', from, msg: decodeElectionMessage(msg.bytes) })
   }
 
   tick (now: number): void {
-    this.compensate(now)
+    this.lag(now)
     while (this.pending.length > 0) this.input(now, this.pending.shift() as OwnershipInput)
-    this.evaluate(now)
-    if (now >= this.nextHeartbeat) {
-      for (const p of this.peers) this.ctx.send(p, { k: 'hb' })
-      this.nextHeartbeat = now + this.world.detector.heartbeatMs
-    }
+    this.membership(now, this.detector.tick(now))
     this.world.apply(this.ctx.id, this.ctx, this.machine.tick(now))
+  }
+
+  peerLost (now: number, peer: string): void {
+    this.membership(now, this.detector.transportLost(now, peer))
   }
 
   nextWake (): number {
     if (this.pending.length > 0) { this.expectedWake = this.ctx.now(); return this.expectedWake }
-    let t = Math.min(this.nextHeartbeat, this.machine.nextDeadline() ?? Infinity)
-    const d = this.world.detector
-    for (const p of this.peers) {
-      const s = this.state.get(p)
-      const heard = this.lastHeard.get(p) ?? 0
-      if (s === 'alive') t = Math.min(t, heard + d.suspectMs)
-      else if (s !== 'dead') t = Math.min(t, heard + d.deadMs)
-    }
-    this.expectedWake = t
-    return t
+    this.expectedWake = Math.min(this.detector.nextDeadline(), this.machine.nextDeadline() ?? Infinity)
+    return this.expectedWake
   }
 
-  /** Like the real detector: time we did not run (paused, starved) is not held against peers. */
-  private compensate (now: number): void {
-    const gap = now - this.expectedWake
-    if (gap > 200) for (const [p, t] of this.lastHeard) this.lastHeard.set(p, t + gap)
+  /** A wake-up later than asked for (paused, starved) is event-loop lag to the daemon's lag probe. */
+  private lag (now: number): void {
+    const late = now - this.expectedWake
     this.expectedWake = Infinity
+    if (late > LAG_THRESHOLD_MS) this.membership(now, this.detector.observeLag(now, late))
   }
 
-  private heard (now: number, from: string): void {
-    this.lastHeard.set(from, now)
-    if (this.state.get(from) !== 'alive') this.setState(now, from, 'alive')
-  }
-
-  private evaluate (now: number): void {
-    const d = this.world.detector
-    for (const p of this.peers) {
-      // absolute comparisons, exactly as nextWake computed them (no float drift between the two)
-      const heard = this.lastHeard.get(p) ?? now
-      const cur = this.state.get(p)
-      let next: MemberState | undefined = cur
-      if (now >= heard + d.deadMs) next = 'dead'
-      else if (now >= heard + d.suspectMs && cur === 'alive') next = 'suspect'
-      if (next !== undefined && next !== cur) this.setState(now, p, next)
+  private membership (now: number, out: DetectorOutput): void {
+    for (const { to, msg } of out.send) this.ctx.send(to, { k: 'swim', bytes: encodeSwimMessage(msg) })
+    for (const e of out.events) {
+      if (e.type !== 'member') continue
+      this.world.log(`${this.ctx.id} sees ${e.id} ${e.state}`)
+      this.input(now, { type: 'member', id: e.id, state: e.state })
     }
-  }
-
-  private setState (now: number, peer: string, s: MemberState): void {
-    this.state.set(peer, s)
-    this.world.log(`${this.ctx.id} sees ${peer} ${s}`)
-    this.input(now, { type: 'member', id: peer, state: s })
   }
 }
 
@@ -515,6 +504,8 @@ const STABLE_MS = 40_000
 
 export function runSchedule (opts: ScheduleOptions): ScheduleResult {
   const kind = opts.kind ?? 'chaos'
+  // the chaos phases and fault windows are sized for LAN leases
+  if (kind === 'chaos' && (opts.profile ?? 'lan') !== 'lan') throw new Error('chaos schedules run the lan profile only')
   return kind === 'rto' ? runRto(opts) : runChaos(opts)
 }
 
@@ -529,10 +520,15 @@ function run (world: World, t: number): boolean {
   }
 }
 
-function setup (seed: number, cluster: Cluster, drift: number, link: { drop: number, delayMs: number, jitterMs: number, duplicate: number }, tracing: boolean): World {
-  const timing: OwnershipTiming = { ...LAN_OWNERSHIP_TIMING, driftRatio: Math.max(drift, 0.001) }
+/**
+ * Every node runs `profile` from the one table, as a daemon with `mesh.profile` and no overrides
+ * does, except that the lease arithmetic's drift bound is set to the clocks' simulated drift:
+ * the bound under test (for the rto schedules, the shipped one).
+ */
+function setup (seed: number, cluster: Cluster, profile: ProfileName, drift: number, link: { drop: number, delayMs: number, jitterMs: number, duplicate: number }, tracing: boolean): World {
+  const timing: OwnershipTiming = { ...PROFILES[profile].ownership, driftRatio: Math.max(drift, 0.001) }
   const net = new SimNet<SimMsg>({ seed, link, drift, maxEvents: 2_000_000 })
-  const world = new World(seed, cluster.voters, cluster.vms, timing, LAN_DETECTOR, net, tracing)
+  const world = new World(seed, cluster.voters, cluster.vms, timing, { ...PROFILES[profile].detector }, net, tracing)
   world.boot()
   const every = (): void => { world.replicate(); net.after(1000, every) }
   net.after(1000, every)
@@ -551,7 +547,7 @@ function runChaos (opts: ScheduleOptions): ScheduleResult {
     jitterMs: pick(rng, [1, 5, 20, 100]),
     duplicate: pick(rng, [0, 0, 0.02, 0.1])
   }
-  const world = setup(opts.seed, cluster, drift, baseLink, opts.trace === true)
+  const world = setup(opts.seed, cluster, 'lan', drift, baseLink, opts.trace === true)
   const net = world.net
   const ids = cluster.voters.map(v => v.id)
   const hostIds = cluster.voters.filter(v => v.role === 'host').map(v => v.id)
@@ -684,21 +680,31 @@ function runChaos (opts: ScheduleOptions): ScheduleResult {
     liveness: problems.length === 0 ? 'ok' : 'failed',
     livenessDetail: problems.join('; '),
     trace: world.trace,
-    counts: world.counts
+    counts: world.counts,
+    timing: world.timing,
+    detector: world.detector
   }
 }
 
 function failed (seed: number, kind: ScheduleKind, world: World): ScheduleResult {
-  return { seed, kind, summary: 'simulator failure', faults: [], violations: world.violations, liveness: 'failed', livenessDetail: 'simulator failure', trace: world.trace, counts: world.counts }
+  return { seed, kind, summary: 'simulator failure', faults: [], violations: world.violations, liveness: 'failed', livenessDetail: 'simulator failure', trace: world.trace, counts: world.counts, timing: world.timing, detector: world.detector }
 }
 
-/** A clean LAN with the configured drift: the owner host of vm1 crashes for good; how long until vm1 runs elsewhere? */
+/** WAN links for rto schedules of the wan profile: 30–60 ms one way, a little loss. */
+const WAN_LINK = { drop: 0.005, delayMs: 30, jitterMs: 30, duplicate: 0 }
+
+/**
+ * A clean network (LAN, or WAN links for the wan profile) with the shipped drift bound: the
+ * owner host of vm1 crashes for good; how long until vm1 runs elsewhere?
+ */
 function runRto (opts: ScheduleOptions): ScheduleResult {
   const rng = new SeededRandom(opts.seed)
   const hostCount = 2 + rng.int(3)
   const witnessCount = hostCount === 2 ? 1 : rng.int(2)
   const cluster = makeCluster(rng, hostCount, witnessCount, 1 + rng.int(3), 0)
-  const world = setup(opts.seed, cluster, LAN_OWNERSHIP_TIMING.driftRatio, { drop: 0.001, delayMs: 0.2, jitterMs: 1, duplicate: 0 }, opts.trace === true)
+  const profile = opts.profile ?? 'lan'
+  const link = profile === 'lan' ? { drop: 0.001, delayMs: 0.2, jitterMs: 1, duplicate: 0 } : WAN_LINK
+  const world = setup(opts.seed, cluster, profile, PROFILES[profile].ownership.driftRatio, link, opts.trace === true)
   const killAt = 10_000 + rng.next() * 2000
   if (!run(world, killAt)) return failed(opts.seed, 'rto', world)
   const victim = world.owners('vm1')[0]
@@ -708,7 +714,7 @@ function runRto (opts: ScheduleOptions): ScheduleResult {
     problems.push('vm1 not running before the crash')
   } else {
     world.crash(victim)
-    if (!run(world, killAt + 30_000)) return failed(opts.seed, 'rto', world)
+    if (!run(world, killAt + 6 * world.timing.leaseMs)) return failed(opts.seed, 'rto', world)
     const s = world.startLog.find(x => x.vm === 'vm1' && x.t >= killAt && x.host !== victim)
     if (s === undefined) problems.push('vm1 never restarted elsewhere')
     else rtoMs = s.t - killAt
@@ -723,6 +729,8 @@ function runRto (opts: ScheduleOptions): ScheduleResult {
     livenessDetail: problems.join('; '),
     ...(rtoMs !== undefined ? { rtoMs } : {}),
     trace: world.trace,
-    counts: world.counts
+    counts: world.counts,
+    timing: world.timing,
+    detector: world.detector
   }
 }

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict'
 import { writeFile, readFile, cp } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster, type LocalNodeSpec } from '../../daemon/demo/local-cluster.ts'
+import { LocalCluster, type LocalNodeSpec } from '../../daemon/cluster/local-cluster.ts'
 import type { VmOwnershipStatus } from '../../daemon/ownership/types.ts'
 import { installFakeVm, fakeVmHypervisor, instances, overlaps, type Instance } from './fake-vm.ts'
 
@@ -17,10 +17,10 @@ export interface FailoverCluster { c: LocalCluster, disk: string, script: string
 
 /**
  * Creates and starts the cluster. `a` is vm1's home and replicates it to every other host;
- * witnesses get no hypervisor. Waits until vm1 runs on `a` and (when there are other hosts)
+ * witnesses get no hypervisor; `opts.hypervisor` replaces the fake VM's driver section. Waits until vm1 runs on `a` and (when there are other hosts)
  * their replicas have applied a generation, so a failover has data to start from.
  */
-export async function startFailoverCluster (nodes: LocalNodeSpec[], onCreated: (c: LocalCluster) => void): Promise<FailoverCluster> {
+export async function startFailoverCluster (nodes: LocalNodeSpec[], onCreated: (c: LocalCluster) => void, opts: { hypervisor?: (script: string, node: string) => Record<string, unknown> } = {}): Promise<FailoverCluster> {
   const c = await LocalCluster.create({ nodes })
   onCreated(c)
   const script = await installFakeVm(c.dir)
@@ -28,7 +28,7 @@ export async function startFailoverCluster (nodes: LocalNodeSpec[], onCreated: (
   await writeFile(disk, Buffer.alloc(1024 * 1024, 7))
   const hosts = nodes.filter(n => n.role !== 'witness')
   for (const n of hosts) {
-    const extra: Record<string, unknown> = { hypervisor: fakeVmHypervisor(script, n.name) }
+    const extra: Record<string, unknown> = { hypervisor: (opts.hypervisor ?? fakeVmHypervisor)(script, n.name) }
     if (n.name === 'a') extra.vms = [{ name: VM, disks: [disk], replicateTo: hosts.filter(x => x.name !== 'a').map(x => x.name), scanInterval: '500ms' }]
     await c.writeConfig(n.name, extra)
   }

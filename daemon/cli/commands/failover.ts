@@ -9,7 +9,7 @@ import type { Command } from 'commander'
 import { loadConfig } from '../../../config/load.ts'
 import { ApiClient } from '../../api/client.ts'
 import type { StatusDocument } from '../../status.ts'
-import type { TestFailoverRecord } from '../../ownership/test-failover.ts'
+import type { TestFailoverRecord } from '../../test-failover/types.ts'
 import { VmeshError } from '../../../common/errors.ts'
 import { exitCodeFor, printError, printResult, EXIT_OK, EXIT_FAILED, UsageError, type OutputOptions } from '../output.ts'
 

@@ -8,6 +8,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { createIdentity, FileExistsError } from '../../../config/identity.ts'
 import { parseHostPort } from '../../../config/schema.ts'
 import { UsageError } from '../output.ts'
+import { NODE_NAME_RE } from '../../../common/names.ts'
 
 export interface InitOptions { dir: string, name: string, listen?: string[], api?: string, role?: string }
 
@@ -42,7 +43,7 @@ vms: []
 async function exists (p: string): Promise<boolean> { try { await access(p); return true } catch { return false } }
 
 export async function runInit (o: InitOptions): Promise<InitResult> {
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(o.name)) throw new UsageError(`--name "${o.name}": use 1-63 letters, digits, ".", "_" or "-"`)
+  if (!NODE_NAME_RE.test(o.name)) throw new UsageError(`--name "${o.name}": use 1-63 letters, digits, ".", "_" or "-"`)
   const role = o.role ?? 'host'
   if (role !== 'host' && role !== 'witness') throw new UsageError(`--role must be host or witness, not "${role}"`)
   const listen = o.listen !== undefined && o.listen.length > 0 ? o.listen : ['/ip4/0.0.0.0/tcp/7400']

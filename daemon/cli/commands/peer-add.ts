@@ -3,7 +3,8 @@
  * administrator's comments and layout survive; the edited text is validated with the same
  * schema as `start` before it replaces the file (atomically).
  */
-import { readFile, writeFile, rename } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
+import { hostOs, renameDurable } from '../../../common/platform/index.ts'
 import { resolve } from 'node:path'
 import { parseDocument, isSeq, YAMLSeq, YAMLMap } from 'yaml'
 import { ConfigNotFoundError, ConfigParseError } from '../../../config/errors.ts'
@@ -35,6 +36,6 @@ export async function runPeerAdd (o: PeerAddOptions): Promise<{ config: string, 
   parseConfigText(out, file) // refuses duplicates, bad IDs, bad addresses — file untouched
   const tmp = `${file}.tmp-${process.pid}`
   await writeFile(tmp, out)
-  await rename(tmp, file)
+  await renameDurable(tmp, file, { os: hostOs })
   return { config: file, peer: { name: o.name, id: o.id, addrs: o.addr, role } }
 }

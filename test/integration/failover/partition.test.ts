@@ -10,7 +10,7 @@
  * removed after the test whatever happens (and on process exit).
  */
 import assert from 'node:assert/strict'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { killAllVms } from '../../helpers/fake-vm.ts'
 import { Netbed } from '../../helpers/netbed.ts'
 import {

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { readFile, writeFile, open } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../../helpers/fake-vm.ts'
 import type { ApiRequestError } from '../../../daemon/api/errors.ts'
 

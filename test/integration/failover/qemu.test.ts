@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs'
 import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { overlaps, type Instance } from '../../helpers/fake-vm.ts'
 import { VM, runningOn, replicaGeneration, ownershipOf, watchdogLog, dumpFailure } from '../../helpers/failover.ts'
 

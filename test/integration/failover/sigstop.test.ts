@@ -7,7 +7,7 @@
  * the `command` driver with the fake VM; the events log is checked for overlaps throughout.
  */
 import assert from 'node:assert/strict'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { killAllVms } from '../../helpers/fake-vm.ts'
 import {
   VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, waitTakeoverAfterFence, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure

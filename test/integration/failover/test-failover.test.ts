@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { access, open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster, VMESH_BIN } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster, VMESH_BIN } from '../../../daemon/cluster/local-cluster.ts'
 import type { ReplicaPoints } from '../../../daemon/replication/service.ts'
 import { installFakeVm, fakeVmHypervisor, instances, overlaps, killAllVms } from '../../helpers/fake-vm.ts'
 

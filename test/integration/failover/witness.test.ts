@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict'
 import { open, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { killAllVms } from '../../helpers/fake-vm.ts'
 import {
   VM, startFailoverCluster, runningOn, ownerSeenBy, ownershipOf, vmInstances, vmProcessAlive, replicaGeneration, allAlive, holdsFor, dumpFailure

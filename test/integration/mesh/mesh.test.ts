@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { writeFile, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster, VMESH_BIN } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster, VMESH_BIN } from '../../../daemon/cluster/local-cluster.ts'
 import { createPsk } from '../../../config/identity.ts'
 import { tempDir } from '../../helpers/tmp.ts'
 

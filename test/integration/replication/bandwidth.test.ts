@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { mkdir, readFile } from 'node:fs/promises'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { requireQemu } from '../../helpers/qemu.ts'
 import { vmsSection, randomFixedVhd, replicaOf, cli, logOf } from './helpers.ts'
 

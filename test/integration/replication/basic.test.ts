@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { mkdir } from 'node:fs/promises'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { requireQemu, qemuImgCreate, qemuWrite, qemuImgCompare } from '../../helpers/qemu.ts'
 import { vmsSection, waitInSync, replicaPath, sameBytes, targetOf, settle, logOf } from './helpers.ts'
 import { readFile } from 'node:fs/promises'

@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import type { StatusDocument, TargetStatus, VmStatus } from '../../../daemon/status.ts'
 
 export interface VmSpec {
@@ -101,7 +101,7 @@ export async function replicaOf (c: LocalCluster, node: string, vm: string): Pro
 /** Runs the vmesh CLI; resolves with exit code and stdout. */
 export async function cli (args: string[], timeoutMs = 120_000): Promise<{ code: number | null, stdout: string, stderr: string }> {
   const { execFile } = await import('node:child_process')
-  const { VMESH_BIN } = await import('../../../daemon/demo/local-cluster.ts')
+  const { VMESH_BIN } = await import('../../../daemon/cluster/local-cluster.ts')
   return await new Promise((resolve) => {
     execFile(process.execPath, [VMESH_BIN, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null

@@ -13,7 +13,7 @@ import { mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { systemClock } from '../../../common/clock.ts'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { qmpCommand } from '../../../daemon/hypervisor/qmp.ts'
 import { vmsSection, waitInSync, replicaPath, sameBytes, vmOf, logOf } from './helpers.ts'
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
 import { copyFile, mkdir, open } from 'node:fs/promises'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { requireQemu, qemuImgCompare, qemuWrite } from '../../helpers/qemu.ts'
 import { vmsSection, waitInSync, replicaPath, sameBytes, randomFixedVhd, randomWrite, replicaOf, targetOf, cli, settle } from './helpers.ts'
 

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict'
 import { open, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { waitInSync, replicaPath, sameBytes, targetOf } from './helpers.ts'
 
 const MiB = 1024 * 1024

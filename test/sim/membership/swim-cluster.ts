@@ -3,6 +3,7 @@
  * through the real codec) and records every detector event with its simulated time, so tests
  * can ask "when did every survivor see X dead?" after the fact.
  */
+import { PROFILES, type ProfileName } from '../../../config/profiles.ts'
 import { SimNet } from '../../helpers/simnet.ts'
 import type { LinkConfig, SimNodeContext, SimNodeHandler } from '../../helpers/simnet.ts'
 import { Detector } from '../../../daemon/membership/detector.ts'
@@ -18,13 +19,14 @@ export interface SwimClusterInit {
   /** Node count (ids n00, n01, ...) or explicit ids. */
   nodes: number | string[]
   seed: number
-  timings: DetectorTimings
+  /** Every node runs this profile's detector timings from the one table (config/profiles.ts). */
+  profile: ProfileName
   link?: Partial<LinkConfig>
   drift?: number
   /** Pass every message through encodeSwimMessage/decodeSwimMessage. @default true */
   codec?: boolean
-  /** Per-node timing overrides (e.g. awareness disabled on one node). */
-  timingsFor?: (id: string) => DetectorTimings
+  /** Per-node deviations from the profile (e.g. awareness disabled on one node); undefined: the profile. */
+  timingsFor?: (id: string) => DetectorTimings | undefined
 }
 
 export class SwimCluster {
@@ -33,6 +35,7 @@ export class SwimCluster {
   readonly log: LoggedEvent[] = []
   private readonly detectors = new Map<string, Detector>()
   private readonly appliers = new Map<string, (out: Output) => void>()
+  private readonly timings = new Map<string, DetectorTimings>()
 
   constructor (init: SwimClusterInit) {
     this.ids = typeof init.nodes === 'number'
@@ -41,7 +44,8 @@ export class SwimCluster {
     this.net = new SimNet<Wire>({ seed: init.seed, ...(init.link !== undefined ? { link: init.link } : {}), drift: init.drift ?? 0 })
     const codec = init.codec ?? true
     for (const id of this.ids) {
-      const timings = init.timingsFor?.(id) ?? init.timings
+      const timings = init.timingsFor?.(id) ?? PROFILES[init.profile].detector
+      this.timings.set(id, timings)
       this.net.addNode(id, ctx => this.makeNode(ctx, timings, codec))
     }
   }
@@ -61,6 +65,9 @@ export class SwimCluster {
       peerLost: (now, peer) => { apply(det.transportLost(now, peer)) }
     }
   }
+
+  /** The timings node `id` runs. */
+  timingsOf (id: string): DetectorTimings | undefined { return this.timings.get(id) }
 
   /** The live detector of a node (undefined while it is down). */
   detector (id: string): Detector | undefined { return this.net.isUp(id) ? this.detectors.get(id) : undefined }

@@ -1,10 +1,10 @@
 /**
- * Membership at scale on the seeded simulated network: 50 detectors, real codec, loss, delay,
- * partitions, clock drift. Virtual time; each test states its bounds.
+ * Membership at scale on the seeded simulated network: 50 detectors running the shipped
+ * profiles (config/profiles.ts), real codec, loss, delay, partitions, clock drift. Virtual time;
+ * each test states its bounds.
  */
 import assert from 'node:assert/strict'
-import { LAN_TIMINGS, WAN_TIMINGS } from '../../../daemon/membership/detector.ts'
-import type { DetectorTimings } from '../../../daemon/membership/detector.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 import type { LinkConfig } from '../../helpers/simnet.ts'
 import { SwimCluster, percentile } from './swim-cluster.ts'
 
@@ -16,12 +16,12 @@ describe('membership simulation (50 nodes)', function () {
 
   it('converges: every node sees every other alive, also with staggered starts', () => {
     for (const seed of [1, 2]) {
-      const c = new SwimCluster({ nodes: 50, seed, timings: LAN_TIMINGS, link: LAN_LINK, drift: 1e-4 })
+      const c = new SwimCluster({ nodes: 50, seed, profile: 'lan', link: LAN_LINK, drift: 1e-4 })
       const at = c.net.runUntilTrue(() => c.allAlive(), 10_000, 10)
       assert.ok(at !== undefined && at <= 100, `seed ${seed}: converged at ${at}`)
     }
     // half the nodes come up over 20 s, in random order
-    const c = new SwimCluster({ nodes: 50, seed: 3, timings: LAN_TIMINGS, link: LAN_LINK })
+    const c = new SwimCluster({ nodes: 50, seed: 3, profile: 'lan', link: LAN_LINK })
     const late = c.ids.filter((_, i) => i % 2 === 1)
     for (const id of late) c.net.kill(id)
     let lastStart = 0
@@ -39,7 +39,7 @@ describe('membership simulation (50 nodes)', function () {
   it('a killed node is dead in every survivor\'s view, within bounds', () => {
     const times: number[] = []
     for (const seed of [1, 2, 3, 4, 5]) {
-      const c = new SwimCluster({ nodes: 50, seed, timings: LAN_TIMINGS, link: LAN_LINK })
+      const c = new SwimCluster({ nodes: 50, seed, profile: 'lan', link: LAN_LINK })
       c.net.runFor(5_000 + c.net.random.next() * 1_000)
       const victim = c.ids[c.net.random.int(50)] as string
       const killedAt = c.net.now
@@ -59,7 +59,7 @@ describe('membership simulation (50 nodes)', function () {
 
   it('no false deaths at 5 % message loss over 5 virtual minutes (3 seeds, clock drift)', () => {
     for (const seed of [11, 12, 13]) {
-      const c = new SwimCluster({ nodes: 50, seed, timings: LAN_TIMINGS, link: { ...LAN_LINK, drop: 0.05, duplicate: 0.01 }, drift: 1e-4 })
+      const c = new SwimCluster({ nodes: 50, seed, profile: 'lan', link: { ...LAN_LINK, drop: 0.05, duplicate: 0.01 }, drift: 1e-4 })
       c.net.runFor(5 * 60_000)
       const suspicions = c.memberEvents({ state: 'suspect' }).length
       assert.ok(suspicions > 0, 'loss does cause (refuted) suspicions: the scenario is not trivial')
@@ -69,7 +69,7 @@ describe('membership simulation (50 nodes)', function () {
   })
 
   it('a two-way partition declares the other side dead, and everyone is alive again after it heals', () => {
-    const c = new SwimCluster({ nodes: 50, seed: 21, timings: LAN_TIMINGS, link: LAN_LINK })
+    const c = new SwimCluster({ nodes: 50, seed: 21, profile: 'lan', link: LAN_LINK })
     c.net.runFor(3_000)
     const left = c.ids.slice(0, 30)
     const right = c.ids.slice(30)
@@ -85,13 +85,13 @@ describe('membership simulation (50 nodes)', function () {
     const at = c.net.runUntilTrue(() => c.allAlive(), 60_000, 10)
     assert.ok(at !== undefined, 'healed')
     // the first member seen back from the dead makes its observers re-probe every dead member
-    assert.ok(at - healedAt <= 4 * LAN_TIMINGS.probeIntervalMs, `alive again after ${at - healedAt} ms`)
+    assert.ok(at - healedAt <= 4 * PROFILES.lan.detector.probeIntervalMs, `alive again after ${at - healedAt} ms`)
     c.net.runFor(30_000)
     assert.ok(c.allAlive(), 'and stays so')
   })
 
   it('a one-way partition (a node that cannot hear) heals too', () => {
-    const c = new SwimCluster({ nodes: 50, seed: 22, timings: LAN_TIMINGS, link: LAN_LINK })
+    const c = new SwimCluster({ nodes: 50, seed: 22, profile: 'lan', link: LAN_LINK })
     c.net.runFor(3_000)
     const deaf = 'n07'
     c.net.partition(c.ids.filter(id => id !== deaf), [deaf], { oneWay: true })
@@ -102,17 +102,17 @@ describe('membership simulation (50 nodes)', function () {
     c.net.heal()
     const healedAt = c.net.now
     const at = c.net.runUntilTrue(() => c.allAlive(), 60_000, 10)
-    assert.ok(at !== undefined && at - healedAt <= 4 * LAN_TIMINGS.probeIntervalMs, `alive again after ${at !== undefined ? at - healedAt : 'never'} ms`)
+    assert.ok(at !== undefined && at - healedAt <= 4 * PROFILES.lan.detector.probeIntervalMs, `alive again after ${at !== undefined ? at - healedAt : 'never'} ms`)
   })
 
   it('detection time figures for 3, 10 and 50 nodes (LAN and WAN)', function () {
     const rows: Array<Record<string, string | number>> = []
     const measure = (n: number, profile: 'lan' | 'wan', trials: number): { p50: number, p99: number, max: number } => {
-      const timings: DetectorTimings = profile === 'lan' ? LAN_TIMINGS : WAN_TIMINGS
+      const timings = PROFILES[profile].detector
       const all: number[] = []
       const first: number[] = []
       for (let seed = 1; seed <= trials; seed++) {
-        const c = new SwimCluster({ nodes: n, seed: 1000 * n + seed, timings, link: profile === 'lan' ? LAN_LINK : WAN_LINK })
+        const c = new SwimCluster({ nodes: n, seed: 1000 * n + seed, profile, link: profile === 'lan' ? LAN_LINK : WAN_LINK })
         c.net.runFor(timings.probeIntervalMs * 6 + c.net.random.next() * timings.probeIntervalMs * n)
         const victim = c.ids[c.net.random.int(n)] as string
         const killedAt = c.net.now

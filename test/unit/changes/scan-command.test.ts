@@ -11,7 +11,7 @@ describe('changes/scan-command', function () {
   beforeEach(async () => { dir = await tempDir() })
   afterEach(async () => { await dir.cleanup() })
 
-  it('prints exactly the interface.md fields; first scan = every non-zero block, then deltas', async () => {
+  it('prints exactly the documented scan fields; first scan = every non-zero block, then deltas', async () => {
     const file = join(dir.path, 'web01.raw')
     const data = Buffer.alloc(8 * MiB)
     blockContent(MiB, 0).copy(data, 0)

@@ -39,7 +39,7 @@ function invalid (text: string): ConfigInvalidError {
 }
 
 describe('config: schema and errors', () => {
-  it('accepts the interface.md example shape and normalizes units', () => {
+  it('accepts the README example config shape and normalizes units', () => {
     const { raw } = parseConfigText(base(`
 hypervisor:
   driver: command
@@ -135,8 +135,8 @@ bandwidth:
   })
 
   it('refuses inconsistent timing overrides', () => {
-    const { raw } = parseConfigText(base('ownership: { fenceMs: 6000 }'), '/x/vmesh.yaml')
-    assert.throws(() => normalizeConfig(raw, '/x/vmesh.yaml'), (err: ConfigInvalidError) => err.name === 'ConfigInvalidError' && err.issues.some(i => i.path === 'ownership.fenceMs'))
+    const err = invalid(base('ownership: { fenceMs: 6000 }'))
+    assert.ok(err.issues.some(i => i.path === 'ownership.fenceMs'), err.message)
     const ok = parseConfigText(base(''), '/x/vmesh.yaml')
     assert.doesNotThrow(() => normalizeConfig(ok.raw, '/x/vmesh.yaml'))
   })
@@ -180,5 +180,26 @@ describe('config: units', () => {
     assert.equal(parseDuration('30s'), 30000)
     assert.equal(parseDuration('2h'), 7_200_000)
     assert.equal(parseDuration(250), 250)
+  })
+})
+
+describe('config: Windows paths in YAML', () => {
+  it('a double-quoted Windows path whose \\v became a control character is refused, naming the key and line', () => {
+    // every escape here is valid YAML, so nothing fails to parse: the path is silently changed
+    const text = base('vms:\n  - name: web01\n    disks: ["C:\\vms\\new\\file.vhdx"]\n    replicateTo: [hv-b]')
+    assert.throws(() => parseConfigText(text, '/x/vmesh.yaml'), (err: ConfigInvalidError) => {
+      assert.equal(err.name, 'ConfigInvalidError')
+      assert.equal(err.issues[0]?.path, 'vms[0].disks[0]')
+      assert.match(err.issues[0]?.message ?? '', /U\+000B.*single quotes/)
+      assert.equal(typeof err.issues[0]?.line, 'number')
+      return true
+    })
+    // "C:\temp\a.vhdx": a tab, in a Windows path
+    assert.throws(() => parseConfigText(base('vms:\n  - name: web01\n    disks: ["C:\\temp\\a.vhdx"]\n    replicateTo: [hv-b]'), '/x/vmesh.yaml'), { name: 'ConfigInvalidError' })
+  })
+
+  it('the same paths in single quotes, or with forward slashes, load as written', () => {
+    const { raw } = parseConfigText(base("vms:\n  - name: web01\n    disks: ['C:\\vms\\web01.vhdx', \"C:/vms/data.vhdx\"]\n    replicateTo: [hv-b]"), '/x/vmesh.yaml')
+    assert.deepEqual(raw.vms[0]?.disks, ['C:\\vms\\web01.vhdx', 'C:/vms/data.vhdx'])
   })
 })

@@ -93,7 +93,7 @@ describe('openDisk / dataRangesForFile / inspect', () => {
     assert.notEqual(info.scanRanges[0]?.length, 1)
   })
 
-  it('inspect returns the interface.md JSON shape and a readable text form', async () => {
+  it('inspect returns the documented JSON shape and a readable text form', async () => {
     const p = await file('i.vhdx', buildVhdx({ virtualSize: 4 * MiB, blocks: { 0: 6, 1: 6, 2: 2 } }).bytes)
     const r = await inspect(p)
     const json = JSON.parse(JSON.stringify(r)) as Record<string, unknown>

@@ -118,3 +118,23 @@ describe('hypervisor/command driver', function () {
     })
   })
 })
+
+describe('hypervisor/command driver on win32 (platform injected)', () => {
+  it('runs templates in cmd.exe /d /s /c with double-quoted values, verbatim, and fences the same way', async () => {
+    const { fakeRunner, ok, fail } = await import('./fake-runner.ts')
+    const { run, calls } = fakeRunner((argv) => argv.join(' ').includes('status.cmd') ? fail(1) : ok())
+    const { dir, cleanup } = await tempDir('vmesh-cmd-win-')
+    try {
+      const d = new CommandDriver({ start: 'start-vm.cmd {vm} {epoch} {dir} {files}', stop: 'stop-vm.cmd {vm}', status: 'status.cmd {vm}' }, { cwd: 'C:\\vmesh', stateDir: dir, clock: systemClock, run, os: 'win32' })
+      await d.start('web 01', { disks: ['C:\\vms\\web 01\\disk.vhdx'], files: [], dir: 'C:\\vms\\web 01\\' }, 2)
+      assert.deepEqual(calls[0]?.argv, ['cmd.exe', '/d', '/s', '/c', '"start-vm.cmd "web 01" "2" "C:\\vms\\web 01\\\\" "C:\\vms\\web 01\\disk.vhdx""'])
+      assert.equal(calls[0]?.opts.windowsVerbatimArguments, true)
+      await d.turnOff('web 01')
+      assert.deepEqual(calls[1]?.argv, ['cmd.exe', '/d', '/s', '/c', '"stop-vm.cmd "web 01""'])
+      assert.equal(calls[1]?.opts.windowsVerbatimArguments, true)
+      // a value cmd cannot take literally is refused before anything runs
+      await assert.rejects(d.start('50%off', { disks: [], files: [], dir: 'C:\\x' }, 3), { code: 'ERR_HYPERVISOR_CONFIG' })
+      assert.equal(calls.length, 2)
+    } finally { await cleanup() }
+  })
+})

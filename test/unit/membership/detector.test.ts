@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
-import { Detector, LAN_TIMINGS } from '../../../daemon/membership/detector.ts'
+import { Detector } from '../../../daemon/membership/detector.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 import type { DetectorTimings, Output } from '../../../daemon/membership/detector.ts'
 import { Suspicion, suspicionTimeout } from '../../../daemon/membership/suspicion.ts'
 import { GossipQueue } from '../../../daemon/membership/gossip.ts'
@@ -13,7 +14,14 @@ import type { Ack, Nack, Ping, PingReq, SwimMessage } from '../../../protocol/me
 
 const PEERS = ['b', 'c', 'd', 'e']
 
-function make (timings: DetectorTimings = LAN_TIMINGS, incarnation?: number): Detector {
+/**
+ * The LAN profile with round 500/200 ms probes, so the expected instants below read as
+ * arithmetic; the state machine's rules do not depend on the values. The shipped values
+ * themselves run in the simulations (detector-cluster.test.ts, test/sim/membership).
+ */
+const ROUND_TIMINGS: DetectorTimings = { ...PROFILES.lan.detector, probeIntervalMs: 500, probeTimeoutMs: 200 }
+
+function make (timings: DetectorTimings = ROUND_TIMINGS, incarnation?: number): Detector {
   return new Detector({ self: 'a', peers: ['a', ...PEERS], timings, random: new SeededRandom(11), now: 0, ...(incarnation !== undefined ? { incarnation } : {}) })
 }
 
@@ -156,14 +164,14 @@ describe('Detector (single machine)', () => {
     // c refutes in its ack: alive again at 2, suspicion gone
     const back = det.step(t + 1, 'c', { type: 'ack', seq: ping.seq, incarnation: 2, piggyback: [] })
     assert.deepEqual(back.events.find(e => e.type === 'member'), { type: 'member', id: 'c', state: 'alive', incarnation: 2, previous: 'suspect' })
-    assert.ok(det.nextDeadline() < t + 1 + LAN_TIMINGS.suspicionMinMs, 'no suspicion timer left')
+    assert.ok(det.nextDeadline() < t + 1 + ROUND_TIMINGS.suspicionMinMs, 'no suspicion timer left')
     assert.ok(sent(back, 'gossip').length > 0, 'a cleared suspicion is pushed')
   })
 
   it('declares death when the Lifeguard suspicion timer runs out, faster with confirmations', () => {
     // K = min(3, n - 2) = 3 in a 5-member cluster: 3000 ms with none, 2000 with one, 1000 with three
-    assert.equal(expectedConfirmations(LAN_TIMINGS, 5), 3)
-    assert.equal(expectedConfirmations(LAN_TIMINGS, 3), 1)
+    assert.equal(expectedConfirmations(ROUND_TIMINGS, 5), 3)
+    assert.equal(expectedConfirmations(ROUND_TIMINGS, 3), 1)
     assert.equal(suspicionTimeout(0, 3, 1000, 3000), 3000)
     assert.equal(suspicionTimeout(1, 3, 1000, 3000), 2000)
     assert.equal(suspicionTimeout(2, 3, 1000, 3000), 1415)
@@ -297,7 +305,7 @@ describe('Detector (single machine)', () => {
     assert.equal(pings[0], before)
     assert.equal(pings[1], before + 3 * 500, 'interval × (awareness + 1)')
     assert.equal(det.observeLag(6000, 1e9).events.length > 0, true)
-    assert.equal(det.self().awareness <= LAN_TIMINGS.awarenessMax - 1, true, 'capped')
+    assert.equal(det.self().awareness <= ROUND_TIMINGS.awarenessMax - 1, true, 'capped')
   })
 
   it('does not blame peers for time it spent frozen: timers move by the gap', () => {
@@ -319,7 +327,7 @@ describe('Detector (single machine)', () => {
     const { det: a, t } = running()
     // everyone agreed b died at incarnation 5
     a.step(t, 'c', { type: 'gossip', seq: 0, incarnation: 1, piggyback: [{ kind: 'dead', id: 'b', incarnation: 5, from: 'c' }] })
-    const b = new Detector({ self: 'b', peers: ['a', ...PEERS], timings: LAN_TIMINGS, random: new SeededRandom(3), now: 1_000_000 })
+    const b = new Detector({ self: 'b', peers: ['a', ...PEERS], timings: ROUND_TIMINGS, random: new SeededRandom(3), now: 1_000_000 })
     b.tick(1_000_000)
     let aliveAt = -1
     let bSeq = -1
@@ -341,8 +349,8 @@ describe('Detector (single machine)', () => {
   })
 
   it('gossip queue: newest per member, least-transmitted first, limited retransmits', () => {
-    assert.equal(retransmitLimit(LAN_TIMINGS, 5), 4)
-    assert.equal(retransmitLimit(LAN_TIMINGS, 50), 8)
+    assert.equal(retransmitLimit(ROUND_TIMINGS, 5), 4)
+    assert.equal(retransmitLimit(ROUND_TIMINGS, 50), 8)
     const q = new GossipQueue(2)
     q.enqueue({ kind: 'alive', id: 'x', incarnation: 1 })
     q.enqueue({ kind: 'alive', id: 'y', incarnation: 1 })
@@ -355,7 +363,7 @@ describe('Detector (single machine)', () => {
   })
 
   it('never asks to be woken at an infinite or past time, even with no peers', () => {
-    const lone = new Detector({ self: 'a', peers: ['a'], timings: LAN_TIMINGS, random: new SeededRandom(1), now: 50 })
+    const lone = new Detector({ self: 'a', peers: ['a'], timings: ROUND_TIMINGS, random: new SeededRandom(1), now: 50 })
     lone.tick(50)
     assert.ok(Number.isFinite(lone.nextDeadline()) && lone.nextDeadline() > 50)
   })

@@ -1,7 +1,8 @@
 /** Detector.setPeers: the allowlist changes under a running detector (vmesh reload). */
 import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
-import { Detector, LAN_TIMINGS, type Output } from '../../../daemon/membership/detector.ts'
+import { Detector, type Output } from '../../../daemon/membership/detector.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 
 function ackAll (det: Detector, now: number, out: Output, healthy: Set<string>): void {
   for (const { to, msg } of out.send) {
@@ -11,7 +12,7 @@ function ackAll (det: Detector, now: number, out: Output, healthy: Set<string>):
 
 describe('Detector.setPeers', () => {
   it('keeps surviving members, probes a new one at once, forgets a removed one', () => {
-    const det = new Detector({ self: 'a', peers: ['b', 'c'], timings: LAN_TIMINGS, random: new SeededRandom(3), now: 0 })
+    const det = new Detector({ self: 'a', peers: ['b', 'c'], timings: PROFILES.lan.detector, random: new SeededRandom(3), now: 0 })
     ackAll(det, 1, det.tick(0), new Set(['b', 'c']))
     assert.deepEqual(det.members().map(m => [m.id, m.state]).sort(), [['b', 'alive'], ['c', 'alive']])
     const out = det.setPeers(10, ['b', 'd'])

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
 import { conservativeWait, fenceDeadline, ownerLeaseEnd, validateTiming, voterPromiseEnd } from '../../../daemon/ownership/lease.ts'
-import { LAN_OWNERSHIP_TIMING, WAN_OWNERSHIP_TIMING } from '../../../daemon/ownership/types.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 import type { OwnershipTiming } from '../../../daemon/ownership/types.ts'
 import { compareGeneration, rankCandidates } from '../../../daemon/ownership/rank.ts'
 
 describe('ownership lease arithmetic', () => {
-  const t = { ...LAN_OWNERSHIP_TIMING, driftRatio: 0.05 }
+  const t = { ...PROFILES.lan.ownership, driftRatio: 0.05 }
 
   it('counts the owner lease from the send time, shortened by drift', () => {
     assert.equal(ownerLeaseEnd(10_000, t), 10_000 + 5000 * 0.95)
@@ -17,7 +17,7 @@ describe('ownership lease arithmetic', () => {
   })
 
   it('puts the watchdog deadline strictly inside the owner lease', () => {
-    for (const timing of [LAN_OWNERSHIP_TIMING, WAN_OWNERSHIP_TIMING, t]) {
+    for (const timing of [PROFILES.lan.ownership, PROFILES.wan.ownership, t]) {
       assert.ok(fenceDeadline(0, timing) < ownerLeaseEnd(0, timing))
       assert.ok(ownerLeaseEnd(0, timing) < voterPromiseEnd(0, timing))
     }
@@ -58,17 +58,19 @@ describe('ownership lease arithmetic', () => {
       { driftRatio: -0.1 },
       { leaseMs: 0 },
       { electionStaggerMs: -1 },
-      { renewMs: Number.NaN }
+      { renewMs: Number.NaN },
+      { operatorTimeoutMs: 6000 }, // shorter than the voters' promise: an operator failover could never win
+      { plannedGraceMs: 900 } // the planned target would not get one election round
     ]
     for (const b of bad) {
-      assert.throws(() => validateTiming({ ...LAN_OWNERSHIP_TIMING, ...b }), (err: Error & { code?: string }) => {
+      assert.throws(() => validateTiming({ ...PROFILES.lan.ownership, ...b }), (err: Error & { code?: string }) => {
         assert.equal(err.name, 'OwnershipTimingError')
         assert.equal(err.code, 'ERR_OWNERSHIP_TIMING')
         return true
       }, JSON.stringify(b))
     }
-    validateTiming(LAN_OWNERSHIP_TIMING)
-    validateTiming(WAN_OWNERSHIP_TIMING)
+    validateTiming(PROFILES.lan.ownership)
+    validateTiming(PROFILES.wan.ownership)
   })
 })
 

@@ -2,12 +2,12 @@ import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
 import { OwnershipMachine } from '../../../daemon/ownership/machine.ts'
 import { fenceDeadline, ownerLeaseEnd, voterPromiseEnd } from '../../../daemon/ownership/lease.ts'
-import { LAN_OWNERSHIP_TIMING } from '../../../daemon/ownership/types.ts'
+import { PROFILES } from '../../../config/profiles.ts'
 import type { OwnershipEvent, OwnershipOutput, PersistRecord, VmSpec, VoterSpec } from '../../../daemon/ownership/types.ts'
 import type { Vote } from '../../../protocol/election/messages.ts'
 import { MiniCluster } from './mini-cluster.ts'
 
-const T = LAN_OWNERSHIP_TIMING
+const T = PROFILES.lan.ownership
 const A_B_W: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'w', role: 'witness' }]
 const A_B: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }]
 const A_B_C: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'c', role: 'host' }]
@@ -171,9 +171,19 @@ describe('OwnershipMachine: elections', () => {
     const elected = c.events('b', 'elected')
     assert.deepEqual(elected.map(e => e.ev), [{ type: 'elected', vm: 'web', epoch: 1, forced: true }])
     assert.ok((elected[0]?.at ?? 0) >= voterPromiseEnd(lastAck - T.renewMs, T))
-    // forced ownership runs without a lease, so no watchdog deadline
-    assert.deepEqual(c.events('b', 'watchdog').map(e => e.ev), [{ type: 'watchdog', vm: 'web', deadline: null }])
+    // no lease, but a fence: the daemon moves the watchdog deadline fenceMs ahead every renewal
+    // period by itself, armed before the start it protects
+    const arms = c.events('b', 'watchdog')
+    assert.ok(arms.length >= 5, JSON.stringify(arms))
+    const start = c.events('b', 'start')[0]
+    assert.ok(start !== undefined && (arms[0]?.at ?? Infinity) <= start.at)
+    for (const a of arms) {
+      const d = (a.ev as { deadline: number | null }).deadline
+      assert.ok(d !== null && d > a.at && d <= a.at + T.fenceMs, `deadline ${d} armed at ${a.at}`)
+    }
+    for (let i = 1; i < arms.length; i++) assert.ok((arms[i]?.at ?? 0) - (arms[i - 1]?.at ?? 0) <= T.renewMs)
     assert.equal(c.status('b', 'web').forced, true)
+    assert.ok(c.status('b', 'web').fenceUntil > c.local('b'))
     // the old owner comes back: it is told, stops nothing (it crashed), and b's lease becomes normal
     c.restart('a')
     c.advance(3000)
@@ -181,6 +191,50 @@ describe('OwnershipMachine: elections', () => {
     assert.equal(c.status('b', 'web').forced, false)
     assert.ok(c.events('b', 'watchdog').some(e => (e.ev as { deadline: number | null }).deadline !== null))
     assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('--force: a forced owner whose daemon hangs past its fence deadline stops, then starts again under a fresh one', () => {
+    const c = running(A_B)
+    c.kill('a')
+    c.setViewOfAll('a', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    const fence = c.status('b', 'web').fenceUntil
+    c.pause('b')
+    c.advance(T.fenceMs + 1000)
+    const resumedAt = c.time
+    c.resume('b')
+    c.advance(3000)
+    const stops = c.events('b', 'stop').filter(e => e.at >= resumedAt)
+    assert.deepEqual(stops.map(e => e.ev), [{ type: 'stop', vm: 'web', reason: 'lease-lost' }])
+    assert.ok(fence < c.local('b'))
+    const restarts = c.events('b', 'start').filter(e => e.at >= resumedAt)
+    assert.equal(restarts.length, 1)
+    const rearm = c.events('b', 'watchdog').filter(e => e.at >= resumedAt && (e.ev as { deadline: number | null }).deadline !== null)
+    assert.ok(rearm.length > 0 && (rearm[0]?.at ?? Infinity) <= (restarts[0]?.at ?? 0))
+    assert.deepEqual(c.runners('web'), ['b'])
+  })
+
+  it('--force against an owner that still had a lease (the operator was wrong): it turns its VM off as soon as it hears the higher epoch', () => {
+    const c = running(A_B_W)
+    // b is cut off from a and w; a keeps its lease through w
+    c.cut('b', 'a'); c.cut('b', 'w')
+    c.setView('b', 'a', 'dead'); c.setView('b', 'w', 'dead')
+    c.input('b', { type: 'operatorFailover', vm: 'web', force: true })
+    c.advance(10_000)
+    assert.deepEqual(c.runners('web').sort(), ['a', 'b'])
+    assert.deepEqual(c.events('a', 'stop'), [])
+    const healedAt = c.time
+    c.heal()
+    c.advance(2000)
+    const stops = c.events('a', 'stop')
+    assert.deepEqual(stops.map(e => e.ev), [{ type: 'stop', vm: 'web', reason: 'superseded' }])
+    // the first frame from b (its renewal, at most renewMs away) carries the higher epoch
+    assert.ok((stops[0]?.at ?? Infinity) <= healedAt + T.renewMs + 2)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.equal(c.status('a', 'web').owner, 'b')
+    assert.equal(c.status('b', 'web').forced, false)
   })
 
   it('two hosts without a witness: losing the other host stops the owner\'s VMs (no majority)', () => {
@@ -593,5 +647,32 @@ describe('OwnershipMachine: --force and its risk', () => {
     c.input('b', { type: 'message', from: 'a', msg: { type: 'renewNack', vm: 'web', epoch: 1, seq: 1, reason: 'notOwner', currentEpoch: 1, owner: 'a' } })
     assert.deepEqual(c.runners('web'), [])
     assert.deepEqual(c.events('b', 'demoted').map(e => e.ev), [{ type: 'demoted', vm: 'web', owner: 'a', epoch: 1 }])
+  })
+})
+
+describe('OwnershipMachine: a voter\'s promise after a reclaimed release', () => {
+  it('a late copy of the old release does not waive the promise of the grant that followed it', () => {
+    // Seen in the chaos simulation (seed 2097): a owns web, releases it to b (planned) and,
+    // b not taking over, reclaims it at epoch 1 — while still repeating its release of epoch 0.
+    // A copy of that release reached voter c after c's grant to a; it erased c's promise, so
+    // c granted epoch 2 to b while a's lease of epoch 1 still ran.
+    const voters: VoterSpec[] = [{ id: 'a', role: 'host' }, { id: 'b', role: 'host' }, { id: 'c', role: 'host' }]
+    const c = new OwnershipMachine({ self: 'c', voters, vms: [{ name: 'web', home: 'a', replicateTo: ['b'] }], timing: T, random: new SeededRandom(1), now: 0 })
+    let now = T.leaseMs * 2 // past the start-up quiet period
+    const gen = { epoch: 0, generation: 14 }
+    const release = { type: 'release', vm: 'web', epoch: 0, to: 'b', generation: gen } as const
+    c.step(now, { type: 'member', id: 'a', state: 'alive' })
+    c.step(now, { type: 'member', id: 'b', state: 'alive' })
+    c.step(now, { type: 'message', from: 'b', msg: { type: 'replicaReport', vm: 'web', generation: gen } })
+    c.step(now, { type: 'message', from: 'a', msg: release })
+    const grant = c.step(now += 10, { type: 'message', from: 'a', msg: { type: 'requestVote', vm: 'web', epoch: 1, seq: 15, candidate: 'a', generation: { epoch: 0, generation: Number.MAX_SAFE_INTEGER } } })
+    assert.ok(grant.send.some(s => s.to === 'a' && s.msg.type === 'vote' && s.msg.granted), JSON.stringify(grant.send))
+    c.step(now += 5, { type: 'message', from: 'a', msg: release }) // the late copy
+    c.step(now += 20, { type: 'message', from: 'a', msg: { type: 'owner', vm: 'web', epoch: 1, owner: 'a' } })
+    c.step(now += 1400, { type: 'member', id: 'a', state: 'dead' })
+    const out = c.step(now += 1000, { type: 'message', from: 'b', msg: { type: 'requestVote', vm: 'web', epoch: 2, seq: 1, candidate: 'b', generation: gen } })
+    const vote = out.send.find(s => s.to === 'b' && s.msg.type === 'vote')?.msg as Vote | undefined
+    assert.equal(vote?.granted, false, JSON.stringify(out.send))
+    assert.equal(vote?.reason, 'promised')
   })
 })

@@ -12,10 +12,12 @@ import { copyFile, link, mkdir, rm } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { defaultVmConfig, type VmConfig } from '../../config/load.ts'
 import { replicaFileName } from '../../storage/replica/names.ts'
-import type { VmSpec } from './types.ts'
+import type { CopyFile } from './types.ts'
 
-/** One file of this node's copy: where it is, and the source path it stands for. */
-export interface CopyFile { local: string, source: string }
+export type { CopyFile } from './types.ts'
+
+/** The policy of a VM as ownership knows it (its home node's announcement). */
+export interface VmPolicy { name: string, home: string, replicateTo: string[] }
 
 /**
  * The names a new owner's `hello` may use for `f`: its own replica file name, derived from the
@@ -47,7 +49,7 @@ export async function placeSeed (seedDir: string, files: CopyFile[]): Promise<st
  * of the policy but this one, the home first.
  */
 export function adoptedVmConfig (o: {
-  spec: VmSpec
+  spec: VmPolicy
   self: string
   home?: VmConfig
   disks: string[]

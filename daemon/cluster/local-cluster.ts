@@ -27,6 +27,11 @@ export interface LocalNodeSpec {
   extra?: Record<string, unknown>
   /** Run this node's daemon inside a network namespace (a host of its own); default: 127.0.0.1 of this one. */
   netns?: NodeNetns
+  /**
+   * The argv that runs this node's daemon (`start` with its config), writing its own log to
+   * `logPath` — e.g. Windows Node under Wine (test/wine). Default: this Node and bin/vmesh.js.
+   */
+  command?: (n: { configPath: string, logPath: string }) => string[]
 }
 
 /**
@@ -60,6 +65,7 @@ export interface LocalNode {
   netns?: NodeNetns
   /** netns nodes: the forwarder from the namespace's API port to `<dir>/api.sock`. */
   forwarder?: ChildProcess
+  command?: LocalNodeSpec['command']
 }
 
 export interface LocalClusterInit {
@@ -138,6 +144,7 @@ export class LocalCluster {
         logPath: join(ndir, 'daemon.log'),
         client: new ApiClient('127.0.0.1', clientPort, join(ndir, 'data', 'api.token')),
         ip: spec.netns?.ip ?? '127.0.0.1',
+        ...(spec.command !== undefined ? { command: spec.command } : {}),
         ...(spec.netns !== undefined ? { netns: spec.netns } : {})
       })
     }
@@ -214,8 +221,8 @@ export class LocalCluster {
     let log = this.logs.get(name)
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
     this.startForwarder(n)
-    const [cmd, ...args] = [...(n.netns?.prefix ?? []), process.execPath, ...daemonNodeArgs(), VMESH_BIN, '--config', n.configPath, 'start']
-    const proc = spawn(cmd as string, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } })
+    const [cmd, ...args] = n.command !== undefined ? n.command(n) : [...(n.netns?.prefix ?? []), process.execPath, ...daemonNodeArgs(), VMESH_BIN, '--config', n.configPath, 'start']
+    const proc = spawn(cmd as string, args, { stdio: ['ignore', n.command !== undefined ? 'ignore' : 'pipe', n.command !== undefined ? 'ignore' : 'pipe'], env: { ...process.env } })
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc

@@ -15,54 +15,28 @@
  * out of the store while the store keeps applying generations.
  */
 import { mkdir, readdir, rm, stat } from 'node:fs/promises'
-import { extname, join } from 'node:path'
+import { join } from 'node:path'
 import { z } from 'zod'
 import type { Clock } from '../../common/clock.ts'
-import { VmeshError, errorMessage, hasCode } from '../../common/errors.ts'
+import { errorMessage, hasCode } from '../../common/errors.ts'
 import type { Logger } from '../log.ts'
-import type { ApiServer } from '../api/server.ts'
 import { BadRequestError } from '../api/errors.ts'
-import { supportsTestInstances, type HypervisorDriver, type TestInstanceOps, type VmStartFiles } from '../hypervisor/driver.ts'
+import { supportsTestInstances, type HypervisorDriver, type TestInstanceOps } from '../hypervisor/driver.ts'
 import { HypervisorUnsupportedError } from '../hypervisor/errors.ts'
 import { readState, writeState } from '../hypervisor/state-file.ts'
-import { VM_NAME_RE } from '../../config/schema.ts'
-import { NoReplicaError } from './host.ts'
+import { VM_NAME_RE } from '../../common/names.ts'
+import { NoReplicaError } from '../replication/errors.ts'
+import { startFiles } from '../replication/start-files.ts'
+import { NoRecoveryPointError, RecoveryPointNotFoundError, TestFailoverBusyError, TestFailoverExistsError, TestFailoverStateError, VmRunsHereError } from './errors.ts'
+import type { TestFailoverEntry, TestFailoverOps, TestFailoverRecord } from './types.ts'
+import { registerTestFailoverRoutes } from './api.ts'
+import type { RouteRegistry } from '../api/routes.ts'
+import type { Startable } from '../startable.ts'
 
 /** A test of `web01` runs as `web01-test`. */
 export const TEST_SUFFIX = '-test'
 const STATE_FILE = 'test.json'
 const VM_NAME = VM_NAME_RE
-const DISK_EXT = new Set(['.vhd', '.vhdx', '.avhd', '.avhdx', '.img', '.raw', '.qcow2'])
-
-export class TestFailoverExistsError extends VmeshError {
-  constructor (readonly vm: string) { super('ERR_TEST_FAILOVER_EXISTS', `a test failover of ${vm} exists on this node; remove it first with \`vmesh failover ${vm} --test --cleanup\``) }
-}
-
-export class TestFailoverBusyError extends VmeshError {
-  constructor (readonly vm: string) { super('ERR_TEST_FAILOVER_BUSY', `a test failover of ${vm} is being started or removed; try again when it is done`) }
-}
-
-export class VmRunsHereError extends VmeshError {
-  constructor (readonly vm: string) { super('ERR_TEST_FAILOVER_RUNS_HERE', `${vm} runs on this node (production); a test failover runs on a node that holds a replica of it`) }
-}
-
-export class NoRecoveryPointError extends VmeshError {
-  constructor (readonly vm: string) { super('ERR_TEST_FAILOVER_NO_POINT', `the replica of ${vm} here has no recovery point yet (still seeding, or no consistent generation)`) }
-}
-
-export class RecoveryPointNotFoundError extends VmeshError {
-  constructor (readonly vm: string, readonly point: string) { super('ERR_TEST_FAILOVER_POINT_NOT_FOUND', `no recovery point ${JSON.stringify(point)} of ${vm} here (see \`vmesh points ${vm}\`)`) }
-}
-
-export class TestFailoverStateError extends VmeshError {
-  constructor (readonly file: string, detail: string, options?: { cause?: unknown }) { super('ERR_TEST_FAILOVER_STATE', `${file}: ${detail}`, options) }
-}
-
-/** Codes that are the caller's situation, not a daemon fault (for the API's 4xx mapping). */
-export const TEST_FAILOVER_CLIENT_ERROR_CODES: readonly string[] = [
-  'ERR_TEST_FAILOVER_EXISTS', 'ERR_TEST_FAILOVER_BUSY', 'ERR_TEST_FAILOVER_RUNS_HERE', 'ERR_TEST_FAILOVER_NO_POINT',
-  'ERR_TEST_FAILOVER_POINT_NOT_FOUND', 'ERR_NO_REPLICA', 'ERR_HYPERVISOR_UNSUPPORTED'
-]
 
 /** The slice of ReplicationService this needs (it matches structurally). */
 export interface TestFailoverReplication {
@@ -78,6 +52,8 @@ export interface TestFailoverComponents {
   driver?: HypervisorDriver
   /** True while the VM runs on this node as production (ownership's view). */
   runsHere?: (vm: string) => boolean
+  /** Where its control API routes are registered (the daemon's API server). */
+  api?: Pick<RouteRegistry, 'route' | 'clientErrors'>
 }
 
 export interface TestFailoverInit {
@@ -87,31 +63,7 @@ export interface TestFailoverInit {
   node: string
 }
 
-export type TestPhase = 'restoring' | 'starting' | 'running'
-
-/** What test.json holds, and what start() returns. */
-export interface TestFailoverRecord {
-  vm: string
-  testName: string
-  node: string
-  point: string
-  /** The point's generation; 0 while restoring. */
-  generation: number
-  /** The node the replica (and so the point) came from. */
-  from: string
-  pointCreatedAt: number
-  /** `<dataDir>/test-failover/<vm>`: test.json, files/ (the restored point), instance/ (the hypervisor's runtime files). */
-  dir: string
-  /** Wall-clock ms of the request. */
-  startedAt: number
-  phase: TestPhase
-}
-
-export type TestFailoverEntry =
-  | (TestFailoverRecord & { running: boolean | null })
-  | { vm: string, testName: string, dir: string, phase: 'damaged', error: string, running: null }
-
-export class TestFailoverService {
+export class TestFailoverService implements TestFailoverOps, Startable {
   private readonly root: string
   private readonly busy = new Set<string>()
   private readonly records = new Map<string, TestFailoverRecord>()
@@ -119,6 +71,7 @@ export class TestFailoverService {
 
   constructor (private readonly components: TestFailoverComponents, private readonly init: TestFailoverInit) {
     this.root = join(init.dataDir, 'test-failover')
+    if (components.api !== undefined) registerTestFailoverRoutes(components.api, this)
   }
 
   /** Loads the tests left by an earlier run (they outlive daemon restarts, like VMs). */
@@ -299,33 +252,4 @@ async function exists (p: string): Promise<boolean> {
 function stripRunning (e: TestFailoverRecord & { running: boolean | null }): TestFailoverRecord {
   const { running: _r, ...rec } = e
   return rec
-}
-
-/** Restored files as a driver wants them: disks by extension, the rest whole, source → copy. */
-export function startFiles (restored: Record<string, string>, dir: string): VmStartFiles {
-  const disks: string[] = []
-  const files: string[] = []
-  for (const [src, path] of Object.entries(restored)) {
-    if (DISK_EXT.has(extname(src).toLowerCase())) disks.push(path); else files.push(path)
-  }
-  return { disks, files, dir, sourceMap: { ...restored } }
-}
-
-const startBody = z.strictObject({ vm: z.string().min(1), point: z.string().min(1).max(64).optional() })
-const cleanupBody = z.strictObject({ vm: z.string().min(1) })
-
-function parse<T> (schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body)
-  if (!r.success) throw new BadRequestError(`bad request: ${r.error.issues.map(i => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
-  return r.data
-}
-
-/** POST /v1/failover/test {vm, point?}, POST /v1/failover/test/cleanup {vm}, GET /v1/failover/test. */
-export function registerTestFailoverRoutes (api: Pick<ApiServer, 'route'>, service: TestFailoverService): void {
-  api.route('POST', '/v1/failover/test', async ({ body }) => {
-    const b = parse(startBody, body)
-    return await service.startTest(b.vm, b.point !== undefined ? { point: b.point } : {})
-  })
-  api.route('POST', '/v1/failover/test/cleanup', async ({ body }) => await service.cleanup(parse(cleanupBody, body).vm))
-  api.route('GET', '/v1/failover/test', async () => ({ tests: await service.list() }))
 }

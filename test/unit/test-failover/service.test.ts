@@ -6,7 +6,8 @@ import { VmeshError } from '../../../common/errors.ts'
 import { silentLogger } from '../../../daemon/log.ts'
 import type { HypervisorDriver, TestInstanceOps, VmStartFiles } from '../../../daemon/hypervisor/driver.ts'
 import { VmAlreadyRunningError } from '../../../daemon/hypervisor/errors.ts'
-import { TestFailoverService, registerTestFailoverRoutes, type TestFailoverReplication } from '../../../daemon/ownership/test-failover.ts'
+import { TestFailoverService, type TestFailoverReplication } from '../../../daemon/test-failover/service.ts'
+import { registerTestFailoverRoutes } from '../../../daemon/test-failover/api.ts'
 import type { Handler } from '../../../daemon/api/server.ts'
 import { tempDir } from '../../helpers/tmp.ts'
 
@@ -273,7 +274,9 @@ describe('ownership/test-failover service', () => {
   it('routes: POST /v1/failover/test, POST /v1/failover/test/cleanup, GET /v1/failover/test', async () => {
     const routes = new Map<string, Handler>()
     const s = make()
-    registerTestFailoverRoutes({ route: (method, path, h) => { routes.set(`${method} ${path}`, h) } }, s)
+    const clientCodes: string[] = []
+    registerTestFailoverRoutes({ route: (method, path, h) => { routes.set(`${method} ${path}`, h) }, clientErrors: (codes) => { clientCodes.push(...codes) } }, s)
+    assert.ok(clientCodes.includes('ERR_TEST_FAILOVER_EXISTS') && clientCodes.includes('ERR_NO_REPLICA'))
     assert.deepEqual([...routes.keys()].sort(), ['GET /v1/failover/test', 'POST /v1/failover/test', 'POST /v1/failover/test/cleanup'])
     const call = async (key: string, body?: unknown): Promise<unknown> => await (routes.get(key) as Handler)({ body, query: new URLSearchParams(), signal: new AbortController().signal })
     await assert.rejects(call('POST /v1/failover/test', {}), { name: 'BadRequestError', code: 'ERR_BAD_REQUEST' })

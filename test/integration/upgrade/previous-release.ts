@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, symlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { daemonNodeArgs, type LocalCluster } from '../../../daemon/demo/local-cluster.ts'
+import { daemonNodeArgs, type LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
 

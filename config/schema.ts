@@ -132,7 +132,15 @@ export const vmSchema = z.strictObject({
   recoveryPoints: recoveryPoints.default({ count: 24, keepAllWithin: 3_600_000, hourlyBeyond: true }),
   seed: z.enum(['full', 'existing']).default('full'),
   limit: rate.optional(),
-  verifyInterval: duration.optional()
+  verifyInterval: duration.optional(),
+  /**
+   * How changes are found: `scan` (hash scan), `qemu-bitmap` (QEMU dirty bitmaps over QMP) or
+   * `auto` (bitmaps when `qmp` is set or the `qemu` driver runs VMs here, else the scan).
+   * @default 'auto'
+   */
+  changeSource: z.enum(['auto', 'scan', 'qemu-bitmap']).default('auto'),
+  /** QMP socket of a VM started outside vmesh (for `qemu-bitmap`). */
+  qmp: z.string().min(1).optional()
 })
 
 const commandDriver = z.strictObject({
@@ -219,6 +227,7 @@ export const rawConfigSchema = z.strictObject({
       else if (p === undefined) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is not a peer in mesh.peers` })
       else if (p.role === 'witness') ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is a witness and holds no replicas` })
     })
+    if (v.changeSource === 'qemu-bitmap' && v.qmp === undefined && c.hypervisor.driver !== 'qemu') ctx.addIssue({ code: 'custom', path: ['vms', i, 'changeSource'], message: 'qemu-bitmap needs the VM\'s qmp socket or hypervisor.driver: qemu' })
     if (new Set(v.replicateTo).size !== v.replicateTo.length) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo'], message: 'a peer is named twice' })
   })
   c.bandwidth.schedule.forEach((s, i) => {

@@ -32,7 +32,11 @@ export interface TargetStatus {
 
 /** How a sourced VM's changes are found, and the RPO that allows (hash scan: under `scan.budget`). */
 export interface CaptureStatus {
-  source: 'hash-scan' | 'told'
+  source: 'hash-scan' | 'told' | 'qemu-bitmap'
+  /** qemu-bitmap: QEMU answered at the last round; answers from bitmaps and from the hash scan (chain gaps, VM not running under QEMU). */
+  live?: boolean
+  toldAnswers?: number
+  scanAnswers?: number
   /** Bytes one full scan of the VM's files reads at most (their sizes). */
   scanBytes: number
   /** The host's `scan.budget` (null: unbounded) and this VM's fair share of it. */

@@ -4,10 +4,13 @@
  */
 import type { LocalCluster } from '../../daemon/demo/local-cluster.ts'
 
-/** For a suite's `after` hook: destroys `c`, keeping its folder if a test of the suite failed. */
+/**
+ * For a suite's `after` hook: destroys `c`, keeping its folder if a test of the suite failed or
+ * never ran (a failed `before` hook).
+ */
 export async function destroyKeepingFailures (ctx: Mocha.Context, c: LocalCluster | undefined): Promise<void> {
   if (c === undefined) return
-  const failed = ctx.test?.parent?.tests.some(t => t.state === 'failed') === true
+  const failed = ctx.test?.parent?.tests.some(t => t.state === 'failed' || (t.state === undefined && !t.isPending())) === true
   await c.destroy({ keep: failed })
   if (failed) process.stderr.write(`kept the cluster folder of the failed suite: ${c.dir}\n`)
 }

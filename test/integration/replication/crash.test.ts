@@ -56,7 +56,7 @@ describe('replication: kill -9 mid-stream (integration)', function () {
     assert.ok(after < 56 * MiB, `received ${after} bytes after the restart`)
   })
 
-  it('target killed mid-generation: the replica holds exactly the previous generation, then converges', async function () {
+  it('target killed mid-generation: the replica holds exactly the previous generation (one exact generation at any rate), then converges', async function () {
     const { generation: genA } = await waitInSync(c, 'hv-a', 'db01', 'hv-b')
     const copyA = join(vmDir, 'db01-A.vhd')
     await copyFile(disk, copyA)
@@ -65,15 +65,24 @@ describe('replication: kill -9 mid-stream (integration)', function () {
     await c.waitFor('generation streaming', async () => ((await replicaOf(c, 'hv-b', 'db01'))?.bytesReceived ?? 0) > rx0 + 16 * MiB, 30_000, 20)
     await c.signal('hv-a', 'SIGSTOP')
     try {
+      // The source is frozen. A target that has counted less than 20 MiB of the 40 MiB
+      // generation cannot get its end (at most the 16 MiB stream window and the socket buffers
+      // are still in flight): the kill is then surely mid-generation. On a starved machine the
+      // status poll may lag so far that the whole generation arrived before the freeze; the
+      // replica must then still be exactly one of the two generations.
+      const rx = (await replicaOf(c, 'hv-b', 'db01'))?.bytesReceived ?? Infinity
+      const midGeneration = rx < rx0 + 20 * MiB
       await c.kill('hv-b')
       await c.start('hv-b')
       const r = await readReplicaAtRest(c, 'hv-b', 'db01', disk)
-      const a = await readFile(copyA)
-      if (r.generation !== genA || !a.equals(r.bytes)) {
-        process.stderr.write(`${new Date().toISOString()} target-kill case: replica at generation ${r.generation} (A is ${genA})\n${await replicaEvidence(c, 'hv-b', 'db01', r.bytes, { A: a, B: await readFile(disk) }, 'target-kill')}\n`)
+      const [a, b] = await Promise.all([readFile(copyA), readFile(disk)])
+      const expected = r.generation === genA ? a : r.generation === genA + 1 ? b : undefined
+      if (r.generation !== genA || expected?.equals(r.bytes) !== true) {
+        process.stderr.write(`${new Date().toISOString()} target-kill case: replica at generation ${r.generation} (A is ${genA}; ${rx - rx0} bytes of the generation received at the freeze)\n${await replicaEvidence(c, 'hv-b', 'db01', r.bytes, { A: a, B: b }, 'target-kill')}\n`)
       }
-      assert.equal(r.generation, genA, 'the unfinished generation was dropped')
-      assert.equal(a.equals(r.bytes), true, 'replica equals the source at the previous generation')
+      if (midGeneration) assert.equal(r.generation, genA, 'the unfinished generation was dropped')
+      assert.ok(expected !== undefined, `the replica is the previous or the new generation (holds ${r.generation}, previous ${genA})`)
+      assert.ok(expected.equals(r.bytes), `the replica is exactly the generation it names (${r.generation})`)
     } finally {
       await c.signal('hv-a', 'SIGCONT')
     }

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { copyFile, mkdir, readFile } from 'node:fs/promises'
+import { copyFile, mkdir, readFile, stat } from 'node:fs/promises'
 import { LocalCluster } from '../../../daemon/demo/local-cluster.ts'
 import { requireQemu, qemuImgCompare } from '../../helpers/qemu.ts'
 import { destroyKeepingFailures } from '../../helpers/keep.ts'
@@ -50,10 +50,14 @@ describe('replication: kill -9 mid-stream (integration)', function () {
     assert.equal(await qemuImgCompare(disk, 'vpc', rp, 'vpc'), true)
     const resumed = (await readFile(logOf(c, 'hv-a'), 'utf8')).split('\n').filter(l => l.includes('seed resumes')).map(l => JSON.parse(l) as { skipped: number })
     assert.ok(resumed.length >= 1, 'the source resumed the seed')
-    assert.ok((resumed[resumed.length - 1]?.skipped ?? 0) * 65536 >= 16 * MiB, `at least one checkpoint of blocks was skipped (${durable} bytes were durable)`)
-    // after the restart only the rest crossed the wire
+    for (const r of resumed) assert.ok(r.skipped * 65536 >= 16 * MiB, `every resumed attempt skipped at least one checkpoint of blocks (${r.skipped} blocks; ${durable} bytes were durable)`)
+    // after the restart only the rest crossed the wire: each resumed attempt sends what it did
+    // not skip (the source aborts an attempt when a scan ran while it read a consistent seed and
+    // resumes again fuzzy — under load that happens; the attempt's bytes crossed the wire too)
+    const size = (await stat(disk)).size
+    const budget = resumed.reduce((n, r) => n + size - r.skipped * 65536, 0)
     const after = (await replicaOf(c, 'hv-b', 'db01'))?.bytesReceived ?? Infinity
-    assert.ok(after < 56 * MiB, `received ${after} bytes after the restart`)
+    assert.ok(after < budget * 1.05 + MiB, `received ${after} bytes after the restart; ${resumed.length} resumed attempt(s) had ${budget} bytes to send`)
   })
 
   it('target killed mid-generation: the replica holds exactly the previous generation (one exact generation at any rate), then converges', async function () {

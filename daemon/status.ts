@@ -63,6 +63,17 @@ export interface VmStatus {
     appliedConsistentGeneration?: number
     /** An initial copy is still in progress (the replica is not usable yet). */
     seeding?: boolean
+    /** While seeding: bytes of it made durable by checkpoints (a restarted seed skips them). */
+    seedDurableBytes?: number
+    /**
+     * Non-null while the replica files are being changed in place toward this generation: they
+     * hold neither `appliedGeneration` nor it exactly. While it is null and `seeding` is false,
+     * the files hold exactly `appliedGeneration`; to read them directly, check that before and
+     * after reading (`vmesh restore` and failover need not: they lock the replica).
+     */
+    applyingGeneration?: number | null
+    /** The generation being received, or null (once null and not applying, the files stay put). */
+    receivingGeneration?: number | null
     /** Replication stream bytes received from the source since this daemon started. */
     bytesReceived?: number
   }

@@ -347,6 +347,9 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
         files: st.files,
         appliedConsistentGeneration: st.appliedConsistentGeneration,
         seeding: st.seeding,
+        ...(st.seeding ? { seedDurableBytes: store.seedProgress()?.durableBytes ?? 0 } : {}),
+        applyingGeneration: st.applyingGeneration,
+        receivingGeneration: st.receivingGeneration,
         bytesReceived: this.receiver.bytesReceived(source, vm)
       }
       const e = out.get(vm)

@@ -77,6 +77,8 @@ export class ReplicaStore {
   private readonly lock = new Mutex()
   /** the active writer; 'starting' while beginGeneration creates it */
   private writer: GenerationWriter | 'starting' | undefined
+  /** the generation of `writer` */
+  private writerGeneration = 0
   private broken: unknown
   private closed = false
   /** restores past their copy phase, reading undo logs outside the lock */
@@ -140,6 +142,8 @@ export class ReplicaStore {
       seeding: s.seeding !== null,
       seedingGeneration: s.seeding?.generation ?? null,
       finalized: s.finalized,
+      applyingGeneration: this.core.applying,
+      receivingGeneration: this.writer === undefined ? null : this.writerGeneration,
       files,
       sizes
     }
@@ -185,13 +189,14 @@ export class ReplicaStore {
     if (header.baseGeneration !== s.applied) {
       throw new ReplicaBaseMismatchError(`generation ${header.generation} is based on ${header.baseGeneration}, the replica holds ${s.applied}`)
     }
-    if (header.baseGeneration === 0) return await this.claim(async () => await this.beginSeed(header, opts))
-    return await this.claim(async () => await JournaledWriter.begin(this.host(), this.redoHeader(header), opts.signal))
+    if (header.baseGeneration === 0) return await this.claim(header.generation, async () => await this.beginSeed(header, opts))
+    return await this.claim(header.generation, async () => await JournaledWriter.begin(this.host(), this.redoHeader(header), opts.signal))
   }
 
-  /** Reserves the writer slot while `fn` creates the writer. */
-  private async claim (fn: () => Promise<GenerationWriter>): Promise<GenerationWriter> {
+  /** Reserves the writer slot while `fn` creates the writer of `generation`. */
+  private async claim (generation: number, fn: () => Promise<GenerationWriter>): Promise<GenerationWriter> {
     this.writer = 'starting'
+    this.writerGeneration = generation
     try {
       const w = await fn()
       this.writer = w

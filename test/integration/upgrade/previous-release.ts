@@ -19,8 +19,8 @@ export interface PreviousRelease { dir: string, bin: string, remove: () => Promi
 
 /**
  * Why the previous release cannot be run here (undefined when it can): no git, no such commit
- * (a shallow clone), or dependencies that differ from this tree's (its node_modules would not
- * be the ones it was released with).
+ * (a shallow clone), or a dependency of it that this tree does not have at the same range (its
+ * node_modules would not be the ones it was released with).
  */
 export async function unavailableReason (rev: string): Promise<string | undefined> {
   const has = spawnSync('git', ['-C', REPO, 'cat-file', '-e', `${rev}^{commit}`], { stdio: 'ignore' })
@@ -28,9 +28,15 @@ export async function unavailableReason (rev: string): Promise<string | undefine
   if (has.status !== 0) return `commit ${rev} is not in this clone's history (a shallow clone? run \`git fetch --unshallow\`)`
   const old = spawnSync('git', ['-C', REPO, 'show', `${rev}:package.json`], { encoding: 'utf8' })
   if (old.status !== 0) return `cannot read package.json of ${rev}`
-  const deps = (text: string): string => { const p = JSON.parse(text) as { dependencies?: unknown, overrides?: unknown }; return JSON.stringify([p.dependencies, p.overrides]) }
-  const current = await readFile(join(REPO, 'package.json'), 'utf8')
-  if (deps(old.stdout) !== deps(current)) return `the dependencies of ${rev} differ from this tree's; the previous release needs its own \`npm ci\` to run`
+  // The previous release runs on this tree's node_modules, so each of its dependencies must be
+  // here at the same range (this tree may add dependencies of its own) and the overrides must match.
+  type Pkg = { dependencies?: Record<string, string>, overrides?: unknown }
+  const prev = JSON.parse(old.stdout) as Pkg
+  const now = JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8')) as Pkg
+  const differing = Object.entries(prev.dependencies ?? {}).filter(([name, range]) => now.dependencies?.[name] !== range).map(([name]) => name)
+  if (differing.length > 0 || JSON.stringify(prev.overrides) !== JSON.stringify(now.overrides)) {
+    return `the dependencies of ${rev} differ from this tree's (${differing.length > 0 ? differing.join(', ') : 'overrides'}); the previous release needs its own \`npm ci\` to run`
+  }
   return undefined
 }
 

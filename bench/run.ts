@@ -9,7 +9,8 @@ const BENCHES: Record<string, string> = {
   detect: './detect.ts',
   scan: './scan.ts',
   replicate: './replicate.ts',
-  failover: './failover.ts'
+  failover: './failover.ts',
+  fuzz: './fuzz.ts'
 }
 
 async function main (): Promise<void> {

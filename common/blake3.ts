@@ -8,10 +8,12 @@
  * not — Windows installed without a C++ toolchain, or a Linux-built `.node` ("Bad EXE format")
  * — the package's WebAssembly build (`blake3-wasm`, its dependency) is used: same digests,
  * slower (README gives both speeds). `VMESH_BLAKE3=wasm` forces it (tests, measurements).
+ * Blocks are hashed through the one per-block loop here (hashBlocksInto / hashBlocks).
  */
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { blake3 as nobleBlake3 } from '@noble/hashes/blake3.js'
+import { asBuffer, zeroRun } from './zero.ts'
 
 export interface Blake3Hasher {
   update: (data: Uint8Array) => void
@@ -142,3 +144,35 @@ export function blake3Wasm (data: Uint8Array, length: number): Uint8Array {
 
 /** @deprecated name kept for callers: the WebAssembly path. */
 export const blake3Package = blake3Wasm
+
+/** Bytes of a block hash: BLAKE3 truncated to 128 bits (the delta checksum and the manifest hash). */
+export const BLOCK_HASH_BYTES = 16
+
+/**
+ * Hashes consecutive blocks of data[0, length): writes block i's BLAKE3-128 to hashes[16i..] and
+ * returns the number of blocks; the last block may be short. With `zeroMask`, all-zero blocks are
+ * found by memcmp and not hashed: zeroMask[i] = 1 and their hash slot is left untouched.
+ */
+export function hashBlocksInto (data: Uint8Array, length: number, blockSize: number, hashes: Uint8Array, zeroMask?: Uint8Array): number {
+  const buf = asBuffer(data)
+  const z = zeroMask !== undefined ? zeroRun(blockSize) : undefined
+  let i = 0
+  for (let off = 0; off < length; off += blockSize, i++) {
+    const end = Math.min(off + blockSize, length)
+    if (zeroMask !== undefined && z !== undefined) {
+      if (buf.compare(z, 0, end - off, off, end) === 0) { zeroMask[i] = 1; continue }
+      zeroMask[i] = 0
+    }
+    hashes.set(blake3(buf.subarray(off, end), BLOCK_HASH_BYTES), i * BLOCK_HASH_BYTES)
+  }
+  return i
+}
+
+/** BLAKE3-128 of each block of data[0, length) (the last may be short), as views into one buffer. */
+export function hashBlocks (data: Uint8Array, blockSize: number, length = data.byteLength): Uint8Array[] {
+  const hashes = new Uint8Array(Math.ceil(length / blockSize) * BLOCK_HASH_BYTES)
+  const n = hashBlocksInto(data, length, blockSize, hashes)
+  const out: Uint8Array[] = []
+  for (let i = 0; i < n; i++) out.push(hashes.subarray(i * BLOCK_HASH_BYTES, (i + 1) * BLOCK_HASH_BYTES))
+  return out
+}

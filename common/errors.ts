@@ -35,3 +35,17 @@ export class AbortedError extends VmeshError {
 export function errorMessage (err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
+
+/** A block size outside 4 KiB–4 MiB or not a power of two (see block-size.ts). */
+export class InvalidBlockSizeError extends VmeshError {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super('ERR_CHANGES_BLOCK_SIZE', message, options)
+  }
+}
+
+/** A byte range that is negative, not a safe integer, or otherwise malformed (see ranges.ts). */
+export class InvalidRangeError extends VmeshError {
+  constructor (message: string, options?: { cause?: unknown }) {
+    super('ERR_CHANGES_BAD_RANGE', message, options)
+  }
+}

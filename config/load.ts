@@ -38,6 +38,10 @@ export interface VmConfig {
   seed: 'full' | 'existing'
   limitBytesPerSec?: number
   verifyIntervalMs?: number
+  /** How changes are found (see schema.ts). */
+  changeSource: 'auto' | 'scan' | 'qemu-bitmap'
+  /** QMP socket of a VM started outside vmesh (absolute). */
+  qmpPath?: string
 }
 
 export interface Config {
@@ -185,7 +189,9 @@ function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): V
     recoveryPoints: { count: v.recoveryPoints.count, keepAllWithinMs: v.recoveryPoints.keepAllWithin, hourlyBeyond: v.recoveryPoints.hourlyBeyond },
     seed: v.seed,
     ...(v.limit !== undefined ? { limitBytesPerSec: v.limit } : {}),
-    ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {})
+    ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {}),
+    changeSource: v.changeSource,
+    ...(v.qmp !== undefined ? { qmpPath: abs(v.qmp) } : {})
   }
 }
 

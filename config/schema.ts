@@ -11,6 +11,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { parseDuration, parseRate, parseSize } from './units.ts'
 import { NODE_NAME_RE, VM_NAME_RE } from '../common/names.ts'
 import { PROFILES, detectorTimingProblems, ownershipTimingProblems } from './profiles.ts'
+import { BLOCK_SIZE_RULE, DEFAULT_BLOCK_SIZE, isValidBlockSize } from '../common/block-size.ts'
 
 const name = z.string().regex(NODE_NAME_RE, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
 export { VM_NAME_RE }
@@ -125,13 +126,21 @@ export const vmSchema = z.strictObject({
   failover: z.enum(['auto', 'manual']).default('auto'),
   priority: z.number().int().default(0),
   startOrder: z.number().int().default(0),
-  blockSize: size.refine(v => v >= 4096 && v <= 4 * 1024 * 1024 && (v & (v - 1)) === 0, 'blockSize must be a power of two from 4KiB to 4MiB').default(65536),
+  blockSize: size.refine(isValidBlockSize, `blockSize must be ${BLOCK_SIZE_RULE}`).default(DEFAULT_BLOCK_SIZE),
   scanInterval: duration.default(1000),
   quietBudget: duration.default(2000),
   recoveryPoints: recoveryPoints.default({ count: 24, keepAllWithin: 3_600_000, hourlyBeyond: true }),
   seed: z.enum(['full', 'existing']).default('full'),
   limit: rate.optional(),
-  verifyInterval: duration.optional()
+  verifyInterval: duration.optional(),
+  /**
+   * How changes are found: `scan` (hash scan), `qemu-bitmap` (QEMU dirty bitmaps over QMP) or
+   * `auto` (bitmaps when `qmp` is set or the `qemu` driver runs VMs here, else the scan).
+   * @default 'auto'
+   */
+  changeSource: z.enum(['auto', 'scan', 'qemu-bitmap']).default('auto'),
+  /** QMP socket of a VM started outside vmesh (for `qemu-bitmap`). */
+  qmp: z.string().min(1).optional()
 })
 
 const commandDriver = z.strictObject({
@@ -218,6 +227,7 @@ export const rawConfigSchema = z.strictObject({
       else if (p === undefined) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is not a peer in mesh.peers` })
       else if (p.role === 'witness') ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is a witness and holds no replicas` })
     })
+    if (v.changeSource === 'qemu-bitmap' && v.qmp === undefined && c.hypervisor.driver !== 'qemu') ctx.addIssue({ code: 'custom', path: ['vms', i, 'changeSource'], message: 'qemu-bitmap needs the VM\'s qmp socket or hypervisor.driver: qemu' })
     if (new Set(v.replicateTo).size !== v.replicateTo.length) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo'], message: 'a peer is named twice' })
   })
   c.bandwidth.schedule.forEach((s, i) => {

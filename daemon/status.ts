@@ -32,7 +32,11 @@ export interface TargetStatus {
 
 /** How a sourced VM's changes are found, and the RPO that allows (hash scan: under `scan.budget`). */
 export interface CaptureStatus {
-  source: 'hash-scan' | 'told'
+  source: 'hash-scan' | 'told' | 'qemu-bitmap'
+  /** qemu-bitmap: QEMU answered at the last round; answers from bitmaps and from the hash scan (chain gaps, VM not running under QEMU). */
+  live?: boolean
+  toldAnswers?: number
+  scanAnswers?: number
   /** Bytes one full scan of the VM's files reads at most (their sizes). */
   scanBytes: number
   /** The host's `scan.budget` (null: unbounded) and this VM's fair share of it. */
@@ -59,6 +63,17 @@ export interface VmStatus {
     appliedConsistentGeneration?: number
     /** An initial copy is still in progress (the replica is not usable yet). */
     seeding?: boolean
+    /** While seeding: bytes of it made durable by checkpoints (a restarted seed skips them). */
+    seedDurableBytes?: number
+    /**
+     * Non-null while the replica files are being changed in place toward this generation: they
+     * hold neither `appliedGeneration` nor it exactly. While it is null and `seeding` is false,
+     * the files hold exactly `appliedGeneration`; to read them directly, check that before and
+     * after reading (`vmesh restore` and failover need not: they lock the replica).
+     */
+    applyingGeneration?: number | null
+    /** The generation being received, or null (once null and not applying, the files stay put). */
+    receivingGeneration?: number | null
     /** Replication stream bytes received from the source since this daemon started. */
     bytesReceived?: number
   }

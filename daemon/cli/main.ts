@@ -242,8 +242,9 @@ export function buildProgram (): Command {
       const o = cmd.optsWithGlobals() as OutputOptions & { state: string, blockSize: string }
       try {
         const { parseSize } = await import('../../config/units.ts')
+        const { BLOCK_SIZE_RULE, isValidBlockSize } = await import('../../common/block-size.ts')
         const blockSizeBytes = parseSize(o.blockSize)
-        if (blockSizeBytes === undefined || blockSizeBytes < 4096 || blockSizeBytes > 4194304 || (blockSizeBytes & (blockSizeBytes - 1)) !== 0) throw new UsageError(`--block-size "${o.blockSize}" must be a power of two from 4KiB to 4MiB`)
+        if (blockSizeBytes === undefined || !isValidBlockSize(blockSizeBytes)) throw new UsageError(`--block-size "${o.blockSize}" must be ${BLOCK_SIZE_RULE}`)
         const { scanFile } = await import('../../storage/changes/scan-command.ts')
         const { formatRangesOf } = await import('../../storage/changes/format-ranges.ts')
         const r = await scanFile(file, o.state, { blockSizeBytes, rangesOf: formatRangesOf })

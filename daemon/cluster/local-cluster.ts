@@ -297,7 +297,8 @@ export class LocalCluster {
     } catch { return undefined }
   }
 
-  async destroy (): Promise<void> {
+  /** Stops every daemon and removes the folder (kept with `keep`, or the cluster's `keep`). */
+  async destroy (opts: { keep?: boolean } = {}): Promise<void> {
     await Promise.all(this.nodes.map(async n => {
       if (this.isRunning(n.name)) {
         const t = setTimeout(() => n.proc?.kill('SIGKILL'), 5000)
@@ -308,7 +309,7 @@ export class LocalCluster {
     for (const n of this.nodes) n.forwarder?.kill('SIGKILL')
     for (const r of this.relays) r.close()
     for (const l of this.logs.values()) l.end()
-    if (this.init.keep !== true) await rm(this.dir, { recursive: true, force: true })
+    if (this.init.keep !== true && opts.keep !== true) await rm(this.dir, { recursive: true, force: true })
   }
 }
 

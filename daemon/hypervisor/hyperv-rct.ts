@@ -25,6 +25,7 @@ import type { PsReply } from './ps-session.ts'
 import { psQuote } from './quote.ts'
 import { jsonList } from './hyperv-scripts.ts'
 import { HypervisorCmdletError, HypervisorCommandFailedError, HypervisorOutputError } from './errors.ts'
+import { mergeRanges } from '../../common/ranges.ts'
 
 /** The VM does not exist (by ID). */
 export const EXIT_NO_VM = 3
@@ -192,17 +193,8 @@ const num = (v: unknown, what: string): number => {
 }
 const list = (v: unknown): unknown[] => v === null || v === undefined ? [] : Array.isArray(v) ? v : (typeof v === 'object' && 'value' in v) ? list((v as { value: unknown }).value) : [v]
 
-/** Sorted, merged; each range checked against the virtual size and the page it came from. */
-export function mergeRanges (ranges: Range[]): Range[] {
-  const s = [...ranges].filter(r => r.length > 0).sort((a, b) => a.offset - b.offset)
-  const out: Range[] = []
-  for (const r of s) {
-    const last = out.at(-1)
-    if (last !== undefined && r.offset <= last.offset + last.length) last.length = Math.max(last.length, r.offset + r.length - last.offset)
-    else out.push({ ...r })
-  }
-  return out
-}
+/** Sorted and merged (common/ranges.ts); re-exported for the RCT callers. */
+export { mergeRanges }
 
 /** Parses rctBeginScript's reply. */
 export function parseBegin (vmId: string, out: string): RctGeneration {

@@ -280,3 +280,14 @@ async function kvmUsable (): Promise<boolean> {
 
 /** The `-name` argument, which also identifies the VM's process in /proc. */
 function guestTag (vm: string): string { return `guest=${escapeQemuOpt(vm)}` }
+
+/**
+ * The QMP socket of `vm` as this driver recorded it when it started the VM (its state file in
+ * `stateDir`), or undefined when the driver has not started it. Read-only: for the change
+ * capture (dirty bitmaps), which runs beside the driver and must not own its state.
+ */
+export async function qemuQmpSocketOf (stateDir: string, vm: string): Promise<string | undefined> {
+  const doc = await readState(join(stateDir, QEMU_STATE_FILE)) as { vms?: Record<string, Partial<Runtime>> } | undefined
+  const r = doc?.vms?.[vm]
+  return typeof r?.qmpSocket === 'string' && r.test !== true ? r.qmpSocket : undefined
+}

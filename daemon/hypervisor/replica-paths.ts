@@ -4,19 +4,11 @@
  * replica with the same file name (as the replica store sanitizes names); otherwise, for disks,
  * the one at the same position.
  */
-export function baseName (p: string): string {
-  const parts = p.split(/[\\/]/).filter(x => x !== '')
-  return parts[parts.length - 1] ?? ''
-}
-
-/** The replica store's file-name sanitizing (storage/replica/names.ts), for matching. */
-function sanitized (name: string): string {
-  return name.replace(/[^A-Za-z0-9._~-]/g, '_')
-}
+import { sanitizeReplicaName, sourceBasename } from '../../storage/replica/names.ts'
 
 function sameName (a: string, b: string): boolean {
-  const x = baseName(a); const y = baseName(b)
-  return x === y || x.toLowerCase() === y.toLowerCase() || sanitized(x) === sanitized(y)
+  const x = sourceBasename(a); const y = sourceBasename(b)
+  return x === y || x.toLowerCase() === y.toLowerCase() || sanitizeReplicaName(x) === sanitizeReplicaName(y)
 }
 
 export class ReplicaMatcher {

@@ -32,7 +32,7 @@ import type { HypervisorDriver } from '../hypervisor/driver.ts'
 import type { ElectionMessage } from '../../protocol/election/messages.ts'
 import type { OwnershipMachine } from './machine.ts'
 import type { OwnershipEvent, OwnershipInput, OwnershipOutput, PersistRecord } from './types.ts'
-import type { FencingWatchdog, OwnershipHost } from './service.ts'
+import type { FencingWatchdog, OwnershipHost } from './ports.ts'
 
 export interface OwnershipLoopComponents {
   clock: Clock

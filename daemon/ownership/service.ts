@@ -27,34 +27,8 @@ import type { HypervisorDriver, VmStartFiles } from '../hypervisor/driver.ts'
 import { VMSPEC_MAX_MESSAGE_BYTES, VMSPEC_PROTOCOL, decodeVmSpecs, encodeVmSpecs } from '../../protocol/vmspec/index.ts'
 import { FailoverRefusedError } from './errors.ts'
 
-/** What ownership needs from replication (and, on the home node, the configured files). */
-export interface OwnershipHost {
-  /** Files to start `vm` from here: the originals on its home node, the finalized replica elsewhere. */
-  filesForStart: (vm: string) => Promise<VmStartFiles>
-  /**
-   * Roll the local replica to `generation` (the latest consistent one when null) before a
-   * start; `point` (an operator's --point) overrides both.
-   */
-  finalize: (vm: string, generation: GenerationRef | null, point?: string) => Promise<void>
-  /**
-   * Planned failover: ship the final generation to `to`; resolves with it. `signal` aborts it
-   * when the machine gives the handoff up (the target died): the VM is about to run again, so
-   * the ship must not go on reading it as final.
-   */
-  shipFinal: (vm: string, to: string, signal?: AbortSignal) => Promise<GenerationRef>
-  /** This node is no longer the VM's owner: its copy becomes a replica of `owner`. */
-  demoted: (vm: string, owner: string, epoch: number) => void
-  /** Ownership moved (for replication direction and status). */
-  ownerChanged?: (vm: string, owner: string, epoch: number) => void
-}
-
-/** The slice of a watchdog the driver uses (daemon/watchdog/client.ts implements it). */
-export interface FencingWatchdog {
-  arm: (vm: string, deadline: number) => Promise<void>
-  disarm: (vm: string) => Promise<void> | void
-  onFence: (fn: (r: { vm: string, at: number, ok: boolean }) => void) => () => void
-  inherited: () => Array<{ vm: string, deadline: number }>
-}
+export type { OwnershipHost, FencingWatchdog } from './ports.ts'
+import type { OwnershipHost, FencingWatchdog } from './ports.ts'
 
 export interface OwnershipComponents {
   clock: Clock

@@ -19,10 +19,10 @@
  */
 import { open as openFile, stat as statPath } from 'node:fs/promises'
 import { basename, join } from 'node:path'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
-  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor,
+  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor, isProtocolFault, isResendableBlockError,
   type HelloMessage, type HashRequestMessage, type ControlMessage, type FileRange
 } from '../../protocol/replication/index.ts'
 import { durableRanges } from '../../protocol/replication/ranges.ts'
@@ -63,7 +63,6 @@ export interface ReceiverInit {
 
 interface Session { channel: Channel, done: Promise<void> }
 
-const CHECKSUM_CODES = new Set(['ERR_DELTA_CHECKSUM_MISMATCH', 'ERR_DELTA_DECOMPRESS', 'ERR_DELTA_BAD_ENCODING', 'ERR_DELTA_BLOCK_TOO_LARGE'])
 /** Verified bytes queued for the store before the session stops reading (bounded memory). */
 const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
 /** One gathered write: at most this many bytes and parts (IOV_MAX is 1024). */
@@ -123,6 +122,7 @@ export class ReplicationReceiver {
         return
       }
       if (hello.protocolVersion !== CONTROL_PROTOCOL_VERSION) {
+        log.warn({ peer: from, vm: hello.vm, protocolVersion: hello.protocolVersion, supported: CONTROL_PROTOCOL_VERSION, code: 'ERR_REPLICATION_UNSUPPORTED_VERSION' }, 'replication session refused: unsupported protocol version')
         await channel.sendItem({ type: 'refuse', generation: 0, code: NackCode.ProtocolError, message: `protocol version ${hello.protocolVersion} not supported` })
         await channel.close()
         return
@@ -255,7 +255,7 @@ class SessionRunner implements Startable {
         else await this.onFrame(item)
       }
     } catch (err) {
-      if (err instanceof DeltaProtocolError || isProtocolCode(err)) {
+      if (err instanceof DeltaProtocolError || isProtocolFault(err)) {
         this.c.onProtocolError()
         this.log.warn({ peer: this.from, vm: this.hello.vm, err: errorMessage(err), code: (err as { code?: string }).code }, 'replication peer broke the protocol; stream aborted, nothing of the generation applied')
         await this.dropWriter(true)
@@ -382,10 +382,9 @@ class SessionRunner implements Startable {
           const want = Math.min(blocksPerRead * req.blockSize, end - at)
           const { bytesRead } = await fh.read(buf, 0, want, at)
           if (bytesRead < want) buf.fill(0, bytesRead, want)
-          for (let o = 0; o < want; o += req.blockSize) {
-            const len = Math.min(req.blockSize, want - o)
-            hashes.push(blake3(buf.subarray(o, o + len), 16))
-            at += len
+          for (const h of hashBlocks(buf, req.blockSize, want)) {
+            hashes.push(h)
+            at = Math.min(at + req.blockSize, end)
             if (hashes.length >= per && at < end) await flush(false)
           }
         }
@@ -439,7 +438,7 @@ class SessionRunner implements Startable {
           decoded.push({ offset: e.offset, data })
           raw += e.length
         } catch (err) {
-          if (!CHECKSUM_CODES.has((err as { code?: string }).code ?? '')) throw err
+          if (!isResendableBlockError(err)) throw err
           this.ch.release(frame)
           await this.ch.sendItem({ type: 'resend', generation: gen, fileId: frame.fileId, offset: e.offset, length: e.length })
           await this.refuse(gen, err, true)
@@ -567,9 +566,3 @@ function gatherRuns (blocks: Array<{ offset: number, data: Uint8Array }>): Array
 function isControl (item: { type: string }): item is ControlMessage {
   return item.type !== 'begin' && item.type !== 'blocks' && item.type !== 'resize' && item.type !== 'end'
 }
-
-function isProtocolCode (err: unknown): boolean {
-  const c = (err as { code?: unknown } | null)?.code
-  return typeof c === 'string' && (c.startsWith('ERR_DELTA_') || c.startsWith('ERR_REPLICATION_') && c !== 'ERR_REPLICATION_STREAM_CLOSED')
-}
-

@@ -20,7 +20,8 @@
  * generation number (so the store resumes instead of starting over).
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
+import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type ChangedBlock } from '../../protocol/delta/index.ts'
@@ -391,7 +392,7 @@ export class TargetSender implements Startable {
       const meta = await vm.manifest.file(f.path).meta()
       captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before })
       seqBefore += meta?.generation ?? 0
-      const clipped = clip(ranges, before.size)
+      const clipped = clipRanges(ranges, before.size)
       if (seeding || clipped.length > 0 || this.knownSizes.get(f.path) !== before.size) included.push({ file: f, ranges: clipped, before })
     }
     const consistent = !this.forceFuzzy && isConsistentCapture(captures, { seqBefore, seqAfter: seqBefore, busyBefore, busyAfter: vm.scanBusy > 0 })
@@ -531,9 +532,11 @@ export class TargetSender implements Startable {
             const len = Math.min(buf.length, wEnd - at)
             const { bytesRead } = await fh.read(buf, 0, len, at)
             if (bytesRead < len) buf.fill(0, bytesRead, len)
-            for (let o = 0; o < len; o += bs, idx++) {
+            const ours = hashBlocks(buf, bs, len)
+            for (let k = 0; k < ours.length; k++, idx++) {
+              const o = k * bs
               const blen = Math.min(bs, len - o)
-              const mine = blake3(buf.subarray(o, o + blen), 16)
+              const mine = ours[k] as Uint8Array
               const h = theirs[idx]
               if (h === undefined || Buffer.compare(mine, h) !== 0) {
                 total++
@@ -564,11 +567,3 @@ export class TargetSender implements Startable {
   }
 }
 
-function clip (ranges: Array<{ offset: number, length: number }>, size: number): Array<{ offset: number, length: number }> {
-  const out: Array<{ offset: number, length: number }> = []
-  for (const r of ranges) {
-    const end = Math.min(r.offset + r.length, size)
-    if (end > r.offset) out.push({ offset: r.offset, length: end - r.offset })
-  }
-  return out
-}

@@ -30,6 +30,8 @@ import type { StreamLike } from './channel.ts'
 import { ReplicationReceiver, type ReceiverInit } from './receiver.ts'
 import { ReplicaRegistry } from './replicas.ts'
 import { VmSource } from './vm-source.ts'
+import { changeSourceKind } from './told-source-runner.ts'
+import { qemuQmpSocketOf } from '../hypervisor/qemu.ts'
 import { shipFinalGeneration } from './final.ts'
 import type { VerifyReport } from './sender.ts'
 import { UnknownVmError, VerifyFailedError } from './errors.ts'
@@ -66,6 +68,8 @@ export interface ReplicationSettings {
   vms: VmConfig[]
   /** `scan:` — the host-wide read budget of the hash scan (Infinity: unbounded). */
   scan: Config['scan']
+  /** `hypervisor.driver`: with `qemu`, `changeSource: auto` VMs use dirty bitmaps. @default 'none' */
+  hypervisorDriver?: string
 }
 
 export interface ReplicationInit extends ReplicationSettings {
@@ -246,7 +250,8 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
       },
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),
       ...(metrics !== undefined ? { metrics } : {}),
-      scanBudget: this.scanBudget
+      scanBudget: this.scanBudget,
+      ...(changeSourceKind(vm, this.config.hypervisorDriver ?? 'none') === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.dataDir, 'hypervisor'), vm.name) } : {})
     }, { vm, nodeName: this.config.nodeName })
   }
 
@@ -342,6 +347,9 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
         files: st.files,
         appliedConsistentGeneration: st.appliedConsistentGeneration,
         seeding: st.seeding,
+        ...(st.seeding ? { seedDurableBytes: store.seedProgress()?.durableBytes ?? 0 } : {}),
+        applyingGeneration: st.applyingGeneration,
+        receivingGeneration: st.receivingGeneration,
         bytesReceived: this.receiver.bytesReceived(source, vm)
       }
       const e = out.get(vm)
@@ -387,5 +395,5 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
 }
 
 function sameFiles (a: VmConfig, b: VmConfig): boolean {
-  return JSON.stringify([a.disks, a.files, a.blockSizeBytes, a.scanIntervalMs, a.quietBudgetMs]) === JSON.stringify([b.disks, b.files, b.blockSizeBytes, b.scanIntervalMs, b.quietBudgetMs])
+  return JSON.stringify([a.disks, a.files, a.blockSizeBytes, a.scanIntervalMs, a.quietBudgetMs, a.changeSource, a.qmpPath]) === JSON.stringify([b.disks, b.files, b.blockSizeBytes, b.scanIntervalMs, b.quietBudgetMs, b.changeSource, b.qmpPath])
 }

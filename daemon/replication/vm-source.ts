@@ -15,7 +15,8 @@ import type { AbstractLevel } from 'abstract-level'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 import type { VmConfig } from '../../config/load.ts'
-import { ChangeTracker, HashScanSource, formatRangesOf, inlineHasher, poolHasher, wholeFile, type ChangeEvent, type ChangeSource } from '../../storage/changes/index.ts'
+import { HashScanSource, formatRangesOf, inlineHasher, poolHasher, wholeFile, type ChangeSource } from '../../storage/changes/index.ts'
+import { ChangeTracker, type ChangeEvent } from './change-tracker.ts'
 import { Manifest } from '../../storage/manifest/manifest.ts'
 import { binarySublevel } from '../../storage/manifest/db.ts'
 import { DirtyMaps } from '../../storage/dirty/index.ts'
@@ -28,6 +29,8 @@ import type { VmeshMetrics } from '../metrics/registry.ts'
 import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
 import type { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import { Books } from './books.ts'
+import { ToldSourceRunner } from './told-source-runner.ts'
+import { parseToldScanToken } from '../../storage/changes/told-scan.ts'
 import { TargetSender } from './sender.ts'
 import type { SenderSource, SourceFile } from './source-view.ts'
 import type { StreamLike } from './channel.ts'
@@ -44,6 +47,8 @@ export interface VmSourceComponents {
   metrics?: VmeshMetrics
   /** The host's hash-scan read budget (shared by every VM); absent: scans read unbounded. */
   scanBudget?: ScanReadBudget
+  /** Present: the disks' changes come from QEMU dirty bitmaps (told-source-runner.ts) whenever this names a socket QEMU answers on. */
+  qmpSocket?: () => Promise<string | undefined>
 }
 
 export interface VmSourceInit {
@@ -68,6 +73,8 @@ export class VmSource implements SenderSource {
   readonly books: Books
   readonly blockSize: number
   private tracker: ChangeTracker | undefined
+  /** The QEMU dirty-bitmap source, when the VM uses one. */
+  readonly told: ToldSourceRunner | undefined
   private readonly senders = new Map<string, TargetSender>()
   private readonly sizes = new Map<string, number>()
   private readonly scanned = new Set<string>()
@@ -106,6 +113,9 @@ export class VmSource implements SenderSource {
     this.dirty = new DirtyMaps({ db: binarySublevel(vmDb, 'dirty') }, { blockSizeBytes: this.blockSize })
     this.books = new Books(binarySublevel(vmDb, 'books'))
     this.trackerDb = vmDb
+    if (components.qmpSocket !== undefined) {
+      this.told = new ToldSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, qmpSocket: components.qmpSocket }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize })
+    }
   }
 
   private readonly trackerDb: AbstractLevel<any, any, any> // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -129,7 +139,8 @@ export class VmSource implements SenderSource {
         this.scanSeq++
         this.scanStarted.set(resolve(file), this.components.clock.now())
         this.captureStarting.set(resolve(file), this.components.clock.wallNow())
-        return await this.hashScan.changes(file, since, opts)
+        // a told source's token carries the hash scan's: switching back to the scan keeps it
+        return this.told !== undefined ? await this.told.source.changes(file, since, opts) : await this.hashScan.changes(file, parseToldScanToken(since).hs, opts)
       }
     }
     this.tracker = new ChangeTracker({
@@ -181,6 +192,7 @@ export class VmSource implements SenderSource {
     this.senders.clear()
     await this.tracker?.stop()
     this.tracker = undefined
+    await this.told?.stop()
     this.notify()
     await this.bumping
     await this.dirty.close()
@@ -236,7 +248,7 @@ export class VmSource implements SenderSource {
     const began = this.captureStarting.get(e.file)
     if (began !== undefined) this.captureStart.set(e.file, began)
     const started = this.scanStarted.get(e.file)
-    this.components.log.debug({ vm: this.name, file: e.file, changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
+    this.components.log.debug({ vm: this.name, file: e.file, source: this.told?.lastAnswer(e.file) ?? 'hash-scan', changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
     const prevSize = this.sizes.get(e.file)
     this.sizes.set(e.file, e.set.fileSize)
     this.scanned.add(e.file)
@@ -316,7 +328,8 @@ export class VmSource implements SenderSource {
     const rate = budget?.rateBytesPerSec ?? Infinity
     const share = budget?.shareBytesPerSec() ?? Infinity
     return {
-      source: 'hash-scan',
+      source: this.told !== undefined ? 'qemu-bitmap' : 'hash-scan',
+      ...(this.told !== undefined ? this.told.status() : {}),
       scanBytes: bytes,
       scanBudgetBytesPerSec: Number.isFinite(rate) ? rate : null,
       scanShareBytesPerSec: Number.isFinite(share) ? Math.round(share) : null,

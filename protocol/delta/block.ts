@@ -6,6 +6,7 @@
  */
 import { blake3, createBlake3 } from '../../common/blake3.ts'
 import { lz4 } from '../../common/lz4.ts'
+import { isAllZero } from '../../common/zero.ts'
 import { MAX_BLOCK_LENGTH } from './limits.ts'
 import {
   DeltaBadEncodingError,
@@ -48,20 +49,9 @@ export interface DecodeBlockOptions {
 
 
 const ZERO = new Uint8Array(64 * 1024)
-const zeroChecksums = new Map<number, Uint8Array>()
+export { isAllZero }
 
-/** True when every byte of `data` is zero (memcmp against a shared zero buffer). */
-export function isAllZero (data: Uint8Array): boolean {
-  const n = data.byteLength
-  if (n === 0) return true
-  // most non-zero blocks fail here without touching the rest
-  if (data[0] !== 0 || data[n - 1] !== 0) return false
-  for (let off = 0; off < n; off += ZERO.length) {
-    const len = Math.min(ZERO.length, n - off)
-    if (Buffer.compare(data.subarray(off, off + len), len === ZERO.length ? ZERO : ZERO.subarray(0, len)) !== 0) return false
-  }
-  return true
-}
+const zeroChecksums = new Map<number, Uint8Array>()
 
 /** BLAKE3-128 of `data`, in a buffer of its own. */
 export function blockChecksum (data: Uint8Array): Uint8Array {

@@ -16,23 +16,26 @@
  * refused before any allocation. Decoded frames hold views into the input bytes (no copies).
  * This module checks each frame on its own; cross-frame rules live in generation.ts.
  */
+import { FRAME_HEADER_BYTES, decodeWholeFrame } from '../common/frame-stream.ts'
+import type { FrameProtocol } from '../common/frame-stream.ts'
 import { BlockEncoding, CHECKSUM_LENGTH } from './block.ts'
 import { FileKind, FrameType } from './messages.ts'
 import type { BeginFrame, BlockEntry, BlocksFrame, EndFrame, Frame, ResizeFrame } from './messages.ts'
 import { resolveLimits } from './limits.ts'
 import type { DeltaLimits } from './limits.ts'
-import { WireReader, WireWriter, checkU32, checkU64, encodeString } from './wire.ts'
+import { WireReader, FrameWriter, checkU32, checkU64, encodeString } from './wire.ts'
 import {
   DeltaBadEncodingError,
   DeltaBlockTooLargeError,
   DeltaFrameTooLargeError,
   DeltaLimitExceededError,
   DeltaMalformedFrameError,
+  DeltaProtocolError,
   DeltaTruncatedError,
   DeltaUnknownFrameError
 } from './errors.ts'
 
-export const FRAME_HEADER_BYTES = 5
+export { FRAME_HEADER_BYTES }
 const ENTRY_HEADER_BYTES = 8 + 4 + 1 + CHECKSUM_LENGTH + 4
 const FILE_MIN_BYTES = 4 + 1 + 4 + 8 + 2 + 1
 const BEGIN_MIN_BYTES = 2 + 1 + 8 + 8 + 1 + 8 + 4
@@ -81,29 +84,28 @@ export function checkHeader (type: number, bodyLength: number, limits: DeltaLimi
   }
 }
 
+/** The delta codec as the shared frame assembler sees it (protocol/common/frame-stream.ts). */
+export function deltaFrameProtocol (limits: DeltaLimits): FrameProtocol<Frame> {
+  return {
+    checkType: (type) => { if (!isKnownFrameType(type)) throw new DeltaUnknownFrameError(`unknown frame type ${type}`) },
+    checkHeader: (type, bodyLength) => { checkHeader(type, bodyLength, limits) },
+    decodeBody: (type, body) => decodeFrameBody(type as FrameType, body, limits),
+    truncated: (message) => new DeltaTruncatedError(message),
+    malformed: (message) => new DeltaMalformedFrameError(message),
+    isProtocolError: (err): err is Error => err instanceof DeltaProtocolError
+  }
+}
+
 /** Decodes one complete frame (header and body, nothing more). */
 export function decodeFrame (bytes: Uint8Array, options: CodecOptions = {}): Frame {
-  const limits = resolveLimits(options.limits)
-  if (bytes.byteLength < 1) throw new DeltaTruncatedError('empty input')
-  const type = bytes[0] as number
-  if (!isKnownFrameType(type)) throw new DeltaUnknownFrameError(`unknown frame type ${type}`)
-  if (bytes.byteLength < FRAME_HEADER_BYTES) throw new DeltaTruncatedError(`frame header needs ${FRAME_HEADER_BYTES} bytes, got ${bytes.byteLength}`)
-  const bodyLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
-  checkHeader(type, bodyLength, limits)
-  const total = FRAME_HEADER_BYTES + bodyLength
-  if (bytes.byteLength < total) throw new DeltaTruncatedError(`frame of ${total} bytes, got ${bytes.byteLength}`)
-  if (bytes.byteLength > total) throw new DeltaMalformedFrameError(`${bytes.byteLength - total} bytes after the frame`)
-  return decodeFrameBody(type, bytes.subarray(FRAME_HEADER_BYTES), limits)
+  return decodeWholeFrame(bytes, deltaFrameProtocol(resolveLimits(options.limits)))
 }
 
 /** Decodes a body whose header already passed checkHeader. */
 export function decodeFrameBody (type: FrameType, body: Uint8Array, limits: DeltaLimits): Frame {
-  switch (type) {
-    case FrameType.Begin: return decodeBegin(new WireReader(body, 'begin'), limits)
-    case FrameType.Blocks: return decodeBlocks(new WireReader(body, 'blocks'), limits)
-    case FrameType.Resize: return decodeResize(new WireReader(body, 'resize'))
-    case FrameType.End: return decodeEnd(new WireReader(body, 'end'))
-  }
+  const codec = CODECS_BY_TYPE.get(type)
+  if (codec === undefined) throw new DeltaUnknownFrameError(`unknown frame type ${type}`)
+  return codec.decode(new WireReader(body, codec.name), limits)
 }
 
 function decodeBegin (r: WireReader, limits: DeltaLimits): BeginFrame {
@@ -201,38 +203,37 @@ function checkEntryShape (offset: number, length: number, encoding: number, payl
  */
 export function encodeFrame (frame: Frame, options: CodecOptions = {}): Uint8Array {
   const limits = resolveLimits(options.limits)
-  switch (frame.type) {
-    case 'begin': return encodeBegin(frame, limits)
-    case 'blocks': return encodeBlocks(frame, limits)
-    case 'resize': {
-      checkU32(frame.fileId, 'fileId')
-      checkU64(frame.size, 'size')
-      const w = header(FrameType.Resize, RESIZE_BYTES)
-      w.u32(frame.fileId)
-      w.u64(frame.size)
-      return w.finish()
-    }
-    case 'end': {
-      checkU64(frame.generation, 'generation')
-      checkU64(frame.blockCount, 'blockCount')
-      checkU64(frame.byteCount, 'byteCount')
-      const digest = frame.digest
-      if (digest != null && digest.byteLength !== CHECKSUM_LENGTH) throw new DeltaMalformedFrameError(`end digest of ${digest.byteLength} bytes`)
-      const w = header(FrameType.End, digest == null ? END_BYTES : END_DIGEST_BYTES)
-      w.u64(frame.generation)
-      w.u64(frame.blockCount)
-      w.u64(frame.byteCount)
-      w.u8(digest == null ? 0 : FLAG_DIGEST)
-      if (digest != null) w.raw(digest)
-      return w.finish()
-    }
-    default:
-      throw new DeltaUnknownFrameError(`unknown frame type ${String((frame as { type: unknown }).type)}`)
-  }
+  const codec = Object.hasOwn(CODECS, frame.type) ? CODECS[frame.type] as FrameCodec<Frame> : undefined
+  if (codec === undefined) throw new DeltaUnknownFrameError(`unknown frame type ${String((frame as { type: unknown }).type)}`)
+  return codec.encode(frame, limits)
 }
 
-function header (type: FrameType, bodyLength: number): WireWriter {
-  const w = new WireWriter(FRAME_HEADER_BYTES + bodyLength)
+function encodeResize (frame: ResizeFrame): Uint8Array {
+  checkU32(frame.fileId, 'fileId')
+  checkU64(frame.size, 'size')
+  const w = header(FrameType.Resize, RESIZE_BYTES)
+  w.u32(frame.fileId)
+  w.u64(frame.size)
+  return w.finish()
+}
+
+function encodeEnd (frame: EndFrame): Uint8Array {
+  checkU64(frame.generation, 'generation')
+  checkU64(frame.blockCount, 'blockCount')
+  checkU64(frame.byteCount, 'byteCount')
+  const digest = frame.digest
+  if (digest != null && digest.byteLength !== CHECKSUM_LENGTH) throw new DeltaMalformedFrameError(`end digest of ${digest.byteLength} bytes`)
+  const w = header(FrameType.End, digest == null ? END_BYTES : END_DIGEST_BYTES)
+  w.u64(frame.generation)
+  w.u64(frame.blockCount)
+  w.u64(frame.byteCount)
+  w.u8(digest == null ? 0 : FLAG_DIGEST)
+  if (digest != null) w.raw(digest)
+  return w.finish()
+}
+
+function header (type: FrameType, bodyLength: number): FrameWriter {
+  const w = new FrameWriter(FRAME_HEADER_BYTES + bodyLength)
   w.u8(type)
   w.u32(bodyLength)
   return w
@@ -293,7 +294,7 @@ function encodeBlocks (frame: BlocksFrame, limits: DeltaLimits): Uint8Array {
 }
 
 /** offset | length | encoding | checksum | payload length: what precedes each entry's payload. */
-function writeEntryHeader (w: WireWriter, e: BlocksFrame['entries'][number]): void {
+function writeEntryHeader (w: FrameWriter, e: BlocksFrame['entries'][number]): void {
   w.u64(e.offset)
   w.u32(e.length)
   w.u8(e.encoding)
@@ -310,7 +311,7 @@ export function encodeBlocksFrameParts (frame: BlocksFrame, options: CodecOption
   const limits = resolveLimits(options.limits)
   const bodyLength = checkBlocks(frame, limits)
   const count = frame.entries.length
-  const w = new WireWriter(FRAME_HEADER_BYTES + 8 + count * ENTRY_HEADER_BYTES)
+  const w = new FrameWriter(FRAME_HEADER_BYTES + 8 + count * ENTRY_HEADER_BYTES)
   w.u8(FrameType.Blocks)
   w.u32(bodyLength)
   w.u32(frame.fileId)
@@ -353,3 +354,26 @@ function checkBlocks (frame: BlocksFrame, limits: DeltaLimits): number {
 export function blocksBodyBytes (entryCount: number, payloadBytes: number): number {
   return 8 + entryCount * ENTRY_HEADER_BYTES + payloadBytes
 }
+
+// ---------------------------------------------------------------- pairs
+
+/** One frame type: its encoder (whole frame) and body decoder side by side. */
+interface FrameCodec<F extends Frame> {
+  type: FrameType
+  name: F['type']
+  encode: (frame: F, limits: DeltaLimits) => Uint8Array
+  decode: (r: WireReader, limits: DeltaLimits) => F
+}
+
+type FrameCodecs = { [K in Frame['type']]: FrameCodec<Extract<Frame, { type: K }>> }
+
+const CODECS: FrameCodecs = {
+  begin: { type: FrameType.Begin, name: 'begin', encode: encodeBegin, decode: decodeBegin },
+  blocks: { type: FrameType.Blocks, name: 'blocks', encode: encodeBlocks, decode: decodeBlocks },
+  resize: { type: FrameType.Resize, name: 'resize', encode: encodeResize, decode: decodeResize },
+  end: { type: FrameType.End, name: 'end', encode: encodeEnd, decode: decodeEnd }
+}
+
+const CODECS_BY_TYPE = new Map<number, FrameCodec<Frame>>(
+  Object.values(CODECS).map(c => [c.type, c as FrameCodec<Frame>])
+)

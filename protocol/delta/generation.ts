@@ -40,13 +40,8 @@ const RECORD_RESIZE = 2
 
 export type GenerationPhase = 'awaiting-begin' | 'receiving' | 'complete' | 'failed'
 
-export interface GenerationSummary {
-  vm: string
-  generation: number
-  baseGeneration: number
-  consistent: boolean
-  createdAtMs: number
-  files: DeltaFile[]
+/** What a complete generation was: its begin frame's fields and its totals. */
+export interface GenerationSummary extends Omit<BeginFrame, 'type'> {
   blockCount: number
   byteCount: number
   digest: Uint8Array

@@ -2,6 +2,7 @@
  * Hard limits of the delta codec. Decoders check them before allocating anything sized by the
  * peer; encoders check them so we never emit a frame a peer would refuse.
  */
+import { MAX_BLOCK_SIZE } from '../../common/block-size.ts'
 import { DeltaLimitExceededError } from './errors.ts'
 
 const MiB = 1024 * 1024
@@ -23,8 +24,8 @@ export interface DeltaLimits {
   maxVmNameBytes: number
 }
 
-/** The largest block any peer may send; block buffers are sized by this at most. */
-export const MAX_BLOCK_LENGTH = 4 * MiB
+/** The largest block any peer may send (the largest block size); block buffers are sized by this at most. */
+export const MAX_BLOCK_LENGTH = MAX_BLOCK_SIZE
 
 export const DEFAULT_DELTA_LIMITS: Readonly<DeltaLimits> = Object.freeze({
   maxFrameBodyBytes: 9 * MiB,

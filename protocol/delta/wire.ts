@@ -1,9 +1,9 @@
 /**
- * Bounded big-endian reader (protocol/common, with this codec's errors: a short body is
- * DeltaMalformedFrameError — the frame arrived whole but lies about itself) and the writer for
- * frame bodies.
+ * The shared bounded reader and writer (protocol/common) with this codec's errors: a short body
+ * is DeltaMalformedFrameError — the frame arrived whole but lies about itself.
  */
 import { BoundedReader, type WireReaderErrors } from '../common/wire-reader.ts'
+import { WireWriter } from '../common/wire-writer.ts'
 import { DeltaLimitExceededError, DeltaMalformedFrameError } from './errors.ts'
 
 const utf8Encoder = new TextEncoder()
@@ -18,28 +18,18 @@ export class WireReader extends BoundedReader {
   constructor (buf: Uint8Array, what: string) { super(buf, what, ERRORS) }
 }
 
-export class WireWriter {
-  private pos = 0
-  readonly bytes: Uint8Array
-  private readonly view: DataView
-
-  constructor (size: number) {
-    this.bytes = new Uint8Array(size)
-    this.view = new DataView(this.bytes.buffer)
+/**
+ * The shared writer (protocol/common) for one frame of a precomputed size: allocated once,
+ * and finish() asserts the size was exact.
+ */
+export class FrameWriter extends WireWriter {
+  constructor (private readonly size: number) {
+    super('', { error: (message) => new DeltaLimitExceededError(message), initialBytes: size })
   }
 
-  u8 (v: number): void { this.view.setUint8(this.pos, v); this.pos += 1 }
-  u16 (v: number): void { this.view.setUint16(this.pos, v); this.pos += 2 }
-  u32 (v: number): void { this.view.setUint32(this.pos, v); this.pos += 4 }
-  u64 (v: number): void { this.view.setBigUint64(this.pos, BigInt(v)); this.pos += 8 }
-  raw (b: Uint8Array): void { this.bytes.set(b, this.pos); this.pos += b.byteLength }
-  get position (): number { return this.pos }
+  get position (): number { return this.length }
 
-  /** Asserts the precomputed size was exact (a bug otherwise, not a peer's fault). */
-  finish (): Uint8Array {
-    if (this.pos !== this.bytes.byteLength) throw new Error(`frame size mismatch: wrote ${this.pos} of ${this.bytes.byteLength}`)
-    return this.bytes
-  }
+  override finish (): Uint8Array { return super.finish(this.size) }
 }
 
 /** UTF-8 bytes of `s`, checked like WireReader.string checks them. */

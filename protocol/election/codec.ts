@@ -20,6 +20,7 @@
  * Every decoding is canonical: re-encoding a decoded message gives back the same bytes.
  */
 import { BoundedReader } from '../common/wire-reader.ts'
+import { WireWriter } from '../common/wire-writer.ts'
 import {
   ELECTION_WIRE_VERSION, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MESSAGE_TYPE_WIRE, NACK_REASON_WIRE, VOTE_REASON_WIRE
 } from './messages.ts'
@@ -31,12 +32,8 @@ import {
 } from './errors.ts'
 
 const FLAG_BIT0 = 0x01
-const MAX_U32 = 0xffff_ffff
-const TWO_32 = 0x1_0000_0000
-const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
-const KNOWN_TYPES = new Set<number>(Object.values(MESSAGE_TYPE_WIRE))
 const VOTE_REASON_BY_WIRE = invert(VOTE_REASON_WIRE)
 const NACK_REASON_BY_WIRE = invert(NACK_REASON_WIRE)
 
@@ -46,41 +43,14 @@ function invert<K extends string> (table: Record<K, number>): Map<number, K> {
 
 // ---------------------------------------------------------------- encode
 
-class Writer {
-  private readonly buf = new Uint8Array(MAX_MESSAGE_BYTES)
-  private readonly view = new DataView(this.buf.buffer)
-  private len = 0
-
-  private reserve (n: number): void {
-    if (this.len + n > MAX_MESSAGE_BYTES) throw new ElectionEncodeError(`message exceeds ${MAX_MESSAGE_BYTES} bytes`)
-  }
-
-  u8 (v: number): void { this.reserve(1); this.buf[this.len++] = v }
-
-  u32 (v: number, what: string): void {
-    if (!Number.isInteger(v) || v < 0 || v > MAX_U32) throw new ElectionEncodeError(`${what} must be a u32`)
-    this.reserve(4)
-    this.view.setUint32(this.len, v)
-    this.len += 4
-  }
-
-  u64 (v: number, what: string): void {
-    if (!Number.isSafeInteger(v) || v < 0) throw new ElectionEncodeError(`${what} must be a non-negative safe integer`)
-    this.reserve(8)
-    this.view.setUint32(this.len, Math.floor(v / TWO_32))
-    this.view.setUint32(this.len + 4, v % TWO_32)
-    this.len += 8
+/** The shared writer (protocol/common) with this protocol's error, size cap, names and generations. */
+class Writer extends WireWriter {
+  constructor () {
+    super('', { error: (message) => new ElectionEncodeError(message), initialBytes: 128, maxBytes: MAX_MESSAGE_BYTES })
   }
 
   name (s: string, what: string, optional = false): void {
-    if (typeof s !== 'string') throw new ElectionEncodeError(`${what} must be a string`)
-    const bytes = utf8.encode(s)
-    if ((bytes.length === 0 && !optional) || bytes.length > MAX_NAME_BYTES) throw new ElectionEncodeError(`${what} must be 1..${MAX_NAME_BYTES} UTF-8 bytes`)
-    if (utf8Strict.decode(bytes) !== s) throw new ElectionEncodeError(`${what} is not well-formed Unicode`)
-    this.u8(bytes.length)
-    this.reserve(bytes.length)
-    this.buf.set(bytes, this.len)
-    this.len += bytes.length
+    this.string(s, what, { maxBytes: MAX_NAME_BYTES, minBytes: optional ? 0 : 1, prefix: 'u8', allowNul: true })
   }
 
   gen (g: GenerationRef, what: string): void {
@@ -88,7 +58,8 @@ class Writer {
     this.u64(g.generation, `${what}.generation`)
   }
 
-  done (): Uint8Array { return this.buf.slice(0, this.len) }
+  /** The message in a buffer of its own. */
+  done (): Uint8Array { return this.finish().slice() }
 }
 
 /** Encodes a message; throws ElectionEncodeError when it breaks a wire limit. */
@@ -99,63 +70,7 @@ export function encodeElectionMessage (msg: ElectionMessage): Uint8Array {
   if (type === undefined) throw new ElectionEncodeError('unknown message type')
   w.u8(type)
   w.name(msg.vm, 'vm')
-  switch (msg.type) {
-    case 'renew':
-    case 'renewAck':
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      break
-    case 'renewNack': {
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      const reason = NACK_REASON_WIRE[msg.reason]
-      if (reason === undefined) throw new ElectionEncodeError('nack reason is invalid')
-      w.u8(reason)
-      w.u64(msg.currentEpoch, 'currentEpoch')
-      w.name(msg.owner, 'owner', true)
-      break
-    }
-    case 'requestVote':
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      w.name(msg.candidate, 'candidate')
-      w.gen(msg.generation, 'generation')
-      break
-    case 'vote': {
-      w.u64(msg.epoch, 'epoch')
-      w.u64(msg.seq, 'seq')
-      w.name(msg.candidate, 'candidate')
-      const reason = VOTE_REASON_WIRE[msg.reason]
-      if (reason === undefined) throw new ElectionEncodeError('vote reason is invalid')
-      if (msg.granted !== (msg.reason === 'granted')) throw new ElectionEncodeError('granted must agree with reason')
-      w.u8(msg.granted ? FLAG_BIT0 : 0)
-      w.u8(reason)
-      w.u64(msg.currentEpoch, 'currentEpoch')
-      w.name(msg.owner, 'owner', true)
-      w.u32(msg.retryAfterMs, 'retryAfterMs')
-      break
-    }
-    case 'owner':
-      w.u64(msg.epoch, 'epoch')
-      w.name(msg.owner, 'owner')
-      break
-    case 'release':
-      w.u64(msg.epoch, 'epoch')
-      w.name(msg.to, 'to')
-      w.gen(msg.generation, 'generation')
-      break
-    case 'replicaReport':
-      if (msg.generation === null) {
-        w.u8(0)
-      } else {
-        w.u8(FLAG_BIT0)
-        w.gen(msg.generation, 'generation')
-      }
-      break
-    case 'takeover':
-      w.u8(msg.force ? FLAG_BIT0 : 0)
-      break
-  }
+  ;(BODIES[msg.type] as BodyCodec<ElectionMessage>).encode(w, msg)
   return w.done()
 }
 
@@ -214,42 +129,74 @@ function nackReason (wire: number): NackReason {
   return r
 }
 
-/** Decodes one message; throws an ElectionDecodeError subclass on anything malformed. */
-export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
-  if (bytes.length > MAX_MESSAGE_BYTES) throw new ElectionMessageTooLargeError(bytes.length, MAX_MESSAGE_BYTES)
-  const r = new Reader(bytes)
-  const version = r.u8('version')
-  if (version !== ELECTION_WIRE_VERSION) throw new ElectionBadVersionError(version)
-  const type = r.u8('type')
-  if (!KNOWN_TYPES.has(type)) throw new ElectionUnknownTypeError(type)
-  const vm = r.name('vm')
-  let msg: ElectionMessage
-  switch (type) {
-    case MESSAGE_TYPE_WIRE.renew:
-    case MESSAGE_TYPE_WIRE.renewAck: {
-      const epoch = r.u64('epoch')
-      const seq = r.u64('seq')
-      msg = { type: type === MESSAGE_TYPE_WIRE.renew ? 'renew' : 'renewAck', vm, epoch, seq }
-      break
-    }
-    case MESSAGE_TYPE_WIRE.renewNack: {
+// ---------------------------------------------------------------- bodies
+
+/** One message type's body (after version, type and vm): its encoder and decoder side by side. */
+interface BodyCodec<M extends ElectionMessage> {
+  encode: (w: Writer, msg: M) => void
+  decode: (r: Reader, vm: string) => M
+}
+
+type BodyCodecs = { [K in ElectionMessage['type']]: BodyCodec<Extract<ElectionMessage, { type: K }>> }
+
+const BODIES: BodyCodecs = {
+  renew: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.u64(msg.seq, 'seq') },
+    decode: (r, vm) => ({ type: 'renew', vm, epoch: r.u64('epoch'), seq: r.u64('seq') })
+  },
+  renewAck: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.u64(msg.seq, 'seq') },
+    decode: (r, vm) => ({ type: 'renewAck', vm, epoch: r.u64('epoch'), seq: r.u64('seq') })
+  },
+  renewNack: {
+    encode: (w, msg) => {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      const reason = NACK_REASON_WIRE[msg.reason]
+      if (reason === undefined) throw new ElectionEncodeError('nack reason is invalid')
+      w.u8(reason)
+      w.u64(msg.currentEpoch, 'currentEpoch')
+      w.name(msg.owner, 'owner', true)
+    },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const seq = r.u64('seq')
       const reason = nackReason(r.u8('reason'))
       const currentEpoch = r.u64('currentEpoch')
       const owner = r.name('owner', true)
-      msg = { type: 'renewNack', vm, epoch, seq, reason, currentEpoch, owner }
-      break
+      return { type: 'renewNack', vm, epoch, seq, reason, currentEpoch, owner }
     }
-    case MESSAGE_TYPE_WIRE.requestVote: {
+  },
+  requestVote: {
+    encode: (w, msg) => {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      w.name(msg.candidate, 'candidate')
+      w.gen(msg.generation, 'generation')
+    },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const seq = r.u64('seq')
       const candidate = r.name('candidate')
       const generation = r.gen('generation')
-      msg = { type: 'requestVote', vm, epoch, seq, candidate, generation }
-      break
+      return { type: 'requestVote', vm, epoch, seq, candidate, generation }
     }
-    case MESSAGE_TYPE_WIRE.vote: {
+  },
+  vote: {
+    encode: (w, msg) => {
+      w.u64(msg.epoch, 'epoch')
+      w.u64(msg.seq, 'seq')
+      w.name(msg.candidate, 'candidate')
+      const reason = VOTE_REASON_WIRE[msg.reason]
+      if (reason === undefined) throw new ElectionEncodeError('vote reason is invalid')
+      if (msg.granted !== (msg.reason === 'granted')) throw new ElectionEncodeError('granted must agree with reason')
+      w.u8(msg.granted ? FLAG_BIT0 : 0)
+      w.u8(reason)
+      w.u64(msg.currentEpoch, 'currentEpoch')
+      w.name(msg.owner, 'owner', true)
+      w.u32(msg.retryAfterMs, 'retryAfterMs')
+    },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const seq = r.u64('seq')
       const candidate = r.name('candidate')
@@ -259,33 +206,57 @@ export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
       const currentEpoch = r.u64('currentEpoch')
       const owner = r.name('owner', true)
       const retryAfterMs = r.u32('retryAfterMs')
-      msg = { type: 'vote', vm, epoch, seq, candidate, granted, reason, currentEpoch, owner, retryAfterMs }
-      break
+      return { type: 'vote', vm, epoch, seq, candidate, granted, reason, currentEpoch, owner, retryAfterMs }
     }
-    case MESSAGE_TYPE_WIRE.owner: {
+  },
+  owner: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.name(msg.owner, 'owner') },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
-      const owner = r.name('owner')
-      msg = { type: 'owner', vm, epoch, owner }
-      break
+      return { type: 'owner', vm, epoch, owner: r.name('owner') }
     }
-    case MESSAGE_TYPE_WIRE.release: {
+  },
+  release: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.name(msg.to, 'to'); w.gen(msg.generation, 'generation') },
+    decode: (r, vm) => {
       const epoch = r.u64('epoch')
       const to = r.name('to')
-      const generation = r.gen('generation')
-      msg = { type: 'release', vm, epoch, to, generation }
-      break
+      return { type: 'release', vm, epoch, to, generation: r.gen('generation') }
     }
-    case MESSAGE_TYPE_WIRE.replicaReport: {
+  },
+  replicaReport: {
+    encode: (w, msg) => {
+      if (msg.generation === null) {
+        w.u8(0)
+      } else {
+        w.u8(FLAG_BIT0)
+        w.gen(msg.generation, 'generation')
+      }
+    },
+    decode: (r, vm) => {
       const present = r.flag('replicaReport')
-      msg = { type: 'replicaReport', vm, generation: present ? r.gen('generation') : null }
-      break
+      return { type: 'replicaReport', vm, generation: present ? r.gen('generation') : null }
     }
-    case MESSAGE_TYPE_WIRE.takeover:
-      msg = { type: 'takeover', vm, force: r.flag('takeover') }
-      break
-    default:
-      throw new ElectionUnknownTypeError(type)
+  },
+  takeover: {
+    encode: (w, msg) => { w.u8(msg.force ? FLAG_BIT0 : 0) },
+    decode: (r, vm) => ({ type: 'takeover', vm, force: r.flag('takeover') })
   }
+}
+
+const TYPE_BY_WIRE = invert(MESSAGE_TYPE_WIRE as Record<ElectionMessage['type'], number>)
+
+/** Decodes one message; throws an ElectionDecodeError subclass on anything malformed. */
+export function decodeElectionMessage (bytes: Uint8Array): ElectionMessage {
+  if (bytes.length > MAX_MESSAGE_BYTES) throw new ElectionMessageTooLargeError(bytes.length, MAX_MESSAGE_BYTES)
+  const r = new Reader(bytes)
+  const version = r.u8('version')
+  if (version !== ELECTION_WIRE_VERSION) throw new ElectionBadVersionError(version)
+  const type = r.u8('type')
+  const name = TYPE_BY_WIRE.get(type)
+  if (name === undefined) throw new ElectionUnknownTypeError(type)
+  const vm = r.name('vm')
+  const msg = BODIES[name].decode(r, vm)
   if (r.remaining !== 0) throw new ElectionTrailingBytesError(r.remaining)
   return msg
 }

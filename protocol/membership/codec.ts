@@ -15,10 +15,11 @@
  * so a later version can append kinds without breaking older peers.
  */
 import { BoundedReader } from '../common/wire-reader.ts'
+import { WireWriter } from '../common/wire-writer.ts'
 import {
   MAX_ID_BYTES, MAX_MESSAGE_BYTES, MAX_UPDATES, MEMBERSHIP_WIRE_VERSION, MESSAGE_TYPE_WIRE, UPDATE_KIND_WIRE
 } from './messages.ts'
-import type { Claim, MemberState, SwimMessage, Update } from './messages.ts'
+import type { Ack, Claim, MemberState, Ping, PingReq, SwimMessage, Update } from './messages.ts'
 import {
   MembershipBadEnumError, MembershipBadFlagsError, MembershipBadIdError, MembershipBadVarintError,
   MembershipBadVersionError, MembershipEncodeError, MembershipMessageTooLargeError, MembershipTooManyUpdatesError,
@@ -26,8 +27,6 @@ import {
 } from './errors.ts'
 
 const FLAG_PRESENT = 0x01
-const MAX_U32 = 0xffff_ffff
-const utf8 = new TextEncoder()
 const utf8Strict = new TextDecoder('utf-8', { fatal: true })
 
 const STATE_BY_WIRE = new Map<number, MemberState>(
@@ -36,46 +35,14 @@ const STATE_BY_WIRE = new Map<number, MemberState>(
 
 // ---------------------------------------------------------------- encode
 
-class Writer {
-  private buf = new Uint8Array(256)
-  private len = 0
-
-  private reserve (n: number): void {
-    if (this.len + n > MAX_MESSAGE_BYTES) throw new MembershipEncodeError(`message exceeds ${MAX_MESSAGE_BYTES} bytes`)
-    if (this.len + n <= this.buf.length) return
-    const next = new Uint8Array(Math.min(MAX_MESSAGE_BYTES, Math.max(this.buf.length * 2, this.len + n)))
-    next.set(this.buf.subarray(0, this.len))
-    this.buf = next
-  }
-
-  u8 (v: number): void { this.reserve(1); this.buf[this.len++] = v }
-
-  u32 (v: number, what: string): void {
-    if (!Number.isInteger(v) || v < 0 || v > MAX_U32) throw new MembershipEncodeError(`${what} must be a u32`)
-    this.reserve(4)
-    new DataView(this.buf.buffer, this.buf.byteOffset).setUint32(this.len, v)
-    this.len += 4
-  }
-
-  varint (v: number, what: string): void {
-    if (!Number.isSafeInteger(v) || v < 0) throw new MembershipEncodeError(`${what} must be a non-negative safe integer`)
-    let x = v
-    while (x >= 0x80) {
-      this.u8((x % 0x80) | 0x80)
-      x = Math.floor(x / 0x80)
-    }
-    this.u8(x)
+/** The shared writer (protocol/common) with this protocol's error, size cap, IDs and claims. */
+class Writer extends WireWriter {
+  constructor () {
+    super('', { error: (message) => new MembershipEncodeError(message), initialBytes: 256, maxBytes: MAX_MESSAGE_BYTES })
   }
 
   id (s: string, what: string): void {
-    if (typeof s !== 'string') throw new MembershipEncodeError(`${what} must be a string`)
-    const bytes = utf8.encode(s)
-    if (bytes.length < 1 || bytes.length > MAX_ID_BYTES) throw new MembershipEncodeError(`${what} must be 1..${MAX_ID_BYTES} UTF-8 bytes`)
-    if (utf8Strict.decode(bytes) !== s) throw new MembershipEncodeError(`${what} is not well-formed Unicode`)
-    this.u8(bytes.length)
-    this.reserve(bytes.length)
-    this.buf.set(bytes, this.len)
-    this.len += bytes.length
+    this.string(s, what, { maxBytes: MAX_ID_BYTES, prefix: 'u8', allowNul: true })
   }
 
   claim (c: Claim | undefined, what: string): void {
@@ -87,7 +54,71 @@ class Writer {
     this.varint(c.incarnation, `${what}.incarnation`)
   }
 
-  done (): Uint8Array { return this.buf.slice(0, this.len) }
+  /** The message in a buffer of its own. */
+  done (): Uint8Array { return this.finish().slice() }
+}
+
+/** Fields every message carries ahead of its body. */
+interface Head { seq: number, incarnation: number }
+
+/** One message type's body: its encoder and decoder side by side. */
+interface BodyCodec<M extends SwimMessage> {
+  encode: (w: Writer, msg: M) => void
+  decode: (r: Reader, head: Head) => M
+}
+
+type BodyCodecs = { [K in SwimMessage['type']]: BodyCodec<Extract<SwimMessage, { type: K }>> }
+
+const BODIES: BodyCodecs = {
+  ping: {
+    encode: (w, msg) => { w.claim(msg.target, 'target') },
+    decode: (r, head) => {
+      const msg: Ping = { type: 'ping', ...head, piggyback: [] }
+      const target = r.claim('target')
+      if (target !== undefined) msg.target = target
+      return msg
+    }
+  },
+  ack: {
+    encode: (w, msg) => { w.claim(msg.target, 'target') },
+    decode: (r, head) => {
+      const msg: Ack = { type: 'ack', ...head, piggyback: [] }
+      const target = r.claim('target')
+      if (target !== undefined) msg.target = target
+      return msg
+    }
+  },
+  pingReq: {
+    encode: (w, msg) => {
+      w.id(msg.target, 'target')
+      w.claim(msg.claim, 'claim')
+      w.u32(msg.timeoutMs, 'timeoutMs')
+    },
+    decode: (r, head) => {
+      const target = r.id('target')
+      const claim = r.claim('claim')
+      const timeoutMs = r.u32('timeoutMs')
+      const msg: PingReq = { type: 'pingReq', ...head, target, timeoutMs, piggyback: [] }
+      if (claim !== undefined) msg.claim = claim
+      return msg
+    }
+  },
+  nack: {
+    encode: () => {},
+    decode: (_r, head) => ({ type: 'nack', ...head, piggyback: [] })
+  },
+  gossip: {
+    encode: () => {},
+    decode: (_r, head) => ({ type: 'gossip', ...head, piggyback: [] })
+  }
+}
+
+const TYPE_BY_WIRE = new Map<number, SwimMessage['type']>(
+  (Object.entries(MESSAGE_TYPE_WIRE) as Array<[SwimMessage['type'], number]>).map(([k, v]) => [v, k])
+)
+
+function bodyCodec<K extends SwimMessage['type']> (type: K): BodyCodec<Extract<SwimMessage, { type: K }>> {
+  return BODIES[type]
 }
 
 /** Encodes a message; throws MembershipEncodeError when it breaks a wire limit. */
@@ -99,20 +130,7 @@ export function encodeSwimMessage (msg: SwimMessage): Uint8Array {
   w.u8(type)
   w.u32(msg.seq, 'seq')
   w.varint(msg.incarnation, 'incarnation')
-  switch (msg.type) {
-    case 'ping':
-    case 'ack':
-      w.claim(msg.target, 'target')
-      break
-    case 'pingReq':
-      w.id(msg.target, 'target')
-      w.claim(msg.claim, 'claim')
-      w.u32(msg.timeoutMs, 'timeoutMs')
-      break
-    case 'nack':
-    case 'gossip':
-      break
-  }
+  ;(bodyCodec(msg.type) as BodyCodec<SwimMessage>).encode(w, msg)
   const updates = msg.piggyback
   if (updates.length > MAX_UPDATES) throw new MembershipEncodeError(`at most ${MAX_UPDATES} piggybacked updates`)
   w.u8(updates.length)
@@ -196,34 +214,9 @@ export function decodeSwimMessage (bytes: Uint8Array): SwimMessage {
   const type = r.u8('type')
   const seq = r.u32('seq')
   const incarnation = r.varint('incarnation')
-  let msg: SwimMessage
-  switch (type) {
-    case MESSAGE_TYPE_WIRE.ping:
-    case MESSAGE_TYPE_WIRE.ack: {
-      const target = r.claim('target')
-      msg = type === MESSAGE_TYPE_WIRE.ping
-        ? { type: 'ping', seq, incarnation, piggyback: [] }
-        : { type: 'ack', seq, incarnation, piggyback: [] }
-      if (target !== undefined) msg.target = target
-      break
-    }
-    case MESSAGE_TYPE_WIRE.pingReq: {
-      const target = r.id('target')
-      const claim = r.claim('claim')
-      const timeoutMs = r.u32('timeoutMs')
-      msg = { type: 'pingReq', seq, incarnation, target, timeoutMs, piggyback: [] }
-      if (claim !== undefined) msg.claim = claim
-      break
-    }
-    case MESSAGE_TYPE_WIRE.nack:
-      msg = { type: 'nack', seq, incarnation, piggyback: [] }
-      break
-    case MESSAGE_TYPE_WIRE.gossip:
-      msg = { type: 'gossip', seq, incarnation, piggyback: [] }
-      break
-    default:
-      throw new MembershipUnknownTypeError(type)
-  }
+  const name = TYPE_BY_WIRE.get(type)
+  if (name === undefined) throw new MembershipUnknownTypeError(type)
+  const msg = bodyCodec(name).decode(r, { seq, incarnation })
   const count = r.u8('update count')
   if (count > MAX_UPDATES) throw new MembershipTooManyUpdatesError(count, MAX_UPDATES)
   for (let i = 0; i < count; i++) {

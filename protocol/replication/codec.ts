@@ -25,9 +25,10 @@
  */
 import { FileKind } from '../delta/messages.ts'
 import { FRAME_HEADER_BYTES } from '../delta/codec.ts'
+import { decodeWholeFrame } from '../common/frame-stream.ts'
 import {
   ReplicationBadEnumError, ReplicationEncodeError, ReplicationFrameTooLargeError, ReplicationLimitExceededError,
-  ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError
+  ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError, isPeerProtocolError
 } from './errors.ts'
 import { FIXED_BODY_BYTES, HELLO_FILE_FIXED_BYTES, MAX_BLOCK_LENGTH, RANGE_BYTES, maxBodyBytes, minBodyBytes, resolveControlLimits } from './limits.ts'
 import type { ControlLimits } from './limits.ts'
@@ -78,32 +79,21 @@ export function checkControlHeader (type: number, bodyLength: number, limits: Co
 /** Decodes one complete control frame (header and body, nothing more). */
 export function decodeControl (bytes: Uint8Array, options: ControlCodecOptions = {}): ControlMessage {
   const limits = resolveControlLimits(options.limits)
-  if (bytes.byteLength < 1) throw new ReplicationTruncatedError('empty input')
-  const type = bytes[0] as number
-  if (!isControlType(type)) throw new ReplicationUnknownFrameError(`unknown control frame type ${type}`)
-  if (bytes.byteLength < FRAME_HEADER_BYTES) throw new ReplicationTruncatedError(`frame header needs ${FRAME_HEADER_BYTES} bytes, got ${bytes.byteLength}`)
-  const bodyLength = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(1)
-  checkControlHeader(type, bodyLength, limits)
-  const total = FRAME_HEADER_BYTES + bodyLength
-  if (bytes.byteLength < total) throw new ReplicationTruncatedError(`frame of ${total} bytes, got ${bytes.byteLength}`)
-  if (bytes.byteLength > total) throw new ReplicationMalformedFrameError(`${bytes.byteLength - total} bytes after the frame`)
-  return decodeControlBody(type, bytes.subarray(FRAME_HEADER_BYTES), limits)
+  return decodeWholeFrame<ControlMessage>(bytes, {
+    checkType: (type) => { if (!isControlType(type)) throw new ReplicationUnknownFrameError(`unknown control frame type ${type}`) },
+    checkHeader: (type, bodyLength) => { checkControlHeader(type, bodyLength, limits) },
+    decodeBody: (type, body) => decodeControlBody(type as ControlType, body, limits),
+    truncated: (message) => new ReplicationTruncatedError(message),
+    malformed: (message) => new ReplicationMalformedFrameError(message),
+    isProtocolError: isPeerProtocolError
+  })
 }
 
 /** Decodes a body whose header already passed checkControlHeader. */
 export function decodeControlBody (type: ControlType, body: Uint8Array, limits: ControlLimits): ControlMessage {
-  switch (type) {
-    case ControlType.Hello: return decodeHello(new Reader(body, 'hello'), limits)
-    case ControlType.TargetState: return decodeTargetState(new Reader(body, 'targetState'), limits)
-    case ControlType.Ack: return decodeAck(new Reader(body, 'ack'))
-    case ControlType.Nack: return decodeRejection('nack', new Reader(body, 'nack'), limits)
-    case ControlType.Refuse: return decodeRejection('refuse', new Reader(body, 'refuse'), limits)
-    case ControlType.HashRequest: return decodeHashRequest(new Reader(body, 'hashRequest'))
-    case ControlType.HashResponse: return decodeHashResponse(new Reader(body, 'hashResponse'), limits)
-    case ControlType.Resend: return decodeResend(new Reader(body, 'resend'))
-    case ControlType.Ping: return decodePing(new Reader(body, 'ping'))
-    case ControlType.Pong: return decodePong(new Reader(body, 'pong'))
-  }
+  const name = NAME_OF_TYPE.get(type)
+  if (name === undefined) throw new ReplicationUnknownFrameError(`unknown control frame type ${type}`)
+  return CODECS[name].decode(new Reader(body, name), limits)
 }
 
 function decodeHello (r: Reader, limits: ControlLimits): HelloMessage {
@@ -255,50 +245,12 @@ function decodePong (r: Reader): PongMessage {
  */
 export function encodeControl (msg: ControlMessage, options: ControlCodecOptions = {}): Uint8Array {
   const limits = resolveControlLimits(options.limits)
-  const type = CONTROL_TYPE_OF[msg.type]
+  const type = Object.hasOwn(CONTROL_TYPE_OF, msg.type) ? CONTROL_TYPE_OF[msg.type] : undefined
   if (type === undefined) throw new ReplicationEncodeError(`unknown control message type ${String((msg as { type: unknown }).type)}`)
   const w = new Writer(msg.type, FIXED_BODY_BYTES[type] !== undefined ? FRAME_HEADER_BYTES + (FIXED_BODY_BYTES[type] as number) : 256)
   w.u8(type, 'type')
   w.u32(0, 'bodyLength')
-  switch (msg.type) {
-    case 'hello': encodeHello(w, msg, limits); break
-    case 'targetState': encodeTargetState(w, msg, limits); break
-    case 'ack':
-      w.u64(msg.generation, 'generation')
-      w.u8(msg.durable ? FLAG_DURABLE : 0, 'flags')
-      w.u64(msg.appliedAtMs, 'appliedAtMs')
-      break
-    case 'nack':
-    case 'refuse': encodeRejection(w, msg, limits); break
-    case 'hashRequest':
-      if (!(msg.length >= 1)) throw new ReplicationEncodeError('hashRequest: empty range')
-      checkEncodeBlockSize(msg.blockSize, 'hashRequest')
-      w.u32(msg.requestId, 'requestId')
-      w.u32(msg.fileId, 'fileId')
-      w.u64(msg.offset, 'offset')
-      w.u64(msg.length, 'length')
-      w.u32(msg.blockSize, 'blockSize')
-      if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('hashRequest: range ends past 2^53 - 1')
-      break
-    case 'hashResponse': encodeHashResponse(w, msg, limits); break
-    case 'resend':
-      if (!(msg.length >= 1)) throw new ReplicationEncodeError('resend: empty range')
-      w.u64(msg.generation, 'generation')
-      w.u32(msg.fileId, 'fileId')
-      w.u64(msg.offset, 'offset')
-      w.u64(msg.length, 'length')
-      if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('resend: range ends past 2^53 - 1')
-      break
-    case 'ping':
-      w.u32(msg.nonce, 'nonce')
-      w.u64(msg.timestampMs, 'timestampMs')
-      break
-    case 'pong':
-      w.u32(msg.nonce, 'nonce')
-      w.u64(msg.echoTimestampMs, 'echoTimestampMs')
-      w.u64(msg.timestampMs, 'timestampMs')
-      break
-  }
+  ;(CODECS[msg.type] as ControlCodec<ControlMessage>).encode(w, msg, limits)
   const out = w.finish()
   const bodyLength = out.byteLength - FRAME_HEADER_BYTES
   if (bodyLength > maxBodyBytes(type, limits) || bodyLength > 0xffff_ffff) {
@@ -306,6 +258,43 @@ export function encodeControl (msg: ControlMessage, options: ControlCodecOptions
   }
   new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(1, bodyLength)
   return out
+}
+
+function encodeAck (w: Writer, msg: AckMessage): void {
+  w.u64(msg.generation, 'generation')
+  w.u8(msg.durable ? FLAG_DURABLE : 0, 'flags')
+  w.u64(msg.appliedAtMs, 'appliedAtMs')
+}
+
+function encodeHashRequest (w: Writer, msg: HashRequestMessage): void {
+  if (!(msg.length >= 1)) throw new ReplicationEncodeError('hashRequest: empty range')
+  checkEncodeBlockSize(msg.blockSize, 'hashRequest')
+  w.u32(msg.requestId, 'requestId')
+  w.u32(msg.fileId, 'fileId')
+  w.u64(msg.offset, 'offset')
+  w.u64(msg.length, 'length')
+  w.u32(msg.blockSize, 'blockSize')
+  if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('hashRequest: range ends past 2^53 - 1')
+}
+
+function encodeResend (w: Writer, msg: ResendMessage): void {
+  if (!(msg.length >= 1)) throw new ReplicationEncodeError('resend: empty range')
+  w.u64(msg.generation, 'generation')
+  w.u32(msg.fileId, 'fileId')
+  w.u64(msg.offset, 'offset')
+  w.u64(msg.length, 'length')
+  if (msg.offset + msg.length > MAX_SAFE) throw new ReplicationEncodeError('resend: range ends past 2^53 - 1')
+}
+
+function encodePing (w: Writer, msg: PingMessage): void {
+  w.u32(msg.nonce, 'nonce')
+  w.u64(msg.timestampMs, 'timestampMs')
+}
+
+function encodePong (w: Writer, msg: PongMessage): void {
+  w.u32(msg.nonce, 'nonce')
+  w.u64(msg.echoTimestampMs, 'echoTimestampMs')
+  w.u64(msg.timestampMs, 'timestampMs')
 }
 
 function checkEncodeBlockSize (blockSize: number, what: string): void {
@@ -321,8 +310,8 @@ function encodeHello (w: Writer, msg: HelloMessage, limits: ControlLimits): void
   w.u16(msg.protocolVersion, 'protocolVersion')
   w.u8(msg.epoch !== undefined ? FLAG_EPOCH : 0, 'flags')
   w.u8(msg.seedMode, 'seedMode')
-  w.string(msg.vm, 'vm', limits.maxNameBytes)
-  w.string(msg.sourceNode, 'sourceNode', limits.maxNameBytes)
+  w.str(msg.vm, 'vm', limits.maxNameBytes)
+  w.str(msg.sourceNode, 'sourceNode', limits.maxNameBytes)
   if (msg.epoch !== undefined) w.u64(msg.epoch, 'epoch')
   w.u32(msg.files.length, 'fileCount')
   const ids = new Set<number>()
@@ -335,13 +324,13 @@ function encodeHello (w: Writer, msg: HelloMessage, limits: ControlLimits): void
     w.u8(f.kind, 'kind')
     w.u32(f.blockSize, 'blockSize')
     w.u64(f.size, 'size')
-    w.string(f.path, 'path', limits.maxPathBytes)
+    w.str(f.path, 'path', limits.maxPathBytes)
   }
 }
 
 function encodeTargetState (w: Writer, msg: TargetStateMessage, limits: ControlLimits): void {
   if (msg.appliedConsistentGeneration > msg.appliedGeneration) throw new ReplicationEncodeError('targetState: consistent generation newer than applied')
-  w.string(msg.vm, 'vm', limits.maxNameBytes)
+  w.str(msg.vm, 'vm', limits.maxNameBytes)
   w.u64(msg.appliedGeneration, 'appliedGeneration')
   w.u64(msg.appliedConsistentGeneration, 'appliedConsistentGeneration')
   w.u64(msg.diskFree, 'diskFree')
@@ -369,7 +358,7 @@ function encodeRejection (w: Writer, msg: NackMessage | RefuseMessage, limits: C
   w.u8(msg.code, 'code')
   w.u8(msg.retryAfterMs !== undefined ? FLAG_RETRY : 0, 'flags')
   if (msg.retryAfterMs !== undefined) w.u64(msg.retryAfterMs, 'retryAfterMs')
-  w.string(msg.message, 'message', limits.maxMessageBytes, true)
+  w.str(msg.message, 'message', limits.maxMessageBytes, true)
 }
 
 function encodeHashResponse (w: Writer, msg: HashResponseMessage, limits: ControlLimits): void {
@@ -415,3 +404,30 @@ export function * hashResponses (
     i += per
   } while (i < hashes.length)
 }
+
+// ---------------------------------------------------------------- pairs
+
+/** One control message's body: its encoder and decoder side by side. */
+interface ControlCodec<M extends ControlMessage> {
+  encode: (w: Writer, msg: M, limits: ControlLimits) => void
+  decode: (r: Reader, limits: ControlLimits) => M
+}
+
+type ControlCodecs = { [K in ControlMessage['type']]: ControlCodec<Extract<ControlMessage, { type: K }>> }
+
+const CODECS: ControlCodecs = {
+  hello: { encode: encodeHello, decode: decodeHello },
+  targetState: { encode: encodeTargetState, decode: decodeTargetState },
+  ack: { encode: encodeAck, decode: decodeAck },
+  nack: { encode: encodeRejection, decode: (r, limits) => decodeRejection('nack', r, limits) as NackMessage },
+  refuse: { encode: encodeRejection, decode: (r, limits) => decodeRejection('refuse', r, limits) as RefuseMessage },
+  hashRequest: { encode: encodeHashRequest, decode: decodeHashRequest },
+  hashResponse: { encode: encodeHashResponse, decode: decodeHashResponse },
+  resend: { encode: encodeResend, decode: decodeResend },
+  ping: { encode: encodePing, decode: decodePing },
+  pong: { encode: encodePong, decode: decodePong }
+}
+
+const NAME_OF_TYPE = new Map<number, ControlMessage['type']>(
+  (Object.entries(CONTROL_TYPE_OF) as Array<[ControlMessage['type'], ControlType]>).map(([name, type]) => [type, name])
+)

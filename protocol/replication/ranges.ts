@@ -4,6 +4,7 @@
  * has exactly one encoding. Under-reporting durable data is always safe (the source re-sends it),
  * so an over-long list is cut to the largest ranges rather than widened over gaps.
  */
+import { mergeFileRanges } from '../../common/ranges.ts'
 import { ReplicationBadRangesError, ReplicationEncodeError } from './errors.ts'
 import type { FileRange } from './messages.ts'
 
@@ -25,25 +26,15 @@ export function checkMergedRanges (ranges: ReadonlyArray<FileRange>): void {
 
 /** Sorts and merges overlapping or touching ranges into canonical form (input is not modified). */
 export function mergeRanges (ranges: Iterable<FileRange>): FileRange[] {
-  const sorted: FileRange[] = []
+  const checked: FileRange[] = []
   for (const r of ranges) {
     if (!Number.isInteger(r.fileId) || r.fileId < 0 || r.fileId > 0xffff_ffff || !Number.isSafeInteger(r.offset) || r.offset < 0 ||
         !Number.isSafeInteger(r.length) || r.length < 0 || r.offset + r.length > Number.MAX_SAFE_INTEGER) {
       throw new ReplicationEncodeError(`invalid range ${String(r.fileId)}:${String(r.offset)}+${String(r.length)}`)
     }
-    if (r.length > 0) sorted.push({ fileId: r.fileId, offset: r.offset, length: r.length })
+    checked.push(r)
   }
-  sorted.sort((a, b) => a.fileId - b.fileId || a.offset - b.offset)
-  const out: FileRange[] = []
-  for (const r of sorted) {
-    const last = out[out.length - 1]
-    if (last !== undefined && last.fileId === r.fileId && r.offset <= last.offset + last.length) {
-      last.length = Math.max(last.length, r.offset + r.length - last.offset)
-    } else {
-      out.push(r)
-    }
-  }
-  return out
+  return mergeFileRanges(checked)
 }
 
 /** mergeRanges, then at most `max` ranges: the largest kept, back in canonical order. */

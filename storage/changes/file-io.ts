@@ -5,14 +5,11 @@
  */
 import { open, stat } from 'node:fs/promises'
 import { ScanTargetError } from './errors.ts'
+import type { FileStat } from '../manifest/stat.ts'
 
-export interface FileStat {
-  size: number
-  mtimeNs: bigint
-  ctimeNs: bigint
-  ino: bigint
-  dev: bigint
-}
+// a file's identity and its stored form live with the manifest that stores them
+export { sameStat, statFromRecord, statToRecord } from '../manifest/stat.ts'
+export type { FileStat, StatRecord } from '../manifest/stat.ts'
 
 export interface ReadHandle {
   /** Reads into buf[offset, offset+length) from file position `position`; returns bytes read. */
@@ -43,20 +40,4 @@ export const nodeScanIO: ScanIO = {
       close: async () => { await fh.close() }
     }
   }
-}
-
-/** True when nothing a write would move differs between the two stats. */
-export function sameStat (a: FileStat, b: FileStat): boolean {
-  return a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs && a.ino === b.ino && a.dev === b.dev
-}
-
-/** Serialisable form of a stat (bigints as decimal strings). */
-export interface StatRecord { size: number, mtimeNs: string, ctimeNs: string, ino: string, dev: string }
-
-export function statToRecord (s: FileStat): StatRecord {
-  return { size: s.size, mtimeNs: s.mtimeNs.toString(), ctimeNs: s.ctimeNs.toString(), ino: s.ino.toString(), dev: s.dev.toString() }
-}
-
-export function statFromRecord (r: StatRecord): FileStat {
-  return { size: r.size, mtimeNs: BigInt(r.mtimeNs), ctimeNs: BigInt(r.ctimeNs), ino: BigInt(r.ino), dev: BigInt(r.dev) }
 }

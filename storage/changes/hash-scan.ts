@@ -35,7 +35,7 @@ import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, blockCount, validateBlockSi
 import type { ReflinkSnapshots } from './reflink.ts'
 import type { ReadBudget } from './read-budget.ts'
 import { wholeFile } from './source.ts'
-import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken, RangesOf } from './source.ts'
+import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken, Range, RangesOf } from './source.ts'
 
 export interface HashScanComponents {
   manifest: Manifest
@@ -197,6 +197,49 @@ export class HashScanSource implements ChangeSource {
     if (start >= 0) yield range(start, end)
   }
 
+  /**
+   * Hashes only `ranges` of `file` into its manifest (a pass restricted to them: blocks outside
+   * are left as they are, not taken for zeros), for a told source that keeps the manifest true
+   * without reading the whole file: every block it was told about is rehashed before the change
+   * is recorded, so seed resume (hash compare), new-target seeding (`nonZeroRanges`) and a later
+   * incremental hash scan all see the file as it is. The stat token is dropped: blocks written
+   * since the told point are not in the manifest yet, so an unchanged stat proves nothing, and
+   * the manifest no longer describes one quiet scan (no consistent capture from it).
+   * Returns the hash-scan token of the manifest after the pass and the bytes read. Nothing is
+   * done (token null) when the file has no manifest in this layout yet: a full scan must come first.
+   */
+  async hashRanges (file: string, ranges: Iterable<Range>, opts: { signal?: AbortSignal } = {}): Promise<{ token: ChangeToken | null, scannedBytes: number }> {
+    const key = this.fileKey(file)
+    const prev = this.locks.get(key) ?? Promise.resolve()
+    const run = prev.catch(() => {}).then(async () => await this.hashRangesLocked(file, key, [...ranges], opts.signal))
+    this.locks.set(key, run)
+    try {
+      return await run
+    } finally {
+      if (this.locks.get(key) === run) this.locks.delete(key)
+    }
+  }
+
+  private async hashRangesLocked (file: string, key: string, ranges: Range[], signal: AbortSignal | undefined): Promise<{ token: ChangeToken | null, scannedBytes: number }> {
+    const fm = this.components.manifest.file(key)
+    const meta = await fm.meta()
+    if (meta == null || meta.v !== MANIFEST_VERSION || meta.blockSize !== this.blockSize) return { token: null, scannedBytes: 0 }
+    const size = (await this.io.stat(file)).size
+    const committed = meta.generation
+    const G = committed + 1
+    const writer = fm.writer()
+    await writer.putMeta({ ...meta, scanning: true, stat: null })
+    try {
+      const st = await this.runPass({ fm, file, size, pass: 1, sinceGen: committed, committed, G, writer, signal, only: ranges })
+      const generation = st.merge.wrote || st.merge.sawNewer ? G : committed
+      await writer.commit({ ...meta, generation, fileSize: size, scanning: false, consistent: false, stat: null })
+      return { token: formatHashScanToken({ epoch: meta.epoch, generation, blockSize: this.blockSize }), scannedBytes: st.scannedBytes }
+    } catch (err) {
+      await writer.abort().catch(() => {})
+      throw err
+    }
+  }
+
   private async changesLocked (file: string, key: string, since: ChangeToken | null, opts: ChangeOptions): Promise<ChangeSet> {
     try {
       return await this.scanLocked(file, key, since, opts)
@@ -350,9 +393,9 @@ export class HashScanSource implements ChangeSource {
     if (nBlocks > next) yield { kind: 'gap', first: next, end: nBlocks }
   }
 
-  private async runPass (p: { fm: FileManifest, file: string, size: number, pass: number, sinceGen: number | null, committed: number, G: number, writer: ManifestWriter, signal: AbortSignal | undefined }): Promise<PassState> {
+  private async runPass (p: { fm: FileManifest, file: string, size: number, pass: number, sinceGen: number | null, committed: number, G: number, writer: ManifestWriter, signal: AbortSignal | undefined, only?: Range[] }): Promise<PassState> {
     const nBlocks = blockCount(p.size, this.blockSize)
-    const ranges = alignRanges(await this.rangesOf(p.file, p.size), this.blockSize, p.size)
+    const ranges = alignRanges(p.only ?? await this.rangesOf(p.file, p.size), this.blockSize, p.size)
     await p.writer.flush() // the cursor below must see the previous pass's writes
     const handle = this.workerReads ? null : await this.io.open(p.file)
     const runs = new BlockRuns(this.maxRuns)
@@ -368,6 +411,8 @@ export class HashScanSource implements ChangeSource {
     try {
       for (const item of this.items(ranges, nBlocks)) {
         checkAbort(p.signal)
+        // A restricted pass: what lies outside `only` is unchanged, not zeros.
+        if (item.kind === 'gap' && p.only !== undefined) continue
         if (item.kind === 'chunk') {
           while (queue.length >= inFlight) await this.consume(st, queue.shift() as typeof queue[number])
           const result = this.readAndHash(st, item)

@@ -1,71 +1,18 @@
 /**
- * Byte ranges and block runs. Change sets speak byte ranges (what a sender reads); scanners and
- * bitmaps speak block indexes. `BlockRuns` keeps its memory bounded: past `maxRuns` runs it
+ * Block runs. Change sets speak byte ranges (what a sender reads, common/ranges.ts); scanners
+ * and bitmaps speak block indexes. `BlockRuns` keeps its memory bounded: past `maxRuns` runs it
  * coarsens (rounds runs out to a growing granularity and merges them), which over-reports a few
  * unchanged blocks — always safe, a resend — instead of growing with the number of changes.
  */
-import { InvalidBlockSizeError, InvalidRangeError } from './errors.ts'
+import { InvalidRangeError } from './errors.ts'
+import type { ByteRange } from '../../common/ranges.ts'
 
 /** A byte range of a file. */
-export interface Range { offset: number, length: number }
+export type Range = ByteRange
 
-export const MIN_BLOCK_SIZE = 4096
-export const MAX_BLOCK_SIZE = 4 * 1024 * 1024
-export const DEFAULT_BLOCK_SIZE = 64 * 1024
-
-/** Throws InvalidBlockSizeError unless `size` is a power of two in [4 KiB, 4 MiB]. */
-export function validateBlockSize (size: number): number {
-  if (!Number.isSafeInteger(size) || size < MIN_BLOCK_SIZE || size > MAX_BLOCK_SIZE || (size & (size - 1)) !== 0) {
-    throw new InvalidBlockSizeError(`block size must be a power of two between ${MIN_BLOCK_SIZE} and ${MAX_BLOCK_SIZE}, got ${String(size)}`)
-  }
-  return size
-}
-
-/** Number of blocks covering `fileSize` bytes (the last one may be partial). */
-export function blockCount (fileSize: number, blockSize: number): number {
-  return Math.ceil(fileSize / blockSize)
-}
-
-function checkRange (r: Range): void {
-  if (!Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 || r.length < 0) {
-    throw new InvalidRangeError(`bad range offset=${String(r.offset)} length=${String(r.length)}`)
-  }
-}
-
-/** Sorted, non-overlapping, non-adjacent copy of `ranges`; empty ranges dropped. */
-export function mergeRanges (ranges: Iterable<Range>): Range[] {
-  const sorted: Range[] = []
-  for (const r of ranges) { checkRange(r); if (r.length > 0) sorted.push({ offset: r.offset, length: r.length }) }
-  sorted.sort((a, b) => a.offset - b.offset)
-  const out: Range[] = []
-  for (const r of sorted) {
-    const last = out[out.length - 1]
-    if (last !== undefined && r.offset <= last.offset + last.length) {
-      last.length = Math.max(last.length, r.offset + r.length - last.offset)
-    } else {
-      out.push(r)
-    }
-  }
-  return out
-}
-
-/** `ranges` widened to whole blocks, clipped to `fileSize`, merged. */
-export function alignRanges (ranges: Iterable<Range>, blockSize: number, fileSize: number): Range[] {
-  const out: Range[] = []
-  for (const r of mergeRanges(ranges)) {
-    const start = Math.floor(r.offset / blockSize) * blockSize
-    const end = Math.min(Math.ceil((r.offset + r.length) / blockSize) * blockSize, fileSize)
-    if (end > start) out.push({ offset: start, length: end - start })
-  }
-  return mergeRanges(out)
-}
-
-/** Total bytes of (merged) ranges. */
-export function totalBytes (ranges: readonly Range[]): number {
-  let n = 0
-  for (const r of ranges) n += r.length
-  return n
-}
+// the range arithmetic and the block-size rule live in common/ (shared with protocol and dirty maps)
+export { DEFAULT_BLOCK_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, blockCount, validateBlockSize } from '../../common/block-size.ts'
+export { alignRanges, mergeRanges, totalLength as totalBytes } from '../../common/ranges.ts'
 
 /** Block index runs [start, end) appended in order, bounded in memory by coarsening. */
 export class BlockRuns {

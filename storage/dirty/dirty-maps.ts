@@ -22,23 +22,13 @@
  */
 import type { BinaryDb } from '../manifest/db.ts'
 import { concatBytes, decodeUtf8, encodeUtf8, lenPrefixed, prefixEnd, readU32be, u32be } from '../manifest/db.ts'
-import { DEFAULT_BLOCK_SIZE, blockCount, mergeRanges, validateBlockSize } from '../changes/range.ts'
-import type { Range } from '../changes/range.ts'
+import { DEFAULT_BLOCK_SIZE, blockCount, validateBlockSize } from '../../common/block-size.ts'
+import { mergeRanges } from '../../common/ranges.ts'
+import type { ByteRange as Range } from '../../common/ranges.ts'
 import { SEGMENT_BITS, SEGMENT_BYTES, andNotInto, isEmpty, orInto, popcount, runsOf, setBits, testBit } from './bitmap.ts'
-import { VmeshError } from '../../common/errors.ts'
+import { BadGenerationError, DirtyMapsClosedError, UnknownFileError, UnknownTargetError } from './errors.ts'
 
-export class UnknownTargetError extends VmeshError {
-  constructor (message: string) { super('ERR_DIRTY_UNKNOWN_TARGET', message) }
-}
-export class UnknownFileError extends VmeshError {
-  constructor (message: string) { super('ERR_DIRTY_UNKNOWN_FILE', message) }
-}
-export class BadGenerationError extends VmeshError {
-  constructor (message: string) { super('ERR_DIRTY_BAD_GENERATION', message) }
-}
-export class DirtyMapsClosedError extends VmeshError {
-  constructor (message = 'dirty maps are not open') { super('ERR_DIRTY_CLOSED', message) }
-}
+export { BadGenerationError, DirtyMapsClosedError, UnknownFileError, UnknownTargetError } from './errors.ts'
 
 export interface DirtyMapsInit {
   /** Block size the bitmaps are kept at; a change on reopen marks everything dirty. @default 65536 */

@@ -7,11 +7,7 @@ export function view (bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 }
 
-/** True when every byte of `bytes` is zero. */
-export function isAllZero (bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false
-  return true
-}
+export { isAllZero } from '../../common/zero.ts'
 
 /** True when `bytes` starting at `offset` spell the ASCII `text`. */
 export function hasAscii (bytes: Uint8Array, offset: number, text: string): boolean {

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto'
 import type { BinaryDb } from './db.ts'
 import { concatBytes, decodeUtf8, encodeUtf8, lenPrefixed, prefixEnd, readU64be, u64be } from './db.ts'
-import type { StatRecord } from '../changes/file-io.ts'
+import type { StatRecord } from './stat.ts'
 import { ManifestCorruptError, ManifestVersionError } from './errors.ts'
 import { BlockGroup, GROUP_BLOCKS, SLOT_ABSENT } from './group.ts'
 

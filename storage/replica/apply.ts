@@ -103,10 +103,14 @@ export async function rollForward (core: Core, generation: number, known?: RedoS
     throw mapError(err, 'capturing the undo log')
   }
 
+  // from the first in-place write until the state names `generation` (or the rollback is
+  // done), the files hold neither generation exactly: readers of the files see `applying`
+  core.applying = generation
   try {
     await applyRedoInPlace(core, core.redoPath(generation), scan, core.state.files, held)
     await core.step('inplace-synced', generation)
     await core.commitState(appliedState(core.state, scan, undoFile, undoBytes))
+    core.applying = null
   } catch (err) {
     if (err instanceof SwitchUncertainError) {
       throw new ReplicaNeedsRecoveryError(`recording generation ${generation} as applied was interrupted: ${errorMessage(err.cause)}`, { cause: err.cause })
@@ -115,6 +119,7 @@ export async function rollForward (core: Core, generation: number, known?: RedoS
     try { await rollBackGeneration(core, generation, base) } catch (e2) {
       throw new ReplicaNeedsRecoveryError(`generation ${generation} half-applied and the rollback failed: ${errorMessage(e2)}`, { cause: err })
     }
+    core.applying = null
     throw mapError(err, 'writing the replica')
   }
 

@@ -25,6 +25,13 @@ export class Core {
   readonly filesDir: string
   readonly journalDir: string
   readonly undoDir: string
+  /**
+   * The generation the replica files are being changed to in place (a commit's in-place writes,
+   * a finalize's rollback), or null when they hold exactly `state.applied`. Not persisted: a
+   * crash mid-change is settled by open() before the store is used again. Left set when the
+   * change fails without being settled (the store then needs recovery).
+   */
+  applying: number | null = null
 
   constructor (
     readonly fs: ReplicaFs,

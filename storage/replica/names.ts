@@ -13,7 +13,11 @@ export function sourceBasename (sourcePath: string): string {
   return parts[parts.length - 1] ?? ''
 }
 
-function sanitize (name: string): string {
+/**
+ * A basename made safe for any file system, as the store names replica files (idempotent, so a
+ * replica's name sanitizes to itself; the hypervisor drivers match source names through it).
+ */
+export function sanitizeReplicaName (name: string): string {
   let s = name.replace(/[^A-Za-z0-9._~-]/g, '_').slice(0, MAX_NAME)
   if (s === '' || /^\.+$/.test(s)) s = 'file'
   if (s.endsWith('.tmp')) s = `${s}_`
@@ -27,7 +31,7 @@ function withSuffix (name: string, suffix: string): string {
 
 /** A name for `sourcePath` not in `taken`. */
 export function replicaFileName (sourcePath: string, taken: ReadonlySet<string>): string {
-  const base = sanitize(sourceBasename(sourcePath))
+  const base = sanitizeReplicaName(sourceBasename(sourcePath))
   if (!taken.has(base)) return base
   const tag = Buffer.from(blake3(Buffer.from(sourcePath, 'utf8'), 4)).toString('hex')
   const tagged = withSuffix(base, tag)

@@ -67,6 +67,8 @@ export async function runFinalize (core: Core): Promise<number> {
     const s = core.state
     const e = s.undo[s.undo.length - 1]
     if (e === undefined || e.generation !== s.applied) throw new ReplicaJournalCorruptError(`no undo log leads back from generation ${s.applied}`)
+    // a failure leaves `applying` set: the store needs recovery (open() resumes the finalize)
+    core.applying = e.base
     const table = await applyUndo(core, core.undoPath(e.file), core.filesDir)
     await core.step('finalize-undo-applied', e.generation)
     const point = s.points.find(p => p.generation === e.base)
@@ -79,6 +81,7 @@ export async function runFinalize (core: Core): Promise<number> {
       undo: s.undo.slice(0, -1),
       points: s.points.filter(p => p.generation <= e.base)
     })
+    core.applying = null
     await core.fs.unlink(core.undoPath(e.file))
     rolled++
   }

@@ -21,7 +21,7 @@
  */
 import { join, resolve, sep } from 'node:path'
 import { randomBytes } from 'node:crypto'
-import { blake3 } from '../../common/blake3.ts'
+import { hashBlocks } from '../../common/blake3.ts'
 import type { FileEntry, PersistedState, RedoHeader, SeedingInfo } from './schema.ts'
 import type { ReplicaFileHandle } from './fs.ts'
 import type {
@@ -77,6 +77,8 @@ export class ReplicaStore {
   private readonly lock = new Mutex()
   /** the active writer; 'starting' while beginGeneration creates it */
   private writer: GenerationWriter | 'starting' | undefined
+  /** the generation of `writer` */
+  private writerGeneration = 0
   private broken: unknown
   private closed = false
   /** restores past their copy phase, reading undo logs outside the lock */
@@ -140,6 +142,8 @@ export class ReplicaStore {
       seeding: s.seeding !== null,
       seedingGeneration: s.seeding?.generation ?? null,
       finalized: s.finalized,
+      applyingGeneration: this.core.applying,
+      receivingGeneration: this.writer === undefined ? null : this.writerGeneration,
       files,
       sizes
     }
@@ -185,13 +189,14 @@ export class ReplicaStore {
     if (header.baseGeneration !== s.applied) {
       throw new ReplicaBaseMismatchError(`generation ${header.generation} is based on ${header.baseGeneration}, the replica holds ${s.applied}`)
     }
-    if (header.baseGeneration === 0) return await this.claim(async () => await this.beginSeed(header, opts))
-    return await this.claim(async () => await JournaledWriter.begin(this.host(), this.redoHeader(header), opts.signal))
+    if (header.baseGeneration === 0) return await this.claim(header.generation, async () => await this.beginSeed(header, opts))
+    return await this.claim(header.generation, async () => await JournaledWriter.begin(this.host(), this.redoHeader(header), opts.signal))
   }
 
-  /** Reserves the writer slot while `fn` creates the writer. */
-  private async claim (fn: () => Promise<GenerationWriter>): Promise<GenerationWriter> {
+  /** Reserves the writer slot while `fn` creates the writer of `generation`. */
+  private async claim (generation: number, fn: () => Promise<GenerationWriter>): Promise<GenerationWriter> {
     this.writer = 'starting'
+    this.writerGeneration = generation
     try {
       const w = await fn()
       this.writer = w
@@ -436,7 +441,10 @@ export class ReplicaStore {
     const { blockSize } = opts
     if (!Number.isSafeInteger(blockSize) || blockSize < 1 || blockSize > 64 * 1024 * 1024) throw new ReplicaInvalidInputError(`blockSize ${blockSize}`)
     let at = opts.offset ?? 0
-    const buf = Buffer.allocUnsafe(blockSize)
+    const VERIFY_BATCH = 16 // blocks hashed under one hold of the lock
+    // several blocks per read (up to about 1 MiB), hashed by the shared per-block loop
+    const perRead = Math.max(1, Math.min(VERIFY_BATCH, Math.floor(1024 * 1024 / blockSize)))
+    const buf = Buffer.allocUnsafe(perRead * blockSize)
     // bounded: every batch advances `at` by at least one block until the end of the range
     for (;;) {
       if (opts.signal?.aborted === true) throw new AbortedError('verify aborted', { cause: opts.signal.reason })
@@ -449,11 +457,14 @@ export class ReplicaStore {
         if (at >= end) return out
         const fh = await this.core.fs.open(this.core.filePath(f.name), 'read')
         try {
-          for (let i = 0; i < 16 && at < end; i++) {
-            const len = Math.min(blockSize, end - at)
-            const data = await readAt(fh, buf, len, at)
-            out.push({ offset: at, length: len, hash: Buffer.from(blake3(data, 16)), generation: this.core.state.applied })
-            at += len
+          while (out.length < VERIFY_BATCH && at < end) {
+            const blocks = Math.min(perRead, VERIFY_BATCH - out.length)
+            const data = await readAt(fh, buf, Math.min(blocks * blockSize, end - at), at)
+            for (const hash of hashBlocks(data, blockSize)) {
+              const len = Math.min(blockSize, end - at)
+              out.push({ offset: at, length: len, hash: Buffer.from(hash), generation: this.core.state.applied })
+              at += len
+            }
           }
         } finally {
           await fh.close()

@@ -96,6 +96,20 @@ export interface ReplicaStateView {
   seedingGeneration: number | null
   /** finalized for failover; accepts no more generations */
   finalized: boolean
+  /**
+   * Non-null while the files are being changed in place toward this generation (a commit's
+   * in-place writes, a finalize's rollback): they then hold neither `appliedGeneration` nor it
+   * exactly. When it is null and `seeding` is false, the files hold exactly `appliedGeneration`;
+   * a reader of the files themselves checks that before and after reading (restore and finalize
+   * need not: they take the store's lock).
+   */
+  applyingGeneration: number | null
+  /**
+   * The generation being received (its writer is open), or null. An incremental generation only
+   * journals until its commit, so the files are unchanged meanwhile; once null (and not
+   * applying) nothing changes the files until a new generation is received.
+   */
+  receivingGeneration: number | null
   /** source path → absolute replica path (including files being seeded) */
   files: Record<string, string>
   /** source path → size in bytes */

@@ -12,8 +12,8 @@ serveTasks({
     const r = readHashBlocksTask(payload as ReadHashPayload)
     return { result: r, transfer: [r.hashes, r.zeroMask] }
   },
-  encodeBlocks: async (payload) => {
-    const r = await encodeBlocksTask(payload as EncodeBlocksPayload)
+  encodeBlocks: (payload) => {
+    const r = encodeBlocksTask(payload as EncodeBlocksPayload)
     return { result: r, transfer: [r.buf, r.out, r.checksums] }
   },
   // Test hooks: exercise the pool's error and crash paths without a special script.

@@ -12,30 +12,13 @@ import { availableParallelism } from 'node:os'
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { dirname, join } from 'node:path'
-import { AbortedError, VmeshError } from '../../common/errors.ts'
+import { AbortedError } from '../../common/errors.ts'
 import { READY } from './worker-host.ts'
 import type { TaskReply } from './worker-host.ts'
 import { siblingModule } from '../../common/module-path.ts'
+import { WorkerCrashedError, WorkerPoolStoppedError, WorkerQueueFullError, WorkerTaskError } from './errors.ts'
 
-export class WorkerPoolStoppedError extends VmeshError {
-  constructor (message = 'worker pool is not running') { super('ERR_WORKER_POOL_STOPPED', message) }
-}
-export class WorkerQueueFullError extends VmeshError {
-  constructor (message: string) { super('ERR_WORKER_QUEUE_FULL', message) }
-}
-/** The task threw inside the worker; `remoteCode`/`remoteName` are the worker-side error's. */
-export class WorkerTaskError extends VmeshError {
-  readonly remoteCode: string
-  readonly remoteName: string
-  constructor (remote: { name: string, code: string, message: string }) {
-    super('ERR_WORKER_TASK', remote.message)
-    this.remoteCode = remote.code
-    this.remoteName = remote.name
-  }
-}
-export class WorkerCrashedError extends VmeshError {
-  constructor (message: string, options?: { cause?: unknown }) { super('ERR_WORKER_CRASHED', message, options) }
-}
+export { WorkerCrashedError, WorkerPoolStoppedError, WorkerQueueFullError, WorkerTaskError } from './errors.ts'
 
 export interface WorkerPoolInit {
   /** Worker script (calls serveTasks). @default hash-worker.ts */

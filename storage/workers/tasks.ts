@@ -4,8 +4,8 @@
  * and handed back for reuse.
  */
 import { closeSync, openSync, readSync } from 'node:fs'
-import { HASH_BYTES, hash128, hashBlocksInto, isZero } from './block-hash.ts'
-import { lz4 } from '../../common/lz4.ts'
+import { BlockEncoding, encodeBlock } from '../../protocol/delta/block.ts'
+import { HASH_BYTES, hashBlocksInto } from './block-hash.ts'
 
 export interface HashBlocksPayload { buf: ArrayBuffer, length: number, blockSize: number }
 export interface HashBlocksResult {
@@ -72,54 +72,23 @@ export function readHashBlocksTask (p: ReadHashPayload): ReadHashResult {
   return { blocks, hashes: hashes.buffer, zeroMask: zeroMask.buffer, bytesRead }
 }
 
-/** Wire block encodings, matching protocol/delta's BlockEncoding values. */
-export const ENC_RAW = 0
-export const ENC_LZ4 = 1
-export const ENC_ZERO = 2
-
 export interface EncodeBlocksPayload { buf: ArrayBuffer, blocks: Array<{ offset: number, length: number }> }
 export interface EncodeBlocksResult {
   buf: ArrayBuffer
   /** Payloads back to back (raw blocks copied in, zero blocks absent). */
   out: ArrayBuffer
-  entries: Array<{ encoding: number, length: number, payloadOffset: number, payloadLength: number }>
+  /** `encoding` is the wire's BlockEncoding (protocol/delta). */
+  entries: Array<{ encoding: BlockEncoding, length: number, payloadOffset: number, payloadLength: number }>
   /** 16-byte BLAKE3 of each block's raw content, in order. */
   checksums: ArrayBuffer
-  /** Which encoder ran: protocol/delta's encodeBlock or the local lz4 fallback. */
-  encoder: 'protocol-delta' | 'local-lz4'
+  /** Which encoder ran: always protocol/delta's encodeBlock (the one block encoder). */
+  encoder: 'protocol-delta'
 }
 
-type DeltaEncode = (raw: Uint8Array) => { encoding: number, checksum: Uint8Array, payload: Uint8Array }
-
-let deltaEncode: DeltaEncode | null | undefined
-
-async function loadDeltaEncoder (): Promise<DeltaEncode | null> {
-  if (deltaEncode !== undefined) return deltaEncode
-  try {
-    // Optional: the codec lives in another engineer's path and may be absent or mid-edit.
-    const mod = await import('../../protocol/delta/block.ts') as { encodeBlock?: unknown }
-    deltaEncode = typeof mod.encodeBlock === 'function' ? mod.encodeBlock as DeltaEncode : null
-  } catch {
-    deltaEncode = null
-  }
-  return deltaEncode
-}
-
-function localEncode (raw: Uint8Array): { encoding: number, checksum: Uint8Array, payload: Uint8Array } {
-  if (isZero(raw)) return { encoding: ENC_ZERO, checksum: hash128(raw), payload: new Uint8Array(0) }
-  const checksum = hash128(raw)
-  const budget = raw.length - Math.ceil(raw.length / 32)
-  const dst = Buffer.allocUnsafe(lz4.encodeBound(raw.length))
-  const n = lz4.encodeBlock(raw, dst)
-  if (n > 0 && n <= budget) return { encoding: ENC_LZ4, checksum, payload: dst.subarray(0, n) }
-  return { encoding: ENC_RAW, checksum, payload: raw }
-}
-
-/** lz4 + BLAKE3 of each listed block of `buf`, packed into one transferable output buffer. */
-export async function encodeBlocksTask (p: EncodeBlocksPayload, preferDelta = true): Promise<EncodeBlocksResult> {
-  const enc = preferDelta ? await loadDeltaEncoder() : null
+/** lz4 + BLAKE3 of each listed block of `buf` (protocol/delta's encodeBlock), packed into one transferable output buffer. */
+export function encodeBlocksTask (p: EncodeBlocksPayload): EncodeBlocksResult {
   const data = new Uint8Array(p.buf)
-  const encoded = p.blocks.map(b => (enc ?? localEncode)(data.subarray(b.offset, b.offset + b.length)))
+  const encoded = p.blocks.map(b => encodeBlock(data.subarray(b.offset, b.offset + b.length)))
   let total = 0
   for (const e of encoded) total += e.payload.length
   const out = new Uint8Array(total)
@@ -132,5 +101,5 @@ export async function encodeBlocksTask (p: EncodeBlocksPayload, preferDelta = tr
     entries.push({ encoding: e.encoding, length: p.blocks[i]?.length ?? 0, payloadOffset: pos, payloadLength: e.payload.length })
     pos += e.payload.length
   })
-  return { buf: p.buf, out: out.buffer, entries, checksums: checksums.buffer, encoder: enc != null ? 'protocol-delta' : 'local-lz4' }
+  return { buf: p.buf, out: out.buffer, entries, checksums: checksums.buffer, encoder: 'protocol-delta' }
 }

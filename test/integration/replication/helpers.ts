@@ -59,6 +59,28 @@ async function waitAcked (c: LocalCluster, source: string, vm: string, target: s
   }, timeoutMs, 100)
 }
 
+/**
+ * The replica of `sourcePath` on `node`, read at rest: waits until the replica neither receives
+ * nor applies a generation (status `receivingGeneration` and `applyingGeneration` null, not
+ * seeding) — the files then hold exactly `appliedGeneration` — reads the file, and checks that
+ * the replica stayed at rest on that generation while it was read.
+ */
+export async function readReplicaAtRest (c: LocalCluster, node: string, vm: string, sourcePath: string, timeoutMs = 30_000): Promise<{ generation: number, bytes: Buffer }> {
+  const atRest = (r: VmStatus['replica'] | undefined): boolean => r != null && r.seeding !== true && r.applyingGeneration === null && r.receivingGeneration === null
+  const before = await c.waitFor(`${node}'s replica of ${vm} at rest`, async () => {
+    const r = await replicaOf(c, node, vm)
+    return atRest(r) ? r : undefined
+  }, timeoutMs, 20)
+  const path = before?.files[sourcePath]
+  if (path === undefined) throw new Error(`${node} holds no replica of ${sourcePath}`)
+  const bytes = await readFile(path)
+  const after = await replicaOf(c, node, vm)
+  if (!atRest(after) || after?.appliedGeneration !== before?.appliedGeneration) {
+    throw new Error(`${node}'s replica of ${vm} changed while it was read: ${JSON.stringify(before)} then ${JSON.stringify(after)}`)
+  }
+  return { generation: before?.appliedGeneration ?? 0, bytes }
+}
+
 /** Path of the replica of `sourcePath` held by `node`. */
 export async function replicaPath (c: LocalCluster, node: string, vm: string, sourcePath: string): Promise<string> {
   const s = await c.status(node)
@@ -112,3 +134,34 @@ export async function cli (args: string[], timeoutMs = 120_000): Promise<{ code:
 
 /** Real-time pause longer than a scan interval plus the watcher debounce, so writes are seen. */
 export async function settle (ms = 1500): Promise<void> { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+/**
+ * Evidence for a replica that matched none of the expected generations: which MiB of it equals
+ * which expected copy (`A`, `B`, `=` both, `?` none), the store's journal and undo files and the
+ * replica's status at that moment, and the bytes read (saved next to the replica store).
+ */
+export async function replicaEvidence (c: LocalCluster, node: string, vm: string, replica: Buffer, expected: Record<string, Buffer>, tag: string): Promise<string> {
+  const { readdir, writeFile } = await import('node:fs/promises')
+  const { dirname } = await import('node:path')
+  const MiB = 1024 * 1024
+  const names = Object.keys(expected)
+  let map = ''
+  for (let at = 0; at < replica.length; at += MiB) {
+    const part = replica.subarray(at, at + MiB)
+    const eq = names.filter(n => expected[n]?.subarray(at, at + MiB).equals(part) === true)
+    map += eq.length === names.length ? '=' : eq.length === 0 ? '?' : eq.join('')
+  }
+  const storeDir = join(c.node(node).dir, 'data', 'replicas')
+  const listing: string[] = []
+  const walk = async (d: string, depth: number): Promise<void> => {
+    for (const e of await readdir(d, { withFileTypes: true }).catch(() => [])) {
+      listing.push(join(d, e.name).slice(storeDir.length + 1))
+      if (e.isDirectory() && depth < 4) await walk(join(d, e.name), depth + 1)
+    }
+  }
+  await walk(storeDir, 0)
+  const r = await replicaOf(c, node, vm)
+  const saved = join(dirname(c.node(node).dir), `evidence-${tag}.bin`)
+  await writeFile(saved, replica)
+  return `replica by MiB (${names.join('/')} ; = both, ? neither): ${map}\nstatus replica: ${JSON.stringify(r)}\nstore files: ${listing.join(' ')}\nbytes read saved to ${saved}`
+}

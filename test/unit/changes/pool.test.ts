@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { WorkerPool } from '../../../storage/workers/pool.ts'
-import { encodeBlocksTask, hashBlocksTask, readHashBlocksTask, ENC_LZ4, ENC_RAW, ENC_ZERO } from '../../../storage/workers/tasks.ts'
+import { encodeBlocksTask, hashBlocksTask, readHashBlocksTask } from '../../../storage/workers/tasks.ts'
+import { BlockEncoding } from '../../../protocol/delta/block.ts'
 import type { EncodeBlocksResult, HashBlocksResult } from '../../../storage/workers/tasks.ts'
 import { hash128, hash128Package, hashBlocksInto, isZero, blake3Impl } from '../../../storage/workers/block-hash.ts'
 import { blockContent, KiB } from './helpers.ts'
@@ -76,19 +77,18 @@ describe('workers (block hashing, encoding, pool)', function () {
     const buf = sample()
     const original = new Uint8Array(buf.slice(0))
     const blocks = Array.from({ length: 16 }, (_, i) => ({ offset: i * 64 * KiB, length: 64 * KiB }))
-    for (const preferDelta of [false, true]) {
-      const r = await encodeBlocksTask({ buf: buf.slice(0), blocks }, preferDelta)
-      if (!preferDelta) assert.equal(r.encoder, 'local-lz4')
+    {
+      const r = encodeBlocksTask({ buf: buf.slice(0), blocks })
       const out = new Uint8Array(r.out)
       r.entries.forEach((e, i) => {
         const raw = original.subarray(i * 64 * KiB, (i + 1) * 64 * KiB)
         const payload = out.subarray(e.payloadOffset, e.payloadOffset + e.payloadLength)
-        if (i % 4 === 1) assert.equal(e.encoding, ENC_ZERO)
-        else if (i % 4 === 2) assert.equal(e.encoding, ENC_LZ4)
-        else assert.equal(e.encoding, ENC_RAW)
+        if (i % 4 === 1) assert.equal(e.encoding, BlockEncoding.Zero)
+        else if (i % 4 === 2) assert.equal(e.encoding, BlockEncoding.Lz4)
+        else assert.equal(e.encoding, BlockEncoding.Raw)
         let decoded: Uint8Array
-        if (e.encoding === ENC_ZERO) decoded = new Uint8Array(e.length)
-        else if (e.encoding === ENC_RAW) decoded = payload
+        if (e.encoding === BlockEncoding.Zero) decoded = new Uint8Array(e.length)
+        else if (e.encoding === BlockEncoding.Raw) decoded = payload
         else { decoded = new Uint8Array(e.length); assert.equal(lz4.decodeBlock(payload, decoded), e.length) }
         assert.deepEqual(Buffer.from(decoded), Buffer.from(raw))
         assert.deepEqual([...new Uint8Array(r.checksums, i * 16, 16)], [...hash128(raw)])
@@ -132,7 +132,7 @@ describe('workers (block hashing, encoding, pool)', function () {
       assert.deepEqual(new Uint8Array(r.hashes), new Uint8Array(inline.hashes))
       assert.deepEqual(new Uint8Array(r.zeroMask), new Uint8Array(inline.zeroMask))
       const enc = await pool.run<EncodeBlocksResult>('encodeBlocks', { buf: sample(), blocks: [{ offset: 2 * 64 * KiB, length: 64 * KiB }] })
-      assert.equal(enc.entries[0]?.encoding, ENC_LZ4)
+      assert.equal(enc.entries[0]?.encoding, BlockEncoding.Lz4)
       const many = await Promise.all(Array.from({ length: 20 }, async (_, i) => await pool.run<number>('echo', i)))
       assert.deepEqual(many, Array.from({ length: 20 }, (_, i) => i))
     } finally {

@@ -103,6 +103,19 @@ bandwidth:
     assert.ok(e4.issues.some(i => i.path === 'vms[0].blockSize'))
   })
 
+  it('changeSource: auto by default, qmp resolved against the config folder, qemu-bitmap needs a socket or the qemu driver', () => {
+    const ok = parseConfigText(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"] }\n  - { name: b, disks: ["/d/b.vhdx"], changeSource: qemu-bitmap, qmp: run/b.qmp }'), '/x/vmesh.yaml')
+    const c = normalizeConfig(ok.raw, '/x/vmesh.yaml')
+    assert.equal(c.vms[0]?.changeSource, 'auto')
+    assert.equal(c.vms[0]?.qmpPath, undefined)
+    assert.equal(c.vms[1]?.changeSource, 'qemu-bitmap')
+    assert.equal(c.vms[1]?.qmpPath, '/x/run/b.qmp')
+    const e = invalid(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: qemu-bitmap }'))
+    assert.ok(e.issues.some(i => i.path === 'vms[0].changeSource'))
+    assert.ok(invalid(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: rct }')).issues.some(i => i.path === 'vms[0].changeSource'))
+    assert.doesNotThrow(() => parseConfigText(base('hypervisor: { driver: qemu }\nvms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: qemu-bitmap }'), '/x/vmesh.yaml'))
+  })
+
   it('refuses a YAML syntax error with a typed error and line', () => {
     assert.throws(() => parseConfigText('node:\n  name: [unclosed\n', '/x/v.yaml'), (err: Error) => err.name === 'ConfigParseError')
   })

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { QemuDriver } from '../../../daemon/hypervisor/qemu.ts'
+import { QemuDriver, qemuQmpSocketOf } from '../../../daemon/hypervisor/qemu.ts'
 import { ManualClock } from '../../../common/clock.ts'
 import { tempDir } from '../../helpers/tmp.ts'
 import { fail, fakeRunner, ok } from './fake-runner.ts'
@@ -56,6 +56,18 @@ describe('hypervisor/qemu (command line, without qemu)', () => {
     // exited 0 but no live pid: still a failure
     const d2 = new QemuDriver({}, { cwd: dir, stateDir: join(dir, 'state2'), clock: new ManualClock(), run: fakeRunner(() => ok()).run, procRoot: join(dir, 'noproc') })
     await assert.rejects(d2.start('web01', { disks: ds, files: [], dir: join(dir, 'run2') }, 1), { name: 'HypervisorCommandFailedError' })
+  })
+
+  it('qemuQmpSocketOf: the socket the driver recorded at start (for the dirty-bitmap source); none for unknown VMs and test instances', async () => {
+    const state = join(dir, 'state')
+    assert.equal(await qemuQmpSocketOf(state, 'web01'), undefined)
+    const d = new QemuDriver({}, { cwd: dir, stateDir: state, clock: new ManualClock(), run: fakeRunner(() => fail(1, 'no')).run, procRoot: join(dir, 'noproc') })
+    const ds = await disks()
+    await assert.rejects(d.start('web01', { disks: ds, files: [], dir: join(dir, 'run') }, 1))
+    assert.equal(await qemuQmpSocketOf(state, 'web01'), join(dir, 'run', 'web01.qmp'))
+    await assert.rejects(d.startTest('web01', 'web01-test', { disks: ds, files: [], dir: join(dir, 'test') }))
+    assert.equal(await qemuQmpSocketOf(state, 'web01-test'), undefined)
+    assert.equal(await qemuQmpSocketOf(state, 'other'), undefined)
   })
 
   it('the fence action kills by -name argument before the first start, and by pid file too after it', async () => {

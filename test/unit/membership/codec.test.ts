@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict'
 import { SeededRandom } from '../../../common/random.ts'
-import type { Random } from '../../../common/random.ts'
 import { decodeSwimMessage, encodeSwimMessage } from '../../../protocol/membership/codec.ts'
 import { MembershipDecodeError, MembershipEncodeError } from '../../../protocol/membership/errors.ts'
 import { MAX_ID_BYTES, MAX_MESSAGE_BYTES, MAX_UPDATES, MEMBERSHIP_WIRE_VERSION } from '../../../protocol/membership/messages.ts'
 import type { SwimMessage, Update } from '../../../protocol/membership/messages.ts'
 import { MEMBERSHIP_PROTOCOL } from '../../../protocol/membership/ids.ts'
+import { MEMBERSHIP_PEER as PEER, MEMBERSHIP_UPDATES as updates, MEMBERSHIP_SAMPLES as samples, membershipGarbage as garbage, mutateMembership as mutateRandomly } from '../../helpers/fuzz/membership.ts'
 
-const PEER = '12D3KooWGzBXdZ6sHpyJ3F9kQmJtV8pNwRk5yB3oX4Lq9cEeTtUv'
 
 function decodeCode (bytes: Uint8Array): string {
   try {
@@ -18,24 +17,6 @@ function decodeCode (bytes: Uint8Array): string {
   }
   return 'ok'
 }
-
-const updates: Update[] = [
-  { kind: 'alive', id: PEER, incarnation: 1 },
-  { kind: 'suspect', id: 'hv-b', incarnation: 7, from: PEER },
-  { kind: 'dead', id: 'hv-ü', incarnation: Number.MAX_SAFE_INTEGER, from: 'x' }
-]
-
-const samples: SwimMessage[] = [
-  { type: 'ping', seq: 0, incarnation: 1, piggyback: [] },
-  { type: 'ping', seq: 0xffff_ffff, incarnation: 300, target: { state: 'dead', incarnation: 5 }, piggyback: updates },
-  { type: 'ack', seq: 42, incarnation: 9, piggyback: updates.slice(0, 1) },
-  { type: 'ack', seq: 43, incarnation: 2 ** 40, target: { state: 'suspect', incarnation: 0 }, piggyback: [] },
-  { type: 'pingReq', seq: 7, incarnation: 3, target: PEER, timeoutMs: 300, piggyback: updates },
-  { type: 'pingReq', seq: 8, incarnation: 3, target: 'c', claim: { state: 'alive', incarnation: 127 }, timeoutMs: 0xffff_ffff, piggyback: [] },
-  { type: 'nack', seq: 9, incarnation: 128, piggyback: [] },
-  { type: 'nack', seq: 10, incarnation: 16384, piggyback: updates.slice(1) },
-  { type: 'gossip', seq: 0, incarnation: 5, piggyback: updates }
-]
 
 describe('membership codec', () => {
   it('has a versioned protocol id', () => {
@@ -147,27 +128,3 @@ describe('membership codec', () => {
     }
   })
 })
-
-function garbage (rng: Random): Uint8Array {
-  const len = rng.int(300)
-  const out = new Uint8Array(len)
-  for (let i = 0; i < len; i++) out[i] = rng.int(256)
-  // half the time give it a plausible header so the body parsers get exercised
-  if (len >= 2 && rng.next() < 0.5) { out[0] = MEMBERSHIP_WIRE_VERSION; out[1] = 1 + rng.int(5) }
-  return out
-}
-
-function mutateRandomly (src: Uint8Array, rng: Random): Uint8Array {
-  let b = Uint8Array.from(src)
-  const edits = 1 + rng.int(4)
-  for (let e = 0; e < edits; e++) {
-    switch (rng.int(5)) {
-      case 0: if (b.length > 0) { const i = rng.int(b.length); b[i] = (b[i] as number) ^ (1 << rng.int(8)) } break
-      case 1: if (b.length > 0) b[rng.int(b.length)] = rng.int(256); break
-      case 2: b = b.slice(0, rng.int(b.length + 1)); break
-      case 3: { const i = rng.int(b.length + 1); b = Uint8Array.from([...b.subarray(0, i), rng.int(256), ...b.subarray(i)]); break }
-      case 4: { const i = rng.int(b.length + 1); b = Uint8Array.from([...b.subarray(0, i), ...b.subarray(i)]); b = Uint8Array.from([...b, ...b.subarray(0, rng.int(8))]); break }
-    }
-  }
-  return b
-}

@@ -172,6 +172,49 @@ describe('replica store: apply', () => {
     assert.equal(store.state().appliedGeneration, 1)
   })
 
+  it('says which generation it receives, and when its files are changed in place (not at rest)', async () => {
+    const fs = new MemFs()
+    const rng = new SeededRandom(41)
+    const seen: Array<[string, number, number | null, number | null]> = []
+    let store: ReplicaStore | undefined
+    const hooks = {
+      step: (name: string): void => {
+        const st = store?.state()
+        if (st !== undefined && name !== 'redo-appended' && name !== 'seed-written') seen.push([name, st.appliedGeneration, st.applyingGeneration, st.receivingGeneration])
+      }
+    }
+    store = await ReplicaStore.open({ clock: new ManualClock(), fs, hooks }, { dir: DIR, vm: 'web01', source: 'hv-a' })
+    const path = '/vms/web01/web01.vhdx'
+    const seed = seedGen(rng, 1, [{ path, size: 64 * 1024 }])
+    await applyGen(store, seed)
+    const ref = new RefModel().apply(seed)
+    assert.deepEqual([store.state().applyingGeneration, store.state().receivingGeneration], [null, null])
+
+    const spec = randomGen(rng, ref, 2, 1, { blocks: 6 })
+    const w = await store.beginGeneration(spec.header)
+    assert.equal(store.state().receivingGeneration, 2, 'a generation being received is named')
+    await writeOps(w, spec.ops)
+    assert.equal(store.state().applyingGeneration, null, 'journaling leaves the files at rest')
+    seen.length = 0
+    await w.commit()
+    assert.deepEqual(seen.filter(s => s[0] !== 'undo-synced' && s[0] !== 'undo-partial' && s[0] !== 'inplace-partial'), [
+      ['redo-committed', 1, null, 2],
+      ['inplace-synced', 1, 2, 2],
+      ['applied-recorded', 2, null, 2]
+    ], 'applying is set from the in-place writes until the state names the generation')
+    assert.deepEqual([store.state().appliedGeneration, store.state().applyingGeneration, store.state().receivingGeneration], [2, null, null])
+    assertContents(replicaContents(fs, store), ref.apply(spec), 'at rest: exactly generation 2')
+
+    const aborted = await store.beginGeneration(randomGen(rng, ref, 3, 2).header)
+    await aborted.abort()
+    assert.deepEqual([store.state().applyingGeneration, store.state().receivingGeneration], [null, null], 'an aborted generation is no longer received')
+
+    seen.length = 0
+    await store.finalize({ pointId: '1' })
+    assert.ok(seen.some(s => s[0] === 'finalize-undo-applied' && s[2] === 1), 'a finalize rolling back in place is applying its target')
+    assert.deepEqual([store.state().appliedGeneration, store.state().applyingGeneration], [1, null])
+  })
+
   it('refuses to open a directory holding another VM', async () => {
     const fs = new MemFs()
     await (await openStore(fs)).close()

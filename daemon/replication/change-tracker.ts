@@ -9,26 +9,16 @@
  * that found the stat unchanged and read nothing does not hold the next scan back). Scans run one at a time: two
  * cores are better spent on one file's hashing than on seeking between two.
  *
- * Order per scan, for crash safety: changes(since = saved token) → dirty maps marked → token
- * saved → listeners. A crash between any two steps repeats the scan from the old token, and the
- * source answers for everything after it.
+ * Each scan is storage's ChangeRecorder (changes since the saved token → dirty maps marked →
+ * token saved, in that order for crash safety), then the listeners. This half owns the timers
+ * and the watchers, which is why it lives in daemon/.
  */
 import { watch as fsWatch } from 'node:fs'
 import { basename, dirname, resolve } from 'node:path'
-import type { AbstractLevel } from 'abstract-level'
 import type { Clock, TimerHandle } from '../../common/clock.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
-import { Manifest } from '../manifest/manifest.ts'
-import { binarySublevel, decodeUtf8, encodeUtf8 } from '../manifest/db.ts'
-import type { BinaryDb } from '../manifest/db.ts'
-import type { DirtyMaps } from '../dirty/dirty-maps.ts'
-import type { WorkerPool } from '../workers/pool.ts'
-import { HashScanSource } from './hash-scan.ts'
-import type { HashScanInit } from './hash-scan.ts'
-import { inlineHasher, poolHasher } from './hasher.ts'
-import type { ReflinkSnapshots } from './reflink.ts'
-import type { ChangeSet, ChangeSource, RangesOf } from './source.ts'
-import { NotRunningError } from './errors.ts'
+import { ChangeRecorder, NotRunningError } from '../../storage/changes/index.ts'
+import type { ChangeRecorderComponents, ChangeRecorderInit, ChangeSet, ChangeSource } from '../../storage/changes/index.ts'
 
 /** Starts watching `dir`; `onEvent` gets the changed entry's name (or null). Returns a closer. */
 export type WatchFn = (dir: string, onEvent: (filename: string | null) => void) => { close: () => void }
@@ -43,30 +33,15 @@ export const nodeWatch: WatchFn = (dir, onEvent) => {
   }
 }
 
-export interface ChangeTrackerComponents {
+export interface ChangeTrackerComponents extends ChangeRecorderComponents {
   clock: Clock
-  /** Database for manifests and tokens (sublevels `manifest` and `tracker` are used). */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  db: AbstractLevel<any, any, any>
-  /** Hashing threads; absent: hash in the calling thread. Owned by the caller. */
-  pool?: WorkerPool
-  /** Where changes are recorded for each target; absent: only listeners hear of them. */
-  dirty?: DirtyMaps
-  /** Replaces the default hash scan (e.g. a ReportedRangesSource). */
-  source?: ChangeSource
   /** @default nodeWatch */
   watch?: WatchFn
-  snapshots?: ReflinkSnapshots | null
-  rangesOf?: RangesOf
 }
 
-export interface ChangeTrackerInit {
-  /** @default 65536 */
-  blockSizeBytes?: number
+export interface ChangeTrackerInit extends ChangeRecorderInit {
   /** Longest time between scans of a file. @default 60000 */
   scanIntervalMs?: number
-  /** Extra passes allowed to get a quiet scan. @default 10000 */
-  quietBudgetMs?: number
   /** Delay from the first watcher event to the scan it triggers. @default 2000 */
   debounceMs?: number
   /** Shortest time between the end of one scan of a file and the next. @default 1000 */
@@ -75,8 +50,6 @@ export interface ChangeTrackerInit {
   files?: string[]
   /** Use the file-system watcher. @default true */
   watch?: boolean
-  /** Passed to the default hash scan. */
-  scan?: Omit<HashScanInit, 'blockSizeBytes' | 'quietBudgetMs'>
 }
 
 export type ChangeEvent =
@@ -95,7 +68,7 @@ interface Tracked {
 
 export class ChangeTracker {
   readonly source: ChangeSource
-  private readonly tokens: BinaryDb
+  private readonly recorder: ChangeRecorder
   private readonly files = new Map<string, Tracked>()
   private readonly watchers = new Map<string, { close: () => void, files: Set<string> }>()
   private readonly listeners = new Set<(e: ChangeEvent) => void | Promise<void>>()
@@ -111,14 +84,8 @@ export class ChangeTracker {
     this.scanIntervalMs = init.scanIntervalMs ?? 60_000
     this.debounceMs = init.debounceMs ?? 2000
     this.minGapMs = init.minGapMs ?? 1000
-    this.tokens = binarySublevel(components.db, 'tracker')
-    this.source = components.source ?? new HashScanSource({
-      manifest: new Manifest(binarySublevel(components.db, 'manifest')),
-      clock: components.clock,
-      hasher: components.pool != null ? poolHasher(components.pool) : inlineHasher,
-      ...(components.snapshots !== undefined ? { snapshots: components.snapshots } : {}),
-      ...(components.rangesOf !== undefined ? { rangesOf: components.rangesOf } : {})
-    }, { ...init.scan, blockSizeBytes: init.blockSizeBytes ?? 65536, quietBudgetMs: init.quietBudgetMs ?? 10_000 })
+    this.recorder = new ChangeRecorder(components, init)
+    this.source = this.recorder.source
   }
 
   get isRunning (): boolean { return this.running }
@@ -179,8 +146,7 @@ export class ChangeTracker {
 
   /** The saved token of `path` (null before its first recorded scan). */
   async token (path: string): Promise<string | null> {
-    const v = await this.tokens.get(encodeUtf8(resolve(path)))
-    return v === undefined ? null : decodeUtf8(v)
+    return await this.recorder.token(resolve(path))
   }
 
   /** Scans `path` now (queued behind a scan in progress) and returns its change set. */
@@ -258,18 +224,7 @@ export class ChangeTracker {
   }
 
   private async scanOne (path: string): Promise<ChangeSet> {
-    const key = encodeUtf8(path)
-    const stored = await this.tokens.get(key)
-    const since = stored === undefined ? null : decodeUtf8(stored)
-    const signal = this.abort?.signal
-    const set = await this.source.changes(path, since, signal != null ? { signal } : {})
-    const dirty = this.components.dirty
-    if (dirty != null) {
-      // A full answer after earlier state means the targets' copies are of unknown age.
-      if (set.full && since !== null) await dirty.markAll(path, set.fileSize)
-      else await dirty.markChanged(path, set.ranges, set.fileSize)
-    }
-    await this.tokens.put(key, encodeUtf8(set.token))
+    const set = await this.recorder.record(path, this.abort?.signal)
     await this.emit({ file: path, set })
     return set
   }

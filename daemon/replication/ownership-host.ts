@@ -146,8 +146,8 @@ export class ReplicationOwnershipHost implements OwnershipHost, Startable<Owners
   }
 
   /** Planned failover, on the owner after its VM stopped: the final generation, durable on `to`. */
-  async shipFinal (vm: string, to: string): Promise<GenerationRef> {
-    const generation = await this.components.replication.shipFinal(vm, to, this.init.finalShipTimeoutMs ?? 120_000)
+  async shipFinal (vm: string, to: string, signal?: AbortSignal): Promise<GenerationRef> {
+    const generation = await this.components.replication.shipFinal(vm, to, this.init.finalShipTimeoutMs ?? 120_000, signal)
     this.components.log.info({ vm, to, generation }, 'final generation acknowledged by the planned target')
     return { epoch: this.owners.get(vm)?.epoch ?? 0, generation }
   }

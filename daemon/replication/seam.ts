@@ -46,7 +46,7 @@ export interface ReplicaSeam {
    */
   seedFromLocalCopy: (vm: string, owner: string, homeCopy?: CopyFile[]) => Promise<{ dir: string, files: number } | undefined>
   /** Planned failover: scan the stopped VM, wait until `target` holds it durably; the final generation. */
-  shipFinal: (vm: string, target: string, timeoutMs: number) => Promise<number>
+  shipFinal: (vm: string, target: string, timeoutMs: number, signal?: AbortSignal) => Promise<number>
   /** The configured VMs this node should source (null: all of them). */
   setSourceVms: (names: string[] | null) => Promise<void>
   /** VMs this node runs from replica files, sourced from those files. */

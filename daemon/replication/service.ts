@@ -163,10 +163,10 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   isSource (vm: string): boolean { return this.sources.has(vm) }
 
   /** Planned failover: scan the (stopped) VM, wait until `target` holds a consistent final generation. */
-  async shipFinal (vm: string, target: string, timeoutMs: number): Promise<number> {
+  async shipFinal (vm: string, target: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
     const src = this.sources.get(vm)
     if (src === undefined) throw new UnknownVmError(vm)
-    return await shipFinalGeneration(src, target, { clock: this.components.clock, timeoutMs })
+    return await shipFinalGeneration(src, target, { clock: this.components.clock, timeoutMs, ...(signal !== undefined ? { signal } : {}) })
   }
 
   /** Applies a reloaded config: peers, targets, VMs added or removed. */

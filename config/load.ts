@@ -10,7 +10,7 @@ import { LineCounter, parseDocument, isNode } from 'yaml'
 import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ConfigInvalidError, ConfigKeyFileError, ConfigNotFoundError, ConfigParseError, type ConfigIssue } from './errors.ts'
 import { rawConfigSchema, vmSchema, parseHostPort, defined, type RawConfig } from './schema.ts'
-import { PROFILES, type DetectorProfile, type OwnershipProfile } from './profiles.ts'
+import { PROFILES, resolveOwnership, type DetectorProfile, type OwnershipProfile } from './profiles.ts'
 import { KeyFileError, loadIdentity, loadPsk } from './identity.ts'
 
 export type Role = 'host' | 'witness'
@@ -144,7 +144,7 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
   const profile = PROFILES[raw.mesh.profile]
   const detector = { ...profile.detector, ...defined(raw.mesh.detector) }
   const { maxConcurrentStarts, ...own } = raw.ownership
-  const ownership = { ...profile.ownership, ...defined(own), maxConcurrentStarts: maxConcurrentStarts ?? raw.hypervisor.maxConcurrentStarts }
+  const ownership = { ...resolveOwnership(profile.ownership, defined(own)), maxConcurrentStarts: maxConcurrentStarts ?? raw.hypervisor.maxConcurrentStarts }
   const config: Config = {
     file,
     dir,

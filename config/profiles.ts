@@ -172,6 +172,22 @@ export function ownershipTiming (o: OwnershipProfile): OwnershipProfile {
   return Object.fromEntries(Object.keys(LAN_OWNERSHIP).map(k => [k, o[k as keyof OwnershipProfile]])) as unknown as OwnershipProfile
 }
 
+/**
+ * The ownership timings a config runs: the profile's, with the overrides set. Two of them are
+ * bound to the lease by the rules below, so when the lease is overridden and they are not they
+ * follow it at the profile's ratio (both profiles: plannedGraceMs = leaseMs, operatorTimeoutMs =
+ * 6 × leaseMs) instead of keeping a value a longer lease would make invalid — a config that only
+ * sets `leaseMs` (all that 0.2 offered) stays valid.
+ */
+export function resolveOwnership (profile: OwnershipProfile, overrides: Partial<OwnershipProfile>): OwnershipProfile {
+  const t = { ...profile, ...overrides }
+  if (overrides.leaseMs !== undefined) {
+    if (overrides.plannedGraceMs === undefined) t.plannedGraceMs = Math.max(profile.plannedGraceMs, Math.round(t.leaseMs * profile.plannedGraceMs / profile.leaseMs))
+    if (overrides.operatorTimeoutMs === undefined) t.operatorTimeoutMs = Math.max(profile.operatorTimeoutMs, Math.round(t.leaseMs * profile.operatorTimeoutMs / profile.leaseMs))
+  }
+  return t
+}
+
 /** One broken relation: the key to change and why. */
 export interface TimingProblem { key: string, message: string }
 

@@ -10,7 +10,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { parseDuration, parseRate, parseSize } from './units.ts'
 import { NODE_NAME_RE, VM_NAME_RE } from '../common/names.ts'
-import { PROFILES, detectorTimingProblems, ownershipTimingProblems } from './profiles.ts'
+import { PROFILES, detectorTimingProblems, ownershipTimingProblems, resolveOwnership } from './profiles.ts'
 import { BLOCK_SIZE_RULE, DEFAULT_BLOCK_SIZE, isValidBlockSize } from '../common/block-size.ts'
 
 const name = z.string().regex(NODE_NAME_RE, 'must be 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit')
@@ -239,7 +239,7 @@ export const rawConfigSchema = z.strictObject({
   const profile = PROFILES[c.mesh.profile]
   for (const p of detectorTimingProblems({ ...profile.detector, ...defined(c.mesh.detector) })) ctx.addIssue({ code: 'custom', path: ['mesh', 'detector', p.key], message: p.message })
   const { maxConcurrentStarts: _, ...own } = c.ownership
-  for (const p of ownershipTimingProblems({ ...profile.ownership, ...defined(own) })) ctx.addIssue({ code: 'custom', path: ['ownership', p.key], message: p.message })
+  for (const p of ownershipTimingProblems(resolveOwnership(profile.ownership, defined(own)))) ctx.addIssue({ code: 'custom', path: ['ownership', p.key], message: p.message })
 })
 
 /** The keys of `o` that are set (an absent override must not erase a profile value). */

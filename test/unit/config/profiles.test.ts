@@ -99,6 +99,21 @@ describe('config: the profile table', () => {
     }
     // a consistent override of several keys passes and is what runs
     const c = normalizeConfig(parseConfigText(yaml('wan', 'ownership: { leaseMs: 30000, fenceMs: 21000, electionTimeoutMs: 3000 }'), '/x/vmesh.yaml').raw, '/x/vmesh.yaml')
-    assert.deepEqual(ownershipTiming(c.ownership), { ...PROFILES.wan.ownership, leaseMs: 30_000, fenceMs: 21_000, electionTimeoutMs: 3000 })
+    // the lease-bound timings not set follow the longer lease at the profile's ratio
+    assert.deepEqual(ownershipTiming(c.ownership), { ...PROFILES.wan.ownership, leaseMs: 30_000, fenceMs: 21_000, electionTimeoutMs: 3000, plannedGraceMs: 30_000, operatorTimeoutMs: 180_000 })
+  })
+
+  it('a config valid in 0.2 that only lengthens the lease stays valid: the lease-bound timings follow it', () => {
+    // 0.2 let a config set renew/lease/fence only; its operatorTimeoutMs (30 s on LAN) would be
+    // shorter than the voters' promise of a 60 s lease
+    const c = normalizeConfig(parseConfigText(yaml('lan', 'ownership: { renewMs: 1000, leaseMs: 60000, fenceMs: 45000 }'), '/x/vmesh.yaml').raw, '/x/vmesh.yaml')
+    assert.equal(c.ownership.operatorTimeoutMs, 360_000)
+    assert.equal(c.ownership.plannedGraceMs, 60_000)
+    assert.deepEqual(ownershipTimingProblems(ownershipTiming(c.ownership)), [])
+    // a shorter lease keeps the profile's values (never below them), and an explicit value is kept and checked
+    const short = normalizeConfig(parseConfigText(yaml('lan', 'ownership: { renewMs: 500, leaseMs: 4000, fenceMs: 2500 }'), '/x/vmesh.yaml').raw, '/x/vmesh.yaml')
+    assert.equal(short.ownership.operatorTimeoutMs, PROFILES.lan.ownership.operatorTimeoutMs)
+    const err = refused(yaml('lan', 'ownership: { renewMs: 1000, leaseMs: 60000, fenceMs: 45000, operatorTimeoutMs: 30000 }'))
+    assert.ok(err.issues.some(i => i.path === 'ownership.operatorTimeoutMs'), err.message)
   })
 })

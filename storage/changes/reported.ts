@@ -19,9 +19,10 @@
 import { randomBytes } from 'node:crypto'
 import { nodeScanIO } from './file-io.ts'
 import type { ScanIO } from './file-io.ts'
-import { BlockRuns, DEFAULT_BLOCK_SIZE, blockCount, mergeRanges, validateBlockSize } from './range.ts'
+import { BlockRuns, DEFAULT_BLOCK_SIZE, mergeRanges, validateBlockSize } from './range.ts'
 import type { Range } from './range.ts'
 import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken } from './source.ts'
+import { fullAnswer } from './full-answer.ts'
 
 export interface ReportedRangesInit {
   /** Grain ranges are widened to. @default 65536 */
@@ -96,17 +97,7 @@ export class ReportedRangesSource implements ChangeSource {
     log.acc = emptyBatch(this.maxRuns)
     log.seq += 1
     const token = `rr1:${this.epoch}:${log.seq}`
-    if (this.components.fallback != null) {
-      const set = await this.components.fallback.changes(file, null, opts)
-      return { ...set, token, full: true }
-    }
-    const { size } = await this.io.stat(file)
-    const all = new BlockRuns(this.maxRuns)
-    all.add(0, blockCount(size, this.blockSize))
-    return {
-      ranges: all.toRanges(this.blockSize, size), token, consistent: false, full: true,
-      fileSize: size, blockSize: this.blockSize, scannedBytes: 0
-    }
+    return await fullAnswer({ io: this.io, fallback: this.components.fallback }, file, token, { blockSize: this.blockSize, maxRuns: this.maxRuns }, opts)
   }
 
   private log (file: string): FileLog {

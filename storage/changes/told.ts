@@ -43,9 +43,10 @@ import { batChanges, mapVirtualRanges, readDiskLayout } from '../formats/layout.
 import type { DiskLayout, LayoutSnapshot } from '../formats/layout.ts'
 import { nodeScanIO, sameStat } from './file-io.ts'
 import type { FileStat, ScanIO } from './file-io.ts'
-import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, blockCount, mergeRanges, totalBytes, validateBlockSize } from './range.ts'
+import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, mergeRanges, totalBytes, validateBlockSize } from './range.ts'
 import type { Range } from './range.ts'
 import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken } from './source.ts'
+import { fullAnswer } from './full-answer.ts'
 
 /** Which offsets a tell's ranges are in. */
 export type RangeSpace = 'file' | 'virtual'
@@ -223,17 +224,7 @@ export class ToldRangesSource implements ChangeSource {
         if (!isFormatError(err)) throw err
       }
     }
-    if (this.components.fallback != null) {
-      const set = await this.components.fallback.changes(file, null, opts)
-      return { ...set, token, full: true }
-    }
-    const { size } = await this.io.stat(file)
-    const all = new BlockRuns(this.maxRuns)
-    all.add(0, blockCount(size, this.blockSize))
-    return {
-      ranges: all.toRanges(this.blockSize, size), token, consistent: false, full: true,
-      fileSize: size, blockSize: this.blockSize, scannedBytes: 0
-    }
+    return await fullAnswer({ io: this.io, fallback: this.components.fallback }, file, token, { blockSize: this.blockSize, maxRuns: this.maxRuns }, opts)
   }
 
   /** Layout, BAT copy and metadata fingerprints of `file` now. */

@@ -9,7 +9,7 @@ import { writeFile, readFile, cp } from 'node:fs/promises'
 import { join } from 'node:path'
 import { LocalCluster, type LocalNodeSpec } from '../../daemon/cluster/local-cluster.ts'
 import type { VmOwnershipStatus } from '../../daemon/ownership/types.ts'
-import { installFakeVm, fakeVmHypervisor, instances, overlaps, type Instance } from './fake-vm.ts'
+import { installFakeVm, fakeVmHypervisor, instances, killAllVms, overlaps, type Instance } from './fake-vm.ts'
 
 export const VM = 'vm1'
 
@@ -165,5 +165,21 @@ export class InvariantBrokenError extends Error {
   constructor (readonly what: string, readonly detail: string) {
     super(`${what}: ${detail}`)
     this.name = 'InvariantBrokenError'
+  }
+}
+
+/**
+ * The afterEach of a test that ran a cluster and maybe a network bed: the evidence printed when
+ * it failed, every stand-in VM killed, the cluster gone, the bed taken down even if that threw.
+ */
+export async function tearDownCluster (test: Mocha.Test | undefined, c: LocalCluster | undefined, bed?: { down: () => void }): Promise<void> {
+  try {
+    if (c !== undefined) {
+      if (test?.state === 'failed') await dumpFailure(c, test.title)
+      await killAllVms(c.dir)
+      await c.destroy()
+    }
+  } finally {
+    bed?.down()
   }
 }

@@ -13,9 +13,9 @@
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { LocalCluster, VMESH_BIN } from '../../../daemon/cluster/local-cluster.ts'
-import { crashVm, killAllVms, type Instance } from '../../helpers/fake-vm.ts'
+import { crashVm, type Instance } from '../../helpers/fake-vm.ts'
 import { Netbed } from '../../helpers/netbed.ts'
-import { VM, startFailoverCluster, runningOn, ownerSeenBy, ownershipOf, vmInstances, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure } from '../../helpers/failover.ts'
+import { VM, startFailoverCluster, runningOn, ownerSeenBy, ownershipOf, vmInstances, vmProcessAlive, watchdogLog, allAlive, holdsFor, tearDownCluster } from '../../helpers/failover.ts'
 
 /** The goal: VM running on the survivor at most this long after the command. */
 const FORCE_GOAL_MS = 10_000
@@ -95,17 +95,10 @@ describe('integration: failover --force on two hosts without a witness', functio
 
   afterEach(async function () {
     const c = cluster
+    const b = bed
     cluster = undefined
-    try {
-      if (c !== undefined) {
-        if (this.currentTest?.state === 'failed') await dumpFailure(c, this.currentTest.title)
-        await killAllVms(c.dir)
-        await c.destroy()
-      }
-    } finally {
-      bed?.down()
-      bed = undefined
-    }
+    bed = undefined
+    await tearDownCluster(this.currentTest, c, b)
   })
 
   it('the owner host crashed: the survivor runs the VM within 10 s of the command and keeps it; the returning host stays off', async () => {

@@ -11,10 +11,9 @@
  */
 import assert from 'node:assert/strict'
 import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
-import { killAllVms } from '../../helpers/fake-vm.ts'
 import { Netbed } from '../../helpers/netbed.ts'
 import {
-  VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, waitTakeoverAfterFence, vmProcessAlive, watchdogLog, allAlive, holdsFor, dumpFailure
+  VM, startFailoverCluster, runningOn, replicaFrom, ownerSeenBy, ownershipOf, vmInstances, waitTakeoverAfterFence, vmProcessAlive, watchdogLog, allAlive, holdsFor, tearDownCluster
 } from '../../helpers/failover.ts'
 
 describe('integration: failover — partition isolating the owner (network namespaces)', function () {
@@ -32,17 +31,10 @@ describe('integration: failover — partition isolating the owner (network names
 
   afterEach(async function () {
     const c = cluster
+    const b = bed
     cluster = undefined
-    try {
-      if (c !== undefined) {
-        if (this.currentTest?.state === 'failed') await dumpFailure(c, this.currentTest.title)
-        await killAllVms(c.dir)
-        await c.destroy()
-      }
-    } finally {
-      bed?.down()
-      bed = undefined
-    }
+    bed = undefined
+    await tearDownCluster(this.currentTest, c, b)
   })
 
   it('the isolated owner is fenced before the replica holder starts the VM; healed, it stays off', async () => {

@@ -77,6 +77,8 @@ export class ReplicaStore {
   private readonly lock = new Mutex()
   /** the active writer; 'starting' while beginGeneration creates it */
   private writer: GenerationWriter | 'starting' | undefined
+  /** Settles when the writer being created ('starting') exists or failed. */
+  private starting: Promise<void> | undefined
   /** the generation of `writer` */
   private writerGeneration = 0
   private broken: unknown
@@ -193,17 +195,26 @@ export class ReplicaStore {
     return await this.claim(header.generation, async () => await JournaledWriter.begin(this.host(), this.redoHeader(header), opts.signal))
   }
 
-  /** Reserves the writer slot while `fn` creates the writer of `generation`. */
+  /**
+   * Reserves the writer slot while `fn` creates the writer of `generation`. The creation is
+   * kept in `starting` so a finalize that comes meanwhile waits for the writer and aborts it,
+   * instead of leaving a live writer on a finalized replica.
+   */
   private async claim (generation: number, fn: () => Promise<GenerationWriter>): Promise<GenerationWriter> {
     this.writer = 'starting'
     this.writerGeneration = generation
+    const creating = fn()
+    const settled = creating.then(() => {}, () => {})
+    this.starting = settled
     try {
-      const w = await fn()
+      const w = await creating
       this.writer = w
       return w
     } catch (err) {
       this.writer = undefined
       throw err
+    } finally {
+      if (this.starting === settled) this.starting = undefined
     }
   }
 
@@ -350,7 +361,10 @@ export class ReplicaStore {
   }
 
   /** Aborts a generation being received (a seed is kept resumable). */
-  private async abortWriter (): Promise<void> {
+  private async abortWriter (waitStarting = true): Promise<void> {
+    // a writer still being created (its redo journal may exist already) is aborted once it is;
+    // not under the lock when a seed may be starting, since a starting seed takes the lock
+    if (this.writer === 'starting' && waitStarting) await this.starting
     const w = this.writer
     if (w === undefined || w === 'starting') return
     await w.abort().catch(() => {})
@@ -370,6 +384,9 @@ export class ReplicaStore {
       this.checkUsable()
       const s0 = core.state
       if (s0.seeding !== null) throw new ReplicaNotReadyError('the replica is still seeding')
+      // before waiting for a writer being created: only a seed starts on an empty replica, and
+      // a seed takes this lock while it starts
+      if (s0.applied === 0 && !s0.finalized) throw new ReplicaNotReadyError('the replica holds no generation yet')
       await this.abortWriter()
       await this.drainRestores()
       const s = core.state
@@ -413,7 +430,7 @@ export class ReplicaStore {
     const core = this.core
     await this.abortWriter()
     await this.lock.run(async () => {
-      await this.abortWriter()
+      await this.abortWriter(false)
       await this.drainRestores()
       try {
         await core.commitState(emptyState(core.state.vm, core.state.source))

@@ -5,7 +5,8 @@
  * rotates a bitmap on the format node each round and tells a ToldRangesSource the virtual
  * ranges, which it maps to file ranges; those are copied into a replica, which must equal the image byte for byte after every round. Then a
  * failed read is merged back (nothing lost), and a restarted QEMU (bitmap gone) gives one full
- * answer and bitmaps again. Skips without qemu-system-x86_64, qemu-img or nbdinfo.
+ * answer and bitmaps again. Bitmaps at 4 KiB granularity: a 4 KiB write is told as exactly that
+ * extent. Skips without qemu-system-x86_64 or qemu-img.
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -15,8 +16,8 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { systemClock } from '../../../common/clock.ts'
 import { qmpCommand } from '../../../daemon/hypervisor/qmp.ts'
-import { QemuBitmapTracker, formatNodeOf } from '../../../daemon/hypervisor/qemu-bitmaps.ts'
-import { defaultRunner, type CommandRunner } from '../../../daemon/hypervisor/run.ts'
+import { NbdProtocolError } from '../../../daemon/hypervisor/errors.ts'
+import { QemuBitmapTracker, formatNodeOf, nbdDirtyMap, type DirtyMapReader } from '../../../daemon/hypervisor/qemu-bitmaps.ts'
 import { ToldRangesSource } from '../../../storage/changes/told.ts'
 import type { ChangeSet } from '../../../storage/changes/source.ts'
 import { totalBytes } from '../../../storage/changes/range.ts'
@@ -48,7 +49,7 @@ describe('integration: QEMU dirty bitmaps → told ranges → byte-identical rep
   let qmpSock: string
 
   before(function () {
-    if (!has('qemu-system-x86_64') || !has('qemu-img') || !has('nbdinfo')) this.skip()
+    if (!has('qemu-system-x86_64') || !has('qemu-img')) this.skip()
   })
   beforeEach(async () => { ({ dir, cleanup } = await tempDir('vmesh-bitmap-it-')) })
   afterEach(async () => {
@@ -88,12 +89,12 @@ describe('integration: QEMU dirty bitmaps → told ranges → byte-identical rep
       assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', c.fmt, '-o', c.opts, image, '64M']).status, 0)
       await startQemu(image, c.fmt)
       let failNext = false
-      const run: CommandRunner = async (argv, o) => {
-        if (failNext) { failNext = false; return { code: 1, stdout: '', stderr: 'injected failure', truncated: false } }
-        return await defaultRunner(argv, o)
+      const map: DirtyMapReader = async (socket, exportName, bitmap, o) => {
+        if (failNext) { failNext = false; throw new NbdProtocolError('injected failure') }
+        return await nbdDirtyMap(socket, exportName, bitmap, o)
       }
-      const told = new ToldRangesSource({}, { blockSizeBytes: 64 * KiB })
-      const tracker = new QemuBitmapTracker({ clock: systemClock, qmp, told, run }, { file: image, node: 'fmt0', nbdSocket: join(dir, 'nbd.sock') })
+      const told = new ToldRangesSource({}, { blockSizeBytes: 4 * KiB })
+      const tracker = new QemuBitmapTracker({ clock: systemClock, qmp, told, map }, { file: image, node: 'fmt0', nbdSocket: join(dir, 'nbd.sock'), granularityBytes: 4 * KiB })
       await tracker.start()
       const first = await told.changes(image, null)
       assert.equal(first.full, true)
@@ -113,6 +114,7 @@ describe('integration: QEMU dirty bitmaps → told ranges → byte-identical rep
         const ranges = await tracker.rotate()
         if (ws.length === 0) assert.deepEqual(ranges, [])
         else assert.ok(ranges.length > 0)
+        if (round === 2) assert.deepEqual(ranges, [{ offset: 4 * KiB, length: 4 * KiB }], 'a 4 KiB write is one 4 KiB extent at 4 KiB granularity')
         const set = await told.changes(image, token)
         assert.equal(set.full, false, `round ${round}`)
         token = set.token
@@ -125,7 +127,7 @@ describe('integration: QEMU dirty bitmaps → told ranges → byte-identical rep
       // A failed read of the bitmap keeps its changes: they come with the next round's.
       await guestWrite(20 * MiB, 64 * KiB, 0x44)
       failNext = true
-      await assert.rejects(tracker.rotate(), { code: 'ERR_HYPERVISOR_COMMAND_FAILED' })
+      await assert.rejects(tracker.rotate(), { name: 'NbdProtocolError' })
       await guestWrite(30 * MiB, 4 * KiB, 0x55)
       await tracker.rotate()
       const merged = await told.changes(image, token)

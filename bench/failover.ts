@@ -8,7 +8,9 @@
  * namespace of its own (test/helpers/netbed.ts; needs root, skipped otherwise), the owner's host
  * cut off by iptables — its daemon keeps running without a majority, its lease runs out and the
  * VM goes off — and the same margin to the survivor's start.
- * Usage: npm run bench -- failover [--runs 10] [--paused-runs 3] [--isolated-runs 3]
+ * Then site failover (bench/failover-site.ts): 10 VMs of a branch host moved across two DR hosts
+ * by `vmesh failover --site`, command → all running (driver time excluded).
+ * Usage: npm run bench -- failover [--runs 10] [--paused-runs 3] [--isolated-runs 3] [--site-runs 3]
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -16,6 +18,7 @@ import { LocalCluster } from '../daemon/cluster/local-cluster.ts'
 import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../daemon/cluster/fake-vm.ts'
 import { Netbed } from '../test/helpers/netbed.ts'
 import { PROFILES } from '../config/profiles.ts'
+import { siteSection } from './failover-site.ts'
 
 function arg (args: string[], name: string, def: string): string {
   const i = args.indexOf(name)
@@ -50,6 +53,7 @@ export async function run (args: string[]): Promise<object> {
   const runs = Number(arg(args, '--runs', '10'))
   const pausedRuns = Number(arg(args, '--paused-runs', '3'))
   const isolatedRuns = Number(arg(args, '--isolated-runs', '3'))
+  const siteRuns = Number(arg(args, '--site-runs', '3'))
   const rto: number[] = []
   let doubleStarts = 0
   for (let i = 0; i < runs; i++) {
@@ -108,6 +112,7 @@ export async function run (args: string[]): Promise<object> {
     isolatedOwner: noNetbed !== undefined
       ? { skipped: noNetbed }
       : { runs: isolatedRuns, marginMs: isolated, minMarginMs: isolated.length > 0 ? Math.min(...isolated) : null, note: 'owner host cut off by iptables (network namespaces): its lease runs out and its VM goes off; margin = survivor start − off' },
+    site: siteRuns > 0 ? await siteSection(siteRuns) : { skipped: '--site-runs 0' },
     doubleStarts
   }
 }

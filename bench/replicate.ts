@@ -124,6 +124,31 @@ async function waitSync (c: LocalCluster, vm: string, after: number, timeoutMs: 
   }, timeoutMs, pollMs)
 }
 
+/**
+ * Compares the source with its replica once both have settled: the source's newest generation
+ * acked, the replica at rest on exactly that generation (nothing received or applied in place)
+ * before and after the compare. A scan that began while the round's writes were still landing
+ * leaves a second generation behind the first; comparing at the first ack would read the
+ * replica half-way through applying it.
+ */
+async function settledIdentical (c: LocalCluster, disk: string): Promise<boolean> {
+  type Replica = NonNullable<StatusDocument['vms'][number]['replica']>
+  const atRest = (r: Replica | null | undefined, g: number): r is Replica =>
+    r != null && r.seeding !== true && r.applyingGeneration === null && r.receivingGeneration === null && r.appliedGeneration === g
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const { generation } = await waitSync(c, 'big', 0, 600_000)
+    const before = (await status(c, 'hv-b')).vms[0]?.replica
+    if (!atRest(before, generation)) { await sleep(100); continue }
+    const path = before.files[disk]
+    if (path === undefined) return false
+    const same = spawnSync('cmp', ['-s', disk, path]).status === 0
+    const after = (await status(c, 'hv-b')).vms[0]?.replica
+    const source = (await status(c, 'hv-a')).vms[0]?.generation
+    if (atRest(after, generation) && source === generation) return same
+  }
+  throw new Error('the replica never settled on the source\'s newest generation (50 attempts)')
+}
+
 async function addVm (c: LocalCluster, vm: Record<string, unknown>): Promise<void> {
   await c.writeConfig('hv-a', { vms: [vm] })
   await c.node('hv-a').client.call('POST', '/v1/reload')
@@ -463,8 +488,7 @@ export async function run (argv: string[]): Promise<object> {
       // fast enough for this resolution would itself slow the source down); the poll as fallback
       const vmeshInc = typeof phases.ackedMs === 'number' ? phases.ackedMs / 1000 : polled
       const round_: Record<string, unknown> = { vmeshSeconds: round(vmeshInc, 3), polledSeconds: round(polled, 3), phases }
-      const rp2 = (await status(c, 'hv-b')).vms[0]?.replica?.files[disk]
-      const identical = rp2 !== undefined && spawnSync('cmp', ['-s', disk, rp2]).status === 0
+      const identical = await settledIdentical(c, disk)
       allIdentical &&= identical
       vmeshTimes.push(vmeshInc)
       if (sshd !== undefined && rsyncDir !== undefined) {

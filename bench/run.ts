@@ -9,8 +9,11 @@ const BENCHES: Record<string, string> = {
   detect: './detect.ts',
   scan: './scan.ts',
   replicate: './replicate.ts',
+  capture: './capture.ts',
   failover: './failover.ts',
-  fuzz: './fuzz.ts'
+  fuzz: './fuzz.ts',
+  soak: './soak.ts',
+  wan: './wan.ts'
 }
 
 async function main (): Promise<void> {

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --heap-growing-percent=300
+#!/usr/bin/env -S node --max-semi-space-size=1
 // vmesh runs from the compiled dist/ tree when it is up to date (lower memory and faster
 // start: no TypeScript loader), and from the TypeScript sources through tsx otherwise, so a
 // developer's edit is never shadowed by a stale build. `npm run build` refreshes dist/.
@@ -10,12 +10,14 @@ import { fileURLToPath } from 'node:url'
 // The shebang's V8 flags (LocalCluster and the benches read them from here):
 // --max-semi-space-size=1: a daemon's heap is small and steady, and V8's default 16 MiB
 //   semi-spaces only inflate RSS — measured here 111 MB → 93 MB idle.
-// --heap-growing-percent=300: with a ~25 MB heap V8 sets the old-generation limit only ~10 MB
-//   above it, and the ArrayBuffers that stream through replication (socket reads, Noise output,
-//   file reads) count against that limit until a scavenge frees them; the receiver then ran a
-//   major GC every ~17 MB (~60 per GiB, ~40 % of its CPU with the concurrent markers). A 4x
-//   growing factor leaves ~10 per GiB: seed 186 → ~245 MB/s, receiver CPU 6.5 → 4.2 s/GiB,
-//   RSS unchanged within noise.
+// No --heap-growing-percent: 0.2.1 ran with 300 (a 4x old-generation growth factor), which cut
+//   the receiver's major GCs during a seed (~60 → ~10 per GiB; seed 186 → ~245 MB/s). The chaos
+//   soak then showed host daemons' RSS climbing ~8-10 MiB a minute for many minutes: V8 let
+//   old-space garbage build up to ~4x the live heap (~35 MiB live, heap used 53 → 97 MiB,
+//   RSS 215 → 275 MB in 5 min) before marking. Not a leak — a forced GC went back to ~35 MiB —
+//   but a host daemon whose memory only ever seems to grow is not "without significant impact"
+//   and cannot be told from a leak by its operator. With V8's own factor RSS stays flat
+//   (195 → 202 MB over 330 s, same cluster); the seed pays for it in GC time.
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const stamp = join(root, 'dist', '.build-stamp')

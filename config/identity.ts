@@ -55,6 +55,11 @@ export async function createIdentity (path: string, o: SecretOptions = HOST_SECR
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey) }
 }
 
+/** A secret text file (alert sinks' shared secret, SMTP password), checked like the key files. */
+export async function readSecretText (path: string, o: SecretOptions = HOST_SECRETS): Promise<string> {
+  return (await readSecret(path, o)).toString('utf8')
+}
+
 const PSK_RE = /^\/key\/swarm\/psk\/1\.0\.0\/\n\/base16\/\n([0-9a-fA-F]{64})\s*$/
 
 /** Reads a libp2p pnet key file ("/key/swarm/psk/1.0.0/", "/base16/", 64 hex digits). */

@@ -9,9 +9,9 @@ import { dirname, isAbsolute, resolve } from 'node:path'
 import { LineCounter, parseDocument, isNode } from 'yaml'
 import type { PrivateKey, PeerId } from '@libp2p/interface'
 import { ConfigInvalidError, ConfigKeyFileError, ConfigNotFoundError, ConfigParseError, type ConfigIssue } from './errors.ts'
-import { rawConfigSchema, vmSchema, parseHostPort, defined, type RawConfig } from './schema.ts'
+import { rawConfigSchema, vmSchema, parseHostPort, defined, type RawConfig, type AlertsConfig } from './schema.ts'
 import { PROFILES, resolveOwnership, type DetectorProfile, type OwnershipProfile } from './profiles.ts'
-import { KeyFileError, loadIdentity, loadPsk } from './identity.ts'
+import { KeyFileError, loadIdentity, loadPsk, readSecretText } from './identity.ts'
 
 export type Role = 'host' | 'witness'
 
@@ -21,6 +21,7 @@ export interface PeerConfig {
   addrs: string[]
   role: Role
   limitBytesPerSec?: number
+  site?: string
 }
 
 export interface VmConfig {
@@ -31,6 +32,11 @@ export interface VmConfig {
   failover: 'auto' | 'manual'
   priority: number
   startOrder: number
+  /** Demand counted against a host's capacity (absent: not counted). */
+  memoryMiB?: number
+  vcpus?: number
+  startAfter: string[]
+  startAfterTimeoutMs: number
   blockSizeBytes: number
   scanIntervalMs: number
   quietBudgetMs: number
@@ -39,17 +45,29 @@ export interface VmConfig {
   limitBytesPerSec?: number
   verifyIntervalMs?: number
   /** How changes are found (see schema.ts). */
-  changeSource: 'auto' | 'scan' | 'qemu-bitmap'
+  changeSource: 'auto' | 'scan' | 'qemu-bitmap' | 'rct'
   /** QMP socket of a VM started outside vmesh (absolute). */
   qmpPath?: string
+  /** The VM's RPO target (alerts: `rpo-breach`). */
+  rpoMs: number
 }
 
 export interface Config {
   /** Absolute path of the config file. */
   file: string
   dir: string
-  node: { name: string, identityPath: string, listen: string[], dataDir: string, api: { host: string, port: number }, role: Role }
-  mesh: { profile: 'lan' | 'wan', pskPath?: string, peers: PeerConfig[], detector: DetectorProfile, dialBackoffMinMs: number, dialBackoffMaxMs: number }
+  node: {
+    name: string
+    identityPath: string
+    listen: string[]
+    dataDir: string
+    api: { host: string, port: number }
+    role: Role
+    site?: string
+    /** Configured capacity; a dimension left out is asked of the hypervisor. */
+    capacity?: { memoryMiB?: number, vcpus?: number, reserveMemoryMiB: number }
+  }
+  mesh: { profile: 'lan' | 'wan', pskPath?: string, peers: PeerConfig[], detector: DetectorProfile, dialBackoffMinMs: number, dialBackoffMaxMs: number, relay: { serve: boolean, via: string[], holePunch: boolean } }
   ownership: OwnershipProfile & { maxConcurrentStarts: number }
   hypervisor: RawConfig['hypervisor']
   vms: VmConfig[]
@@ -57,12 +75,16 @@ export interface Config {
   /** Host-wide read budget of hash scans (Infinity: unbounded). */
   scan: { budgetBytesPerSec: number }
   log: { level: string }
+  /** The web dashboard (schema.ts `dashboard`); TLS file paths absolute. */
+  dashboard: { listen?: { host: string, port: number }, tls?: { certPath: string, keyPath: string }, publicUrl?: string, loginTtlMs: number, sessionTtlMs: number }
+  /** Alert sinks (secret and CA file paths absolute) and thresholds. */
+  alerts: AlertsConfig
 }
 
 export interface LoadedConfig {
   config: Config
   /** Secrets stay out of the frozen config object so it can be logged. */
-  secrets: { privateKey: PrivateKey, peerId: PeerId, psk?: Uint8Array }
+  secrets: { privateKey: PrivateKey, peerId: PeerId, psk?: Uint8Array, alerts?: AlertSecrets }
 }
 
 export interface LoadOptions {
@@ -154,22 +176,33 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
       listen: raw.node.listen,
       dataDir: abs(raw.node.dataDir),
       api: parseHostPort(raw.node.api) as { host: string, port: number },
-      role: raw.node.role
+      role: raw.node.role,
+      ...(raw.node.site !== undefined ? { site: raw.node.site } : {}),
+      ...(raw.node.capacity !== undefined ? { capacity: defined(raw.node.capacity) } : {})
     },
     mesh: {
       profile: raw.mesh.profile,
       ...(raw.mesh.psk !== undefined ? { pskPath: abs(raw.mesh.psk) } : {}),
-      peers: raw.mesh.peers.map(p => ({ name: p.name, id: p.id, addrs: p.addrs, role: p.role, ...(p.limit !== undefined ? { limitBytesPerSec: p.limit } : {}) })),
+      peers: raw.mesh.peers.map(p => ({ name: p.name, id: p.id, addrs: p.addrs, role: p.role, ...(p.limit !== undefined ? { limitBytesPerSec: p.limit } : {}), ...(p.site !== undefined ? { site: p.site } : {}) })),
       detector,
       dialBackoffMinMs: raw.mesh.dialBackoffMin,
-      dialBackoffMaxMs: raw.mesh.dialBackoffMax
+      dialBackoffMaxMs: raw.mesh.dialBackoffMax,
+      relay: raw.mesh.relay
     },
     ownership,
     hypervisor: raw.hypervisor,
     vms: raw.vms.map(v => toVmConfig(v, abs)),
     bandwidth: { limitBytesPerSec: raw.bandwidth.limit, schedule: raw.bandwidth.schedule },
     scan: { budgetBytesPerSec: raw.scan.budget },
-    log: raw.log
+    log: raw.log,
+    dashboard: {
+      ...(raw.dashboard.listen !== undefined ? { listen: parseHostPort(raw.dashboard.listen) as { host: string, port: number } } : {}),
+      ...(raw.dashboard.tls !== undefined ? { tls: { certPath: abs(raw.dashboard.tls.cert), keyPath: abs(raw.dashboard.tls.key) } } : {}),
+      ...(raw.dashboard.publicUrl !== undefined ? { publicUrl: raw.dashboard.publicUrl } : {}),
+      loginTtlMs: raw.dashboard.loginTtl,
+      sessionTtlMs: raw.dashboard.sessionTtl
+    },
+    alerts: { ...raw.alerts, sinks: raw.alerts.sinks.map(s => s.type === 'webhook' ? { ...s, ...(s.secretFile !== undefined ? { secretFile: abs(s.secretFile) } : {}) } : { ...s, ...(s.caFile !== undefined ? { caFile: abs(s.caFile) } : {}), ...(s.passwordFile !== undefined ? { passwordFile: abs(s.passwordFile) } : {}) }) }
   }
   return deepFreeze(config)
 }
@@ -183,6 +216,10 @@ function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): V
     failover: v.failover,
     priority: v.priority,
     startOrder: v.startOrder,
+    ...(v.memoryMiB !== undefined ? { memoryMiB: v.memoryMiB } : {}),
+    ...(v.vcpus !== undefined ? { vcpus: v.vcpus } : {}),
+    startAfter: v.startAfter,
+    startAfterTimeoutMs: v.startAfterTimeout,
     blockSizeBytes: v.blockSize,
     scanIntervalMs: v.scanInterval,
     quietBudgetMs: v.quietBudget,
@@ -191,7 +228,8 @@ function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): V
     ...(v.limit !== undefined ? { limitBytesPerSec: v.limit } : {}),
     ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {}),
     changeSource: v.changeSource,
-    ...(v.qmp !== undefined ? { qmpPath: abs(v.qmp) } : {})
+    ...(v.qmp !== undefined ? { qmpPath: abs(v.qmp) } : {}),
+    rpoMs: v.rpo
   }
 }
 
@@ -232,5 +270,29 @@ export async function loadConfig (path: string, opts: LoadOptions = {}): Promise
   if (config.mesh.peers.some(p => p.id === identity.peerId.toString())) {
     throw new ConfigInvalidError(file, [{ path: 'mesh.peers', message: 'lists this node\'s own peer ID', ...(lineOf(['mesh', 'peers']) !== undefined ? { line: lineOf(['mesh', 'peers']) as number } : {}) }])
   }
-  return { config, secrets: { privateKey: identity.privateKey, peerId: identity.peerId, ...(psk !== undefined ? { psk } : {}) } }
+  const alerts = await loadAlertSecrets(config.alerts, (i, key) => withLine(['alerts', 'sinks', String(i), key], file))
+  return { config, secrets: { privateKey: identity.privateKey, peerId: identity.peerId, ...(psk !== undefined ? { psk } : {}), alerts } }
+}
+
+/** Per alert sink name: the webhook's shared secret or the SMTP password, read from their files. */
+export type AlertSecrets = Record<string, string>
+
+/**
+ * Reads the alert sinks' secret files (mode 0600, like the identity; one line, trailing newline
+ * ignored). `where(i, key)` names the config line in errors. Also used when alerts reload.
+ */
+export async function loadAlertSecrets (alerts: AlertsConfig, where: (sinkIndex: number, key: string) => string = () => 'config'): Promise<AlertSecrets> {
+  const out: AlertSecrets = {}
+  for (const [i, s] of alerts.sinks.entries()) {
+    const [key, path] = s.type === 'webhook' ? ['secretFile', s.secretFile] : ['passwordFile', s.passwordFile]
+    if (path === undefined) continue
+    let text
+    try { text = (await readSecretText(path)).replace(/\r?\n$/, '') } catch (err) {
+      if (err instanceof KeyFileError) throw new ConfigKeyFileError(where(i, key), `alerts.sinks[${i}].${key}`, path, err.message.slice(path.length + 2), { cause: err })
+      throw err
+    }
+    if (text.length === 0) throw new ConfigKeyFileError(where(i, key), `alerts.sinks[${i}].${key}`, path, 'empty')
+    out[s.name] = text
+  }
+  return out
 }

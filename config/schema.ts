@@ -73,9 +73,23 @@ const ownershipOverrides = z.strictObject({
 const peer = z.strictObject({
   name,
   id: peerIdString,
-  addrs: z.array(multiaddrString).min(1, 'at least one address'),
+  /** empty for a peer behind NAT: it dials in, or is reached through `mesh.relay.via` */
+  addrs: z.array(multiaddrString).default([]),
   role: role.default('host'),
-  limit: rate.optional()
+  limit: rate.optional(),
+  /** The peer's site (`vmesh failover --site`). */
+  site: name.optional()
+})
+
+/**
+ * What this host can hold for VMs. Either dimension left out is asked of the hypervisor
+ * (/proc/meminfo and the CPU count for qemu/command, `virsh nodeinfo`, Hyper-V `Get-VMHost`);
+ * `reserveMemoryMiB` is kept back for the host itself either way.
+ */
+const capacity = z.strictObject({
+  memoryMiB: posInt.optional(),
+  vcpus: posInt.optional(),
+  reserveMemoryMiB: z.number().int().min(0).default(0)
 })
 
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']
@@ -124,8 +138,16 @@ export const vmSchema = z.strictObject({
   files: z.array(z.string().min(1)).default([]),
   replicateTo: z.array(name).default([]),
   failover: z.enum(['auto', 'manual']).default('auto'),
-  priority: z.number().int().default(0),
-  startOrder: z.number().int().default(0),
+  /** Higher gets room first when hosts are short of it (and starts first among equal startOrder). */
+  priority: z.number().int().min(-1e6).max(1e6).default(0),
+  startOrder: z.number().int().min(-1e6).max(1e6).default(0),
+  /** Memory the VM needs where it runs; counted against each host's capacity. */
+  memoryMiB: posInt.optional(),
+  vcpus: posInt.optional(),
+  /** VMs (anywhere in the mesh) that must run before this one starts. */
+  startAfter: z.array(vmName).max(64).default([]),
+  /** How long a start waits for `startAfter`, then starts anyway with a warning. */
+  startAfterTimeout: duration.default(120_000),
   blockSize: size.refine(isValidBlockSize, `blockSize must be ${BLOCK_SIZE_RULE}`).default(DEFAULT_BLOCK_SIZE),
   scanInterval: duration.default(1000),
   quietBudget: duration.default(2000),
@@ -134,13 +156,16 @@ export const vmSchema = z.strictObject({
   limit: rate.optional(),
   verifyInterval: duration.optional(),
   /**
-   * How changes are found: `scan` (hash scan), `qemu-bitmap` (QEMU dirty bitmaps over QMP) or
-   * `auto` (bitmaps when `qmp` is set or the `qemu` driver runs VMs here, else the scan).
+   * How changes are found: `scan` (hash scan), `qemu-bitmap` (QEMU dirty bitmaps over QMP),
+   * `rct` (Hyper-V recovery checkpoints + resilient change tracking; `hypervisor.driver: hyperv`)
+   * or `auto` (bitmaps when `qmp` is set or the `qemu` driver runs VMs here, else the scan).
    * @default 'auto'
    */
-  changeSource: z.enum(['auto', 'scan', 'qemu-bitmap']).default('auto'),
+  changeSource: z.enum(['auto', 'scan', 'qemu-bitmap', 'rct']).default('auto'),
   /** QMP socket of a VM started outside vmesh (for `qemu-bitmap`). */
-  qmp: z.string().min(1).optional()
+  qmp: z.string().min(1).optional(),
+  /** The VM's recovery point objective: a target whose RPO exceeds it raises an `rpo-breach` alert. @default 60 s */
+  rpo: duration.default(60_000)
 })
 
 const commandDriver = z.strictObject({
@@ -170,6 +195,55 @@ const hypervisor = z.strictObject({
   if (h.driver === 'command' && h.command === undefined) ctx.addIssue({ code: 'custom', path: ['command'], message: 'driver "command" needs hypervisor.command.start/stop/status' })
 })
 
+const sinkName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1-63 letters, digits, ".", "_" or "-"')
+/** Delivery settings every alert sink has (queue bound, retry backoff, one attempt's timeout). */
+const sinkDelivery = {
+  name: sinkName,
+  queue: z.number().int().min(1).max(100_000).default(1000),
+  retryMin: duration.default(1000),
+  retryMax: duration.default(300_000),
+  timeout: duration.default(10_000)
+}
+const alertSink = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('webhook'),
+    ...sinkDelivery,
+    url: z.string().url().refine(u => /^https?:\/\//.test(u), 'must be an http:// or https:// URL'),
+    /** File holding the shared secret of the HMAC-SHA256 signature header. */
+    secretFile: z.string().min(1).optional()
+  }),
+  z.strictObject({
+    type: z.literal('email'),
+    ...sinkDelivery,
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(587),
+    /** STARTTLS is required (a server that does not offer it is refused); `false` only for a trusted local relay. */
+    starttls: z.boolean().default(true),
+    /** PEM file of the CA (or self-signed certificate) the server's certificate must chain to; default: the system CAs. */
+    caFile: z.string().min(1).optional(),
+    user: z.string().min(1).optional(),
+    passwordFile: z.string().min(1).optional(),
+    from: z.string().email(),
+    to: z.array(z.string().email()).min(1)
+  })
+]).transform(({ queue, retryMin, retryMax, timeout, ...s }) => ({ ...s, queueMax: queue, retryMinMs: retryMin, retryMaxMs: retryMax, timeoutMs: timeout }))
+
+/** Alerts: where they go and the thresholds of the conditions that are not per VM. */
+export const alertsSchema = z.strictObject({
+  sinks: z.array(alertSink).default([]),
+  /** Free space of the data folder's file system below this share: `disk-low`. */
+  diskLowPercent: z.number().min(0).max(100).default(10),
+  /** ... below this share: `disk-full`. */
+  diskFullPercent: z.number().min(0).max(100).default(2),
+  /** A target with bytes pending whose acked generation has not moved for this long: `replication-stalled`. */
+  stalledAfter: duration.default(300_000),
+  /** A condition must have been gone this long before its recovery notice (no flapping). */
+  clearAfter: duration.default(10_000),
+  /** How often conditions are evaluated (membership changes are evaluated at once). */
+  evaluateInterval: duration.default(1000)
+}).transform(a => ({ sinks: a.sinks, diskLowPercent: a.diskLowPercent, diskFullPercent: a.diskFullPercent, stalledAfterMs: a.stalledAfter, clearAfterMs: a.clearAfter, evaluateIntervalMs: a.evaluateInterval }))
+export type AlertsConfig = z.output<typeof alertsSchema>
+
 export const rawConfigSchema = z.strictObject({
   node: z.strictObject({
     name,
@@ -177,7 +251,10 @@ export const rawConfigSchema = z.strictObject({
     listen: z.array(multiaddrString).min(1).default(['/ip4/0.0.0.0/tcp/7400']),
     dataDir: z.string().min(1).default('data'),
     api: hostPort.default('127.0.0.1:7401'),
-    role: role.default('host')
+    role: role.default('host'),
+    /** This node's site (`vmesh failover --site`). */
+    site: name.optional(),
+    capacity: capacity.optional()
   }),
   mesh: z.strictObject({
     profile: z.enum(['lan', 'wan']).default('lan'),
@@ -185,8 +262,14 @@ export const rawConfigSchema = z.strictObject({
     peers: z.array(peer).default([]),
     detector: detectorOverrides.default({}),
     dialBackoffMin: duration.default(250),
-    dialBackoffMax: duration.default(10_000)
-  }).default({ profile: 'lan', peers: [], detector: {}, dialBackoffMin: 250, dialBackoffMax: 10_000 }),
+    dialBackoffMax: duration.default(10_000),
+    /** NAT traversal: serve as a circuit relay, and/or reach peers through relays */
+    relay: z.strictObject({
+      serve: z.boolean().default(false),
+      via: z.array(name).default([]),
+      holePunch: z.boolean().default(true)
+    }).default({ serve: false, via: [], holePunch: true })
+  }).default({ profile: 'lan', peers: [], detector: {}, dialBackoffMin: 250, dialBackoffMax: 10_000, relay: { serve: false, via: [], holePunch: true } }),
   ownership: ownershipOverrides.default({}),
   hypervisor: hypervisor.default({ driver: 'none', maxConcurrentStarts: 2 }),
   vms: z.array(vmSchema).default([]),
@@ -195,7 +278,25 @@ export const rawConfigSchema = z.strictObject({
     schedule: z.array(scheduleEntry).default([])
   }).default({ limit: Infinity, schedule: [] }),
   scan: z.strictObject({ budget: rate.default(Infinity) }).default({ budget: Infinity }),
-  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).default({ level: 'info' })
+  /**
+   * The web dashboard. It is always served on `node.api` to loopback browsers; `listen` with
+   * `tls` (PEM files) adds an HTTPS listener for browsers on other hosts.
+   */
+  dashboard: z.strictObject({
+    listen: hostPort.optional(),
+    tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1) }).optional(),
+    /** Base URL `vmesh dashboard` prints for the TLS listener (e.g. behind a name). */
+    publicUrl: z.string().regex(/^https:\/\/[^\s/]+(\/\S*)?$/, 'must be an https:// URL').optional(),
+    /** How long a `vmesh dashboard` link may wait to be opened. @default 60s */
+    loginTtl: duration.default(60_000),
+    /** How long a browser session lasts. @default 12h */
+    sessionTtl: duration.default(43_200_000)
+  }).superRefine((d, ctx) => {
+    if (d.listen !== undefined && d.tls === undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'dashboard.listen serves other hosts and needs dashboard.tls (cert and key files)' })
+    if (d.tls !== undefined && d.listen === undefined) ctx.addIssue({ code: 'custom', path: ['listen'], message: 'dashboard.tls needs dashboard.listen (HOST:PORT of the HTTPS listener)' })
+  }).default({ loginTtl: 60_000, sessionTtl: 43_200_000 }),
+  log: z.strictObject({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') }).default({ level: 'info' }),
+  alerts: alertsSchema.prefault({})
 }).superRefine((c, ctx) => {
   const names = new Map<string, string>([[c.node.name, 'node.name']])
   const ids = new Map<string, string>()
@@ -228,11 +329,29 @@ export const rawConfigSchema = z.strictObject({
       else if (p.role === 'witness') ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo', j], message: `"${t}" is a witness and holds no replicas` })
     })
     if (v.changeSource === 'qemu-bitmap' && v.qmp === undefined && c.hypervisor.driver !== 'qemu') ctx.addIssue({ code: 'custom', path: ['vms', i, 'changeSource'], message: 'qemu-bitmap needs the VM\'s qmp socket or hypervisor.driver: qemu' })
+    if (v.changeSource === 'rct' && c.hypervisor.driver !== 'hyperv') ctx.addIssue({ code: 'custom', path: ['vms', i, 'changeSource'], message: 'rct needs hypervisor.driver: hyperv' })
+    v.startAfter.forEach((d, j) => {
+      if (d === v.name) ctx.addIssue({ code: 'custom', path: ['vms', i, 'startAfter', j], message: 'a VM cannot start after itself' })
+    })
+    if (new Set(v.startAfter).size !== v.startAfter.length) ctx.addIssue({ code: 'custom', path: ['vms', i, 'startAfter'], message: 'a VM is named twice' })
     if (new Set(v.replicateTo).size !== v.replicateTo.length) ctx.addIssue({ code: 'custom', path: ['vms', i, 'replicateTo'], message: 'a peer is named twice' })
   })
   c.bandwidth.schedule.forEach((s, i) => {
     if (s.fromMinute >= s.toMinute) ctx.addIssue({ code: 'custom', path: ['bandwidth', 'schedule', i, 'to'], message: '"to" must be later than "from" (split windows that cross midnight in two)' })
   })
+  c.mesh.relay.via.forEach((r, i) => {
+    const p = c.mesh.peers.find(x => x.name === r)
+    if (p === undefined) ctx.addIssue({ code: 'custom', path: ['mesh', 'relay', 'via', i], message: `"${r}" is not a peer in mesh.peers` })
+    else if (p.addrs.length === 0) ctx.addIssue({ code: 'custom', path: ['mesh', 'relay', 'via', i], message: `relay "${r}" needs an address in mesh.peers (a relay must be reachable)` })
+  })
+  const sinkNames = new Set<string>()
+  c.alerts.sinks.forEach((s, i) => {
+    if (sinkNames.has(s.name)) ctx.addIssue({ code: 'custom', path: ['alerts', 'sinks', i, 'name'], message: `duplicate sink name "${s.name}"` })
+    sinkNames.add(s.name)
+    if (s.retryMinMs > s.retryMaxMs) ctx.addIssue({ code: 'custom', path: ['alerts', 'sinks', i, 'retryMin'], message: 'must not exceed retryMax' })
+    if (s.type === 'email' && (s.user === undefined) !== (s.passwordFile === undefined)) ctx.addIssue({ code: 'custom', path: ['alerts', 'sinks', i, 'user'], message: 'user and passwordFile go together' })
+  })
+  if (c.alerts.diskFullPercent > c.alerts.diskLowPercent) ctx.addIssue({ code: 'custom', path: ['alerts', 'diskFullPercent'], message: 'must not exceed alerts.diskLowPercent' })
   if (c.mesh.dialBackoffMin > c.mesh.dialBackoffMax) ctx.addIssue({ code: 'custom', path: ['mesh', 'dialBackoffMin'], message: 'must not exceed mesh.dialBackoffMax' })
   // Timing overrides are checked against the profile they override: the relations between
   // the values (config/profiles.ts) must hold for what will actually run.

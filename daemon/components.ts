@@ -6,7 +6,8 @@
  *
  *   status ─ mesh (libp2p) ─ membership ─ dialer ─ bandwidth ─ replication ─ watchdog
  *          ─ ownership store ─ ownership ─ test failover ─ ownership control ─ ownership host
- *          ─ control API (last: a token on disk means "ready")
+ *          ─ event feeder ─ mesh status ─ dashboard ─ alerts (reads status, membership, ownership, watchdog) ─ control API (last: a token on disk means "ready")
+ *   (the event journal starts right after status, so it holds its history before anything feeds it)
  *
  * Ownership and replication meet at two interfaces: ownership calls its OwnershipHost
  * (replication/ownership-host.ts), which uses replication only through the ReplicaSeam and
@@ -22,6 +23,7 @@ import type { Logger } from './log.ts'
 import type { Startable } from './startable.ts'
 import { createMeshNode } from './mesh/node.ts'
 import { Dialer } from './mesh/dialer.ts'
+import { relayListenAddrs, peerDialAddrs } from './mesh/relay-addrs.ts'
 import { MeshService, type MeshSettings } from './mesh/service.ts'
 import { MembershipService } from './membership/service.ts'
 import { ApiServer } from './api/server.ts'
@@ -31,12 +33,22 @@ import { createMetrics, type VmeshMetrics } from './metrics/registry.ts'
 import { ReplicationService, type ReplicationSettings } from './replication/service.ts'
 import { ReplicationOwnershipHost, type OwnershipHostSettings } from './replication/ownership-host.ts'
 import { createDriver } from './hypervisor/index.ts'
+import { HypervDriver } from './hypervisor/hyperv.ts'
 import type { HypervisorDriver } from './hypervisor/driver.ts'
 import { Watchdog } from './watchdog/client.ts'
 import { OwnershipService } from './ownership/service.ts'
 import { OwnershipControl, type OwnershipControlSettings } from './ownership/control.ts'
+import { homeVmSpec } from './ownership/spec.ts'
+import { SiteFailover } from './ownership/site.ts'
 import { TestFailoverService } from './test-failover/service.ts'
 import { NodeStatusService, type NodeStatusSettings } from './node-status.ts'
+import { EventJournal } from './events/journal.ts'
+import { EventFeeder } from './events/feeder.ts'
+import { registerEventRoutes } from './events/api.ts'
+import { MeshStatusService } from './dashboard/mesh-status.ts'
+import { DashboardService } from './dashboard/service.ts'
+import { AlertService, type AlertSettings } from './alerts/service.ts'
+import { loadAlertSecrets } from '../config/load.ts'
 
 /** One service in the run list, with how it reloads from a whole config (its slice, new and old). */
 export interface ServiceEntry {
@@ -61,6 +73,11 @@ export interface Components {
   ownershipHost: ReplicationOwnershipHost
   tests: TestFailoverService
   status: NodeStatusService
+  /** The event history (deaths, elections, failovers, fences, verify results): dashboard and alerts read it. */
+  journal: EventJournal
+  meshStatus: MeshStatusService
+  dashboard: DashboardService
+  alerts: AlertService
   /** Start order; stopped in reverse. */
   services: ServiceEntry[]
 }
@@ -68,7 +85,14 @@ export interface Components {
 // ── config slices ────────────────────────────────────────────────────────────────────────
 
 export function meshSettings (config: Config): MeshSettings {
-  return { peers: config.mesh.peers }
+  const relays = relaysOf(config)
+  // a reload may change peers and their addresses; the relays themselves (listen, services) need a restart
+  return { peers: config.mesh.peers.map(p => ({ id: p.id, addrs: peerDialAddrs(p, relays) })) }
+}
+
+/** The peers named in `mesh.relay.via`, in that order. */
+function relaysOf (config: Config): Config['mesh']['peers'] {
+  return config.mesh.relay.via.map(n => config.mesh.peers.find(p => p.name === n)).filter(p => p !== undefined)
 }
 
 /** The bandwidth service's view of the config (node limit and schedule, peer and VM limits). */
@@ -92,12 +116,21 @@ export function ownershipControlSettings (config: Config): OwnershipControlSetti
   return { node: config.node.name, vms: config.vms }
 }
 
+/** peer ID → node name, for events that name members. */
+export function peerNames (config: Config): Record<string, string> {
+  return Object.fromEntries(config.mesh.peers.map(p => [p.id, p.name]))
+}
+
 export function nodeStatusSettings (config: Config, peerId: string): NodeStatusSettings {
   return {
     node: { name: config.node.name, peerId, role: config.node.role },
     profile: config.mesh.profile,
     peers: config.mesh.peers.map(p => ({ name: p.name, id: p.id, role: p.role }))
   }
+}
+
+export function alertSettings (config: Config, secrets: Record<string, string>): AlertSettings {
+  return { node: { name: config.node.name, role: config.node.role, dataDir: config.node.dataDir }, vms: config.vms.map(v => ({ name: v.name, rpoMs: v.rpoMs })), alerts: config.alerts, secrets }
 }
 
 // ── the graph ────────────────────────────────────────────────────────────────────────────
@@ -113,15 +146,22 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
   const metrics = createMetrics({ labels: { node: config.node.name } })
 
   const meshLog = log.child({ svc: 'mesh' })
+  const relays = relaysOf(config)
   const node = await createMeshNode({
     privateKey: secrets.privateKey,
-    listen: config.node.listen,
+    listen: [...config.node.listen, ...relayListenAddrs(relays)],
     allowedPeerIds: peerIds,
+    relay: {
+      serve: config.mesh.relay.serve,
+      client: relays.length > 0,
+      holePunch: config.mesh.relay.holePunch,
+      maxReservations: Math.max(1, config.mesh.peers.length)
+    },
     ...(secrets.psk !== undefined ? { psk: secrets.psk } : {}),
     onDenied: (peer, direction) => { meshLog.warn({ peer, direction }, 'connection from a peer not in mesh.peers refused') }
   })
   const dialer = new Dialer({ libp2p: node.libp2p, clock, random, log: (msg, fields) => { meshLog.debug(fields ?? {}, msg) } }, {
-    peers: config.mesh.peers.map(p => ({ id: p.id, addrs: p.addrs })),
+    peers: meshSettings(config).peers,
     minBackoffMs: config.mesh.dialBackoffMinMs,
     maxBackoffMs: config.mesh.dialBackoffMaxMs
   })
@@ -154,12 +194,13 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     }
   }
 
-  const replication = new ReplicationService({ clock, log: log.child({ svc: 'replication' }), libp2p: node.libp2p, bandwidth, metrics, api }, replicationSettings(config))
-
-  // failover: the hypervisor driver and the watchdog process (hosts only), the durable record
-  // store and the election, with replication behind the ownership host
-  const ownershipLog = log.child({ svc: 'ownership' })
+  // the hypervisor driver (hosts only) comes first: `changeSource: rct` VMs capture through it
   const driver = config.node.role === 'host' ? createDriver(config.hypervisor, { cwd: config.dir, stateDir: join(dataDir, 'hypervisor'), clock }) : undefined
+  const replication = new ReplicationService({ clock, log: log.child({ svc: 'replication' }), libp2p: node.libp2p, bandwidth, metrics, api, ...(driver instanceof HypervDriver ? { hyperv: driver } : {}) }, replicationSettings(config))
+
+  // failover: the watchdog process (hosts only), the durable record store and the election,
+  // with replication behind the ownership host
+  const ownershipLog = log.child({ svc: 'ownership' })
   const watchdog = driver !== undefined
     ? new Watchdog({ clock, log: ownershipLog.child({ svc: 'watchdog' }), fenceAction: async (vm) => await driver.fenceAction(vm) }, { logFile: join(dataDir, 'watchdog.log'), stateFile: join(dataDir, 'watchdog-state.json') })
     : undefined
@@ -184,9 +225,10 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     self: config.node.name,
     voters: [{ id: config.node.name, role: config.node.role }, ...config.mesh.peers.map(p => ({ id: p.name, role: p.role }))],
     peerIds: Object.fromEntries(config.mesh.peers.map(p => [p.name, p.id])),
-    vms: config.vms.map(v => ({ name: v.name, home: config.node.name, replicateTo: v.replicateTo, failover: v.failover, startOrder: v.startOrder, priority: v.priority })),
+    vms: config.vms.map(v => homeVmSpec(v, config.node.name)),
     timing: ownershipTiming(config.ownership),
-    maxConcurrentStarts: config.ownership.maxConcurrentStarts
+    maxConcurrentStarts: config.ownership.maxConcurrentStarts,
+    ...(config.node.capacity !== undefined ? { capacity: config.node.capacity } : {})
   })
   const ownershipControl = new OwnershipControl({ ownership, membership, points: async (vm) => await replication.points(vm), api })
 
@@ -199,10 +241,44 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     api
   }, { dataDir, node: config.node.name })
 
+  // site failover and drills (POST /v1/failover/site): routes only, nothing to start
+  new SiteFailover({ clock, log: ownershipLog, ownership, points: async (vm) => await replication.points(vm), tests, api }, { // eslint-disable-line no-new
+    self: config.node.name,
+    sites: Object.fromEntries([[config.node.name, config.node.site], ...config.mesh.peers.map(p => [p.name, p.site])].filter((e): e is [string, string] => e[1] !== undefined))
+  })
+
   const status = new NodeStatusService({ clock, membership, mesh, replication, ownership, tests, metrics, api }, nodeStatusSettings(config, peerId))
+
+  // the event history, mesh-wide status and the web dashboard (daemon/events, daemon/dashboard)
+  const journal = new EventJournal({ clock, log: log.child({ svc: 'events' }) }, { node: config.node.name, path: join(dataDir, 'events.jsonl') })
+  registerEventRoutes(api, journal)
+  const feeder = new EventFeeder({ clock, journal, membership, ownership, replication }, { names: peerNames(config) })
+  const meshStatusSettings = (c: Config): ConstructorParameters<typeof MeshStatusService>[1] => ({ node: c.node.name, role: c.node.role, peers: c.mesh.peers.map(p => ({ name: p.name, id: p.id, role: p.role })) })
+  const meshStatus = new MeshStatusService({ clock, log: log.child({ svc: 'mesh-status' }), libp2p: node.libp2p, status, membership, api, requestDial }, meshStatusSettings(config))
+  const dashboard = new DashboardService({ clock, log: log.child({ svc: 'dashboard' }), api, status, meshStatus, journal }, {
+    apiHost: config.node.api.host,
+    ...config.dashboard.listen !== undefined ? { listen: config.dashboard.listen } : {},
+    ...config.dashboard.tls !== undefined ? { tls: config.dashboard.tls } : {},
+    ...config.dashboard.publicUrl !== undefined ? { publicUrl: config.dashboard.publicUrl } : {},
+    loginTtlMs: config.dashboard.loginTtlMs,
+    sessionTtlMs: config.dashboard.sessionTtlMs
+  })
+  // alerts read the other services' views; a reload re-reads the sinks' secret files
+  let alertSecrets = secrets.alerts ?? {}
+  const alerts = new AlertService({ clock, random, log: log.child({ svc: 'alerts' }), status, membership, ownership, journal, ...(watchdog !== undefined ? { watchdog } : {}), api }, alertSettings(config, alertSecrets))
+  const alertsEntry: ServiceEntry = {
+    name: 'alerts',
+    service: alerts,
+    reload: async (n, p) => {
+      const prevSecrets = alertSecrets
+      alertSecrets = await loadAlertSecrets(n.alerts)
+      return await alerts.reload(alertSettings(n, alertSecrets), alertSettings(p, prevSecrets))
+    }
+  }
 
   const services: ServiceEntry[] = [
     { name: 'status', service: status, reload: (n, p) => status.reload(nodeStatusSettings(n, peerId), nodeStatusSettings(p, peerId)) },
+    { name: 'events', service: journal },
     { name: 'mesh', service: mesh, reload: async (n, p) => await mesh.reload(meshSettings(n), meshSettings(p)) },
     { name: 'membership', service: membership },
     { name: 'dialer', service: dialer },
@@ -215,7 +291,11 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     // member states reach the election after its records are restored, replica generations last
     { name: 'ownership-control', service: ownershipControl, reload: (n, p) => ownershipControl.reload(ownershipControlSettings(n), ownershipControlSettings(p)) },
     { name: 'ownership-host', service: ownershipHost, reload: (n, p) => ownershipHost.reload(ownershipHostSettings(n), ownershipHostSettings(p)) },
+    { name: 'event-feeder', service: feeder, reload: (n) => { feeder.setNames(peerNames(n)); return [] } },
+    { name: 'mesh-status', service: meshStatus, reload: (n, p) => meshStatus.reload(meshStatusSettings(n), meshStatusSettings(p)) },
+    { name: 'dashboard', service: dashboard },
+    alertsEntry,
     { name: 'api', service: api }
   ]
-  return { clock, random, log, mesh, membership, api, bandwidth, metrics, replication, ...(driver !== undefined ? { driver } : {}), ...(watchdog !== undefined ? { watchdog } : {}), ownership, ownershipHost, tests, status, services }
+  return { clock, random, log, mesh, membership, api, bandwidth, metrics, replication, ...(driver !== undefined ? { driver } : {}), ...(watchdog !== undefined ? { watchdog } : {}), ownership, ownershipHost, tests, status, journal, meshStatus, dashboard, alerts, services }
 }

@@ -8,19 +8,20 @@ import type { Clock } from '../common/clock.ts'
 import type { RouteRegistry } from './api/routes.ts'
 import type { VmeshMetrics } from './metrics/registry.ts'
 import type { Startable } from './startable.ts'
-import type { MemberStatus, StatusDocument, VmStatus } from './status.ts'
+import type { MemberStatus, OperationStatus, StatusDocument, VmStatus } from './status.ts'
 import type { TestFailoverRecord } from './test-failover/types.ts'
+import type { ProbeRttView } from './membership/probe-rtt.ts'
 
 export interface NodeStatusComponents {
   clock: Clock
   membership: {
-    members: () => Array<{ id: string, state: 'alive' | 'suspect' | 'dead', incarnation: number, sinceMs: number, everSeen: boolean }>
+    members: () => Array<{ id: string, state: 'alive' | 'suspect' | 'dead', incarnation: number, sinceMs: number, everSeen: boolean, probeRtt?: ProbeRttView }>
     self: () => { incarnation: number, awareness: number } | undefined
   }
-  mesh: { isConnected: (peerId: string) => boolean }
-  replication: { vmStatus: () => VmStatus[] }
+  mesh: { isConnected: (peerId: string) => boolean, path?: (peerId: string) => 'direct' | 'relayed' | undefined }
+  replication: { vmStatus: () => VmStatus[], operationStatus?: () => OperationStatus[] }
   ownership?: {
-    status: () => Array<{ vm: string, owner: string, epoch: number, ownedHere: boolean }>
+    status: () => Array<{ vm: string, owner: string, epoch: number, ownedHere: boolean, placement?: 'placed' | 'reserved' | 'no-room' | null, waitingFor?: string[] }>
     isRunningHere: (vm: string) => boolean
   }
   tests?: { snapshot: () => TestFailoverRecord[] }
@@ -77,7 +78,9 @@ export class NodeStatusService implements Startable<NodeStatusSettings> {
         incarnation: m?.incarnation ?? 0,
         sinceMs: m === undefined ? 0 : Math.max(0, Math.round(now - m.sinceMs)),
         everSeen: m?.everSeen ?? false,
-        connected: mesh.isConnected(p.id)
+        connected: mesh.isConnected(p.id),
+        ...(m?.probeRtt !== undefined ? { probeRtt: m.probeRtt } : {}),
+        ...(mesh.path?.(p.id) !== undefined ? { path: mesh.path(p.id) } : {})
       }
     })
     const self = membership.self()
@@ -90,7 +93,8 @@ export class NodeStatusService implements Startable<NodeStatusSettings> {
       },
       members,
       vms: this.vmStatus(),
-      tests: tests?.snapshot() ?? []
+      tests: tests?.snapshot() ?? [],
+      operations: this.components.replication.operationStatus?.() ?? []
     }
   }
 
@@ -110,6 +114,8 @@ export class NodeStatusService implements Startable<NodeStatusSettings> {
       v.owner = o.owner === '' ? null : o.owner
       v.epoch = o.epoch
       v.runningHere = own.isRunningHere(o.vm) && o.ownedHere
+      if (o.placement === 'no-room') v.placement = 'no-room'
+      if (o.waitingFor !== undefined && o.waitingFor.length > 0) v.waitingFor = o.waitingFor
     }
     return list
   }

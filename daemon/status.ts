@@ -3,6 +3,7 @@
  * live views; extended, never renamed.
  */
 import type { TestFailoverRecord } from './test-failover/types.ts'
+import type { ProbeRttView } from './membership/probe-rtt.ts'
 export interface MemberStatus {
   name: string
   peerId: string
@@ -13,6 +14,10 @@ export interface MemberStatus {
   sinceMs: number
   everSeen: boolean
   connected: boolean
+  /** How the open connection runs: `direct`, or `relayed` through a circuit relay (`mesh.relay`). */
+  path?: 'direct' | 'relayed'
+  /** Round trips of this node's direct membership probes to the member (absent before the first ack). */
+  probeRtt?: ProbeRttView
 }
 
 export interface TargetStatus {
@@ -28,6 +33,11 @@ export interface TargetStatus {
   error?: string
   /** The last block-by-block comparison with this target (vmesh verify or verifyInterval). */
   lastVerify?: { atMs: number, mismatchedBlocks: number }
+  /**
+   * The session's in-flight bound (replication/pacer.ts): measured bottleneck rate and min RTT,
+   * the cap they give, and round trips of its probes (what a message sent now waits).
+   */
+  pacing?: { capBytes: number, inflightBytes: number, btlBwBytesPerSec: number, minRttMs: number | null, rttP50Ms: number | null, rttP99Ms: number | null, rttSamples: number }
 }
 
 /** How a sourced VM's changes are found, and the RPO that allows (hash scan: under `scan.budget`). */
@@ -51,8 +61,14 @@ export interface VmStatus {
   owner: string | null
   epoch: number
   runningHere: boolean
+  /** 'no-room': the VM should run or stand here and does not fit in what this host has left. */
+  placement?: 'no-room'
+  /** `startAfter` VMs not running yet while the VM waits to start here. */
+  waitingFor?: string[]
   generation: number
   targets: TargetStatus[]
+  /** On the VM's source: its RPO target (`vms[].rpo`, default 60 s); alerts and the dashboard compare with it. */
+  rpoTargetMs?: number
   /** On the VM's source: its change source and the RPO it allows. */
   capture?: CaptureStatus
   replica: null | {
@@ -67,16 +83,46 @@ export interface VmStatus {
     seedDurableBytes?: number
     /**
      * Non-null while the replica files are being changed in place toward this generation: they
-     * hold neither `appliedGeneration` nor it exactly. While it is null and `seeding` is false,
-     * the files hold exactly `appliedGeneration`; to read them directly, check that before and
+     * hold neither `appliedGeneration` nor it exactly. While it is null and `seeding` and
+     * `finalized` are false, the files hold exactly `appliedGeneration`; to read them directly, check that before and
      * after reading (`vmesh restore` and failover need not: they lock the replica).
      */
     applyingGeneration?: number | null
     /** The generation being received, or null (once null and not applying, the files stay put). */
     receivingGeneration?: number | null
+    /**
+     * Finalized for a failover: the VM runs (or ran) from these files here, so they hold what it
+     * wrote since, not `appliedGeneration`; the replica takes no more generations.
+     */
+    finalized?: boolean
     /** Replication stream bytes received from the source since this daemon started. */
     bytesReceived?: number
   }
+}
+
+/** A long operation of this node (append-only kinds): a verify, a restore, a planned failover's final ship. */
+export type OperationKind = 'verify' | 'restore' | 'final-ship'
+
+/** One long operation and its byte progress (`status().operations`, `GET /v1/operations`). */
+export interface OperationStatus {
+  id: string
+  kind: OperationKind
+  vm: string
+  /** The other node: verify's target being compared, restore's source, the final ship's target. */
+  peer?: string
+  state: 'running' | 'done' | 'failed'
+  /** What it does now, for people (e.g. "comparing with hv-b", "copying the replica files"). */
+  phase: string
+  /** Wall-clock ms it began. */
+  startedAtMs: number
+  elapsedMs: number
+  doneBytes: number
+  totalBytes: number
+  /** Measured over the last seconds (null: not yet, or finished). */
+  rateBytesPerSec: number | null
+  /** null: no rate yet; 0 once finished. */
+  etaMs: number | null
+  error?: string
 }
 
 export interface StatusDocument {
@@ -85,4 +131,6 @@ export interface StatusDocument {
   vms: VmStatus[]
   /** Test failovers (isolated clones of a recovery point) on this node. */
   tests?: TestFailoverRecord[]
+  /** Long operations running here, and the last ones finished. */
+  operations?: OperationStatus[]
 }

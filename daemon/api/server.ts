@@ -33,6 +33,8 @@ export class ApiServer implements RouteRegistry, Startable {
   private token = ''
   private readonly routes = new Map<string, Handler>()
   private readonly raw = new Map<string, RawHandler>()
+  private readonly prefixes: Array<[string, RawHandler]> = []
+  private readonly authenticators: Array<(req: IncomingMessage) => boolean> = []
 
   constructor (private readonly components: { log: Logger }, private readonly init: ApiServerInit) {}
 
@@ -45,6 +47,15 @@ export class ApiServer implements RouteRegistry, Startable {
   private readonly clientCodes = new Set(CLIENT_ERROR_CODES)
   /** Registers a route that writes its own response (metrics text, streams). */
   rawRoute (method: 'GET' | 'POST', path: string, handler: RawHandler): void { this.raw.set(`${method} ${path}`, handler) }
+
+  /** Routes under `prefix` that authenticate by themselves (the dashboard's login and pages). */
+  publicPrefix (prefix: string, handler: RawHandler): void { this.prefixes.push([prefix, handler]) }
+
+  /** Another credential besides the bearer token (the dashboard's session); may throw a VmeshError to refuse. */
+  authenticator (fn: (req: IncomingMessage) => boolean): void { this.authenticators.push(fn) }
+
+  /** Serves one request: the dashboard's TLS listener hands its requests here. */
+  dispatch (req: IncomingMessage, res: ServerResponse): void { void this.handle(req, res) }
 
   get address (): string { return `${this.init.host}:${this.port}` }
   get port (): number {
@@ -90,7 +101,9 @@ export class ApiServer implements RouteRegistry, Startable {
     const ac = new AbortController()
     res.on('close', () => ac.abort())
     try {
-      if (!this.authorized(req)) { send(res, 401, { error: { name: 'ApiUnauthorizedError', code: 'ERR_API_UNAUTHORIZED', message: 'missing or wrong bearer token' } }); return }
+      const pub = this.prefixes.find(([p]) => (req.url ?? '/').startsWith(p))
+      if (pub !== undefined) { await pub[1](req, res); return }
+      if (!this.authorized(req) && !this.authenticators.some(a => a(req))) { send(res, 401, { error: { name: 'ApiUnauthorizedError', code: 'ERR_API_UNAUTHORIZED', message: 'missing or wrong bearer token' } }); return }
       const url = new URL(req.url ?? '/', 'http://localhost')
       const key = `${req.method ?? 'GET'} ${url.pathname}`
       const raw = this.raw.get(key)

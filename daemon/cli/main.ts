@@ -16,6 +16,9 @@ import { runPeerAdd } from './commands/peer-add.ts'
 import { renderStatus } from './commands/status.ts'
 import { registerDiscover } from './commands/discover.ts'
 import { registerFailover } from './commands/failover.ts'
+import { registerDashboard, runMeshStatus, watchMeshStatus } from './commands/dashboard.ts'
+import { registerAlert } from './commands/alert.ts'
+import { registerProgress } from './commands/progress.ts'
 import type { StatusDocument } from '../status.ts'
 import type { ReplicaPoints } from '../replication/service.ts'
 
@@ -146,9 +149,12 @@ export function buildProgram (): Command {
   program.command('status')
     .description('what the running daemon knows: members, VMs, replication, ownership')
     .option('--watch', 'refresh every second')
+    .option('--mesh', 'every node\'s status, as exchanged over the mesh (stale ones marked with their age)')
     .option('--interval <ms>', 'refresh period for --watch', '1000')
     .option('--json', 'print JSON')
-    .action(wrap<{ config: string, watch?: boolean, interval: string }>(async (o) => {
+    .action(wrap<{ config: string, watch?: boolean, mesh?: boolean, interval: string }>(async (o) => {
+      if (o.mesh === true && o.watch !== true) return await runMeshStatus(o)
+      if (o.mesh === true) return await watchMeshStatus(o, Math.max(100, Number(o.interval) || 1000))
       const { config } = await loadConfig(o.config, { skipSecrets: true })
       const client = ApiClient.forConfig(config)
       if (o.watch !== true) {
@@ -194,7 +200,15 @@ export function buildProgram (): Command {
       try {
         const { config } = await loadConfig(o.config, { skipSecrets: true })
         const { resolve } = await import('node:path')
-        const r = await ApiClient.forConfig(config).call<{ pointId: string, generation: number, from: string, files: Record<string, string> }>('POST', '/v1/replication/restore', { vm, point: o.point, to: resolve(o.to), ...(o.from !== undefined ? { from: o.from } : {}) }, { timeoutMs: 3_600_000 })
+        const client = ApiClient.forConfig(config)
+        // progress: the daemon's own count of the restore (replica files cloned, then undo logs applied)
+        const { Progress, progressMode, followOperation, newOperationId, readOperation } = await import('./progress.ts')
+        const op = newOperationId('restore')
+        const progress = new Progress(progressMode(o))
+        const work = client.call<{ pointId: string, generation: number, from: string, files: Record<string, string> }>('POST', '/v1/replication/restore', { vm, point: o.point, to: resolve(o.to), ...(o.from !== undefined ? { from: o.from } : {}), op }, { timeoutMs: 3_600_000 })
+        const task = progress.task(`restore ${vm} point ${o.point}`)
+        let r: Awaited<typeof work>
+        try { r = await followOperation(task, async () => await readOperation(client, op), work); task.finish('restored') } finally { progress.stop() }
         printResult(o, r, () => [`restored ${vm} point ${r.pointId} (generation ${r.generation}, from ${r.from}):`, ...Object.entries(r.files).map(([src, dst]) => `  ${src} -> ${dst}`)].join('\n'))
         process.exitCode = EXIT_OK
       } catch (err) { process.exitCode = printError(o, err) }
@@ -212,7 +226,15 @@ export function buildProgram (): Command {
         const timeoutMs = Number(o.timeout)
         if (!Number.isInteger(timeoutMs) || timeoutMs < 1000) throw new UsageError(`--timeout "${o.timeout}" must be an integer number of ms >= 1000`)
         const { config } = await loadConfig(o.config, { skipSecrets: true })
-        const r = await ApiClient.forConfig(config).call<{ vm: string, ok: boolean, targets: Array<{ target: string, mismatchedBlocks: number, repaired: boolean, files: Array<{ path: string, blocks: number, mismatched: Array<{ offset: number, length: number }> }> }> }>('POST', '/v1/replication/verify', { vm, repair: o.repair === true, timeoutMs }, { timeoutMs: timeoutMs * 4 + 60_000 })
+        const client = ApiClient.forConfig(config)
+        // progress: the source files read while each target hashes its replica (size × targets)
+        const { Progress, progressMode, followOperation, newOperationId, readOperation } = await import('./progress.ts')
+        const op = newOperationId('verify')
+        const progress = new Progress(progressMode(o))
+        const task = progress.task(`verify ${vm}`)
+        const work = client.call<{ vm: string, ok: boolean, targets: Array<{ target: string, mismatchedBlocks: number, repaired: boolean, files: Array<{ path: string, blocks: number, mismatched: Array<{ offset: number, length: number }> }> }> }>('POST', '/v1/replication/verify', { vm, repair: o.repair === true, timeoutMs, op }, { timeoutMs: timeoutMs * 4 + 60_000 })
+        let r: Awaited<typeof work>
+        try { r = await followOperation(task, async () => await readOperation(client, op), work); task.finish(r.ok ? 'identical' : 'differences found') } finally { progress.stop() }
         printResult(o, r, () => r.targets.map(t => `${t.target}: ${t.mismatchedBlocks === 0 ? 'identical' : `${t.mismatchedBlocks} mismatching blocks${t.repaired ? ' (marked for resend)' : ''}`} (${t.files.map(f => `${f.path}: ${f.blocks} blocks`).join(', ')})`).join('\n'))
         process.exitCode = r.ok ? EXIT_OK : EXIT_FAILED
       } catch (err) { process.exitCode = printError(o, err) }
@@ -255,6 +277,9 @@ export function buildProgram (): Command {
 
   registerDiscover(program)
   registerFailover(program)
+  registerDashboard(program)
+  registerAlert(program)
+  registerProgress(program)
 
   return program
 }

@@ -20,6 +20,7 @@
 import { isAbsolute, resolve } from 'node:path'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
+import { localHostResources, type HostResources } from './capacity.ts'
 import { executeFence, type FenceAction } from './fence.ts'
 import { fillTemplate as fillWith, placeholdersIn, templateQuote } from './quote.ts'
 import { hostOs, shellInvocation, type OsKind } from '../../common/platform/index.ts'
@@ -85,6 +86,9 @@ export class CommandDriver implements HypervisorDriver, TestInstanceOps {
       ...(opts?.signal !== undefined ? { signal: opts.signal } : {})
     })
   }
+
+  /** VMs run on this machine: its /proc/meminfo and CPU count. */
+  async hostResources (_opts?: OpOptions): Promise<HostResources> { return await localHostResources() }
 
   async list (opts?: OpOptions): Promise<VmInventory[]> {
     if (this.config.list === undefined) throw new HypervisorUnsupportedError('command', 'list VMs', 'set hypervisor.command.list')

@@ -8,6 +8,7 @@ import type { OsKind } from '../../common/platform/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import type { FenceAction } from './fence.ts'
 import type { CommandRunner } from './run.ts'
+import type { HostResources } from './capacity.ts'
 
 export type VmRunState = 'running' | 'off' | 'other'
 
@@ -83,6 +84,8 @@ export interface HypervisorDriver extends Partial<TestInstanceOps> {
   preventAutoStart?: (vm: string, opts?: OpOptions) => Promise<void>
   /** Ends long-lived helpers (a PowerShell session). Optional, idempotent. */
   close?: () => Promise<void>
+  /** The host's memory and logical CPUs as the hypervisor tells them (capacity.ts). Optional. */
+  hostResources?: (opts?: OpOptions) => Promise<HostResources>
 }
 
 /** What every driver is built with. */

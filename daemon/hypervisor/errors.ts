@@ -120,3 +120,24 @@ export function tail (s: string, max = 500): string {
   const t = s.trim()
   return t.length <= max ? t : `…${t.slice(t.length - max)}`
 }
+
+/**
+ * QEMU already runs an NBD server, and not on the socket vmesh asked for (QEMU holds one server
+ * at a time): the changed blocks cannot be read through it, so the hash scan answers.
+ */
+export class QemuNbdServerBusyError extends VmeshError {
+  constructor (readonly socket: string) {
+    super('ERR_QEMU_NBD_SERVER_BUSY', `QEMU already runs an NBD server that does not listen on ${socket} (another tool started it; QEMU holds one at a time): stop it (QMP nbd-server-stop) so vmesh can read dirty blocks; until then the hash scan answers`)
+  }
+}
+
+/**
+ * An NBD server broke the protocol or refused what a dirty-bitmap read needs (structured
+ * replies, the `qemu:dirty-bitmap:` meta context, a block-status request): the connection is
+ * closed and the round fails (the bitmap is merged back, nothing is lost).
+ */
+export class NbdProtocolError extends VmeshError {
+  constructor (readonly detail: string, options?: { cause?: unknown }) {
+    super('ERR_NBD_PROTOCOL', `nbd: ${detail}`, options)
+  }
+}

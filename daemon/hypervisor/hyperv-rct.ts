@@ -4,7 +4,8 @@
  * (storage/changes, told ranges) is not here.
  *
  * One generation, three calls in the driver's PowerShell session (WMI root\virtualization\v2):
- *   begin   Msvm_VirtualSystemSnapshotService.CreateSnapshot(SnapshotType 32768 = recovery):
+ *   begin   (first merges any recovery checkpoint of ours left behind: a crash, an unread reply)
+ *           Msvm_VirtualSystemSnapshotService.CreateSnapshot(SnapshotType 32768 = recovery):
  *           the VM now writes into new .avhdx files and each disk's previous file is frozen
  *           (`readFrom`). For each disk with a reference point from the last generation,
  *           Msvm_ImageManagementService.GetVirtualDiskChanges(readFrom, LimitId = that RCT id)
@@ -26,6 +27,9 @@ import { psQuote } from './quote.ts'
 import { jsonList } from './hyperv-scripts.ts'
 import { HypervisorCmdletError, HypervisorCommandFailedError, HypervisorOutputError } from './errors.ts'
 import { mergeRanges } from '../../common/ranges.ts'
+
+/** Our recovery checkpoints are named this + the generation (stale ones are found by it). */
+const STALE_PREFIX = 'vmesh generation '
 
 /** The VM does not exist (by ID). */
 export const EXIT_NO_VM = 3
@@ -106,8 +110,13 @@ export function rctBeginScript (vmId: string, generation: number, referencePoint
     ...WAIT_JOB,
     ...vmSystem(vmId),
     '$svc = Get-CimInstance -Namespace $ns -ClassName Msvm_VirtualSystemSnapshotService',
+    // a checkpoint of ours left behind (a crash, or a reply we could not read) is merged first:
+    // never a stack of them, and the next query from the old reference point is a superset
+    `foreach ($old in @(Get-CimAssociatedInstance -InputObject $cs -Association Msvm_SnapshotOfVirtualSystem | Where-Object { $_.VirtualSystemType -eq 'Microsoft:Hyper-V:Snapshot:Recovery' -and $_.ElementName -like ${psQuote(`${STALE_PREFIX}*`)} })) {`,
+    "  $null = vmeshWait (Invoke-CimMethod -InputObject $svc -MethodName DestroySnapshot -Arguments @{ AffectedSnapshot = $old }) 'DestroySnapshot (stale)'",
+    '}',
     '$cls = Get-CimClass -Namespace $ns -ClassName Msvm_VirtualSystemSnapshotSettingData',
-    `$ssd = New-CimInstance -CimClass $cls -ClientOnly -Property @{ ConsistencyLevel = [uint16]2; IgnoreNonSnapshottableDisks = $true; ElementName = ${psQuote(`vmesh generation ${generation}`)} }`,
+    `$ssd = New-CimInstance -CimClass $cls -ClientOnly -Property @{ ConsistencyLevel = [uint16]2; IgnoreNonSnapshottableDisks = $true; ElementName = ${psQuote(`${STALE_PREFIX}${generation}`)} }`,
     '$ser = [Microsoft.Management.Infrastructure.Serialization.CimSerializer]::Create()',
     '$xml = [Text.Encoding]::Unicode.GetString($ser.Serialize($ssd, [Microsoft.Management.Infrastructure.Serialization.InstanceSerializationOptions]::None))',
     '$r = Invoke-CimMethod -InputObject $svc -MethodName CreateSnapshot -Arguments @{ AffectedSystem = $cs; SnapshotSettings = $xml; SnapshotType = [uint16]32768 }',

@@ -79,6 +79,11 @@ export function listScript (): string {
   ])
 }
 
+/** The host's logical processors and memory (bytes), for capacity-aware placement. */
+export function hostScript (): string {
+  return body('host', ['Get-VMHost | Select-Object LogicalProcessorCount, MemoryCapacity | ConvertTo-Json -Compress'])
+}
+
 /** Name, ID and state of every VM, in one call (the status poll's cache). */
 export function statusAllScript (): string {
   return body('status', ['ConvertTo-Json -Compress -InputObject @(Get-VM | ForEach-Object { [pscustomobject]@{ Name = $_.Name; Id = [string]$_.Id; State = $_.State } })'])

@@ -22,9 +22,10 @@
 import { basename } from 'node:path'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
+import { parseVmHost, type HostResources } from './capacity.ts'
 import { executeFence, type FenceAction } from './fence.ts'
 import {
-  EXIT_ALREADY_RUNNING, EXIT_AMBIGUOUS, encodeScript, importScript, inventoryState, isRunningState, jsonList,
+  EXIT_ALREADY_RUNNING, EXIT_AMBIGUOUS, encodeScript, hostScript, importScript, inventoryState, isRunningState, jsonList,
   listScript, lookupScript, preventAutoStartScript, releaseScript, removeTestScript, standalone, startRegisteredScript,
   startTestScript, stateName, statusAllScript, stringList, turnOffScript
 } from './hyperv-scripts.ts'
@@ -125,6 +126,11 @@ export class HypervDriver implements HypervisorDriver, TestInstanceOps {
     })
   }
 
+  async hostResources (opts?: OpOptions): Promise<HostResources> {
+    const r = await this.ps(hostScript(), 'Get-VMHost', opts)
+    return parseVmHost(r.out)
+  }
+
   /** Name, ID and state of every VM, one Get-VM per statusCacheMs however many VMs are asked about. */
   private async statusAll (opts?: OpOptions): Promise<StatusEntry[]> {
     const now = this.deps.clock.now()
@@ -153,6 +159,13 @@ export class HypervDriver implements HypervisorDriver, TestInstanceOps {
   }
 
   async isTestRunning (testName: string, opts?: OpOptions): Promise<boolean> { return await this.isRunning(testName, opts) }
+
+  /** The Hyper-V ID of `vm` while it runs here (RCT change capture); undefined when it does not. */
+  async runningId (vm: string, opts?: OpOptions): Promise<string | undefined> {
+    if (!await this.isRunning(vm, opts)) return undefined
+    const id = (await this.statusAll(opts)).find(e => e.name === vm)?.id ?? ''
+    return GUID.test(id) ? id.toLowerCase() : undefined
+  }
 
   /** The VMs registered here under `vm`'s name or with `id`. */
   private async lookup (vm: string, id: string | undefined, opts?: OpOptions): Promise<Registered[]> {

@@ -16,6 +16,7 @@ import { join } from 'node:path'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import type { RunResult } from './run.ts'
 import { EpochStore } from './epochs.ts'
+import { parseNodeinfo, type HostResources } from './capacity.ts'
 import { executeFence, type FenceAction } from './fence.ts'
 import { ReplicaMatcher } from './replica-paths.ts'
 import { domainDisks, elementText, inventoryState, isolatedTestXml, OFF_STATES, parseDomblklist, parseDomstate, parseNames, rewriteDomainXml } from './libvirt-parse.ts'
@@ -55,6 +56,10 @@ export class LibvirtDriver implements HypervisorDriver, TestInstanceOps {
     const r = await this.virshRun(args, opts)
     if (r.code !== 0) throw new HypervisorCommandFailedError('virsh', r.code, tail(r.stderr), what)
     return r.stdout
+  }
+
+  async hostResources (opts?: OpOptions): Promise<HostResources> {
+    return parseNodeinfo(await this.virshOk(['nodeinfo'], 'virsh nodeinfo', opts))
   }
 
   /** Where libvirt keeps a persistent domain's XML, for the URIs where that is known. */

@@ -18,6 +18,7 @@ import { basename, join } from 'node:path'
 import { createHash } from 'node:crypto'
 import type { DriverDeps, HypervisorDriver, OpOptions, TestInstanceOps, VmInventory, VmStartFiles } from './driver.ts'
 import { EpochStore } from './epochs.ts'
+import { localHostResources, type HostResources } from './capacity.ts'
 import { detectDiskFormat } from './disk-format.ts'
 import { pidMatches, readPidFile, type FenceAction } from './fence.ts'
 import { qmpCommand } from './qmp.ts'
@@ -106,6 +107,9 @@ export class QemuDriver implements HypervisorDriver, TestInstanceOps {
     const p = (await listQemuProcesses(this.deps.procRoot)).find(q => q.name === vm)
     return p?.pid
   }
+
+  /** VMs run on this machine: its /proc/meminfo and CPU count. */
+  async hostResources (_opts?: OpOptions): Promise<HostResources> { return await localHostResources() }
 
   async list (_opts?: OpOptions): Promise<VmInventory[]> {
     const runtime = await this.load()

@@ -36,6 +36,7 @@ import { shuffle } from '../../common/random.ts'
 import { UPDATE_KIND_WIRE } from '../../protocol/membership/messages.ts'
 import type { Ack, Claim, MemberState, SwimMessage, Update } from '../../protocol/membership/messages.ts'
 import { Awareness } from './awareness.ts'
+import { ProbeRtt, type ProbeRttView } from './probe-rtt.ts'
 import { GossipQueue } from './gossip.ts'
 import { Suspicion } from './suspicion.ts'
 import { expectedConfirmations, retransmitLimit } from './timings.ts'
@@ -52,12 +53,16 @@ export interface MemberView {
   sinceMs: number
   /** True once the member has been alive in our view at least once. */
   everSeen: boolean
+  /** Round trips of our direct probes to it (absent before the first ack). */
+  probeRtt?: ProbeRttView
 }
 
 export type DetectorEvent =
   | { type: 'member', id: string, state: MemberState, incarnation: number, previous: MemberState }
   | { type: 'refuted', incarnation: number }
   | { type: 'awareness', score: number }
+  /** The member's ack to our direct probe came after the probe had failed (we suspected it). */
+  | { type: 'late-ack', id: string, rttMs: number }
 
 export interface Output {
   send: Array<{ to: string, msg: SwimMessage }>
@@ -87,6 +92,7 @@ interface Member {
   suspicion?: Suspicion
   /** While suspect: when we probe it again ourselves (so we hear its refutation even if gossip misses us). */
   recheckAt: number
+  rtt: ProbeRtt
 }
 
 interface Probe {
@@ -101,6 +107,10 @@ interface Probe {
   done: boolean
   forgetAt: number
   targetState: MemberState
+  /** When the ping went out (round trips for status; not moved by lag absorption). */
+  sentAt: number
+  /** Ended without an ack (an ack after this is late). */
+  failed?: boolean
 }
 
 interface Relay {
@@ -147,7 +157,7 @@ export class Detector {
     this.incarnation = init.incarnation ?? 1
     for (const p of init.peers) {
       if (p === init.self || this.peers.has(p)) continue
-      this.peers.set(p, { id: p, state: 'dead', incarnation: 0, sinceMs: init.now, everSeen: false, recheckAt: Infinity })
+      this.peers.set(p, { id: p, state: 'dead', incarnation: 0, sinceMs: init.now, everSeen: false, recheckAt: Infinity, rtt: new ProbeRtt() })
     }
     const clusterSize = this.peers.size + 1
     this.awareness = new Awareness(init.timings.awarenessMax)
@@ -210,7 +220,7 @@ export class Detector {
     this.maxRelays = Math.max(64, 4 * clusterSize)
     for (const id of want) {
       if (this.peers.has(id)) continue
-      this.peers.set(id, { id, state: 'dead', incarnation: 0, sinceMs: t, everSeen: false, recheckAt: Infinity })
+      this.peers.set(id, { id, state: 'dead', incarnation: 0, sinceMs: t, everSeen: false, recheckAt: Infinity, rtt: new ProbeRtt() })
       this.startProbe(t, id)
     }
     return this.flush()
@@ -243,7 +253,10 @@ export class Detector {
   }
 
   members (): MemberView[] {
-    return [...this.peers.values()].map(m => ({ id: m.id, state: m.state, incarnation: m.incarnation, sinceMs: m.sinceMs, everSeen: m.everSeen }))
+    return [...this.peers.values()].map(m => {
+      const rtt = m.rtt.view()
+      return { id: m.id, state: m.state, incarnation: m.incarnation, sinceMs: m.sinceMs, everSeen: m.everSeen, ...(rtt !== undefined ? { probeRtt: rtt } : {}) }
+    })
   }
 
   self (): { id: string, incarnation: number, awareness: number } {
@@ -350,7 +363,8 @@ export class Detector {
       indirectSent: false,
       done: false,
       forgetAt: Infinity,
-      targetState: m.state
+      targetState: m.state,
+      sentAt: now
     })
     this.probing.set(target, seq)
     this.send(target, { type: 'ping', seq, incarnation: this.incarnation, target: claimOf(m), piggyback: this.piggyback() })
@@ -376,6 +390,7 @@ export class Detector {
 
   private failProbe (now: number, p: Probe): void {
     this.finishProbe(now, p)
+    p.failed = true
     // Lifeguard: a nack proves the intermediary heard us, so only missing nacks point at us.
     // Unlike memberlist (+1 per missing nack) we add 1 only when *no* nack came back: one nack
     // already shows our own messaging works, and silent intermediaries are then more likely cut
@@ -384,6 +399,12 @@ export class Detector {
     else if (p.targetState !== 'dead') this.adjustAwareness(1)
     const m = this.peers.get(p.target)
     if (m === undefined || m.state === 'dead') return
+    // A probe begun while the member was dead (its ping most likely dropped for want of a
+    // connection) says nothing about the member that has come alive since: without this, a
+    // peer that starts up within a probe interval of our probe was suspected half a second
+    // after its first contact (the WAN test's suspicion under a saturating seed). The next
+    // probe, one interval later, tests the path for real.
+    if (p.targetState === 'dead') return
     this.suspect(now, m, m.incarnation, this.id)
   }
 
@@ -401,6 +422,15 @@ export class Detector {
   private onAck (now: number, from: string, seq: number, incarnation: number): void {
     const p = this.probes.get(seq)
     if (p !== undefined && (from === p.target || p.helpers.includes(from))) {
+      if (from === p.target) {
+        const rtt = this.peers.get(p.target)?.rtt
+        if (!p.done) rtt?.onAck(now - p.sentAt)
+        else if (p.failed === true) {
+          // the evidence that the member was slow, not gone
+          rtt?.onLateAck(now - p.sentAt)
+          this.out.events.push({ type: 'late-ack', id: p.target, rttMs: now - p.sentAt })
+        }
+      }
       this.observeAlive(now, p.target, incarnation)
       if (!p.done) {
         this.finishProbe(now, p)

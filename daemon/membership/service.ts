@@ -115,6 +115,10 @@ export class MembershipService {
         for (const l of this.listeners) { try { l(e) } catch (err) { this.components.log.error({ error: errorMessage(err) }, 'member listener failed') } }
       } else if (e.type === 'refuted') {
         this.components.log.warn({ incarnation: e.incarnation }, 'refuted a suspicion about this node')
+      } else if (e.type === 'late-ack') {
+        this.components.log.warn({ peer: e.id, rttMs: Math.round(e.rttMs) }, 'probe ack came after the probe had failed (the peer was slow, not gone)')
+      } else if (e.type === 'awareness') {
+        this.components.log.info({ score: e.score }, 'local health score changed (probe timeouts stretched by score + 1)')
       }
     }
     this.rearm()
@@ -135,7 +139,10 @@ export class MembershipService {
     this.lagTimer = clock.setTimeout(() => {
       if (!this.started) return
       const lag = clock.now() - this.lagExpected
-      if (lag > (this.init.lagThresholdMs ?? 250)) this.apply(this.detector?.observeLag(clock.now(), lag))
+      if (lag > (this.init.lagThresholdMs ?? 250)) {
+        this.components.log.debug({ lagMs: Math.round(lag) }, 'event loop lag')
+        this.apply(this.detector?.observeLag(clock.now(), lag))
+      }
       this.armLagProbe()
     }, period)
   }

@@ -29,6 +29,11 @@ export function allowlistGater (initial: Iterable<string>, onDenied?: (peer: str
     denyInboundUpgradedConnection: (peerId) => deny(peerId, 'inbound'),
     denyOutboundUpgradedConnection: (peerId) => deny(peerId, 'outbound'),
     // only loopback/private transport addresses come from the config; nothing else is dialed
-    denyDialMultiaddr: () => false
+    denyDialMultiaddr: () => false,
+    // as a relay: hold reservations for, and relay between, allowlisted peers only
+    denyInboundRelayReservation: (peerId) => deny(peerId, 'inbound'),
+    denyOutboundRelayedConnection: (source, target) => deny(source, 'inbound') || deny(target, 'outbound'),
+    // through a relay: only an allowlisted relay, for an allowlisted peer (Noise checks it again)
+    denyInboundRelayedConnection: (relay, remote) => deny(relay, 'inbound') || deny(remote, 'inbound')
   }
 }

@@ -56,5 +56,12 @@ export class MeshService implements Startable<MeshSettings> {
     return this.components.node.libp2p.getConnections(peerIdFromString(peerId)).length > 0
   }
 
+  /** `direct` when any open connection to `peerId` is direct, `relayed` when all go through a relay. */
+  path (peerId: string): 'direct' | 'relayed' | undefined {
+    const conns = this.components.node.libp2p.getConnections(peerIdFromString(peerId))
+    if (conns.length === 0) return undefined
+    return conns.some(c => !c.remoteAddr.toString().includes('/p2p-circuit')) ? 'direct' : 'relayed'
+  }
+
   listenAddrs (): string[] { return this.components.node.libp2p.getMultiaddrs().map(a => a.toString()) }
 }

@@ -9,10 +9,11 @@ import type { RouteRegistry } from '../api/routes.ts'
 import type { Startable } from '../startable.ts'
 import type { VmConfig } from '../../config/load.ts'
 import { FailoverRequestError } from './errors.ts'
+import { homeVmSpec } from './spec.ts'
 import type { OwnershipService } from './service.ts'
 
 /** What the control drives (OwnershipService implements it). */
-export type OwnershipOps = Pick<OwnershipService, 'memberChanged' | 'addHomeVm' | 'plannedFailover' | 'operatorFailover' | 'status' | 'timeline' | 'stats'>
+export type OwnershipOps = Pick<OwnershipService, 'memberChanged' | 'addHomeVm' | 'plannedFailover' | 'operatorFailover' | 'status' | 'timeline' | 'stats'> & Partial<Pick<OwnershipService, 'room'>>
 
 export interface OwnershipControlComponents {
   ownership: OwnershipOps
@@ -59,7 +60,7 @@ export class OwnershipControl implements Startable<OwnershipControlSettings> {
     const { api, ownership } = components
     api.clientErrors(['ERR_FAILOVER_REFUSED'])
     api.route('POST', '/v1/failover', async (req) => { await this.failover(parseFailoverRequest(req.body)); return { accepted: true } })
-    api.route('GET', '/v1/ownership', () => ({ vms: ownership.status(), timeline: ownership.timeline, stats: ownership.stats }))
+    api.route('GET', '/v1/ownership', () => ({ vms: ownership.status(), room: ownership.room?.() ?? null, timeline: ownership.timeline, stats: ownership.stats }))
   }
 
   /** Member states from now on, starting with the detector's current view. */
@@ -78,7 +79,7 @@ export class OwnershipControl implements Startable<OwnershipControlSettings> {
   /** VMs added to this node's config are owned here from epoch 0 and announced. */
   reload (next: OwnershipControlSettings, prev: OwnershipControlSettings): string[] {
     const added = next.vms.filter(v => !prev.vms.some(p => p.name === v.name))
-    for (const v of added) this.components.ownership.addHomeVm({ name: v.name, home: next.node, replicateTo: v.replicateTo, failover: v.failover, startOrder: v.startOrder, priority: v.priority })
+    for (const v of added) this.components.ownership.addHomeVm(homeVmSpec(v, next.node))
     return added.length > 0 ? ['ownership.vms'] : []
   }
 

@@ -45,7 +45,14 @@ export interface OwnershipLoopComponents {
   driver?: HypervisorDriver
   watchdog?: FencingWatchdog
   host: OwnershipHost
+  /**
+   * Operator-facing conditions worth an alert (a VM kept off for want of room, a start that
+   * stopped waiting for its startAfter VMs). Optional: logged and on the timeline either way.
+   */
+  alert?: (a: PlacementAlert) => void
 }
+
+export interface PlacementAlert { kind: 'no-room' | 'room-found' | 'start-after-timeout', vm: string, detail: string }
 
 export interface OwnershipLoopInit {
   /** How often running VMs are checked with the driver (a crashed VM is reported stopped). @default 2000 */
@@ -56,7 +63,17 @@ export interface OwnershipLoopInit {
   stats?: LoopStats
 }
 
-export interface TimelineEntry { atWallMs: number, vm: string, event: string, epoch?: number, detail?: string }
+/**
+ * What a timeline entry records, for code to switch on (the `event` text is for people and may
+ * change). Append-only: consumers (events journal, alerts) match on it.
+ */
+export type TimelineType =
+  | 'owner' | 'elected' | 'demoted' | 'failoverRefused' | 'failoverAbandoned'
+  | 'noRoom' | 'roomFound' | 'startAfterTimeout' | 'finalized' | 'started' | 'stopped' | 'stoppedOnItsOwn'
+  | 'fenced' | 'fenceFailed'
+
+/** `owner`: the new owner (type owner, demoted); `forced`: a forced claim (type elected). */
+export interface TimelineEntry { atWallMs: number, vm: string, type: TimelineType, event: string, epoch?: number, detail?: string, owner?: string, forced?: boolean }
 export interface LoopStats { decodeErrors: number, starts: number, stops: number, startFailures: number }
 
 /** One VM's driver lane: calls run one after another, in the order they were asked for. */
@@ -159,8 +176,8 @@ export class OwnershipLoop {
     return refusal
   }
 
-  note (vm: string, event: string, epoch?: number, detail?: string): void {
-    this.timeline.push({ atWallMs: this.c.clock.wallNow(), vm, event, ...(epoch !== undefined ? { epoch } : {}), ...(detail !== undefined ? { detail } : {}) })
+  note (vm: string, type: TimelineType, event: string, epoch?: number, detail?: string, facts: { owner?: string, forced?: boolean } = {}): void {
+    this.timeline.push({ atWallMs: this.c.clock.wallNow(), vm, type, event, ...(epoch !== undefined ? { epoch } : {}), ...(detail !== undefined ? { detail } : {}), ...facts })
     if (this.timeline.length > 200) this.timeline.shift()
   }
 
@@ -218,16 +235,16 @@ export class OwnershipLoop {
       case 'owner':
         // a finalize that failed belongs to the claim that asked for it, not to a later one
         if (e.owner !== this.c.machine.self) { const l = this.lanes.get(e.vm); if (l !== undefined) l.finalize = null }
-        this.note(e.vm, `owner ${e.owner}`, e.epoch)
+        this.note(e.vm, 'owner', `owner ${e.owner}`, e.epoch, undefined, { owner: e.owner })
         log.info({ vm: e.vm, owner: e.owner, epoch: e.epoch }, 'VM owner')
         host.ownerChanged?.(e.vm, e.owner, e.epoch)
         return
       case 'elected':
-        this.note(e.vm, e.forced ? 'elected here (forced)' : 'elected here', e.epoch)
+        this.note(e.vm, 'elected', e.forced ? 'elected here (forced)' : 'elected here', e.epoch, undefined, { forced: e.forced })
         log.warn({ vm: e.vm, epoch: e.epoch, forced: e.forced }, 'won the election for the VM')
         return
       case 'demoted':
-        this.note(e.vm, `demoted; new owner ${e.owner}`, e.epoch)
+        this.note(e.vm, 'demoted', `demoted; new owner ${e.owner}`, e.epoch, undefined, { owner: e.owner })
         host.demoted(e.vm, e.owner, e.epoch)
         // drivers that register VMs (hyperv) unregister it, files kept, so a later start here
         // re-imports; on the VM's lane, behind any turn-off the machine asked for first
@@ -239,8 +256,27 @@ export class OwnershipLoop {
       case 'failoverAbandoned':
         // a planned failover given up: stop shipping (the VM is about to run again)
         if (e.type === 'failoverAbandoned') this.ships.get(e.vm)?.abort()
-        this.note(e.vm, e.type, undefined, e.reason)
+        this.note(e.vm, e.type, e.type, undefined, e.reason)
         log.warn({ vm: e.vm, reason: e.reason }, e.type)
+        return
+      case 'noRoom': {
+        const detail = `needs ${e.need.memoryMiB} MiB / ${e.need.vcpus} vCPUs, ${e.free.memoryMiB} MiB / ${e.free.vcpus} vCPUs free`
+        this.note(e.vm, 'noRoom', 'no room', undefined, detail)
+        log.warn({ vm: e.vm, need: e.need, free: e.free }, 'VM kept off here: not enough room; it starts when room appears')
+        this.c.alert?.({ kind: 'no-room', vm: e.vm, detail })
+        return
+      }
+      case 'roomFound':
+        this.note(e.vm, 'roomFound', 'room found')
+        log.info({ vm: e.vm }, 'room found for the VM')
+        this.c.alert?.({ kind: 'room-found', vm: e.vm, detail: '' })
+        return
+      case 'startAfterTimeout': {
+        const detail = `starting without ${e.waitingFor.join(', ')}`
+        this.note(e.vm, 'startAfterTimeout', 'startAfter timed out', undefined, detail)
+        log.warn({ vm: e.vm, waitingFor: e.waitingFor }, 'startAfter VMs still not running after startAfterTimeoutMs; starting anyway')
+        this.c.alert?.({ kind: 'start-after-timeout', vm: e.vm, detail })
+      }
     }
   }
 
@@ -270,7 +306,7 @@ export class OwnershipLoop {
     }
     if (lane.finalize === f) lane.finalize = null
     if (point !== undefined && this.requestedPoints.get(vm) === point) this.requestedPoints.delete(vm)
-    this.note(vm, 'replica finalized', undefined, point !== undefined ? `recovery point ${point}` : f.generation === null ? 'latest' : `generation ${f.generation.generation}`)
+    this.note(vm, 'finalized', 'replica finalized', undefined, point !== undefined ? `recovery point ${point}` : f.generation === null ? 'latest' : `generation ${f.generation.generation}`)
   }
 
   private startOnLane (vm: string, epoch: number): void {
@@ -298,7 +334,7 @@ export class OwnershipLoop {
         this.runningHere.add(vm)
         if (mine.abandoned) return // a stop is queued behind us and turns it off
         this.stats.starts++
-        this.note(vm, 'started here', epoch)
+        this.note(vm, 'started', 'started here', epoch)
         log.info({ vm, epoch, tookMs: Math.round(clock.now() - t0) }, 'VM started')
         outcome = 'started'
       } catch (err) {
@@ -334,7 +370,7 @@ export class OwnershipLoop {
         lane.instance++
         this.runningHere.delete(vm)
         this.stats.stops++
-        this.note(vm, `stopped here (${reason})`)
+        this.note(vm, 'stopped', `stopped here (${reason})`)
         log.warn({ vm, reason }, 'VM turned off')
       } catch (err) { log.error({ vm, error: errorMessage(err) }, 'VM turn-off failed; the watchdog still fences it at its deadline') }
       if (report) this.input({ type: 'stopped', vm })
@@ -346,7 +382,7 @@ export class OwnershipLoop {
    * fence: abandon it, turn the VM off once more after it settles, then report `stopped`.
    */
   private fenced (vm: string, ok: boolean): void {
-    this.note(vm, ok ? 'fenced by watchdog' : 'watchdog fence failed')
+    this.note(vm, ok ? 'fenced' : 'fenceFailed', ok ? 'fenced by watchdog' : 'watchdog fence failed')
     if (!ok) return
     if (this.lanes.get(vm)?.start != null) { this.stopOnLane(vm, 'fenced during start'); return }
     this.lane(vm).instance++
@@ -383,7 +419,7 @@ export class OwnershipLoop {
             if (!running && lane.busy === 0 && lane.instance === instance && this.runningHere.has(vm)) {
               this.runningHere.delete(vm)
               lane.instance++
-              this.note(vm, 'stopped on its own')
+              this.note(vm, 'stoppedOnItsOwn', 'stopped on its own')
               this.input({ type: 'stopped', vm })
             }
           } catch {}

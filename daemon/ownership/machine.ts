@@ -22,20 +22,29 @@
  *    majority acks a round and it becomes an ordinary lease.
  *  - Planned failover on the owner: stop → shipFinal → finalGenerationShipped → persist the
  *    release → tell voters, who then waive their promise and the owner-alive rule for epoch+1.
+ *  - Room (`place`, when the host's capacity is known): every reconcile, VMs are taken in
+ *    priority order; what runs, starts, stops or stands here keeps its room (never evicted), and
+ *    each other VM that wants room here (to run as owner, or to stand for election) gets it only
+ *    if its memory and vCPUs fit in what is left. A VM without room does not stand and does not
+ *    start (status 'no-room', a noRoom event) until room appears. Holders tell the voters
+ *    whether a VM fits (`room` messages) so the rank skips holders that will not stand.
+ *  - Start order: a queued VM whose `startAfter` VMs do not run yet (here: run state; elsewhere:
+ *    the owner's `runState` messages) waits, up to startAfterTimeoutMs, then starts anyway.
  */
 import type { Random } from '../../common/random.ts'
-import type { ElectionMessage, GenerationRef, OwnerAnnouncement, Release, Renew, RenewAck, RenewNack, ReplicaReport, RequestVote, Takeover, Vote } from '../../protocol/election/messages.ts'
+import type { ElectionMessage, GenerationRef, OwnerAnnouncement, Release, Renew, RenewAck, RenewNack, ReplicaReport, RequestVote, Room, RunState, Takeover, Vote } from '../../protocol/election/messages.ts'
+import { UNLIMITED } from '../../protocol/election/messages.ts'
 import { OwnershipConfigError } from './errors.ts'
 import { conservativeWait, fenceDeadline, ownerLeaseEnd, validateTiming, voterPromiseEnd } from './lease.ts'
 import { compareGeneration, rankCandidates } from './rank.ts'
-import { compareStartOrder, learnedSpec, newVmState, restoredSpec, sourceGeneration, toRecord } from './state.ts'
+import { comparePriority, compareStartOrder, learnedSpec, newVmState, restoredSpec, sourceGeneration, toRecord } from './state.ts'
 import type { Candidacy, Round, Trigger, VmState } from './state.ts'
 import { decideVote } from './voter.ts'
 import type { VoterState } from './voter.ts'
-import { recordKey } from './types.ts'
+import { DEFAULT_START_AFTER_TIMEOUT_MS, recordKey } from './types.ts'
 import { PROFILES } from '../../config/profiles.ts'
 import type {
-  FailoverRefusal, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord,
+  FailoverRefusal, HostCapacity, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord,
   StopReason, VmOwnershipStatus, VmSpec, VoteDecision, VoterSpec
 } from './types.ts'
 
@@ -54,6 +63,8 @@ export interface OwnershipMachineInit {
   now: number
   /** Persisted records from a previous run (any order; the latest per key wins). */
   records?: PersistRecord[]
+  /** What this host can hold (net of its reserve); null or absent: not counted. */
+  capacity?: HostCapacity | null
 }
 
 /** Round numbers reserved per durable write. */
@@ -83,6 +94,13 @@ export class OwnershipMachine {
   private now: number
   /** End of the restart quiet period (applies to VMs learned later, too). */
   private readonly quietUntil: number
+  private capacity: HostCapacity | null
+  /** VMs in room order (priority), rebuilt when a VM or a spec changes. */
+  private byPriority: VmState[] | null = null
+  /** Each host's capacity and free room as its room messages last said. */
+  private readonly hostRoom = new Map<string, { capacity: HostCapacity, free: HostCapacity }>()
+  /** Counts VMs newly given room here (tests watch it to judge each placement once). */
+  private placedCount = 0
   private persist = new Map<string, PersistRecord>()
   private send: OwnershipOutput['send'] = []
   private events: OwnershipEvent[] = []
@@ -106,6 +124,8 @@ export class OwnershipMachine {
     if (!Number.isInteger(this.maxStarts) || this.maxStarts < 1) throw new OwnershipConfigError('maxConcurrentStarts must be a positive integer')
     this.random = init.random
     this.now = init.now
+    this.capacity = init.capacity ?? null
+    if (this.capacity !== null) checkCapacity(this.capacity)
 
     const latest = new Map<string, PersistRecord>()
     for (const r of init.records ?? []) latest.set(recordKey(r), r)
@@ -138,6 +158,7 @@ export class OwnershipMachine {
     if (known !== undefined || this.vms.size >= MAX_VMS) return known
     const v = newVmState(learnedSpec(vm, owner), undefined, this.now, this.quietUntil)
     this.vms.set(vm, v)
+    this.byPriority = null
     this.takePendingApplied(v)
     return v
   }
@@ -182,6 +203,9 @@ export class OwnershipMachine {
       }
       if (v.applied !== null) min = earlier(min, now, v.lastReportAt + t.reportIntervalMs)
       if (v.reportDirty) min = earlier(min, now, v.lastReportAt + t.renewMs)
+      if (v.run === 'queued' && v.waitingFor.length > 0) min = earlier(min, now, v.queuedAt + startAfterTimeout(v))
+      if (v.run === 'running' && v.owner === this.self) min = earlier(min, now, v.lastRunReportAt + t.reportIntervalMs)
+      if (this.capacity !== null && v.applied !== null && v.fitsReported !== null && v.fits !== v.fitsReported) min = earlier(min, now, v.lastRoomAt + t.renewMs)
     }
     if (oldestQueued !== Infinity) min = earlier(min, now, oldestQueued + t.startCoalesceMs)
     return min === Infinity ? undefined : min
@@ -205,8 +229,38 @@ export class OwnershipMachine {
       votedEpoch: v.votedEpoch,
       votedFor: v.votedFor,
       applied: v.applied,
-      candidateEpoch: v.candidacy?.epoch ?? null
+      candidateEpoch: v.candidacy?.epoch ?? null,
+      placement: v.placed ? 'placed' : v.noRoom ? 'no-room' : this.capacity !== null && v.roomOk && this.trigger(v, true) !== null ? 'reserved' : null,
+      waitingFor: v.run === 'queued' ? [...v.waitingFor] : []
     }))
+  }
+
+  /** Where `vm` runs as far as this node knows (its own run state, or the owner's runState news), else null. */
+  runsOn (vm: string): string | null {
+    const v = this.vms.get(vm)
+    if (v === undefined) return null
+    if (this.isActiveOwner(v) && v.run === 'running') return this.self
+    const r = v.remoteRun
+    const fresh = r !== null && this.now - r.at <= 2 * this.timing.reportIntervalMs + this.timing.renewMs
+    return fresh && r !== null && r.owner === v.owner && r.epoch === v.epoch && r.running && this.memberState(v.owner) !== 'dead' ? v.owner : null
+  }
+
+  /**
+   * Hosts holding a replica of `vm` that are not dead, best candidate first (freshest, then
+   * `replicateTo` order), with whether they said they have room; this node included.
+   */
+  holders (vm: string): Array<{ id: string, generation: GenerationRef, fits: boolean }> {
+    const v = this.vms.get(vm)
+    if (v === undefined) return []
+    const entries: Array<{ id: string, generation: GenerationRef }> = []
+    if (v.applied !== null && this.isHost(this.self) && v.owner !== this.self) entries.push({ id: this.self, generation: v.applied })
+    for (const [id, g] of v.reports) if (id !== this.self && id !== v.owner && this.isHost(id) && this.memberState(id) !== 'dead') entries.push({ id, generation: g })
+    return rankCandidates(v.spec, entries).map(e => ({ ...e, fits: e.id === this.self ? (this.capacity === null || v.fits || v.placed) : !v.noRoomHolders.has(e.id) }))
+  }
+
+  /** This host's capacity (null: not counted) and the room its placed VMs use. */
+  room (): { capacity: HostCapacity | null, used: HostCapacity, hosts: Map<string, { capacity: HostCapacity, free: HostCapacity }> } {
+    return { capacity: this.capacity, used: this.used(), hosts: new Map(this.hostRoom) }
   }
 
   // ------------------------------------------------------------------ inputs
@@ -217,7 +271,11 @@ export class OwnershipMachine {
         if (input.from !== this.self && this.voters.has(input.from)) this.onMessage(input.from, input.msg)
         return
       case 'member':
-        if (input.id !== this.self) this.members.set(input.id, input.state)
+        if (input.id !== this.self) {
+          // a host that was lost may come back without the VMs it said were running
+          if (input.state === 'dead') for (const v of this.vms.values()) if (v.remoteRun?.owner === input.id) v.remoteRun = null
+          this.members.set(input.id, input.state)
+        }
         return
       case 'vm': {
         this.checkSpec(input.spec)
@@ -226,11 +284,13 @@ export class OwnershipMachine {
           if (this.vms.size >= MAX_VMS) return
           const nv = newVmState(input.spec, undefined, this.now, this.quietUntil)
           this.vms.set(input.spec.name, nv)
+          this.byPriority = null
           this.takePendingApplied(nv)
           this.persistVm(nv)
         } else {
           const changed = JSON.stringify(v.spec) !== JSON.stringify(input.spec)
           v.spec = input.spec
+          if (changed) this.byPriority = null
           if (v.owner === '' && v.epoch === 0) v.owner = input.spec.home
           if (changed) this.persistVm(v)
         }
@@ -246,9 +306,13 @@ export class OwnershipMachine {
       }
       case 'started': {
         const v = this.vms.get(input.vm)
-        if (v !== undefined && v.run !== 'stopping') v.run = 'running'
+        if (v !== undefined && v.run !== 'stopping') { v.run = 'running'; v.runDirty = true }
         return
       }
+      case 'capacity':
+        if (input.capacity !== null) checkCapacity(input.capacity)
+        this.capacity = input.capacity
+        return
       case 'startFailed': {
         const v = this.vms.get(input.vm)
         if (v === undefined || v.run !== 'starting') return
@@ -262,6 +326,7 @@ export class OwnershipMachine {
         if (v === undefined) return
         // A stop we did not ask for (crash, watchdog): do not restart in a tight loop.
         if (v.run === 'starting' || v.run === 'running') v.startRetryAt = this.now + this.timing.startRetryMs
+        if (v.run === 'running') v.runDirty = true
         v.run = 'off'
         this.events.push({ type: 'watchdog', vm: v.spec.name, deadline: null })
         if (v.handoff?.phase === 'stopping') {
@@ -317,7 +382,9 @@ export class OwnershipMachine {
       case 'owner': this.onOwner(msg); return
       case 'release': this.onRelease(from, msg); return
       case 'replicaReport': this.onReplicaReport(from, msg); return
-      case 'takeover': this.onTakeover(msg)
+      case 'takeover': this.onTakeover(msg); return
+      case 'room': this.onRoom(from, msg); return
+      case 'runState': this.onRunState(from, msg)
     }
   }
 
@@ -390,6 +457,26 @@ export class OwnershipMachine {
     v.reports.set(m.to, m.generation)
   }
 
+  private onRoom (from: string, m: Room): void {
+    if (!this.isHost(from)) return
+    this.hostRoom.set(from, { capacity: m.capacity, free: m.free })
+    const v = this.vms.get(m.vm)
+    if (v === undefined) return
+    if (m.fits) v.noRoomHolders.delete(from)
+    else v.noRoomHolders.add(from)
+  }
+
+  private onRunState (from: string, m: RunState): void {
+    const v = this.isHost(from) ? this.learn(m.vm, from) : undefined
+    if (v === undefined) return
+    // Only the owner of an epoch reports run state at it (reportStep): a runState above the epoch
+    // we know is the owner's news we missed (its announcement lost), as a release is. Without
+    // this a holder that missed an owner change kept the old, living owner in its view and never
+    // stood when the new owner died (election simulation, seed 6547: vm2 ran nowhere).
+    if (m.epoch > v.epoch) this.adopt(v, m.epoch, from)
+    if (v.remoteRun === null || v.remoteRun.owner !== from || m.epoch >= v.remoteRun.epoch) v.remoteRun = { owner: from, epoch: m.epoch, running: m.running, at: this.now }
+  }
+
   private onReplicaReport (from: string, m: ReplicaReport): void {
     const v = this.isHost(from) ? this.learn(m.vm, '') : undefined
     if (v === undefined) return
@@ -424,9 +511,12 @@ export class OwnershipMachine {
 
   /** Freshest replica generation known on a node that is not dead, other than the candidate's. */
   private freshest (v: VmState, candidate: string): GenerationRef | null {
-    let best: GenerationRef | null = candidate !== this.self ? v.applied : null
+    // our own copy counts only if we would stand with it (a VM we have no room for, we will not)
+    let best: GenerationRef | null = candidate !== this.self && (this.capacity === null || v.fits) ? v.applied : null
     for (const [id, g] of v.reports) {
       if (id === candidate || id === v.owner || id === this.self || this.memberState(id) === 'dead') continue
+      // A holder without room will not stand: its fresher copy must not keep the VM off.
+      if (v.noRoomHolders.has(id)) continue
       if (compareGeneration(g, best) > 0) best = g
     }
     return best
@@ -610,23 +700,31 @@ export class OwnershipMachine {
   }
 
   /** Why (if at all) this node should be running an election for `v` now. */
-  private trigger (v: VmState): Trigger | null {
+  private trigger (v: VmState, pure = false): Trigger | null {
     if (this.isActiveOwner(v)) return v.higherVote > v.epoch ? 'reclaim' : null
-    if (v.owner === this.self && this.isHost(this.self)) {
+    const superseded = v.owner === this.self && this.releaseSuperseded(v)
+    if (v.owner === this.self && this.isHost(this.self) && !superseded) {
       // Released, and the target has not taken over: take our VM back (our disk holds the final
       // generation; another replica may not).
       return v.releasedSeenAt !== null && this.now >= v.releasedSeenAt + this.timing.plannedGraceMs ? 'reclaim' : null
     }
-    if (!this.isHost(this.self) || v.owner === this.self || v.applied === null) return null
-    const rel = this.isReleased(v) ? v.released : null
+    // A released owner whose release a later epoch superseded (we missed that owner's news) is a
+    // replica holder like any other: its disk is no longer the source, so reclaiming would only be
+    // refused as stale for ever. It may stand when the operator asks, or (auto VMs) to learn the
+    // owner it missed: a voter refuses with that owner's name and epoch, which we adopt; if that
+    // owner is gone, our fresh copy wins.
+    if (!this.isHost(this.self) || (v.owner === this.self && !superseded) || v.applied === null) return null
+    const rel = this.isReleased(v) && !superseded ? v.released : null
     if (rel !== null && rel.to === this.self) return compareGeneration(v.applied, rel.generation) >= 0 ? 'planned' : null
     if (v.operatorUntil !== null) {
       if (this.now < v.operatorUntil) return 'operator'
-      v.operatorUntil = null
-      this.events.push({ type: 'failoverAbandoned', vm: v.spec.name, reason: 'timeout' })
+      if (!pure) {
+        v.operatorUntil = null
+        this.events.push({ type: 'failoverAbandoned', vm: v.spec.name, reason: 'timeout' })
+      }
     }
     if ((v.spec.failover ?? 'auto') !== 'auto') return null
-    if (this.memberState(v.owner) === 'dead') return 'auto'
+    if (superseded || this.memberState(v.owner) === 'dead') return 'auto'
     if (rel !== null && v.releasedSeenAt !== null && this.now >= v.releasedSeenAt + 2 * this.timing.plannedGraceMs) return 'auto'
     return null
   }
@@ -644,6 +742,8 @@ export class OwnershipMachine {
       if (this.now < v.candidacy.deadline) return
       this.failRound(v)
     }
+    // No room here: do not stand (the rank's stagger starts afresh when room appears).
+    if (!v.roomOk) { v.electionAt = null; return }
     if (v.electionAt === null) v.electionAt = this.now + (why === 'auto' ? this.rankOf(v) * this.timing.electionStaggerMs : 0)
     if (this.now >= v.electionAt) this.beginRound(v, why)
   }
@@ -671,6 +771,7 @@ export class OwnershipMachine {
       return
     }
     this.grant(v, this.self, epoch)
+    if (!v.placed) { v.placed = true; this.placedCount++ }
     const c: Candidacy = {
       epoch,
       seq: this.nextSeq(),
@@ -730,7 +831,8 @@ export class OwnershipMachine {
     v.electionAt = null
     v.nextEpoch = null
     v.operatorUntil = null
-    if (v.owner === this.self) this.reclaimed(v, c.epoch)
+    // A superseded release is won like any replica holder's election: the replica is the data.
+    if (v.owner === this.self && !this.releaseSuperseded(v)) this.reclaimed(v, c.epoch)
     else this.takeOwnership(v, c.epoch, false)
     // The grants are the first lease, counted from the round's send time.
     v.leaseUntil = Math.max(v.leaseUntil, ownerLeaseEnd(c.sendTime, this.timing))
@@ -812,7 +914,8 @@ export class OwnershipMachine {
   // ------------------------------------------------------------------ reconcile
 
   private reconcile (): void {
-    for (const v of this.vms.values()) {
+    const order = this.roomOrder()
+    for (const v of order) {
       if (this.isActiveOwner(v)) {
         // A target that died before the final generation reached it cannot take over: without
         // this the VM would stay off, waiting for a ship that cannot finish.
@@ -828,18 +931,114 @@ export class OwnershipMachine {
         }
       } else {
         v.handoff = null
-        if (v.owner === this.self && v.released !== null && this.isReleased(v) && this.now >= v.nextRenewAt) {
+        if (v.owner === this.self && v.released !== null && this.isReleased(v) && !this.releaseSuperseded(v) && this.now >= v.nextRenewAt) {
           // A released owner repeats its release until someone takes over: a lost release
           // would otherwise leave the VM with an owner that will never run it again.
           v.nextRenewAt = this.now + this.timing.renewMs
           this.broadcast({ type: 'release', vm: v.spec.name, epoch: v.epoch, to: v.released.to, generation: v.released.generation })
         }
       }
+    }
+    this.place(order)
+    for (const v of order) {
       this.candidateStep(v)
       this.runStep(v)
       this.reportStep(v)
     }
     this.dispatchStarts()
+  }
+
+  private roomOrder (): VmState[] {
+    if (this.byPriority === null) this.byPriority = [...this.vms.values()].sort(comparePriority)
+    return this.byPriority
+  }
+
+  /** The VM occupies (or is claimed for) room here: it runs, starts, stops, is owned or stands here. */
+  private holds (v: VmState): boolean {
+    return v.run === 'starting' || v.run === 'running' || v.run === 'stopping' || this.isActiveOwner(v) || v.candidacy !== null
+  }
+
+  /**
+   * Room, in priority order. Pass 1 counts what keeps its room (placed VMs still held; a VM the
+   * hypervisor runs is always counted, fitting or not). Pass 2 gives the rest room in priority
+   * order, first fit: a VM that wants room here (owned, or it would stand for election) and
+   * fits gets it — for good when it is held (owned, standing), softly (this reconcile) while it
+   * waits its rank's turn, so a higher-priority VM waiting to stand keeps a lower one from
+   * taking its room. Nothing running is ever evicted for a higher priority.
+   */
+  private place (order: VmState[]): void {
+    const cap = this.capacity
+    let usedMem = 0
+    let usedCpu = 0
+    for (const v of order) {
+      const held = this.holds(v)
+      if (v.run === 'starting' || v.run === 'running' || v.run === 'stopping') { if (!v.placed) this.placedCount++; v.placed = true } else v.placed = v.placed && held
+      if (v.placed) { usedMem += v.spec.memoryMiB ?? 0; usedCpu += v.spec.vcpus ?? 0 }
+    }
+    for (const v of order) {
+      if (cap === null) {
+        v.roomOk = true
+        v.fits = true
+        if (this.holds(v)) v.placed = true
+        continue
+      }
+      const mem = v.spec.memoryMiB ?? 0
+      const cpu = v.spec.vcpus ?? 0
+      if (v.placed) { v.roomOk = true; v.fits = true; this.setNoRoom(v, false, cap, usedMem, usedCpu); continue }
+      v.fits = usedMem + mem <= cap.memoryMiB && usedCpu + cpu <= cap.vcpus
+      const wants = this.holds(v) || (this.isHost(this.self) && this.trigger(v, true) !== null)
+      if (!wants) { v.roomOk = false; this.setNoRoom(v, false, cap, usedMem, usedCpu); continue }
+      v.roomOk = v.fits
+      this.setNoRoom(v, !v.fits, cap, usedMem, usedCpu)
+      if (!v.fits) continue
+      usedMem += mem
+      usedCpu += cpu
+      if (this.holds(v)) { v.placed = true; this.placedCount++ }
+    }
+  }
+
+  /** How many times a VM was given room here so far. */
+  placements (): number { return this.placedCount }
+
+  private setNoRoom (v: VmState, noRoom: boolean, cap: HostCapacity, usedMem: number, usedCpu: number): void {
+    if (v.noRoom === noRoom) return
+    v.noRoom = noRoom
+    if (noRoom) {
+      this.events.push({
+        type: 'noRoom',
+        vm: v.spec.name,
+        need: { memoryMiB: v.spec.memoryMiB ?? 0, vcpus: v.spec.vcpus ?? 0 },
+        free: { memoryMiB: Math.max(0, cap.memoryMiB - usedMem), vcpus: Math.max(0, cap.vcpus - usedCpu) }
+      })
+    } else {
+      this.events.push({ type: 'roomFound', vm: v.spec.name })
+    }
+  }
+
+  /** Room used here by what keeps it (for room messages and status). */
+  private used (): HostCapacity {
+    let memoryMiB = 0
+    let vcpus = 0
+    for (const v of this.vms.values()) if (v.placed) { memoryMiB += v.spec.memoryMiB ?? 0; vcpus += v.spec.vcpus ?? 0 }
+    return { memoryMiB, vcpus }
+  }
+
+  /** `startAfter` VMs not running as far as this node knows. */
+  private notRunning (v: VmState): string[] {
+    const deps = v.spec.startAfter
+    if (deps === undefined || deps.length === 0) return []
+    const out: string[] = []
+    for (const name of deps) {
+      const d = this.vms.get(name)
+      if (d === undefined || name === v.spec.name) { if (name !== v.spec.name) out.push(name); continue }
+      const here = this.isActiveOwner(d) && d.run === 'running'
+      const r = d.remoteRun
+      // news older than two report intervals (the owner repeats it while the VM runs) is stale
+      const fresh = r !== null && this.now - r.at <= 2 * this.timing.reportIntervalMs + this.timing.renewMs
+      const there = fresh && r !== null && d.owner !== this.self && r.owner === d.owner && r.epoch === d.epoch && r.running && this.memberState(d.owner) !== 'dead'
+      if (!here && !there) out.push(name)
+    }
+    return out
   }
 
   /**
@@ -858,7 +1057,7 @@ export class OwnershipMachine {
 
   private runStep (v: VmState): void {
     if (this.mayRun(v)) {
-      if (v.run === 'off' && this.now >= v.startRetryAt) { v.run = 'queued'; v.queuedAt = this.now }
+      if (v.run === 'off' && this.now >= v.startRetryAt && v.placed) { v.run = 'queued'; v.queuedAt = this.now }
       return
     }
     if (v.run === 'queued') { v.run = 'off'; return }
@@ -887,6 +1086,13 @@ export class OwnershipMachine {
     queued.sort(compareStartOrder)
     for (const v of queued) {
       if (inflight >= this.maxStarts) break
+      const waiting = this.notRunning(v)
+      v.waitingFor = waiting
+      if (waiting.length > 0) {
+        if (this.now < v.queuedAt + startAfterTimeout(v)) continue
+        this.events.push({ type: 'startAfterTimeout', vm: v.spec.name, waitingFor: waiting })
+        v.waitingFor = []
+      }
       v.run = 'starting'
       inflight++
       this.events.push({ type: 'watchdog', vm: v.spec.name, deadline: v.fenceUntil })
@@ -897,12 +1103,41 @@ export class OwnershipMachine {
   private reportStep (v: VmState): void {
     if (!this.isHost(this.self)) return
     const t = this.timing
+    if (this.isActiveOwner(v) && (v.runDirty || (v.run === 'running' && this.now >= v.lastRunReportAt + t.reportIntervalMs))) {
+      v.runDirty = false
+      v.lastRunReportAt = this.now
+      this.broadcast({ type: 'runState', vm: v.spec.name, epoch: v.epoch, running: v.run === 'running' })
+    }
     const due = (v.reportDirty && this.now >= v.lastReportAt + t.renewMs) ||
       (v.applied !== null && this.now >= v.lastReportAt + t.reportIntervalMs)
-    if (!due) return
-    v.lastReportAt = this.now
-    v.reportDirty = false
-    this.broadcast({ type: 'replicaReport', vm: v.spec.name, generation: v.applied })
+    if (due) {
+      v.lastReportAt = this.now
+      v.reportDirty = false
+      this.broadcast({ type: 'replicaReport', vm: v.spec.name, generation: v.applied })
+    }
+    if (this.roomDue(v, due)) this.sendRoom(v)
+  }
+
+  /** Room news is due with each replica report, and (at most every renewMs) when it changed. */
+  private roomDue (v: VmState, reported: boolean): boolean {
+    if (this.capacity === null || v.applied === null || this.isActiveOwner(v)) return false
+    // voters take a holder to have room until told otherwise: repeat "no room" (a voter may have
+    // restarted), and a change a few times (one may be lost); "room" alone goes unsaid
+    if (v.fits !== v.fitsReported) return this.now >= v.lastRoomAt + this.timing.renewMs
+    return reported && (!v.fits || v.roomRepeats > 0)
+  }
+
+  private sendRoom (v: VmState): void {
+    const cap = this.capacity
+    if (cap === null) return
+    const used = this.used()
+    const wire = (n: number): number => Math.min(UNLIMITED, Math.max(0, Math.floor(n)))
+    const capacity = { memoryMiB: wire(cap.memoryMiB), vcpus: wire(cap.vcpus) }
+    const free = { memoryMiB: Math.min(capacity.memoryMiB, wire(cap.memoryMiB - used.memoryMiB)), vcpus: Math.min(capacity.vcpus, wire(cap.vcpus - used.vcpus)) }
+    v.roomRepeats = v.fits !== v.fitsReported ? 2 : Math.max(0, v.roomRepeats - 1)
+    v.fitsReported = v.fits
+    v.lastRoomAt = this.now
+    this.broadcast({ type: 'room', vm: v.spec.name, fits: v.fits, capacity, free })
   }
 
   // ------------------------------------------------------------------ helpers
@@ -911,13 +1146,20 @@ export class OwnershipMachine {
     if (v.applied === null) return 0
     const entries = [{ id: this.self, generation: v.applied }]
     for (const [id, g] of v.reports) {
-      if (id === this.self || id === v.owner || !this.isHost(id) || this.memberState(id) === 'dead') continue
+      if (id === this.self || id === v.owner || !this.isHost(id) || this.memberState(id) === 'dead' || v.noRoomHolders.has(id)) continue
       entries.push({ id, generation: g })
     }
     return rankCandidates(v.spec, entries).findIndex(e => e.id === this.self)
   }
 
   private isReleased (v: VmState): boolean { return v.released !== null && v.released.epoch === v.epoch }
+  /** Our release of `v` was overtaken: a replica (ours or a peer's) holds data of a later epoch. */
+  private releaseSuperseded (v: VmState): boolean {
+    if (!this.isReleased(v)) return false
+    if (v.applied !== null && v.applied.epoch > v.epoch) return true
+    for (const g of v.reports.values()) if (g.epoch > v.epoch) return true
+    return false
+  }
   private isActiveOwner (v: VmState): boolean { return v.owner === this.self && !this.isReleased(v) }
   private isHost (id: string): boolean { return this.voters.get(id)?.role === 'host' }
 
@@ -962,4 +1204,14 @@ export class OwnershipMachine {
     this.events = []
     return out
   }
+}
+
+function checkCapacity (c: HostCapacity): void {
+  for (const k of ['memoryMiB', 'vcpus'] as const) {
+    if (!(c[k] >= 0)) throw new OwnershipConfigError(`capacity.${k} must be a number >= 0`)
+  }
+}
+
+function startAfterTimeout (v: VmState): number {
+  return v.spec.startAfterTimeoutMs ?? DEFAULT_START_AFTER_TIMEOUT_MS
 }

@@ -19,13 +19,15 @@ import { errorMessage } from '../../common/errors.ts'
 import type { Logger } from '../log.ts'
 import { Messenger } from '../mesh/messenger.ts'
 import { OwnershipMachine } from './machine.ts'
-import { recordKey, type OwnershipInput, type OwnershipTiming, type PersistRecord, type VmOwnershipStatus, type VmSpec, type VoterSpec, type GenerationRef } from './types.ts'
+import { recordKey, type OwnershipInput, type OwnershipTiming, type PersistRecord, type VmOwnershipStatus, type VmSpec, type HostCapacity, type VoterSpec, type GenerationRef } from './types.ts'
 import { OwnershipLoop, type LoopStats, type TimelineEntry } from './loop.ts'
 import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/election/codec.ts'
 import { ELECTION_PROTOCOL } from '../../protocol/election/ids.ts'
 import type { HypervisorDriver, VmStartFiles } from '../hypervisor/driver.ts'
 import { VMSPEC_MAX_MESSAGE_BYTES, VMSPEC_PROTOCOL, decodeVmSpecs, encodeVmSpecs } from '../../protocol/vmspec/index.ts'
 import { FailoverRefusedError } from './errors.ts'
+import { wireVmSpec } from './spec.ts'
+import { resolveCapacity, type CapacityConfig } from './capacity.ts'
 
 export type { OwnershipHost, FencingWatchdog } from './ports.ts'
 import type { OwnershipHost, FencingWatchdog } from './ports.ts'
@@ -58,6 +60,8 @@ export interface OwnershipInit {
   monitorMs?: number
   /** How often this node's VM specs are re-announced to connected peers. @default 3000 */
   specAnnounceMs?: number
+  /** `node.capacity` (a dimension left out is asked of the driver); absent and untold: not counted. */
+  capacity?: CapacityConfig
 }
 
 export class OwnershipService {
@@ -96,7 +100,7 @@ export class OwnershipService {
    */
   private announceSpecs (peerId: string, want = false): void {
     if (!this.idToName.has(peerId) || (this.init.vms.length === 0 && !want)) return
-    const body = encodeVmSpecs({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(v => ({ name: v.name, home: v.home, replicateTo: v.replicateTo, failover: v.failover ?? 'auto', startOrder: v.startOrder ?? 0, priority: v.priority ?? 0 })) })
+    const body = encodeVmSpecs({ v: 1, ...(want ? { want: true } : {}), specs: this.init.vms.map(wireVmSpec) })
     // the stream opens asynchronously after connect; retry shortly if the first send was dropped
     if (!this.specMessenger.send(peerId, body)) this.components.clock.setTimeout(() => { if (this.started) this.specMessenger.send(peerId, body) }, 500)
   }
@@ -141,8 +145,11 @@ export class OwnershipService {
     for await (const [, value] of this.components.db.iterator()) {
       try { records.push(JSON.parse(value) as PersistRecord) } catch (err) { this.components.log.error({ error: errorMessage(err) }, 'unreadable ownership record skipped') }
     }
+    // before the machine exists: no election may place anything on an unknown capacity
+    const capacity = await resolveCapacity(this.init.capacity, this.components.driver, this.components.log)
     const now = this.components.clock.now()
     this.machine = OwnershipMachine.restore({
+      capacity,
       self: this.init.self,
       voters: this.init.voters,
       vms: this.init.vms,
@@ -234,6 +241,13 @@ export class OwnershipService {
   }
 
   status (): VmOwnershipStatus[] { return this.machine?.status() ?? [] }
+  runsOn (vm: string): string | null { return this.machine?.runsOn(vm) ?? null }
+  holders (vm: string): Array<{ id: string, generation: GenerationRef, fits: boolean }> { return this.machine?.holders(vm) ?? [] }
+  /** This host's capacity and used room, and what other hosts last said of theirs. */
+  room (): { capacity: HostCapacity | null, used: HostCapacity, hosts: Record<string, { capacity: HostCapacity, free: HostCapacity }> } | undefined {
+    const r = this.machine?.room()
+    return r === undefined ? undefined : { capacity: r.capacity, used: r.used, hosts: Object.fromEntries(r.hosts) }
+  }
   specOf (vm: string): VmSpec | undefined { return this.machine?.spec(vm) }
   isRunningHere (vm: string): boolean { return this.loop?.isRunningHere(vm) ?? false }
 

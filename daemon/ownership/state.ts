@@ -61,6 +61,29 @@ export interface VmState {
   operatorUntil: number | null
   forceWanted: boolean
   forceAt: number | null
+  // capacity and start order (volatile; see machine.ts `place`)
+  /** Room is reserved here: the VM runs, starts, stops or stands for election here (sticky while it does). */
+  placed: boolean
+  /** This reconcile: the VM wants room here and got it (a soft reservation while it waits its turn to stand). */
+  roomOk: boolean
+  /** It would fit in the room left here (what the room reports say). */
+  fits: boolean
+  /** It wants room here and none is left (shown in status; noRoom/roomFound on change). */
+  noRoom: boolean
+  /** What this node last told the voters about `fits` (null: nothing yet), and when. */
+  fitsReported: boolean | null
+  lastRoomAt: number
+  /** Periodic reports still to carry a changed `fits` (it may be lost once). */
+  roomRepeats: number
+  /** Voter side: holders that said they have no room for the VM (they do not stand). */
+  noRoomHolders: Set<string>
+  /** The owner's last runState (others' startAfter waits on it). */
+  remoteRun: { owner: string, epoch: number, running: boolean, at: number } | null
+  /** Owner side: run state to announce (changed), and when it last was. */
+  runDirty: boolean
+  lastRunReportAt: number
+  /** startAfter VMs not running yet, as of the last dispatch. */
+  waitingFor: string[]
 }
 
 /** The spec of a VM known only from peers' messages or our own records: no replica, manual policy. */
@@ -100,7 +123,19 @@ export function newVmState (spec: VmSpec, r: VmRecord | undefined, now: number, 
     nextEpoch: null,
     operatorUntil: null,
     forceWanted: false,
-    forceAt: null
+    forceAt: null,
+    placed: false,
+    roomOk: false,
+    fits: true,
+    noRoom: false,
+    fitsReported: null,
+    lastRoomAt: -Infinity,
+    roomRepeats: 0,
+    noRoomHolders: new Set(),
+    remoteRun: null,
+    runDirty: false,
+    lastRunReportAt: -Infinity,
+    waitingFor: []
   }
 }
 
@@ -115,8 +150,14 @@ export function toRecord (v: VmState): VmRecord {
     votedFor: v.votedFor,
     released: v.released === null ? null : { ...v.released, generation: { ...v.released.generation } },
     forced: v.forced,
-    spec: { ...v.spec, replicateTo: [...v.spec.replicateTo] }
+    spec: { ...v.spec, replicateTo: [...v.spec.replicateTo], ...(v.spec.startAfter !== undefined ? { startAfter: [...v.spec.startAfter] } : {}) }
   }
+}
+
+/** Room order: higher priority first, then name (stable across nodes). */
+export function comparePriority (a: VmState, b: VmState): number {
+  return (b.spec.priority ?? 0) - (a.spec.priority ?? 0) ||
+    (a.spec.name < b.spec.name ? -1 : a.spec.name > b.spec.name ? 1 : 0)
 }
 
 /** Start order: lower startOrder first, then higher priority, then name. */

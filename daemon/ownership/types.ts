@@ -27,9 +27,26 @@ export interface VmSpec {
   failover?: FailoverPolicy
   /** Lower starts first when several VMs wait to start on one node. @default 0 */
   startOrder?: number
-  /** Among equal startOrder, higher starts first. @default 0 */
+  /** Higher gets room first when hosts are short of it, and starts first among equal startOrder. @default 0 */
   priority?: number
+  /** Memory the VM needs where it runs, in MiB (0: not counted against capacity). @default 0 */
+  memoryMiB?: number
+  /** Virtual CPUs the VM needs where it runs (0: not counted). @default 0 */
+  vcpus?: number
+  /** VMs that must run (anywhere in the mesh) before this one starts. @default [] */
+  startAfter?: string[]
+  /** How long a queued start waits for `startAfter`, then starts anyway with a warning. @default 120000 */
+  startAfterTimeoutMs?: number
 }
+
+/** What a host can hold (already net of its own reserve); a missing dimension is unlimited. */
+export interface HostCapacity {
+  memoryMiB: number
+  vcpus: number
+}
+
+/** The default wait for `startAfter` VMs. */
+export const DEFAULT_START_AFTER_TIMEOUT_MS = 120_000
 
 /** Every ownership timing; the values (per profile) are in config/profiles.ts. */
 export type OwnershipTiming = OwnershipProfile
@@ -61,6 +78,8 @@ export type OwnershipInput =
   | { type: 'finalGenerationShipped', vm: string, generation: GenerationRef }
   /** Shipping the final generation failed (timeout, error): the planned failover is off. */
   | { type: 'finalShipFailed', vm: string }
+  /** This host's capacity became known or changed (the hypervisor told, or a reload); null: unlimited. */
+  | { type: 'capacity', capacity: HostCapacity | null }
 
 export type StopReason = 'lease-lost' | 'superseded' | 'planned'
 
@@ -89,6 +108,14 @@ export type OwnershipEvent =
    * driver aborts the ship in flight) or the ship failed ('ship-failed'). The VM runs here again.
    */
   | { type: 'failoverAbandoned', vm: string, reason: 'timeout' | 'superseded' | 'target-dead' | 'ship-failed' }
+  /**
+   * The VM should run (or stand for election) here but does not fit in what this host has left:
+   * it stays off until room appears (`roomFound`). Emitted once per change.
+   */
+  | { type: 'noRoom', vm: string, need: HostCapacity, free: HostCapacity }
+  | { type: 'roomFound', vm: string }
+  /** A queued start waited `startAfterTimeoutMs` for VMs that still do not run: it starts anyway. */
+  | { type: 'startAfterTimeout', vm: string, waitingFor: string[] }
 
 export type FailoverRefusal = 'unknown-vm' | 'unknown-node' | 'witness' | 'no-replica' | 'already-owner' | 'not-owner' | 'busy'
 
@@ -150,6 +177,14 @@ export interface VmOwnershipStatus {
   applied: GenerationRef | null
   /** Epoch of the election round in progress here, if any. */
   candidateEpoch: number | null
+  /**
+   * Room on this host: 'placed' (kept: it runs, starts, stops or stands here), 'reserved' (held
+   * for it while it waits its rank's turn to stand), 'no-room' (it should run or stand here and
+   * does not fit), null (nothing asked of this host).
+   */
+  placement: 'placed' | 'reserved' | 'no-room' | null
+  /** `startAfter` VMs not yet running while this VM waits to start here. */
+  waitingFor: string[]
 }
 
 export type VoteDecision =

@@ -64,6 +64,8 @@ interface Tracked {
   /** End of the last scan that read data (or failed): the minimum gap counts from it. */
   lastReadEnd: number
   queued: boolean
+  /** A watcher event came while a scan was queued or running: scan again after it. */
+  eventWhileQueued: boolean
 }
 
 export class ChangeTracker {
@@ -161,7 +163,7 @@ export class ChangeTracker {
   private track (path: string): void {
     const abs = resolve(path)
     if (this.files.has(abs)) return
-    const t: Tracked = { path: abs, timer: undefined, dueAt: Infinity, lastScanEnd: -Infinity, lastReadEnd: -Infinity, queued: false }
+    const t: Tracked = { path: abs, timer: undefined, dueAt: Infinity, lastScanEnd: -Infinity, lastReadEnd: -Infinity, queued: false, eventWhileQueued: false }
     this.files.set(abs, t)
     if (this.init.watch !== false) this.watchDir(abs)
     this.schedule(t, this.components.clock.now())
@@ -188,6 +190,9 @@ export class ChangeTracker {
       if (name !== null && basename(abs) !== name) continue
       const t = this.files.get(abs)
       if (t === undefined) continue
+      // during a scan the event may be a write that scan could not see whole (one long write()
+      // moves mtime only as it begins, so its stat looked unchanged): it gets a scan of its own
+      if (t.queued) t.eventWhileQueued = true
       this.schedule(t, Math.max(now + this.debounceMs, t.lastReadEnd + this.minGapMs))
     }
   }
@@ -219,7 +224,11 @@ export class ChangeTracker {
       t.queued = false
       t.lastScanEnd = this.components.clock.now()
       if (read) t.lastReadEnd = t.lastScanEnd
-      if (this.running && this.files.get(path) === t) this.schedule(t, t.lastScanEnd + this.scanIntervalMs)
+      if (this.running && this.files.get(path) === t) {
+        this.schedule(t, t.lastScanEnd + this.scanIntervalMs)
+        if (t.eventWhileQueued) this.schedule(t, Math.max(t.lastScanEnd + this.debounceMs, t.lastReadEnd + this.minGapMs))
+        t.eventWhileQueued = false
+      }
     }
   }
 

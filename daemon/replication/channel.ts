@@ -34,6 +34,8 @@ export interface StreamLike {
   abort: (err: Error) => void
   close: () => Promise<void>
   maxReadBufferLength?: number
+  /** The protocol ID multistream-select settled on (libp2p sets it; fakes may not). */
+  protocol?: string
 }
 
 export interface ChannelInit {
@@ -48,6 +50,13 @@ export interface ChannelInit {
    * a long generation is still being applied. Returns the pong to send.
    */
   answerPing?: (ping: PingMessage) => PongMessage
+  /**
+   * Sees every pong the moment it arrives (a sender's pacer: a pong proves delivery of every byte
+   * written before its ping). Pongs handed here are not queued for next().
+   */
+  onPong?: (pong: PongMessage) => void
+  /** Called when the stream ends or fails (a pacing wait must not outlive it). */
+  onEnded?: () => void
 }
 
 /** Frames up to this size are gathered in pooled buffers (the sender's frames carry 1 MiB). */
@@ -126,6 +135,10 @@ export class Channel {
     for (const item of items) {
       if (item.type === 'ping' && this.init.answerPing !== undefined) {
         try { this.stream.send(encodeReplicationItem(this.init.answerPing(item))) } catch {}
+        continue
+      }
+      if (item.type === 'pong' && this.init.onPong !== undefined) {
+        this.init.onPong(item)
         continue
       }
       const bytes = itemBytes(item)
@@ -210,6 +223,7 @@ export class Channel {
   }
 
   private notify (): void {
+    if (this.closed) this.init.onEnded?.()
     const w = this.wake
     this.wake = undefined
     w?.()

@@ -63,3 +63,19 @@ export class FinalGenerationTimeoutError extends VmeshError {
 export class ReplicaApplyAfterAckError extends VmeshError {
   constructor (message: string, options?: { cause?: unknown }) { super('ERR_REPLICA_APPLY_AFTER_ACK', message, options) }
 }
+
+/** A client-chosen operation id names an operation still running. */
+export class OperationIdInUseError extends VmeshError {
+  constructor (id: string) { super('ERR_OPERATION_ID_IN_USE', `an operation with id ${JSON.stringify(id)} is still running`) }
+}
+
+/**
+ * The replica store a receiving session held was taken from it: the registry removed it (a
+ * finalized replica whose VM moved on, a former owner's superseded replica), or the session
+ * reached a store that was already closed. The session ends — nothing of a generation in
+ * progress is applied — and its source's next session opens whatever store the registry holds
+ * for it then, instead of being nacked by a closed store generation after generation.
+ */
+export class ReplicaStoreRevokedError extends VmeshError {
+  constructor (message: string, options?: { cause?: unknown }) { super('ERR_REPLICA_STORE_REVOKED', message, options) }
+}

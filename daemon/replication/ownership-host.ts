@@ -22,6 +22,7 @@ import { adoptedVmConfig, type VmPolicy } from './failback.ts'
 import { NoReplicaError } from './errors.ts'
 import type { ReplicaSeam } from './seam.ts'
 import { splitFiles } from './start-files.ts'
+import type { ReplicaSummary } from './types.ts'
 
 export { NoReplicaError } from './errors.ts'
 
@@ -64,6 +65,14 @@ export class ReplicationOwnershipHost implements OwnershipHost, Startable<Owners
   private readonly pastOwners = new Map<string, number>()
   private unsubscribe?: () => void
   private chain: Promise<void> = Promise.resolve()
+  /** vm/source of superseded replicas queued for removal */
+  private readonly removing = new Set<string>()
+  /**
+   * vm → the generation the current owner's replica here held when that owner took the VM
+   * (0: none). A replica kept from an earlier tenure of the same node (owner A → B → A) holds
+   * A's old data until A's first generation lands: only past this does it supersede B's.
+   */
+  private readonly ownerBase = new Map<string, number>()
 
   constructor (private readonly components: OwnershipHostComponents, private readonly init: OwnershipHostInit) {
     this.settings = { node: init.node, runDir: init.runDir, vms: init.vms, hostPeers: init.hostPeers }
@@ -98,6 +107,7 @@ export class ReplicationOwnershipHost implements OwnershipHost, Startable<Owners
    * whatever their generation numbers (each source counts its own).
    */
   private report (vm: string): void {
+    this.dropSuperseded(vm)
     let best: GenerationRef | null | undefined
     for (const r of this.components.replication.replicaSummaries(vm)) {
       const gen = r.seeding || r.appliedGeneration === 0 || r.finalized ? null : { epoch: this.epochOf(vm, r.source), generation: r.appliedConsistentGeneration > 0 ? r.appliedConsistentGeneration : r.appliedGeneration }
@@ -108,6 +118,49 @@ export class ReplicationOwnershipHost implements OwnershipHost, Startable<Owners
     if (this.reported.get(vm) === key) return
     this.reported.set(vm, key)
     this.components.ownership.replicaApplied(vm, best)
+  }
+
+  /**
+   * A replica holder keeps one store per source. Once the current owner's replica here is
+   * whole (seeded, not finalized), a replica of the same VM from a former owner is superseded:
+   * ownership ranks it below (a lower epoch), failover and failback seed from the current one,
+   * and it would hold a full copy and its undo logs forever. It is deleted — its older recovery
+   * points with it (README, "Replicas"). Never: while this node owns the VM, a finalized store
+   * (a VM may run from it), the current owner's own replica, or before the owner's replica is
+   * complete and holds a generation of its current tenure (before that the old one may be the
+   * newest copy here: a replica kept from the same owner's earlier tenure is stale until the
+   * owner's first generation lands). At most one removal per source is
+   * queued at a time; the service refuses while that source still has a session open.
+   */
+  private dropSuperseded (vm: string): void {
+    const o = this.owners.get(vm)
+    if (o === undefined || o.owner === this.settings.node) return
+    const reps = this.components.replication.replicaSummaries(vm)
+    if (this.currentWhole(vm, o.owner) === undefined) return
+    for (const r of reps) {
+      if (r.source === o.owner || r.finalized) continue
+      const key = `${vm}/${r.source}`
+      if (this.removing.has(key)) continue
+      this.removing.add(key)
+      this.serial(async () => {
+        try {
+          // the owner may have changed meanwhile: decide again
+          const now = this.owners.get(vm)
+          if (now === undefined || now.owner === this.settings.node || now.owner === r.source) return
+          if (this.currentWhole(vm, now.owner) === undefined) return
+          await this.components.replication.removeSupersededReplica(vm, r.source)
+        } finally { this.removing.delete(key) }
+      })
+    }
+  }
+
+  /**
+   * The replica of `vm` from its current `owner` here, if it is whole and holds a generation
+   * the owner sent since it took the VM (not only what it held from an earlier tenure).
+   */
+  private currentWhole (vm: string, owner: string): ReplicaSummary | undefined {
+    const base = this.ownerBase.get(vm) ?? 0
+    return this.components.replication.replicaSummaries(vm).find(r => r.source === owner && r.appliedGeneration > 0 && r.appliedGeneration > base && !r.seeding && !r.finalized)
   }
 
   /** The epoch `source` owned `vm` at, as far as this node knows (0: its home, before any move). */
@@ -157,6 +210,10 @@ export class ReplicationOwnershipHost implements OwnershipHost, Startable<Owners
   }
 
   ownerChanged (vm: string, owner: string, epoch: number): void {
+    if (this.owners.get(vm)?.owner !== owner) {
+      const held = this.components.replication.replicaSummaries(vm).find(r => r.source === owner)
+      this.ownerBase.set(vm, held?.appliedGeneration ?? 0)
+    }
     this.owners.set(vm, { owner, epoch })
     this.pastOwners.set(`${vm}/${owner}`, epoch)
     // the epoch tags of this VM's replicas may have changed

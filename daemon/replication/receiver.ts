@@ -16,13 +16,17 @@
  * seed also drops its progress, since we no longer trust what came), and only this session is
  * affected. Storage refusals (disk full, base mismatch) become nacks. Backpressure comes from
  * the write queue and the Channel: while writes lag, the stream is paused.
+ * The session holds its store through a registry lease: when the registry removes the store
+ * (a finalized replica whose VM moved on, a superseded one) the lease is revoked and the
+ * session ends, so the source reconnects into a fresh store; a store found closed anyway ends
+ * the session the same way (ReplicaStoreRevokedError) instead of nacking every generation.
  */
-import { open as openFile, stat as statPath } from 'node:fs/promises'
+import { open as openFile, rm, stat as statPath } from 'node:fs/promises'
 import { basename, join } from 'node:path'
 import { hashBlocks } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
-  REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor, isProtocolFault, isResendableBlockError,
+  REPLICATION_PROTOCOLS, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor, isProtocolFault, isResendableBlockError,
   type HelloMessage, type HashRequestMessage, type ControlMessage, type FileRange
 } from '../../protocol/replication/index.ts'
 import { durableRanges } from '../../protocol/replication/ranges.ts'
@@ -30,13 +34,13 @@ import {
   GenerationValidator, decodeBlock, FileKind, DeltaProtocolError, BlockEncoding,
   type BeginFrame, type Frame
 } from '../../protocol/delta/index.ts'
-import type { GenerationWriter, ReplicaStore } from '../../storage/replica/index.ts'
+import { ReplicaClosedError, type GenerationWriter, type ReplicaStore, type RetentionPolicy } from '../../storage/replica/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 import type { Logger } from '../log.ts'
 import { Channel, type StreamLike } from './channel.ts'
-import { ReplicaRegistry } from './replicas.ts'
-import { PeerProtocolViolationError, ReplicaApplyAfterAckError, ReplicationTimeoutError } from './errors.ts'
+import { ReplicaRegistry, type ReplicaLease } from './replicas.ts'
+import { PeerProtocolViolationError, ReplicaApplyAfterAckError, ReplicaStoreRevokedError, ReplicationTimeoutError } from './errors.ts'
 import { WriteQueue } from './write-queue.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 import type { Startable } from '../startable.ts'
@@ -49,6 +53,11 @@ export interface ReceiverComponents {
   peerName: (peerId: string) => string | undefined
   /** A replica's state was published (session open, generation committed): replication's change event. */
   onApplied?: (source: string, vm: string) => void
+  /**
+   * The recovery-point policy of `vm` in this node's own config (its home), used when the
+   * source's hello carries none (an older source). Undefined: the store keeps what it has.
+   */
+  retentionOf?: (vm: string) => RetentionPolicy | undefined
   metrics?: VmeshMetrics
 }
 
@@ -84,7 +93,7 @@ export class ReplicationReceiver {
     if (this.running) return
     this.running = true
     this.libp2p = libp2p
-    await libp2p?.handle(REPLICATION_PROTOCOL, (stream: Stream, connection: Connection) => {
+    await libp2p?.handle([...REPLICATION_PROTOCOLS], (stream: Stream, connection: Connection) => {
       void this.accept(stream as unknown as StreamLike, connection.remotePeer.toString())
     }, { maxInboundStreams: 1024, maxOutboundStreams: 1024, runOnLimitedConnection: false })
   }
@@ -92,7 +101,7 @@ export class ReplicationReceiver {
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
-    await this.libp2p?.unhandle(REPLICATION_PROTOCOL).catch(() => {})
+    await this.libp2p?.unhandle([...REPLICATION_PROTOCOLS]).catch(() => {})
     for (const ch of this.all) ch.abort(new Error('receiver stopping'))
     await Promise.all([...this.sessions.values()].map(async s => { await s.done.catch(() => {}) }))
   }
@@ -111,6 +120,7 @@ export class ReplicationReceiver {
     })
     this.all.add(channel)
     let key: string | undefined
+    let lease: ReplicaLease | undefined
     let resolveDone!: () => void
     const done = new Promise<void>(resolve => { resolveDone = resolve })
     try {
@@ -131,7 +141,17 @@ export class ReplicationReceiver {
       const prev = this.sessions.get(key)
       if (prev !== undefined) { prev.channel.abort(new Error('superseded by a new session')); await prev.done.catch(() => {}) }
       this.sessions.set(key, { channel, done })
-      const store = await this.components.replicas.open(from, hello.vm)
+      const held = await this.components.replicas.acquire(from, hello.vm)
+      lease = held
+      const onRevoked = (): void => {
+        log.info({ peer: from, vm: hello.vm, reason: errorMessage(held.revoked.reason) }, 'replica store taken from the session; it ends and its source reconnects')
+        channel.abort(held.revoked.reason instanceof Error ? held.revoked.reason : new ReplicaStoreRevokedError(errorMessage(held.revoked.reason)))
+      }
+      // revoked between acquire() and here (a removal that ran first) counts as well
+      if (held.revoked.aborted) onRevoked()
+      else held.revoked.addEventListener('abort', onRevoked, { once: true })
+      const store = held.store
+      await this.adoptRetention(store, from, hello)
       const { clock, log: sessionLog, metrics, onApplied } = this.components
       const runner = new SessionRunner({
         clock,
@@ -139,6 +159,7 @@ export class ReplicationReceiver {
         channel,
         store,
         replicas: this.components.replicas,
+        revoked: held.revoked,
         onProtocolError: () => { this.protocolErrors++ },
         ...(metrics !== undefined ? { metrics } : {}),
         ...(onApplied !== undefined ? { onApplied } : {}),
@@ -154,7 +175,29 @@ export class ReplicationReceiver {
       this.all.delete(channel)
       if (key !== undefined) this.closedBytes.set(key, (this.closedBytes.get(key) ?? 0) + channel.bytesIn)
       if (key !== undefined && this.sessions.get(key)?.channel === channel) this.sessions.delete(key)
+      // after the session's writer is gone: a removal waiting for this lease may close the store now
+      lease?.release()
       resolveDone()
+    }
+  }
+
+  /**
+   * The source's `recoveryPoints` (in its hello; else this node's own config of the VM) become
+   * the store's retention. Pruning by a new policy runs in the background: a first policy may
+   * drop thousands of points, and the source waits for targetState meanwhile.
+   */
+  private async adoptRetention (store: ReplicaStore, from: string, hello: HelloMessage): Promise<void> {
+    const r = hello.retention
+    const policy = r !== undefined ? { maxPoints: r.count, keepAllWithinMs: r.keepAllWithinMs, hourlyBeyond: r.hourlyBeyond } : this.components.retentionOf?.(hello.vm)
+    if (policy === undefined || store.state().finalized) return
+    try {
+      if (!await store.setRetention(policy)) return
+      this.components.log.info({ peer: from, vm: hello.vm, retention: policy, fromSource: r !== undefined }, 'replica retention policy set')
+      void store.applyRetention().then((dropped) => {
+        if (dropped.length > 0) this.components.log.info({ peer: from, vm: hello.vm, dropped: dropped.length }, 'recovery points pruned by the new retention policy')
+      })
+    } catch (err) {
+      this.components.log.warn({ peer: from, vm: hello.vm, err: errorMessage(err) }, 'could not set the replica retention policy; the previous one stays')
     }
   }
 
@@ -172,6 +215,9 @@ export class ReplicationReceiver {
     }
   }
 
+  /** Whether a session from `source` for `vm` is open now. */
+  hasSession (source: string, vm: string): boolean { return this.sessions.has(`${source}/${vm}`) }
+
   /** Stream bytes received from `source` for `vm` since start (closed and live sessions). */
   bytesReceived (source: string, vm: string): number {
     const key = `${source}/${vm}`
@@ -186,6 +232,8 @@ interface SessionComponents {
   /** The store of (source, vm) this session applies to. */
   store: ReplicaStore
   replicas: Pick<ReplicaRegistry, 'diskFree' | 'seedDirOf'>
+  /** Aborted when the registry takes the store back (the channel is aborted too). */
+  revoked?: AbortSignal
   /** The peer broke the protocol (counted by the receiver). */
   onProtocolError: () => void
   onApplied?: (source: string, vm: string) => void
@@ -208,6 +256,8 @@ class SessionRunner implements Startable {
   private begin: BeginFrame | undefined
   /** seed: existing pre-loaded local copies as seed progress: the first seed keeps it. */
   private adopted = false
+  /** The `<vm>.seed` copy was removed (or found absent) once the replica was whole. */
+  private seedDirGone = false
   /** The current generation was refused: read the rest of it, apply nothing. */
   private discarding = false
   private readonly ac = new AbortController()
@@ -271,6 +321,29 @@ class SessionRunner implements Startable {
     const s = this.store.state()
     this.c.metrics?.replica.setAppliedGeneration(s.vm, s.source, s.appliedGeneration)
     this.c.onApplied?.(s.source, s.vm)
+    // a finalized store is not this source's replica any more: a seed copy next to it was
+    // placed for the fresh store this source's next session gets, and must stay for it
+    if (s.appliedGeneration > 0 && !s.seeding && !s.finalized && !this.seedDirGone) {
+      this.seedDirGone = true
+      void this.dropSeedCopy()
+    }
+  }
+
+  /**
+   * The replica is whole (its seed completed): a `<vm>.seed` copy of this source (pre-placed,
+   * or a failback's hard links) has served its purpose and only takes space. A later reseed
+   * (an empty store) would not use it either: it may be far behind by then.
+   */
+  private async dropSeedCopy (): Promise<void> {
+    const dir = this.c.replicas.seedDirOf(this.from, this.hello.vm)
+    const st = await statPath(dir).catch(() => null)
+    if (st === null) return
+    try {
+      await rm(dir, { recursive: true, force: true })
+      this.log.info({ peer: this.from, vm: this.hello.vm, dir }, 'seed copy removed: the replica is complete')
+    } catch (err) {
+      this.log.warn({ peer: this.from, vm: this.hello.vm, dir, err: errorMessage(err) }, 'could not remove the seed copy')
+    }
   }
 
   private async targetState (): Promise<ControlMessage> {
@@ -326,6 +399,7 @@ class SessionRunner implements Startable {
         const fh = await openFile(f.path, 'r')
         try {
           for (let at = 0; at < f.size;) {
+            this.c.revoked?.throwIfAborted()
             const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, f.size - at), at)
             if (bytesRead <= 0) break
             await w.writeBlock(f.fileId, at, buf.subarray(0, bytesRead))
@@ -520,6 +594,13 @@ class SessionRunner implements Startable {
 
   /** Nacks the current generation and drops its writer; later frames of it are ignored. */
   private async refuse (generation: number, err: unknown, badData = false): Promise<void> {
+    if (err instanceof ReplicaClosedError || err instanceof ReplicaStoreRevokedError) {
+      // a nack would leave the source sending into this store again and again: end the session
+      if (err instanceof ReplicaClosedError) this.log.error({ peer: this.from, vm: this.hello.vm, generation }, 'a receiving session reached a closed replica store; the session ends')
+      this.discarding = true
+      await this.dropWriter(false)
+      throw err instanceof ReplicaStoreRevokedError ? err : new ReplicaStoreRevokedError(`the replica store of ${this.hello.vm} from ${this.from} is closed`, { cause: err })
+    }
     const code = nackCodeFor(err)
     this.log.warn({ peer: this.from, vm: this.hello.vm, generation, code: NackCode[code], err: errorMessage(err) }, 'generation refused')
     this.discarding = true
@@ -538,6 +619,9 @@ class SessionRunner implements Startable {
     this.writer = undefined
     // queued writes finish (or fail) first: a writer refuses to be aborted mid-call
     await this.writes.reset()
+    // a session that merely ended (link cut, peer gone) keeps every seed block it wrote: they
+    // were verified on arrival, and a resumed seed compares hashes before skipping anything
+    if (w?.seeding === true && !discardSeedProgress) await w.checkpoint().catch(() => {})
     if (w !== undefined) await w.abort(discardSeedProgress ? { discardSeedProgress: true } : {}).catch(() => {})
   }
 }

@@ -45,6 +45,12 @@ export interface ReplicaSeam {
    * replica from `owner` already holds data. Returns the seed folder, or undefined if nothing was placed.
    */
   seedFromLocalCopy: (vm: string, owner: string, homeCopy?: CopyFile[]) => Promise<{ dir: string, files: number } | undefined>
+  /**
+   * Deletes the replica of `vm` from `source` (its store and its recovery points) because a
+   * newer owner's replica superseded it. Refused (false) while that source still has a session
+   * open here, or when the store is finalized (a VM may run from it).
+   */
+  removeSupersededReplica: (vm: string, source: string) => Promise<boolean>
   /** Planned failover: scan the stopped VM, wait until `target` holds it durably; the final generation. */
   shipFinal: (vm: string, target: string, timeoutMs: number, signal?: AbortSignal) => Promise<number>
   /** The configured VMs this node should source (null: all of them). */

@@ -24,9 +24,9 @@ import { hashBlocks } from '../../common/blake3.ts'
 import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
-import { encodeGeneration, zeroChecksum, type ChangedBlock } from '../../protocol/delta/index.ts'
+import { encodeGeneration, zeroChecksum, type BlocksFrame, type ChangedBlock } from '../../protocol/delta/index.ts'
 import {
-  CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, errorFromRejection, nackCodeName,
+  CONTROL_PROTOCOL_VERSION, helloCarriesRetention, NackCode, SeedMode, errorFromRejection, nackCodeName,
   ReplicationRefusedError, type HashResponseMessage, type TargetStateMessage, type ReplicationItem
 } from '../../protocol/replication/index.ts'
 import type { Clock } from '../../common/clock.ts'
@@ -41,6 +41,8 @@ import { innerBlocks, isConsistentCapture, lagMs, nextGenerationNumber, reconcil
 import type { SenderSource, SourceFile } from './source-view.ts'
 import { AdaptiveEncoder } from './encoder.ts'
 import { readChangedBlocks } from './block-reader.ts'
+import { SUB_BLOCK, refineBlocks, type SubHashes } from './sub-blocks.ts'
+import { InflightPacer, type PacerInit, type PacerStats } from './pacer.ts'
 
 const READ_CHUNK = 1024 * 1024
 /** Blocks whose hashes are asked for at once (seed resume, verify): 64 KiB of hashes. */
@@ -50,6 +52,16 @@ const PING_MS = 10_000
 const DEAD_MS = 60_000
 /** Raw bytes per blocks frame (measured: 1 MiB ≈ 1.5× the throughput of 4 MiB on loopback). */
 const FRAME_PAYLOAD = 1024 * 1024
+/** Pending bytes per generation whose sub-block hashes are asked (64 Ki hashes, 1 MiB of them). */
+const REFINE_MAX_BYTES = 256 * 1024 * 1024
+/** Hash requests outstanding at once while refining. */
+const REFINE_WINDOW = 64
+/** A change set beyond this many seconds of the link goes as chunks (each durable on ack). */
+const CHUNK_SECONDS = 3
+const MIN_CHUNK_BYTES = 4 * 1024 * 1024
+const MAX_CHUNK_BYTES = 512 * 1024 * 1024
+/** Smallest blocks frame the pacer splits to: a frame is the unit its probes acknowledge. */
+const MIN_FRAME_PAYLOAD = 64 * 1024
 
 interface Included { file: SourceFile, ranges: Array<{ offset: number, length: number }>, before: FileStat }
 
@@ -77,12 +89,17 @@ export interface SenderInit {
   target: string
   /** This node's name, sent in the hello. */
   nodeName: string
+  /** Tuning of the in-flight bound (pacer.ts); defaults fit links from a few Mbit/s to 10 Gbit/s. */
+  pacing?: PacerInit
 }
 
 export class TargetSender implements Startable {
   private ac = new AbortController()
   private loop: Promise<void> | undefined
   private channel: Channel | undefined
+  private pacer: InflightPacer | undefined
+  /** While a change set goes as chunks: the times of the full set (what its last chunk carries). */
+  private chunkOf: { createdAtMs: number, consistent: boolean, captureStartMs?: number } | undefined
   private connected = false
   private error: string | undefined
   /** The target's applied generation as last reported or acknowledged. */
@@ -100,7 +117,9 @@ export class TargetSender implements Startable {
   private rateMark = { at: 0, sent: 0 }
   private requestId = 1
   private lastVerify: { atMs: number, mismatchedBlocks: number } | undefined
-  private verifyQueue: Array<{ repair: boolean, resolve: (r: VerifyReport) => void, reject: (e: unknown) => void }> = []
+  private verifyQueue: Array<{ repair: boolean, onBytes?: (n: number) => void, resolve: (r: VerifyReport) => void, reject: (e: unknown) => void }> = []
+  /** The generation being sent: the bytes of its ranges, and how many of them were read so far. */
+  private sending: GenerationProgress | undefined
 
   private readonly vm: SenderSource
   readonly target: string
@@ -128,10 +147,13 @@ export class TargetSender implements Startable {
     for (const v of this.verifyQueue.splice(0)) v.reject(new VerifyFailedError('sender stopped'))
   }
 
-  /** Runs a verify at the next moment the target is in sync. */
-  async verify (repair: boolean, timeoutMs: number): Promise<VerifyReport> {
+  /**
+   * Runs a verify at the next moment the target is in sync; `onBytes` is told each stretch of
+   * the source files compared (their sum is the files' sizes).
+   */
+  async verify (repair: boolean, timeoutMs: number, onBytes?: (n: number) => void): Promise<VerifyReport> {
     return await new Promise<VerifyReport>((resolve, reject) => {
-      const entry = { repair, resolve, reject }
+      const entry = { repair, ...(onBytes !== undefined ? { onBytes } : {}), resolve, reject }
       this.verifyQueue.push(entry)
       const t = this.clock.setTimeout(() => {
         const i = this.verifyQueue.indexOf(entry)
@@ -153,7 +175,7 @@ export class TargetSender implements Startable {
       this.rateMark = { at: now, sent: this.sentTotal }
     }
     const current = this.vm.generation
-    const state = targetStateOf({ connected: this.connected, error: this.error, acked: book.acked, current, pendingBytes: this.pendingBytes, seeding: this.seeding })
+    const state = targetStateOf({ connected: this.connected, error: this.error, acked: book.acked, current, pendingBytes: this.pendingBytes, seeding: this.seeding, midChangeSet: this.midChangeSet })
     const lag = lagMs(this.clock.wallNow(), book.acked, current, g => this.vm.books.meta(g)?.createdAtMs)
     this.components.metrics?.replication.setState(this.vm.name, this.target, state)
     this.components.metrics?.replication.setAckedGeneration(this.vm.name, this.target, book.acked)
@@ -172,7 +194,8 @@ export class TargetSender implements Startable {
       rateBytesPerSec: Math.round(this.rate),
       ...(this.seeding ? { seedProgress: this.seedTotal > 0 ? Math.min(1, this.seedSent / this.seedTotal) : 0 } : {}),
       ...(this.error !== undefined ? { error: this.error } : {}),
-      ...(this.lastVerify !== undefined ? { lastVerify: this.lastVerify } : {})
+      ...(this.lastVerify !== undefined ? { lastVerify: this.lastVerify } : {}),
+      ...(this.pacer !== undefined ? { pacing: pacingOf(this.pacer.stats()) } : {})
     }
   }
 
@@ -212,19 +235,29 @@ export class TargetSender implements Startable {
   }
 
   private async session (signal: AbortSignal): Promise<void> {
-    const dialTimer = this.timeout(10_000)
+    const dialTimer = this.timeout(10_000, signal)
     let stream
     try {
-      stream = await this.components.dial(this.target, AbortSignal.any([signal, dialTimer.signal]))
+      stream = await this.components.dial(this.target, dialTimer.signal)
     } finally { dialTimer.clear() }
-    const ch = new Channel(stream, { onProtocolError: (err) => { this.log.warn({ vm: this.vm.name, target: this.target, err: errorMessage(err) }, 'target sent bytes that do not decode; stream aborted') } })
+    // one pacer per session: a new connection may take another path
+    const pacer = new InflightPacer(this.clock, this.init.pacing)
+    const ch = new Channel(stream, {
+      onProtocolError: (err) => { this.log.warn({ vm: this.vm.name, target: this.target, err: errorMessage(err) }, 'target sent bytes that do not decode; stream aborted') },
+      onPong: (pong) => { pacer.onPong(pong.nonce) },
+      onEnded: () => { pacer.end(new ReplicationStreamClosedError('stream ended while waiting to send')) }
+    })
     this.channel = ch
+    this.pacer = pacer
     const helloFiles = []
     for (const f of this.vm.files) {
       const st = await statFile(f.path).catch(() => null)
       helloFiles.push({ fileId: f.fileId, path: f.path, kind: f.kind, size: st?.size ?? 0, blockSize: this.vm.blockSize })
     }
-    await ch.sendItem({ type: 'hello', protocolVersion: CONTROL_PROTOCOL_VERSION, vm: this.vm.name, sourceNode: this.init.nodeName, files: helloFiles, seedMode: this.vm.vm.seed === 'existing' ? SeedMode.Existing : SeedMode.Full })
+    // the VM's recovery-point policy, for the target's store, where the stream can carry it
+    const rp = this.vm.vm.recoveryPoints
+    const retention = rp !== undefined && helloCarriesRetention(stream.protocol) ? { retention: { count: rp.count, keepAllWithinMs: rp.keepAllWithinMs, hourlyBeyond: rp.hourlyBeyond } } : {}
+    await ch.sendItem({ type: 'hello', protocolVersion: CONTROL_PROTOCOL_VERSION, vm: this.vm.name, sourceNode: this.init.nodeName, files: helloFiles, seedMode: this.vm.vm.seed === 'existing' ? SeedMode.Existing : SeedMode.Full, ...retention })
     // seed: existing may make the target copy pre-placed files before it answers
     const ts = await this.expect(ch, 'targetState', this.vm.vm.seed === 'existing' ? 3_600_000 : 30_000, signal) as TargetStateMessage
     this.connected = true
@@ -237,7 +270,7 @@ export class TargetSender implements Startable {
       if (verify !== undefined && this.inSync()) {
         this.verifyQueue.shift()
         try {
-          verify.resolve(await this.runVerify(ch, verify.repair, signal))
+          verify.resolve(await this.runVerify(ch, verify.repair, signal, verify.onBytes))
         } catch (err) {
           verify.reject(err)
           // a source file that moved during the verify is the caller's retry, not a broken session
@@ -280,12 +313,14 @@ export class TargetSender implements Startable {
         break
       case 'adopt-seed':
         // every block is a candidate (a pre-loaded copy may hold data where we have zeros)
+        await this.untilScanned(signal)
         await this.vm.resetTarget(this.target, true)
         await this.vm.books.setTarget(this.target, { acked: 0, inFlight: null })
         await this.buildSkipSet(ts, ch, signal)
         break
       case 'reseed':
       case 'rebase':
+        if (r.kind === 'rebase') await this.untilScanned(signal)
         await this.vm.resetTarget(this.target, r.kind === 'rebase')
         await this.vm.books.setTarget(this.target, { acked: ts.appliedGeneration, inFlight: null })
         break
@@ -300,9 +335,27 @@ export class TargetSender implements Startable {
     this.error = undefined
   }
 
+  /**
+   * Waits until every file of the VM has been scanned once. A VM just adopted from a finalized
+   * replica opens its sessions at once, and before that first scan
+   * - the manifest is empty, and an absent entry reads as a zero block (buildSkipSet would skip a
+   *   target block of zeros where our file holds data);
+   * - the dirty maps do not know the files, so resetting a target to "every block" marks nothing,
+   *   and the first scan then marks only the non-zero blocks — what an empty target needs, not one
+   *   that holds data (adopt-seed, rebase): our zero blocks were never sent over its stale data
+   *   (the soak's vm4 on h1: one 4 KiB page of h1's own pre-failover writes left in a block that
+   *   was all zeros on the new owner h2).
+   */
+  private async untilScanned (signal: AbortSignal): Promise<void> {
+    while (!this.vm.ready && !signal.aborted) await this.vm.changed(1000, signal)
+    signal.throwIfAborted()
+  }
+
   /** Hashes of the target's durable seed ranges vs our manifest: blocks to skip when resending. */
   private async buildSkipSet (ts: TargetStateMessage, ch: Channel, signal: AbortSignal): Promise<void> {
     const bs = this.vm.blockSize
+    // our side of the comparison is the manifest: only once every file has been scanned
+    await this.untilScanned(signal)
     let compared = 0
     for (const r of ts.seeding?.durableRanges ?? []) {
       const file = this.vm.files.find(f => f.fileId === r.fileId)
@@ -343,18 +396,25 @@ export class TargetSender implements Startable {
   }
 
   private async expect (ch: Channel, type: ReplicationItem['type'], timeoutMs: number, signal: AbortSignal): Promise<ReplicationItem> {
-    const timer = this.timeout(timeoutMs)
-    const t = AbortSignal.any([signal, timer.signal])
+    const timer = this.timeout(timeoutMs, signal)
     try {
-      return await this.expectUntil(ch, type, t, () => !signal.aborted && timer.signal.aborted, timeoutMs)
+      return await this.expectUntil(ch, type, timer.signal, () => !signal.aborted && timer.signal.aborted, timeoutMs)
     } finally { timer.clear() }
   }
 
-  /** An AbortSignal that fires after `ms` on the injected clock. */
-  private timeout (ms: number): { signal: AbortSignal, clear: () => void } {
+  /**
+   * An AbortSignal that fires after `ms` on the injected clock or when `parent` aborts; clear()
+   * detaches it from both. Not AbortSignal.any([parent, …]): on Node 20 every any() call adds an
+   * entry to the parent's dependant set that is only dropped when the parent aborts, and
+   * `parent` here is this sender's lifetime signal — one entry per dial and per awaited reply
+   * (each ack, each hash window) for as long as the sender runs, a leak the chaos soak found.
+   */
+  private timeout (ms: number, parent: AbortSignal): { signal: AbortSignal, clear: () => void } {
     const ac = new AbortController()
+    const onParent = (): void => { ac.abort(parent.reason) }
+    if (parent.aborted) onParent(); else parent.addEventListener('abort', onParent, { once: true })
     const h = this.clock.setTimeout(() => { ac.abort(new ReplicationTimeoutError(`timed out after ${ms} ms`)) }, ms)
-    return { signal: ac.signal, clear: () => { this.clock.clearTimeout(h) } }
+    return { signal: ac.signal, clear: () => { this.clock.clearTimeout(h); parent.removeEventListener('abort', onParent) } }
   }
 
   private async expectUntil (ch: Channel, type: ReplicationItem['type'], t: AbortSignal, timedOut: () => boolean, timeoutMs: number): Promise<ReplicationItem> {
@@ -378,7 +438,7 @@ export class TargetSender implements Startable {
     const tPrep = this.clock.now()
     const vm = this.vm
     const t = this.target
-    const number = this.nextNumber ?? vm.generation
+    let number = this.nextNumber ?? vm.generation
     const base = this.applied
     const seeding = base === 0
     const busyBefore = vm.scanBusy > 0
@@ -395,15 +455,44 @@ export class TargetSender implements Startable {
       const clipped = clipRanges(ranges, before.size)
       if (seeding || clipped.length > 0 || this.knownSizes.get(f.path) !== before.size) included.push({ file: f, ranges: clipped, before })
     }
-    const consistent = !this.forceFuzzy && isConsistentCapture(captures, { seqBefore, seqAfter: seqBefore, busyBefore, busyAfter: vm.scanBusy > 0 })
+    // a change set bigger than a few seconds of the link goes as chunks, each its own generation
+    // and durable on the target when acked: a link that drops more often than the whole set
+    // takes loses only the chunk on the wire, and the next session goes on with the rest
+    let partial = false
+    if (!seeding && this.nextNumber === undefined) {
+      let left = this.chunkBytes()
+      let all = 0
+      for (const inc of included) for (const r of inc.ranges) all += r.length
+      if (all > left) {
+        partial = true
+        for (const inc of included) {
+          const taken = takeRanges(inc.ranges, left, vm.blockSize)
+          inc.ranges = taken.ranges
+          left -= taken.bytes
+        }
+      }
+    }
+    if (partial) {
+      // the chunk holds no new capture point: its meta keeps the acked one's capture start (the
+      // RPO does not move); the rest follows under a number with the full change set's times
+      const m = vm.books.meta(number)
+      this.chunkOf ??= { createdAtMs: m?.createdAtMs ?? Math.round(this.clock.wallNow()), consistent: m?.consistent ?? false, ...(m?.captureStartMs !== undefined ? { captureStartMs: m.captureStartMs } : {}) }
+      number = await vm.books.bump(this.chunkOf.createdAtMs, false, undefined, vm.books.meta(vm.books.target(t).acked)?.captureStartMs)
+    }
+    const consistent = !partial && !this.forceFuzzy && isConsistentCapture(captures, { seqBefore, seqAfter: seqBefore, busyBefore, busyAfter: vm.scanBusy > 0 })
     await vm.books.setTarget(t, { acked: vm.books.target(t).acked, inFlight: number })
     for (const inc of included) if (inc.ranges.length > 0) await vm.dirty.inFlight(t, number, inc.file.path, inc.ranges)
     const createdAtMs = vm.books.meta(number)?.createdAtMs ?? Math.round(this.clock.wallNow())
     let total = 0
     for (const inc of included) for (const r of inc.ranges) total += r.length
     if (seeding) { this.seedTotal = total; this.seedSent = 0 }
+    const progress: GenerationProgress = { generation: number, totalBytes: total, readBytes: 0 }
+    this.sending = progress
     this.log.debug({ vm: vm.name, target: t, generation: number, base, consistent, files: included.length, bytes: total }, 'sending generation')
     const limiter = this.components.limiter
+    const pacer = this.pacer ?? new InflightPacer(this.clock, this.init.pacing)
+    // an incremental generation sends only the 4 KiB pieces that differ from the target's copy
+    const subHashes = seeding ? undefined : await this.fetchSubHashes(ch, included, signal)
     const frames = encodeGeneration({
       vm: vm.name,
       generation: number,
@@ -413,7 +502,9 @@ export class TargetSender implements Startable {
       files: included.map(inc => ({ fileId: inc.file.fileId, path: inc.file.path, size: inc.before.size, blockSize: vm.blockSize, kind: inc.file.kind })),
       readBlocks: (fileId) => {
         const inc = included.find(x => x.file.fileId === fileId) as Included
-        return this.readBlocks(inc, signal)
+        const theirs = subHashes?.get(fileId)
+        const blocks = countRead(this.readBlocks(inc, signal), progress)
+        return theirs !== undefined ? refineBlocks(blocks, theirs) : blocks
       },
       // frames of 1 MiB: big enough to amortize headers, small enough that the buffers they are
       // built and reassembled in are recycled by the allocator instead of freshly mapped (GC
@@ -428,31 +519,51 @@ export class TargetSender implements Startable {
     for await (const frame of frames) {
       if (frame.type === 'end' && consistent) {
         const te = this.clock.now()
-        // a scan running now may be about to report changes: let it finish first (bounded)
-        for (let i = 0; i < 100 && vm.scanBusy > 0; i++) await vm.changed(100, signal)
-        const after: FileCapture[] = []
+        // a scan running now may be about to report changes: let it finish first, then read the
+        // stats and manifest generations; if a scan began or ended while they were read
+        // (scanSeq moved), wait for it and read again (bounded). A scan that committed nothing
+        // new leaves the capture consistent; without the retry, any scan that merely started
+        // during these reads made it fuzzy — under load, often enough that an idle VM's seed
+        // was never a recovery point (planned.test.ts's --point case)
+        let after: FileCapture[] = []
         let seqAfter = 0
-        for (let i = 0; i < vm.files.length; i++) {
-          const f = vm.files[i] as SourceFile
-          const c = captures[i] as FileCapture
-          after.push({ ...c, after: await nodeScanIO.stat(f.path) })
-          seqAfter += (await vm.manifest.file(f.path).meta())?.generation ?? 0
+        let busyAfter = true
+        for (let round = 0; round < 5 && busyAfter; round++) {
+          for (let i = 0; i < 100 && vm.scanBusy > 0; i++) await vm.changed(100, signal)
+          const scans = vm.scanSeq
+          after = []
+          seqAfter = 0
+          for (let i = 0; i < vm.files.length; i++) {
+            const f = vm.files[i] as SourceFile
+            const c = captures[i] as FileCapture
+            after.push({ ...c, after: await nodeScanIO.stat(f.path) })
+            seqAfter += (await vm.manifest.file(f.path).meta())?.generation ?? 0
+          }
+          busyAfter = vm.scanBusy > 0 || vm.scanSeq !== scans
         }
-        if (!isConsistentCapture(after, { seqBefore, seqAfter, busyBefore, busyAfter: vm.scanBusy > 0 })) {
+        if (!isConsistentCapture(after, { seqBefore, seqAfter, busyBefore, busyAfter })) {
           throw new GenerationTurnedFuzzyError(`a file of ${vm.name} changed while generation ${number} was read`)
         }
         endCheckMs = this.clock.now() - te
       }
       const ts = this.clock.now()
-      await ch.sendItem(frame, limiter, signal)
-      sendMs += this.clock.now() - ts
-      if (frame.type === 'blocks') {
-        let raw = 0
-        for (const e of frame.entries) raw += e.length
-        this.sentTotal += raw
-        if (seeding) this.seedSent += raw
-        this.components.metrics?.replication.addSentBytes(vm.name, t, raw)
+      if (frame.type !== 'blocks') {
+        pacer.onSent(await ch.sendItem(frame, limiter, signal))
+      } else {
+        // in pieces the pacer can acknowledge: each is followed by a probe (ping), and waits
+        // until the bytes in flight fall under about two round trips of the measured rate
+        for (const piece of splitBlocksFrame(frame, this.frameBytes(pacer))) {
+          await pacer.waitForRoom(signal)
+          pacer.onSent(await ch.sendItem(piece, limiter, signal))
+          pacer.onSent(await ch.sendItem({ type: 'ping', nonce: pacer.probe(), timestampMs: Math.max(0, Math.floor(this.clock.now())) }))
+          let raw = 0
+          for (const e of piece.entries) raw += e.length
+          this.sentTotal += raw
+          if (seeding) this.seedSent += raw
+          this.components.metrics?.replication.addSentBytes(vm.name, t, raw)
+        }
       }
+      sendMs += this.clock.now() - ts
     }
     const t1 = this.clock.now()
     // the answer: ack or nack (resend requests come before a nack); while waiting, pings every
@@ -460,7 +571,6 @@ export class TargetSender implements Startable {
     // DEAD_MS ends the session instead of waiting forever on a hung peer
     let lastIn = ch.bytesIn
     let lastHeard = this.clock.now()
-    let nonce = 0
     for (;;) {
       let reply: ReplicationItem
       try {
@@ -469,7 +579,7 @@ export class TargetSender implements Startable {
         if (!(err instanceof ReplicationTimeoutError)) throw err
         if (ch.bytesIn !== lastIn) { lastIn = ch.bytesIn; lastHeard = this.clock.now() }
         if (this.clock.now() - lastHeard >= DEAD_MS) throw new ReplicationTimeoutError(`no answer from ${t} for ${DEAD_MS} ms while generation ${number} was applied`)
-        await ch.sendItem({ type: 'ping', nonce: (nonce++) >>> 0, timestampMs: Math.max(0, Math.floor(this.clock.now())) })
+        await ch.sendItem({ type: 'ping', nonce: pacer.probe(), timestampMs: Math.max(0, Math.floor(this.clock.now())) })
         continue
       }
       if (reply.type === 'resend') {
@@ -488,6 +598,11 @@ export class TargetSender implements Startable {
         this.skip.clear()
         this.error = undefined
         for (const inc of included) this.knownSizes.set(inc.file.path, inc.before.size)
+        const full = this.chunkOf
+        if (partial && full !== undefined) {
+          // the rest of the change set: a generation carrying its capture times
+          await vm.books.bump(full.createdAtMs, full.consistent, undefined, full.captureStartMs)
+        } else if (!partial) this.chunkOf = undefined
         await this.refreshPending()
         this.log.debug({ vm: vm.name, target: t, generation: number, consistent, bytes: total, prepMs: Math.round(t0 - tPrep), streamMs: Math.round(t1 - t0), sendWaitMs: Math.round(sendMs), endCheckMs: Math.round(endCheckMs), ackWaitMs: Math.round(this.clock.now() - t1) }, 'generation acknowledged')
         return
@@ -504,6 +619,72 @@ export class TargetSender implements Startable {
     }
   }
 
+  /**
+   * The target's SUB_BLOCK hashes over the pending ranges (up to REFINE_MAX_BYTES of them,
+   * REFINE_WINDOW requests outstanding): what sub-blocks.ts compares each changed block with.
+   */
+  private async fetchSubHashes (ch: Channel, included: Included[], signal: AbortSignal): Promise<Map<number, SubHashes> | undefined> {
+    const bs = this.vm.blockSize
+    if (bs <= SUB_BLOCK || bs % SUB_BLOCK !== 0) return undefined
+    const out = new Map<number, SubHashes>()
+    const queue: Array<{ fileId: number, offset: number, length: number }> = []
+    let budget = REFINE_MAX_BYTES
+    for (const inc of included) {
+      for (const r of inc.ranges) {
+        if (budget <= 0) break
+        const offset = Math.floor(r.offset / SUB_BLOCK) * SUB_BLOCK
+        const end = Math.min(r.offset + r.length, offset + budget)
+        queue.push({ fileId: inc.file.fileId, offset, length: end - offset })
+        budget -= end - offset
+      }
+    }
+    if (queue.length === 0) return undefined
+    const open = new Set<number>()
+    let asked = 0
+    let hashes = 0
+    // bounded: every request is answered by responses ending in `last`, or the channel ends
+    while (asked < queue.length || open.size > 0) {
+      while (asked < queue.length && open.size < REFINE_WINDOW) {
+        const q = queue[asked++] as typeof queue[number]
+        const requestId = this.requestId++ >>> 0
+        open.add(requestId)
+        await ch.sendItem({ type: 'hashRequest', requestId, fileId: q.fileId, offset: q.offset, length: q.length, blockSize: SUB_BLOCK })
+      }
+      const m = await this.expect(ch, 'hashResponse', 120_000, signal) as HashResponseMessage
+      if (!open.has(m.requestId)) continue
+      if (m.blockSize === SUB_BLOCK && m.offset % SUB_BLOCK === 0) {
+        let map = out.get(m.fileId)
+        if (map === undefined) { map = new Map(); out.set(m.fileId, map) }
+        const first = m.offset / SUB_BLOCK
+        m.hashes.forEach((h, i) => { map.set(first + i, h) })
+        hashes += m.hashes.length
+      }
+      if (m.last) open.delete(m.requestId)
+    }
+    this.log.debug({ vm: this.vm.name, target: this.target, requests: queue.length, hashes }, 'sub-block hashes of the target fetched')
+    return out
+  }
+
+  /** Pending bytes per chunk of a big change set: about CHUNK_SECONDS of the measured rate. */
+  private chunkBytes (): number {
+    const bw = this.pacer?.stats().btlBwBytesPerSec ?? 0
+    return Math.max(MIN_CHUNK_BYTES, Math.min(MAX_CHUNK_BYTES, Math.floor(bw * CHUNK_SECONDS)))
+  }
+
+  /** Raw bytes per blocks frame: a quarter of the in-flight cap, so several pieces are in flight. */
+  private frameBytes (pacer: InflightPacer): number {
+    return Math.max(MIN_FRAME_PAYLOAD, Math.min(FRAME_PAYLOAD, Math.floor(pacer.cap / 4)))
+  }
+
+  /** True while a change set goes as chunks and its last chunk is not acknowledged yet. */
+  get midChangeSet (): boolean { return this.chunkOf !== undefined }
+
+  /** The generation on its way to the target (until its session ends), with the bytes read of it. */
+  generationProgress (): Readonly<GenerationProgress> | undefined { return this.sending }
+
+  /** The pacer's view of the current session (status, tests). */
+  pacingStats (): PacerStats | undefined { return this.pacer?.stats() }
+
   private readBlocks (inc: Included, signal: AbortSignal): AsyncGenerator<ChangedBlock> {
     const skip = this.skip.get(inc.file.path)
     return readChangedBlocks({ path: inc.file.path, ranges: inc.ranges, blockSize: this.vm.blockSize, signal, ...(skip !== undefined ? { skip } : {}) })
@@ -513,7 +694,7 @@ export class TargetSender implements Startable {
    * Compares every block of every file with the target while it is in sync: the target hashes
    * its replica, we hash the source file; the file must not change meanwhile.
    */
-  private async runVerify (ch: Channel, repair: boolean, signal: AbortSignal): Promise<VerifyReport> {
+  private async runVerify (ch: Channel, repair: boolean, signal: AbortSignal, onBytes?: (n: number) => void): Promise<VerifyReport> {
     const bs = this.vm.blockSize
     const report: VerifyReport = { target: this.target, files: [], mismatchedBlocks: 0, repaired: false }
     for (const f of this.vm.files) {
@@ -544,6 +725,7 @@ export class TargetSender implements Startable {
               }
             }
             at += len
+            onBytes?.(len)
           }
         }
       } finally { await fh.close() }
@@ -567,3 +749,49 @@ export class TargetSender implements Startable {
   }
 }
 
+export interface GenerationProgress { generation: number, totalBytes: number, readBytes: number }
+
+/** Counts the bytes of the blocks read for a generation (before sub-block refinement drops some). */
+async function * countRead (blocks: AsyncGenerator<ChangedBlock>, p: GenerationProgress): AsyncGenerator<ChangedBlock> {
+  for await (const b of blocks) {
+    p.readBytes += b.data.length
+    yield b
+  }
+}
+
+/** A blocks frame as consecutive frames of at most `maxRaw` raw bytes each (at least one entry). */
+function * splitBlocksFrame (frame: BlocksFrame, maxRaw: number): Generator<BlocksFrame> {
+  let raw = 0
+  for (const e of frame.entries) raw += e.length
+  if (raw <= maxRaw) { yield frame; return }
+  let entries: BlocksFrame['entries'] = []
+  let n = 0
+  for (const e of frame.entries) {
+    if (entries.length > 0 && n + e.length > maxRaw) {
+      yield { type: 'blocks', fileId: frame.fileId, entries }
+      entries = []; n = 0
+    }
+    entries.push(e)
+    n += e.length
+  }
+  if (entries.length > 0) yield { type: 'blocks', fileId: frame.fileId, entries }
+}
+
+function pacingOf (s: PacerStats): NonNullable<TargetStatus['pacing']> {
+  const ms = (v: number | undefined): number | null => v === undefined ? null : Math.round(v * 10) / 10
+  return { capBytes: s.capBytes, inflightBytes: s.inflightBytes, btlBwBytesPerSec: Math.round(s.btlBwBytesPerSec), minRttMs: ms(s.minRttMs), rttP50Ms: ms(s.rttP50Ms), rttP99Ms: ms(s.rttP99Ms), rttSamples: s.rttSamples }
+}
+
+/** The first `budget` bytes of sorted ranges, cut at a block boundary (at least one block). */
+export function takeRanges (ranges: Array<{ offset: number, length: number }>, budget: number, blockSize: number): { ranges: Array<{ offset: number, length: number }>, bytes: number } {
+  const out: Array<{ offset: number, length: number }> = []
+  let bytes = 0
+  for (const r of ranges) {
+    if (bytes >= budget) break
+    let len = r.length
+    if (bytes + len > budget) len = Math.min(r.length, Math.max(blockSize, Math.ceil((budget - bytes) / blockSize) * blockSize))
+    out.push({ offset: r.offset, length: len })
+    bytes += len
+  }
+  return { ranges: out, bytes }
+}

@@ -19,7 +19,7 @@ import { errorMessage } from '../../common/errors.ts'
 import type { Config, VmConfig } from '../../config/load.ts'
 import { binarySublevel, openBinaryLevel } from '../../storage/manifest/db.ts'
 import { WorkerPool } from '../../storage/workers/pool.ts'
-import { REPLICATION_PROTOCOL } from '../../protocol/replication/index.ts'
+import { REPLICATION_PROTOCOLS } from '../../protocol/replication/index.ts'
 import type { RestoreResult } from '../../storage/replica/index.ts'
 import type { Logger } from '../log.ts'
 import type { VmStatus } from '../status.ts'
@@ -29,9 +29,10 @@ import { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import type { StreamLike } from './channel.ts'
 import { ReplicationReceiver, type ReceiverInit } from './receiver.ts'
 import { ReplicaRegistry } from './replicas.ts'
-import { VmSource } from './vm-source.ts'
+import { VmSource, vmSublevelName, type VmSourceComponents } from './vm-source.ts'
 import { changeSourceKind } from './told-source-runner.ts'
 import { qemuQmpSocketOf } from '../hypervisor/qemu.ts'
+import type { HypervDriver } from '../hypervisor/hyperv.ts'
 import { shipFinalGeneration } from './final.ts'
 import type { VerifyReport } from './sender.ts'
 import { UnknownVmError, VerifyFailedError } from './errors.ts'
@@ -39,9 +40,12 @@ import type { VmStartFiles } from '../hypervisor/driver.ts'
 import type { RouteRegistry } from '../api/routes.ts'
 import type { Startable } from '../startable.ts'
 import { registerReplicationRoutes } from './api.ts'
+import { nodeScanIO } from '../../storage/changes/file-io.ts'
 import { placeSeed } from './failback.ts'
 import type { FinalizeOutcome, ReplicaSeam } from './seam.ts'
 import { startFiles } from './start-files.ts'
+import { OperationTracker } from './operations.ts'
+import type { OperationStatus } from '../status.ts'
 import type { CopyFile, ReplicaPoints, ReplicaSummary } from './types.ts'
 
 export type { ReplicaPoints } from './types.ts'
@@ -54,6 +58,8 @@ export interface ReplicationComponents {
   metrics?: VmeshMetrics
   /** Where its control API routes are registered (the daemon's API server). */
   api?: Pick<RouteRegistry, 'route'>
+  /** The Hyper-V driver, for `changeSource: rct` VMs. */
+  hyperv?: Pick<HypervDriver, 'rct' | 'runningId'>
 }
 
 /** The slice of the config replication uses (components.ts derives it; reload passes it again). */
@@ -95,10 +101,13 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   private readonly replicaListeners = new Set<(vm: string) => void>()
   /** `scan.budget`: one read budget shared by every VM's hash scan on this host. */
   readonly scanBudget: ScanReadBudget
+  /** Verify, restore and final ships with their byte progress (status `operations`). */
+  readonly operations: OperationTracker
 
   constructor (private readonly components: ReplicationComponents, private readonly init: ReplicationInit) {
-    this.config = { nodeName: init.nodeName, dataDir: init.dataDir, peers: init.peers, vms: init.vms, scan: init.scan }
+    this.config = { nodeName: init.nodeName, dataDir: init.dataDir, peers: init.peers, vms: init.vms, scan: init.scan, ...(init.hypervisorDriver !== undefined ? { hypervisorDriver: init.hypervisorDriver } : {}) }
     this.scanBudget = new ScanReadBudget({ clock: components.clock }, { rateBytesPerSec: this.config.scan.budgetBytesPerSec })
+    this.operations = new OperationTracker({ clock: components.clock })
     const log = components.log
     this.replicas = new ReplicaRegistry({ clock: components.clock, log: { info: (o, m) => { log.info(o, m) }, warn: (o, m) => { log.warn(o, m) } } }, { dir: join(this.config.dataDir, 'replicas'), fsync: init.fsync ?? true })
     this.receiver = new ReplicationReceiver({
@@ -107,10 +116,17 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
       replicas: this.replicas,
       peerName: (id) => this.config.peers.find(p => p.id === id)?.name,
       onApplied: (_source, vm) => { this.replicaChanged(vm) },
+      retentionOf: (vm) => {
+        const rp = this.config.vms.find(v => v.name === vm)?.recoveryPoints
+        return rp !== undefined ? { maxPoints: rp.count, keepAllWithinMs: rp.keepAllWithinMs, hourlyBeyond: rp.hourlyBeyond } : undefined
+      },
       ...(components.metrics !== undefined ? { metrics: components.metrics } : {})
     }, init.receiver ?? {})
     if (components.api !== undefined) registerReplicationRoutes(components.api, this)
   }
+
+  /** The config slice in force (after the latest reload). */
+  settings (): Readonly<ReplicationSettings> { return this.config }
 
   async start (): Promise<void> {
     if (this.running) return
@@ -156,7 +172,14 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
    * its entry; an entry replaces a configured VM of the same name.
    */
   async setAdoptedVms (vms: VmConfig[]): Promise<void> {
-    this.adopted = new Map(vms.map(v => [v.name, v]))
+    const out: VmConfig[] = []
+    for (const v of vms) {
+      // not this node's VM: its `recoveryPoints` are the home's, as the finalized replica last
+      // heard them from its source (else the defaults would go to every target from now on)
+      const heard = this.config.vms.some(c => c.name === v.name) ? undefined : (await this.replicas.ofVm(v.name)).find(r => r.store.state().finalized)?.store.sourceRetention()
+      out.push(heard !== undefined ? { ...v, recoveryPoints: { count: heard.maxPoints, keepAllWithinMs: heard.keepAllWithinMs, hourlyBeyond: heard.hourlyBeyond } } : v)
+    }
+    this.adopted = new Map(out.map(v => [v.name, v]))
     await this.applySources()
   }
 
@@ -166,8 +189,16 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   async shipFinal (vm: string, target: string, timeoutMs: number, signal?: AbortSignal): Promise<number> {
     const src = this.sources.get(vm)
     if (src === undefined) throw new UnknownVmError(vm)
-    return await shipFinalGeneration(src, target, { clock: this.components.clock, timeoutMs, ...(signal !== undefined ? { signal } : {}) })
+    const op = this.operations.begin('final-ship', vm, { peer: target, phase: 'scanning the stopped VM' })
+    try {
+      const g = await shipFinalGeneration(src, target, { clock: this.components.clock, timeoutMs, ...(signal !== undefined ? { signal } : {}), onProgress: (done, total, phase) => { op.update(done, total, phase) } })
+      op.finish(`final generation ${g} acknowledged by ${target}`)
+      return g
+    } catch (err) { op.fail(err); throw err }
   }
+
+  /** Long operations running here and the last ones finished, with their byte progress. */
+  operationStatus (): OperationStatus[] { return this.operations.list() }
 
   /** Applies a reloaded config: peers, targets, VMs added or removed. */
   async reload (config: ReplicationSettings, _prev?: ReplicationSettings): Promise<string[]> {
@@ -229,7 +260,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     const prev = await marks.get(key)
     if (prev !== undefined && new TextDecoder().decode(prev) === files) return
     if (prev !== undefined) {
-      await binarySublevel(db, `vm-${vm.name}`).clear()
+      await binarySublevel(db, vmSublevelName(vm.name)).clear()
       this.components.log.info({ vm: vm.name }, 'VM now sourced from other files; its targets are compared afresh')
     }
     await marks.put(key, new TextEncoder().encode(files))
@@ -245,13 +276,16 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
       dial: async (peer: string, signal: AbortSignal): Promise<StreamLike> => {
         const p = this.config.peers.find(x => x.name === peer)
         if (p === undefined) throw new UnknownVmError(`peer ${peer}`)
-        const stream = await libp2p.dialProtocol(peerIdFromString(p.id), REPLICATION_PROTOCOL, { signal, runOnLimitedConnection: false })
+        // newest first: an older target settles on 1.0.0 (the sender then leaves retention out)
+        const stream = await libp2p.dialProtocol(peerIdFromString(p.id), [...REPLICATION_PROTOCOLS], { signal, runOnLimitedConnection: false })
         return stream as unknown as StreamLike
       },
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),
       ...(metrics !== undefined ? { metrics } : {}),
       scanBudget: this.scanBudget,
-      ...(changeSourceKind(vm, this.config.hypervisorDriver ?? 'none') === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.dataDir, 'hypervisor'), vm.name) } : {})
+      ...(changeSourceKind(vm, this.config.hypervisorDriver ?? 'none') === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.dataDir, 'hypervisor'), vm.name) } : {}),
+      // the Hyper-V driver is here only when hypervisor.driver is hyperv (config/schema.ts requires it for rct)
+      ...(vm.changeSource === 'rct' && this.components.hyperv !== undefined ? { rct: hypervRct(this.components.hyperv, vm.name, join(this.config.dataDir, 'hypervisor')) } : {})
     }, { vm, nodeName: this.config.nodeName })
   }
 
@@ -316,8 +350,14 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   async seedFromLocalCopy (vm: string, owner: string, homeCopy?: CopyFile[]): Promise<{ dir: string, files: number } | undefined> {
     const reps = await this.replicas.ofVm(vm)
     const fromOwner = reps.find(r => r.source === owner)
-    if (fromOwner !== undefined && fromOwner.store.state().appliedGeneration > 0 && !fromOwner.store.state().finalized) return undefined
     const finalized = reps.find(r => r.store.state().finalized)
+    if (fromOwner !== undefined && fromOwner.store.state().appliedGeneration > 0 && !fromOwner.store.state().finalized) {
+      // no seed needed — but a finalized store this node ran the VM from is stale from now on
+      // (the owner's replica here moves on): left in place, a later win here (owner A → B → A)
+      // would start the VM from it again and lose B's writes
+      if (finalized !== undefined) await this.dropFinalized(vm, finalized.source)
+      return undefined
+    }
     const others = reps.filter(r => r.source !== owner && !r.store.state().finalized).sort((a, b) => b.store.state().appliedGeneration - a.store.state().appliedGeneration)
     const filesOf = (st: { files: Record<string, string> }): CopyFile[] => Object.entries(st.files).map(([source, local]) => ({ source, local }))
     let copy: CopyFile[] | undefined
@@ -327,12 +367,37 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     if (copy === undefined || copy.length === 0) return undefined
     const dir = this.replicas.seedDirOf(owner, vm)
     const placed = await placeSeed(dir, copy)
-    // a finalized replica takes no more generations: the new owner's session needs a fresh store
-    if (finalized !== undefined) {
-      await this.replicas.remove(finalized.source, vm)
-      this.replicaChanged(vm)
+    // seed copies placed for earlier owners that never used them are abandoned: only the
+    // current owner's session reads a seed, and a seed is only a head start for the hash
+    // comparison (never a replica ownership counts), so dropping one costs bandwidth at most
+    for (const other of await this.replicas.seedSourcesOf(vm)) {
+      if (other === owner) continue
+      await this.replicas.removeSeed(other, vm).catch((err) => { this.components.log.warn({ vm, source: other, err: errorMessage(err) }, 'could not remove an abandoned seed copy') })
     }
+    // a finalized replica takes no more generations: the new owner's session needs a fresh store
+    // (when the new owner is the finalized store's own source — owner A → B → A — its session may
+    // already be open on it: the removal ends that session first, and the next one gets the
+    // fresh store and this seed)
+    if (finalized !== undefined) await this.dropFinalized(vm, finalized.source)
     return { dir, files: placed.length }
+  }
+
+  /** Deletes the finalized replica of `vm` from `source`: this node no longer runs the VM from it. */
+  private async dropFinalized (vm: string, source: string): Promise<void> {
+    await this.replicas.remove(source, vm)
+    this.components.log.info({ vm, source }, 'finalized replica removed: another node owns the VM now')
+    this.replicaChanged(vm)
+  }
+
+  async removeSupersededReplica (vm: string, source: string): Promise<boolean> {
+    const r = (await this.replicas.ofVm(vm)).find(x => x.source === source)
+    if (r === undefined || r.store.state().finalized || this.receiver.hasSession(source, vm)) return false
+    // ifUnused: a session of that source that got its store after the check above keeps it
+    if (!await this.replicas.remove(source, vm, { ifUnused: true })) return false
+    await this.replicas.removeSeed(source, vm)
+    this.components.log.info({ vm, source }, 'replica from a former owner removed: the current owner\'s replica here is complete')
+    this.replicaChanged(vm)
+    return true
   }
 
   /** Status entries: VMs sourced here (with targets) merged with replicas held here. */
@@ -350,6 +415,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
         ...(st.seeding ? { seedDurableBytes: store.seedProgress()?.durableBytes ?? 0 } : {}),
         applyingGeneration: st.applyingGeneration,
         receivingGeneration: st.receivingGeneration,
+        finalized: st.finalized,
         bytesReceived: this.receiver.bytesReceived(source, vm)
       }
       const e = out.get(vm)
@@ -374,26 +440,55 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     }
   }
 
-  async restore (vm: string, pointId: string, toDir: string, from?: string): Promise<RestoreResult & { from: string }> {
+  /** Materializes a recovery point; `opId` names its entry in `operations` (the CLI follows it). */
+  async restore (vm: string, pointId: string, toDir: string, from?: string, opId?: string): Promise<RestoreResult & { from: string }> {
     const rs = (await this.replicas.ofVm(vm)).filter(r => from === undefined || r.source === from)
     const r = rs.find(x => x.store.points().some(p => p.id === pointId)) ?? rs[0]
     if (r === undefined) throw new UnknownVmError(vm)
-    return { ...(await r.store.restore(pointId, toDir)), from: r.source }
+    const op = this.operations.begin('restore', vm, { ...(opId !== undefined ? { id: opId } : {}), peer: r.source, phase: `restoring point ${pointId}` })
+    try {
+      const out = await r.store.restore(pointId, toDir, { onProgress: (p) => { op.update(p.doneBytes, p.totalBytes, p.phase === 'copy' ? 'copying the replica files' : 'rolling back to the point') } })
+      op.finish(`restored point ${pointId} (generation ${out.generation})`)
+      return { ...out, from: r.source }
+    } catch (err) { op.fail(err); throw err }
   }
 
-  async verify (vm: string, repair: boolean, timeoutMs: number): Promise<{ vm: string, ok: boolean, targets: VerifyReport[] }> {
+  /**
+   * Compares the source with every target, one after the other; `opId` names its entry in
+   * `operations`, whose bytes are the source files read (their sizes, once per target).
+   */
+  async verify (vm: string, repair: boolean, timeoutMs: number, opId?: string): Promise<{ vm: string, ok: boolean, targets: VerifyReport[] }> {
     const s = this.sources.get(vm)
     if (s === undefined) throw new UnknownVmError(vm)
-    const targets: VerifyReport[] = []
-    for (const t of s.vm.replicateTo) {
-      const sender = s.sender(t)
-      if (sender === undefined) throw new VerifyFailedError(`no sender for ${t}`)
-      targets.push(await sender.verify(repair, timeoutMs))
-    }
-    return { vm, ok: targets.every(t => t.mismatchedBlocks === 0), targets }
+    let size = 0
+    for (const f of s.files) size += await nodeScanIO.stat(f.path).then(st => st.size, () => 0)
+    const list = s.vm.replicateTo
+    const op = this.operations.begin('verify', vm, { ...(opId !== undefined ? { id: opId } : {}), totalBytes: size * list.length, phase: 'waiting for the targets' })
+    try {
+      const targets: VerifyReport[] = []
+      let done = 0
+      for (const t of list) {
+        const sender = s.sender(t)
+        if (sender === undefined) throw new VerifyFailedError(`no sender for ${t}`)
+        op.update(done, undefined, `waiting for ${t} to be in sync`)
+        const base = done
+        let read = 0
+        targets.push(await sender.verify(repair, timeoutMs, (n) => { read += n; op.update(base + read, undefined, `comparing with ${t}`) }))
+        // a file that grew or shrank since the total was taken: this target counts as its size
+        done = base + size
+      }
+      const ok = targets.every(t => t.mismatchedBlocks === 0)
+      op.finish(ok ? 'identical' : `${targets.reduce((n, t) => n + t.mismatchedBlocks, 0)} block(s) differ`)
+      return { vm, ok, targets }
+    } catch (err) { op.fail(err); throw err }
   }
 }
 
 function sameFiles (a: VmConfig, b: VmConfig): boolean {
   return JSON.stringify([a.disks, a.files, a.blockSizeBytes, a.scanIntervalMs, a.quietBudgetMs, a.changeSource, a.qmpPath]) === JSON.stringify([b.disks, b.files, b.blockSizeBytes, b.scanIntervalMs, b.quietBudgetMs, b.changeSource, b.qmpPath])
+}
+
+/** The RCT source's hooks for one VM: the driver's session, its running ID, its state file. */
+function hypervRct (hv: Pick<HypervDriver, 'rct' | 'runningId'>, vm: string, stateDir: string): NonNullable<VmSourceComponents['rct']> {
+  return { rct: hv.rct(), vmId: async () => await hv.runningId(vm), stateFile: join(stateDir, `rct-${encodeURIComponent(vm)}.json`) }
 }

@@ -15,8 +15,8 @@ export interface SenderSource {
   readonly name: string
   readonly files: SourceFile[]
   readonly blockSize: number
-  /** The VM's entry (the sender reads its seed mode). */
-  readonly vm: Pick<VmConfig, 'seed'>
+  /** The VM's entry (the sender reads its seed mode and recovery-point policy, which it sends in hello). */
+  readonly vm: Pick<VmConfig, 'seed'> & Partial<Pick<VmConfig, 'recoveryPoints'>>
   readonly books: Books
   readonly dirty: DirtyMaps
   readonly manifest: Manifest

@@ -9,8 +9,13 @@
  *        that free); the tracker is dropped, so the next live round starts a new chain
  *   first live round ─▶ find the image's format node (query-block), start the tracker (a
  *        bitmap, chain since = null: the told source answers in full = one hash scan)
- *   every live round ─▶ rotate (QMP transaction + nbdinfo): the ranges are told; a lost bitmap
- *        (QEMU restarted) restarts the chain inside the tracker (one hash scan again)
+ *   every live round ─▶ rotate (QMP transaction + NBD block status): the ranges are told; a
+ *        lost bitmap (QEMU restarted) restarts the chain inside the tracker (one hash scan again)
+ * One QMP connection per VM and round (qmp-session.ts; dropped after the round, because a QMP
+ * monitor serves one client at a time and the qemu driver or an operator may need it), and
+ * the dirty map read in-process (nbd-map.ts): no process per round, one QMP handshake. Bitmaps are added
+ * at the VM's block size (bitmapGranularity), so a VM at `blockSize: 4KiB` reads 4 KiB per
+ * 4 KiB written, not QEMU's default 64 KiB.
  * Other files of the VM (configuration, NVRAM) are not written through QEMU's block layer:
  * the hash scan answers for them.
  *
@@ -24,22 +29,23 @@ import { errorMessage } from '../../common/errors.ts'
 import type { VmConfig } from '../../config/load.ts'
 import { HashScanSource, ToldRangesSource, type ChangeOptions, type ChangeSet, type ChangeSource, type ChangeToken } from '../../storage/changes/index.ts'
 import { ToldScanSource, type AnswerKind } from '../../storage/changes/told-scan.ts'
-import { QemuBitmapTracker, formatNodeOf } from '../hypervisor/qemu-bitmaps.ts'
-import { qmpCommand, type QmpReply } from '../hypervisor/qmp.ts'
-import type { CommandRunner } from '../hypervisor/run.ts'
+import { QemuBitmapTracker, bitmapGranularity, formatNodeOf, type DirtyMapReader } from '../hypervisor/qemu-bitmaps.ts'
+import type { QmpReply } from '../hypervisor/qmp.ts'
+import { QmpSession } from '../hypervisor/qmp-session.ts'
 import type { Logger } from '../log.ts'
 
 /** Which change source a VM uses on this node. */
-export type ChangeSourceKind = 'hash-scan' | 'qemu-bitmap'
+export type ChangeSourceKind = 'hash-scan' | 'qemu-bitmap' | 'hyperv-rct'
 
 /**
  * `changeSource: auto` means bitmaps when QEMU can be reached for the VM: a `qmp` socket is
  * configured, or the `qemu` driver runs VMs here (rounds while it does not run this one use the
- * hash scan).
+ * hash scan). `rct` is explicit only (rct-source-runner.ts): it has not run on a real Hyper-V host.
  */
 export function changeSourceKind (vm: Pick<VmConfig, 'changeSource' | 'qmpPath'>, driver: string): ChangeSourceKind {
   if (vm.changeSource === 'scan') return 'hash-scan'
   if (vm.changeSource === 'qemu-bitmap') return 'qemu-bitmap'
+  if (vm.changeSource === 'rct') return driver === 'hyperv' ? 'hyperv-rct' : 'hash-scan'
   return vm.qmpPath !== undefined || driver === 'qemu' ? 'qemu-bitmap' : 'hash-scan'
 }
 
@@ -49,8 +55,18 @@ export interface ToldRunnerComponents {
   hashScan: HashScanSource
   /** The VM's QMP socket now (undefined: QEMU does not run it here). */
   qmpSocket: () => Promise<string | undefined>
-  /** Runs nbdinfo. @default defaultRunner */
-  run?: CommandRunner
+  /** Reads a bitmap's dirty extents. @default nbdDirtyMap (in-process NBD block status) */
+  map?: DirtyMapReader
+  /** The QMP connection to a socket. @default a QmpSession (one long-lived connection) */
+  qmpSession?: (socket: string) => QmpLink
+}
+
+/** What the runner needs of a QMP connection (QmpSession; a fake in tests). */
+export interface QmpLink {
+  command: (command: string, args?: Record<string, unknown>, signal?: AbortSignal) => Promise<QmpReply>
+  /** Frees the monitor until the next command. */
+  disconnect: () => Promise<void>
+  close: () => void
 }
 
 export interface ToldRunnerInit {
@@ -73,28 +89,42 @@ export interface ToldRunnerStatus {
 
 interface DiskState { tracker: QemuBitmapTracker | null, socket: string | null }
 
+/**
+ * The change source a told runner hands to VmSource: its own disks go through the told source
+ * (answered from told ranges, or by a hash scan when told cannot), any other file straight to
+ * the hash scan; `counted` hears which kind answered (a scan that read nothing is not counted).
+ */
+export function routedSource (disks: { has: (file: string) => boolean }, scan: ToldScanSource, hashScan: ChangeSource, counted: (kind: 'told' | 'scan') => void): ChangeSource {
+  return {
+    changes: async (file: string, since: ChangeToken | null, opts?: ChangeOptions): Promise<ChangeSet> => {
+      if (!disks.has(resolve(file))) return await hashScan.changes(file, since, opts)
+      const set = await scan.changes(file, since, opts)
+      if (scan.lastAnswer(file) === 'told') counted('told')
+      else if (set.scannedBytes > 0) counted('scan')
+      return set
+    }
+  }
+}
+
 export class ToldSourceRunner {
+  readonly kind = 'qemu-bitmap' as const
   /** The VM's change source: told (with the hash scan behind it) for disks, the hash scan for other files. */
   readonly source: ChangeSource
   private readonly scan: ToldScanSource
   private readonly disks = new Map<string, DiskState>()
   private live = false
+  /** The VM's one QMP connection, and the socket it is for. */
+  private link: { socket: string, qmp: QmpLink } | null = null
+  private readonly granularity: number
   private scanAnswers = 0
   private toldAnswers = 0
 
   constructor (private readonly components: ToldRunnerComponents, private readonly init: ToldRunnerInit) {
     for (const d of init.disks) this.disks.set(resolve(d), { tracker: null, socket: null })
+    this.granularity = bitmapGranularity(init.blockSizeBytes)
     const told = new ToldRangesSource({}, { blockSizeBytes: init.blockSizeBytes })
     this.scan = new ToldScanSource({ told, hashScan: components.hashScan, producer: { beforeAnswer: async (file, signal) => await this.round(file, told, signal) } })
-    this.source = {
-      changes: async (file: string, since: ChangeToken | null, opts?: ChangeOptions): Promise<ChangeSet> => {
-        if (!this.disks.has(resolve(file))) return await components.hashScan.changes(file, since, opts)
-        const set = await this.scan.changes(file, since, opts)
-        if (this.scan.lastAnswer(file) === 'told') this.toldAnswers++
-        else if (set.scannedBytes > 0) this.scanAnswers++
-        return set
-      }
-    }
+    this.source = routedSource(this.disks, this.scan, components.hashScan, (kind) => { if (kind === 'told') this.toldAnswers++; else this.scanAnswers++ })
   }
 
   /** How the last answer for `file` was made (undefined before the first). */
@@ -109,6 +139,17 @@ export class ToldSourceRunner {
       d.tracker = null
       await t?.stop().catch(() => {})
     }
+    this.link?.qmp.close()
+    this.link = null
+  }
+
+  /** The VM's QMP connection to `socket` (a new one when the socket changed). */
+  private qmpLink (socket: string): QmpLink {
+    if (this.link?.socket === socket) return this.link.qmp
+    this.link?.qmp.close()
+    const qmp = this.components.qmpSession?.(socket) ?? new QmpSession({ clock: this.components.clock }, { socket, timeoutMs: this.init.qmpTimeoutMs ?? 10_000 })
+    this.link = { socket, qmp }
+    return qmp
   }
 
   /** One producer round for `file`: false when QEMU cannot be reached for it. */
@@ -117,24 +158,26 @@ export class ToldSourceRunner {
     if (d === undefined) return false
     const socket = await this.components.qmpSocket()
     if (socket === undefined) return await this.notLive(d, file, 'no QMP socket for the VM')
-    const qmp = async (command: string, args?: Record<string, unknown>): Promise<QmpReply> =>
-      await qmpCommand(socket, command, args, { clock: this.components.clock, timeoutMs: this.init.qmpTimeoutMs ?? 10_000, ...(signal !== undefined ? { signal } : {}) })
+    const link = this.qmpLink(socket)
+    const qmp = async (command: string, args?: Record<string, unknown>): Promise<QmpReply> => await link.command(command, args, signal)
     try {
       if (d.tracker === null || d.socket !== socket) {
         const node = await formatNodeOf(qmp, file)
-        d.tracker = new QemuBitmapTracker({ clock: this.components.clock, qmp, told, ...(this.components.run !== undefined ? { run: this.components.run } : {}) }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket) })
+        d.tracker = new QemuBitmapTracker({ clock: this.components.clock, qmp: async (c, a) => await link.command(c, a), told, ...(this.components.map !== undefined ? { map: this.components.map } : {}) }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket), granularityBytes: this.granularity })
         d.socket = socket
         this.components.log.info({ vm: this.init.vm, file, blockNode: node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
       }
       await d.tracker.rotate(signal)
     } catch (err) {
+      await link.disconnect().catch(() => {})
       if (signal?.aborted === true) throw err
-      // Unreachable is normal (the VM is off); anything else (nbdinfo missing, QEMU does not
+      // Unreachable is normal (the VM is off); anything else (an NBD protocol error, QEMU does not
       // hold this file, an odd answer) is worth a warning — either way this round is answered
       // by the hash scan rather than not at all, and the next one starts a new chain.
       if (!unreachable(err)) this.components.log.warn({ vm: this.init.vm, file, err: errorMessage(err) }, 'dirty bitmap round failed; the hash scan answers')
       return await this.notLive(d, file, errorMessage(err))
     }
+    await link.disconnect().catch(() => {})
     this.live = true
     return true
   }
@@ -142,6 +185,7 @@ export class ToldSourceRunner {
   private async notLive (d: DiskState, file: string, why: string): Promise<false> {
     if (d.tracker !== null) this.components.log.info({ vm: this.init.vm, file, why }, 'QEMU unreachable; the hash scan answers until it is back (then a new bitmap chain)')
     await d.tracker?.stop().catch(() => {})
+    await this.link?.qmp.disconnect().catch(() => {})
     d.tracker = null
     d.socket = null
     this.live = false

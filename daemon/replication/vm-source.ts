@@ -30,6 +30,7 @@ import type { BandwidthLimiter } from '../bandwidth/limiter.ts'
 import type { ScanReadBudget } from '../bandwidth/scan-budget.ts'
 import { Books } from './books.ts'
 import { ToldSourceRunner } from './told-source-runner.ts'
+import { RctSourceRunner, type RctRunnerComponents } from './rct-source-runner.ts'
 import { parseToldScanToken } from '../../storage/changes/told-scan.ts'
 import { TargetSender } from './sender.ts'
 import type { SenderSource, SourceFile } from './source-view.ts'
@@ -49,6 +50,8 @@ export interface VmSourceComponents {
   scanBudget?: ScanReadBudget
   /** Present: the disks' changes come from QEMU dirty bitmaps (told-source-runner.ts) whenever this names a socket QEMU answers on. */
   qmpSocket?: () => Promise<string | undefined>
+  /** Present: the disks' changes come from Hyper-V RCT (rct-source-runner.ts) while the VM runs here. */
+  rct?: Pick<RctRunnerComponents, 'rct' | 'vmId'> & { stateFile: string }
 }
 
 export interface VmSourceInit {
@@ -64,6 +67,13 @@ export interface VmSourceInit {
 
 export type { SourceFile } from './source-view.ts'
 
+/**
+ * The LevelDB sublevel of a VM's books. Sublevel names must be bytes above '"' (34): a VM name
+ * may hold spaces (common on Hyper-V), so it is percent-encoded — which leaves every name
+ * without a space as it always was.
+ */
+export function vmSublevelName (vm: string): string { return `vm-${encodeURIComponent(vm)}` }
+
 export class VmSource implements SenderSource {
   readonly name: string
   readonly files: SourceFile[]
@@ -73,8 +83,8 @@ export class VmSource implements SenderSource {
   readonly books: Books
   readonly blockSize: number
   private tracker: ChangeTracker | undefined
-  /** The QEMU dirty-bitmap source, when the VM uses one. */
-  readonly told: ToldSourceRunner | undefined
+  /** The QEMU dirty-bitmap or Hyper-V RCT source, when the VM uses one. */
+  readonly told: ToldSourceRunner | RctSourceRunner | undefined
   private readonly senders = new Map<string, TargetSender>()
   private readonly sizes = new Map<string, number>()
   private readonly scanned = new Set<string>()
@@ -100,7 +110,7 @@ export class VmSource implements SenderSource {
       ...init.vm.disks.map((p, i) => ({ fileId: i, path: resolve(p), kind: FileKind.Disk })),
       ...init.vm.files.map((p, i) => ({ fileId: init.vm.disks.length + i, path: resolve(p), kind: FileKind.WholeFile }))
     ]
-    const vmDb = binarySublevel(components.db, `vm-${this.name}`)
+    const vmDb = binarySublevel(components.db, vmSublevelName(this.name))
     this.manifest = new Manifest(binarySublevel(vmDb, 'manifest'))
     const disks = new Set(this.files.filter(f => f.kind === FileKind.Disk).map(f => f.path))
     this.hashScan = new HashScanSource({
@@ -113,7 +123,9 @@ export class VmSource implements SenderSource {
     this.dirty = new DirtyMaps({ db: binarySublevel(vmDb, 'dirty') }, { blockSizeBytes: this.blockSize })
     this.books = new Books(binarySublevel(vmDb, 'books'))
     this.trackerDb = vmDb
-    if (components.qmpSocket !== undefined) {
+    if (components.rct !== undefined) {
+      this.told = new RctSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, rct: components.rct.rct, vmId: components.rct.vmId }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize, stateFile: components.rct.stateFile })
+    } else if (components.qmpSocket !== undefined) {
       this.told = new ToldSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, qmpSocket: components.qmpSocket }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize })
     }
   }
@@ -316,6 +328,7 @@ export class VmSource implements SenderSource {
       generation: this.generation,
       targets: [...this.senders.values()].map(s => s.status()),
       replica: null,
+      rpoTargetMs: this.vm.rpoMs,
       capture: this.captureStatus()
     }
   }
@@ -328,7 +341,7 @@ export class VmSource implements SenderSource {
     const rate = budget?.rateBytesPerSec ?? Infinity
     const share = budget?.shareBytesPerSec() ?? Infinity
     return {
-      source: this.told !== undefined ? 'qemu-bitmap' : 'hash-scan',
+      source: this.told === undefined ? 'hash-scan' : this.told.kind === 'rct' ? 'told' : 'qemu-bitmap',
       ...(this.told !== undefined ? this.told.status() : {}),
       scanBytes: bytes,
       scanBudgetBytesPerSec: Number.isFinite(rate) ? rate : null,

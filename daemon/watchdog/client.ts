@@ -121,6 +121,8 @@ interface Armed {
   seq?: number
   acked: boolean
   localTimer?: TimerHandle
+  /** The daemon fences this deadline itself too (the watchdog was slow past it). */
+  fencingHere?: boolean
 }
 
 interface Waiter { resolve: (r: WatchdogReport) => void, reject: (e: Error) => void, timer: TimerHandle }
@@ -339,7 +341,9 @@ export class Watchdog {
     this.clock.clearTimeout(this.pingTimer)
     this.pingTimer = this.clock.setTimeout(() => {
       if (this.state !== 'up') return
-      this.ping().then(() => { this.schedulePing() }, () => { /* hung: ping() killed it; onExit restarts */ })
+      // a ping that went unanswered killed the process (onExit restarts it and pings again),
+      // unless a fence was due: then it was kept, and is pinged again
+      this.ping().then(() => { this.schedulePing() }, () => { if (this.state === 'up') this.schedulePing() })
     }, this.o.pingIntervalMs)
   }
 
@@ -393,6 +397,20 @@ export class Watchdog {
     const ch = this.channel
     if (ch === undefined) return Promise.reject(new WatchdogUnavailableError('no process'))
     const p = this.wait(key, this.o.ackTimeoutMs, () => {
+      const due = [...this.armed].filter(([, e]) => e.deadline <= this.clock.now())
+      if (due.length > 0) {
+        // past a deadline the watchdog is (or should be) fencing, and a slow answer then is most
+        // likely a busy host. Killing it would take its fence down with it (on Windows the
+        // fence's cmd.exe lives in the watchdog's job object) and only delay the fence: keep it,
+        // and fence from the daemon as well — turning a VM off twice is harmless
+        this.log.error({ request: msg.type, vms: due.map(([vm]) => vm) }, 'watchdog did not answer in time past a fence deadline; not killed, fencing from the daemon too')
+        for (const [vm, e] of due) {
+          if (e.fencingHere === true) continue
+          e.fencingHere = true
+          void this.fenceHere(vm, e, 'watchdog slow to answer past the deadline')
+        }
+        return
+      }
       this.log.error({ request: msg.type }, 'watchdog did not answer in time; killing it')
       ch.kill()
     })

@@ -11,6 +11,9 @@
  *   release         : u64 epoch | name to | gen
  *   replicaReport   : u8 flags (bit 0: present) [gen]
  *   takeover        : u8 flags (bit 0: force)
+ *   room            : u8 flags (bit 0: fits) | u32 capMemoryMiB | u32 capVcpus | u32 freeMemoryMiB | u32 freeVcpus
+ *                     (u32 max: not counted; free never above capacity)
+ *   runState        : u64 epoch | u8 flags (bit 0: running)
  *   gen             : u64 epoch | u64 generation
  *   name            : u8 length (1..128) | UTF-8 bytes;  optName: the same with length 0 allowed
  *
@@ -241,6 +244,30 @@ const BODIES: BodyCodecs = {
   takeover: {
     encode: (w, msg) => { w.u8(msg.force ? FLAG_BIT0 : 0) },
     decode: (r, vm) => ({ type: 'takeover', vm, force: r.flag('takeover') })
+  },
+  room: {
+    encode: (w, msg) => {
+      if (msg.free.memoryMiB > msg.capacity.memoryMiB || msg.free.vcpus > msg.capacity.vcpus) throw new ElectionEncodeError('free room above capacity')
+      w.u8(msg.fits ? FLAG_BIT0 : 0)
+      w.u32(msg.capacity.memoryMiB, 'capacity.memoryMiB')
+      w.u32(msg.capacity.vcpus, 'capacity.vcpus')
+      w.u32(msg.free.memoryMiB, 'free.memoryMiB')
+      w.u32(msg.free.vcpus, 'free.vcpus')
+    },
+    decode: (r, vm) => {
+      const fits = r.flag('room')
+      const capacity = { memoryMiB: r.u32('capacity.memoryMiB'), vcpus: r.u32('capacity.vcpus') }
+      const free = { memoryMiB: r.u32('free.memoryMiB'), vcpus: r.u32('free.vcpus') }
+      if (free.memoryMiB > capacity.memoryMiB || free.vcpus > capacity.vcpus) throw new ElectionInconsistentError('free room above capacity')
+      return { type: 'room', vm, fits, capacity, free }
+    }
+  },
+  runState: {
+    encode: (w, msg) => { w.u64(msg.epoch, 'epoch'); w.u8(msg.running ? FLAG_BIT0 : 0) },
+    decode: (r, vm) => {
+      const epoch = r.u64('epoch')
+      return { type: 'runState', vm, epoch, running: r.flag('runState') }
+    }
   }
 }
 

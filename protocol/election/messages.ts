@@ -15,7 +15,9 @@ export const MESSAGE_TYPE_WIRE = {
   owner: 6,
   release: 7,
   replicaReport: 8,
-  takeover: 9
+  takeover: 9,
+  room: 10,
+  runState: 11
 } as const
 
 export type ElectionMessageType = keyof typeof MESSAGE_TYPE_WIRE
@@ -124,5 +126,29 @@ export interface ReplicaReport { type: 'replicaReport', vm: string, generation: 
 /** Operator's node → target node: run a failover for `vm` here (force: without a majority). */
 export interface Takeover { type: 'takeover', vm: string, force: boolean }
 
+/**
+ * Replica holder → every voter, with each replicaReport and whenever it changes: whether the
+ * holder has room to run `vm` now (its free capacity counts what it runs, starts and stands
+ * for), and the host's capacity and free room (UNLIMITED when not counted). Voters rank holders
+ * without room last; a holder without room never stands. Added in 0.4 (wire type 10): an older
+ * node drops it as an unknown type and ranks as before.
+ */
+export interface Room {
+  type: 'room'
+  vm: string
+  fits: boolean
+  capacity: { memoryMiB: number, vcpus: number }
+  free: { memoryMiB: number, vcpus: number }
+}
+
+/** Capacity value meaning "not counted" on the wire (u32 max). */
+export const UNLIMITED = 0xffff_ffff
+
+/**
+ * Owner → every voter, when the VM starts or stops running and every reportIntervalMs while it
+ * runs: others' `startAfter` waits on it. Added in 0.4 (wire type 11).
+ */
+export interface RunState { type: 'runState', vm: string, epoch: number, running: boolean }
+
 export type ElectionMessage =
-  | Renew | RenewAck | RenewNack | RequestVote | Vote | OwnerAnnouncement | Release | ReplicaReport | Takeover
+  | Renew | RenewAck | RenewNack | RequestVote | Vote | OwnerAnnouncement | Release | ReplicaReport | Takeover | Room | RunState

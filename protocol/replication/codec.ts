@@ -3,8 +3,10 @@
  * codec's (see messages.ts for the type-number split).
  *
  *   frame        = type u8 | bodyLength u32 | body
- *   hello        = protocolVersion u16 | flags u8 (bit 0 epoch) | seedMode u8 | vm str | sourceNode str
- *                  | [epoch u64] | fileCount u32 | file*
+ *   hello        = protocolVersion u16 | flags u8 (bit 0 epoch, bit 1 retention) | seedMode u8 | vm str
+ *                  | sourceNode str | [epoch u64] | [retention] | fileCount u32 | file*
+ *   retention    = count u32 | keepAllWithinMs u64 | flags u8 (bit 0 hourlyBeyond)   (1.1.0 streams only:
+ *                  a 1.0.0 peer refuses flag bit 1, so a source sets it only where 1.1.0 was negotiated)
  *   file         = fileId u32 | kind u8 | blockSize u32 | size u64 | path str
  *   targetState  = vm str | appliedGeneration u64 | appliedConsistentGeneration u64 | diskFree u64
  *                  | flags u8 (bit 0 seeding) | [seedGeneration u64 | rangeCount u32 | range*]
@@ -30,11 +32,11 @@ import {
   ReplicationBadEnumError, ReplicationEncodeError, ReplicationFrameTooLargeError, ReplicationLimitExceededError,
   ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError, isPeerProtocolError
 } from './errors.ts'
-import { FIXED_BODY_BYTES, HELLO_FILE_FIXED_BYTES, MAX_BLOCK_LENGTH, RANGE_BYTES, maxBodyBytes, minBodyBytes, resolveControlLimits } from './limits.ts'
+import { FIXED_BODY_BYTES, HELLO_FILE_FIXED_BYTES, MAX_BLOCK_LENGTH, MAX_RETENTION_COUNT, RANGE_BYTES, maxBodyBytes, minBodyBytes, resolveControlLimits } from './limits.ts'
 import type { ControlLimits } from './limits.ts'
 import { CONTROL_TYPE_OF, ControlType, HASH_LENGTH, NackCode, SeedMode, isControlType } from './messages.ts'
 import type {
-  AckMessage, ControlMessage, FileRange, HashRequestMessage, HashResponseMessage, HelloFile, HelloMessage,
+  AckMessage, ControlMessage, FileRange, HashRequestMessage, HashResponseMessage, HelloFile, HelloMessage, HelloRetention,
   NackMessage, PingMessage, PongMessage, RefuseMessage, ResendMessage, TargetStateMessage
 } from './messages.ts'
 import { checkMergedRanges } from './ranges.ts'
@@ -48,6 +50,8 @@ export interface ControlCodecOptions {
 }
 
 const FLAG_EPOCH = 1
+const FLAG_RETENTION = 2
+const FLAG_HOURLY = 1
 const FLAG_SEEDING = 1
 const FLAG_DURABLE = 1
 const FLAG_RETRY = 1
@@ -98,12 +102,20 @@ export function decodeControlBody (type: ControlType, body: Uint8Array, limits: 
 
 function decodeHello (r: Reader, limits: ControlLimits): HelloMessage {
   const protocolVersion = r.u16('protocolVersion')
-  const flags = r.flags('flags', FLAG_EPOCH)
+  const flags = r.flags('flags', FLAG_EPOCH | FLAG_RETENTION)
   const seedMode = r.u8('seedMode')
   if (!isSeedMode(seedMode)) throw new ReplicationBadEnumError(`hello: unknown seed mode ${seedMode}`)
   const vm = r.string('vm', limits.maxNameBytes)
   const sourceNode = r.string('sourceNode', limits.maxNameBytes)
   const epoch = (flags & FLAG_EPOCH) !== 0 ? r.u64('epoch') : undefined
+  let retention: HelloRetention | undefined
+  if ((flags & FLAG_RETENTION) !== 0) {
+    const count = r.u32('retentionCount')
+    if (count > MAX_RETENTION_COUNT) throw new ReplicationLimitExceededError(`hello: retention count ${count} exceeds ${MAX_RETENTION_COUNT}`)
+    const keepAllWithinMs = r.u64('keepAllWithinMs')
+    const rf = r.flags('retentionFlags', FLAG_HOURLY)
+    retention = { count, keepAllWithinMs, hourlyBeyond: (rf & FLAG_HOURLY) !== 0 }
+  }
   const count = r.u32('fileCount')
   if (count === 0) throw new ReplicationMalformedFrameError('hello: no files')
   if (count > limits.maxFiles) throw new ReplicationLimitExceededError(`hello: ${count} files exceeds ${limits.maxFiles}`)
@@ -125,6 +137,7 @@ function decodeHello (r: Reader, limits: ControlLimits): HelloMessage {
   r.end()
   const msg: HelloMessage = { type: 'hello', protocolVersion, vm, sourceNode, files, seedMode }
   if (epoch !== undefined) msg.epoch = epoch
+  if (retention !== undefined) msg.retention = retention
   return msg
 }
 
@@ -307,12 +320,22 @@ function encodeHello (w: Writer, msg: HelloMessage, limits: ControlLimits): void
   if (!isSeedMode(msg.seedMode)) throw new ReplicationEncodeError(`hello: unknown seed mode ${String(msg.seedMode)}`)
   if (msg.files.length === 0) throw new ReplicationEncodeError('hello: no files')
   if (msg.files.length > limits.maxFiles) throw new ReplicationEncodeError(`hello: ${msg.files.length} files exceeds ${limits.maxFiles}`)
+  const rt = msg.retention
+  if (rt !== undefined) {
+    if (!Number.isInteger(rt.count) || rt.count < 0 || rt.count > MAX_RETENTION_COUNT) throw new ReplicationEncodeError(`hello: retention count ${String(rt.count)} outside [0, ${MAX_RETENTION_COUNT}]`)
+    if (typeof rt.hourlyBeyond !== 'boolean') throw new ReplicationEncodeError('hello: retention hourlyBeyond is not a boolean')
+  }
   w.u16(msg.protocolVersion, 'protocolVersion')
-  w.u8(msg.epoch !== undefined ? FLAG_EPOCH : 0, 'flags')
+  w.u8((msg.epoch !== undefined ? FLAG_EPOCH : 0) | (rt !== undefined ? FLAG_RETENTION : 0), 'flags')
   w.u8(msg.seedMode, 'seedMode')
   w.str(msg.vm, 'vm', limits.maxNameBytes)
   w.str(msg.sourceNode, 'sourceNode', limits.maxNameBytes)
   if (msg.epoch !== undefined) w.u64(msg.epoch, 'epoch')
+  if (rt !== undefined) {
+    w.u32(rt.count, 'retentionCount')
+    w.u64(rt.keepAllWithinMs, 'keepAllWithinMs')
+    w.u8(rt.hourlyBeyond ? FLAG_HOURLY : 0, 'retentionFlags')
+  }
   w.u32(msg.files.length, 'fileCount')
   const ids = new Set<number>()
   for (const f of msg.files) {

@@ -58,6 +58,10 @@ export function resolveControlLimits (partial?: Partial<ControlLimits>): Control
 }
 
 export const HELLO_FILE_FIXED_BYTES = 4 + 1 + 4 + 8 + 2
+/** hello's optional retention: count u32 | keepAllWithinMs u64 | flags u8 */
+export const HELLO_RETENTION_BYTES = 4 + 8 + 1
+/** Most recovery points a hello's retention may ask for (config: recoveryPoints.count ≤ 10 000). */
+export const MAX_RETENTION_COUNT = 10_000
 export const RANGE_BYTES = 4 + 8 + 8
 
 /** Exact body size of the fixed-size types. */
@@ -75,7 +79,7 @@ export function maxBodyBytes (type: ControlType, limits: ControlLimits): number 
   if (fixed !== undefined) return fixed
   switch (type) {
     case ControlType.Hello:
-      return 2 + 1 + 1 + 2 * (2 + limits.maxNameBytes) + 8 + 4 + limits.maxFiles * (HELLO_FILE_FIXED_BYTES + limits.maxPathBytes)
+      return 2 + 1 + 1 + 2 * (2 + limits.maxNameBytes) + 8 + HELLO_RETENTION_BYTES + 4 + limits.maxFiles * (HELLO_FILE_FIXED_BYTES + limits.maxPathBytes)
     case ControlType.TargetState:
       return 2 + limits.maxNameBytes + 8 + 8 + 8 + 1 + 8 + 4 + limits.maxDurableRanges * RANGE_BYTES
     case ControlType.Nack:

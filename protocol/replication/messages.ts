@@ -81,6 +81,23 @@ export interface HelloMessage {
   /** 1..maxFiles files, unique fileIds */
   files: HelloFile[]
   seedMode: SeedMode
+  /**
+   * The VM's `recoveryPoints` on the source, for the target's replica store (targets do not have
+   * the VM in their config). Only on REPLICATION_PROTOCOL (1.1.0) streams: a 1.0.0 target
+   * refuses the flag bit it travels under. Absent from older sources: the target keeps the
+   * policy it has (last sent, its own config's, or the default).
+   */
+  retention?: HelloRetention
+}
+
+/** A source's recovery-point policy (config `vms[].recoveryPoints`). */
+export interface HelloRetention {
+  /** u32, ≤ MAX_RETENTION_COUNT: points kept beyond the keep-all window */
+  count: number
+  /** u64: every point younger than this is kept */
+  keepAllWithinMs: number
+  /** beyond the window, only the newest point of each hour */
+  hourlyBeyond: boolean
 }
 
 /** A byte range of one file (u64 offset and length, length ≥ 1). */

@@ -12,10 +12,16 @@ export interface WireVmSpec {
   failover: WireFailoverPolicy
   startOrder: number
   priority: number
+  /** Added in v2 (0.4): demand counted against a host's capacity, and start order. */
+  memoryMiB?: number
+  vcpus?: number
+  startAfter?: string[]
+  startAfterTimeoutMs?: number
 }
 
 export interface VmSpecsMessage {
-  v: 1
+  /** 1, or 2 when a spec carries a v2 field (a v1 node refuses v2: the fields are only sent when used). */
+  v: 1 | 2
   /** The sender (just started) asks for the receiver's specs in return. */
   want?: boolean
   specs: WireVmSpec[]

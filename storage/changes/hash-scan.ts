@@ -3,7 +3,11 @@
  *
  * Flow of one `changes()` call:
  *  1. stat. If (size, mtime, ctime, ino, dev) equals the token stored by the last consistent,
- *     non-racy scan, nothing is read: the answer comes from the manifest alone.
+ *     non-racy scan, and that scan started at least `settleMarginMs` after the stat's
+ *     mtime/ctime (`statAtMs`), nothing is read: the answer comes from the manifest alone. A
+ *     younger token is still stored (the sender's consistency check compares with it) but the
+ *     next scan reads the file again: one long write() moves mtime only as it begins, so a pass
+ *     that began while it was still copying data saw an unchanged stat and only part of it.
  *  2. Otherwise take a reflink clone if the file system can (consistent by construction), and
  *     run a pass: read the data ranges in large chunks with several in flight (with a worker
  *     pool the workers read and hash themselves, cache-hot), and merge the hashes with the
@@ -30,7 +34,10 @@ import { ManifestMerge } from './manifest-merge.ts'
 import type { BlockHasher } from './hasher.ts'
 import { inlineHasher } from './hasher.ts'
 import { nodeScanIO, sameStat, statFromRecord, statToRecord } from './file-io.ts'
-import type { FileStat, ReadHandle, ScanIO } from './file-io.ts'
+
+/** Default of HashScanInit.settleMarginMs: a stat taken this long after the file's mtime/ctime may skip a read. */
+export const SETTLE_MARGIN_MS = 2000
+import type { FileStat, ReadHandle, ScanIO, StatRecord } from './file-io.ts'
 import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, blockCount, validateBlockSize } from './range.ts'
 import type { ReflinkSnapshots } from './reflink.ts'
 import type { ReadBudget } from './read-budget.ts'
@@ -78,6 +85,17 @@ export interface HashScanInit {
    * as a skip-reading token. Raise it for network file systems with clock skew. @default 50
    */
   racyMarginMs?: number
+  /**
+   * A stored stat lets a scan skip reading only when the pass that recorded it started at least
+   * this many ms after the stat's mtime/ctime. One write() call moves mtime once, as it begins,
+   * and then copies its data for as long as it takes (tens of ms for some MiB, longer on a loaded
+   * host): a pass that starts during it reads part of the write while the stat never moves
+   * again, and skipping on that stat would hide the rest of the write from every later scan
+   * (seen: the last 14 MiB of one 40 MiB write never replicated). The stat is still stored and
+   * the pass still counts as quiet (the sender's consistency check needs it); only the skip waits.
+   * A write that outlasts this margin is not covered. @default 2000
+   */
+  settleMarginMs?: number
   /** Changed-run budget before ranges are coarsened (over-reported). @default 65536 */
   maxRuns?: number
   /** Manifest key of a file. @default the absolute path */
@@ -126,6 +144,7 @@ export class HashScanSource implements ChangeSource {
   private readonly quietBudgetMs: number
   private readonly maxPasses: number
   private readonly racyMarginMs: number
+  private readonly settleMarginMs: number
   private readonly maxRuns: number
   private readonly fileKey: (path: string) => string
   private readonly hasher: BlockHasher
@@ -144,6 +163,7 @@ export class HashScanSource implements ChangeSource {
     this.quietBudgetMs = init.quietBudgetMs ?? 10_000
     this.maxPasses = Math.max(1, init.maxPasses ?? 4)
     this.racyMarginMs = init.racyMarginMs ?? 50
+    this.settleMarginMs = Math.max(init.settleMarginMs ?? SETTLE_MARGIN_MS, this.racyMarginMs)
     this.maxRuns = init.maxRuns ?? 65536
     this.fileKey = init.fileKey ?? ((p) => resolvePath(p))
     this.hasher = components.hasher ?? inlineHasher
@@ -228,11 +248,11 @@ export class HashScanSource implements ChangeSource {
     const committed = meta.generation
     const G = committed + 1
     const writer = fm.writer()
-    await writer.putMeta({ ...meta, scanning: true, stat: null })
+    await writer.putMeta({ ...withStat(meta, null), scanning: true })
     try {
       const st = await this.runPass({ fm, file, size, pass: 1, sinceGen: committed, committed, G, writer, signal, only: ranges })
       const generation = st.merge.wrote || st.merge.sawNewer ? G : committed
-      await writer.commit({ ...meta, generation, fileSize: size, scanning: false, consistent: false, stat: null })
+      await writer.commit({ ...withStat(meta, null), generation, fileSize: size, scanning: false, consistent: false })
       return { token: formatHashScanToken({ epoch: meta.epoch, generation, blockSize: this.blockSize }), scannedBytes: st.scannedBytes }
     } catch (err) {
       await writer.abort().catch(() => {})
@@ -270,7 +290,7 @@ export class HashScanSource implements ChangeSource {
     const sinceGen = full ? null : (tok as ParsedToken).generation
     const token = (generation: number): ChangeToken => formatHashScanToken({ epoch: (meta as FileMeta).epoch, generation, blockSize: this.blockSize })
 
-    if (!meta.scanning && meta.stat != null && sameStat(statFromRecord(meta.stat), st00)) {
+    if (!meta.scanning && meta.stat != null && sameStat(statFromRecord(meta.stat), st00) && this.maySkip(meta)) {
       const runs = await this.manifestOnly(fm, sinceGen, meta.generation, blockCount(st00.size, this.blockSize))
       return {
         ranges: runs.toRanges(this.blockSize, st00.size), token: token(meta.generation), consistent: true, full,
@@ -315,11 +335,14 @@ export class HashScanSource implements ChangeSource {
       const st = state as PassState
       const fileSize = snapshot != null ? readSize : s0.size
       const generation = st.merge.wrote || st.merge.sawNewer ? G : committed
-      // Only a quiet, non-racy start stat may let the next call skip reading.
-      const trusted = quiet && !this.isRacy(snapshot != null ? st0 : s0, snapshot != null ? wallStart : passWall)
+      // Only a quiet, non-racy start stat is stored, with the time it was taken: the next call
+      // skips reading on it only if that time is settleMarginMs past its mtime (maySkip).
+      const startStat = snapshot != null ? st0 : s0
+      const startWall = snapshot != null ? wallStart : passWall
+      const trusted = quiet && !this.isRacy(startStat, startWall)
       const newMeta: FileMeta = {
-        ...meta, generation, fileSize, scanning: false, consistent: quiet,
-        stat: trusted ? statToRecord(snapshot != null ? st0 : s0) : null
+        ...withStat(meta, trusted ? { stat: statToRecord(startStat), atMs: Math.floor(startWall) } : null),
+        generation, fileSize, scanning: false, consistent: quiet
       }
       await writer.commit(newMeta)
       result = {
@@ -352,6 +375,19 @@ export class HashScanSource implements ChangeSource {
   private racyWaitMs (s: FileStat, wallNow: number): number {
     const latest = Number((s.mtimeNs > s.ctimeNs ? s.mtimeNs : s.ctimeNs) / 1_000_000n)
     return Math.max(0, Math.ceil(latest + this.racyMarginMs + 1 - wallNow))
+  }
+
+  /**
+   * Whether the stored stat may stand for the file without reading it: taken by a pass that
+   * started at least settleMarginMs after the stat's mtime/ctime. No `statAtMs` (a meta written
+   * by an older version, or a damaged value): read once, and that scan records it.
+   */
+  private maySkip (meta: FileMeta): boolean {
+    const at = meta.statAtMs
+    if (meta.stat == null || typeof at !== 'number' || !Number.isFinite(at)) return false
+    const s = statFromRecord(meta.stat)
+    const latestMs = Number((s.mtimeNs > s.ctimeNs ? s.mtimeNs : s.ctimeNs) / 1_000_000n)
+    return at - latestMs >= this.settleMarginMs
   }
 
   private isRacy (s: FileStat, wallStartMs: number): boolean {
@@ -483,6 +519,12 @@ export class HashScanSource implements ChangeSource {
     await st.merge.hashed(item.first, item.blocks, new Uint8Array(r.hashes), new Uint8Array(r.zeroMask))
     if (r.buf != null) this.giveBuffer(r.buf)
   }
+}
+
+/** `meta` with the skip token replaced: a stat and when it was taken, or none. */
+function withStat (meta: FileMeta, token: { stat: StatRecord, atMs: number } | null): FileMeta {
+  const { statAtMs: _old, ...rest } = meta
+  return token === null ? { ...rest, stat: null } : { ...rest, stat: token.stat, statAtMs: token.atMs }
 }
 
 function checkAbort (signal: AbortSignal | undefined): void {

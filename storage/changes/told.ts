@@ -39,7 +39,8 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { DiskIoError, FormatError } from '../formats/errors.ts'
-import { batChanges, mapVirtualRanges, readDiskLayout } from '../formats/layout.ts'
+import { batChanges, mapVirtualRanges, readDiskLayout, readLayoutFrom } from '../formats/layout.ts'
+import type { ByteReader } from '../formats/reader.ts'
 import type { DiskLayout, LayoutSnapshot } from '../formats/layout.ts'
 import { nodeScanIO, sameStat } from './file-io.ts'
 import type { FileStat, ScanIO } from './file-io.ts'
@@ -68,6 +69,14 @@ export interface ToldRangesInit {
   /** Run budget per file and space before coarsening. @default 65536 */
   maxRuns?: number
 }
+
+/**
+ * `view`: the file as it was at the newest told point (a QEMU fleecing export): the layout, BAT
+ * and metadata fingerprints are read from it instead of the live file, and the answer's
+ * `fileSize` is its size — so ranges, metadata and (read by the caller from the same view)
+ * data are one instant. Answers made with a view are consistent when every tell was.
+ */
+export interface ToldChangeOptions extends ChangeOptions { view?: ByteReader }
 
 /** Why the last answer for a file was full (for status and logs). */
 export type FullReason = 'no-token' | 'unknown-token' | 'no-chain' | 'chain-broken' | 'unmappable' | 'layout-changed'
@@ -134,7 +143,7 @@ export class ToldRangesSource implements ChangeSource {
   /** Why the last answer for `file` was full; null when it was incremental. */
   lastFullReason (file: string): FullReason | null { return this.logs.get(file)?.lastFull ?? null }
 
-  async changes (file: string, since: ChangeToken | null, opts: ChangeOptions = {}): Promise<ChangeSet> {
+  async changes (file: string, since: ChangeToken | null, opts: ToldChangeOptions = {}): Promise<ChangeSet> {
     const log = this.log(file)
     const m = since != null ? TOKEN.exec(since) : null
     const seq = m != null && m[1] === this.epoch ? Number(m[2]) : -1
@@ -155,23 +164,27 @@ export class ToldRangesSource implements ChangeSource {
     }
   }
 
-  private async incremental (file: string, log: FileLog, seq: number, retry: boolean, taken: Batch, opts: ChangeOptions): Promise<ChangeSet> {
+  private async incremental (file: string, log: FileLog, seq: number, retry: boolean, taken: Batch, opts: ToldChangeOptions): Promise<ChangeSet> {
     const answer: Batch = { file: new BlockRuns(this.maxRuns), virtual: new BlockRuns(this.maxRuns), consistent: taken.consistent }
     if (retry && log.prev != null) mergeInto(answer, log.prev)
     mergeInto(answer, taken)
     const baseline = retry ? log.prevBase : log.base
 
-    const st = await this.io.stat(file)
+    const view = opts.view
+    const st = view !== undefined ? viewStat(view) : await this.io.stat(file)
     const parts: Range[] = answer.file.toRanges(this.blockSize, st.size)
     let scanned = 0
     let newBase = baseline
     if (log.virtual) {
       if (baseline === null) return await this.full(file, log, 'unmappable', opts)
       // Nothing told and nothing moved: the metadata cannot have changed either.
-      if (answer.virtual.runCount > 0 || !sameStat(st, baseline.stat)) {
+      // (A view: every metadata write of the format driver comes with a guest write, so with
+      // nothing told between the points nothing else moved either.)
+      const moved = view !== undefined ? st.size !== baseline.stat.size : !sameStat(st, baseline.stat)
+      if (answer.virtual.runCount > 0 || moved) {
         let snap: Baseline
         try {
-          snap = await this.snapshot(file, st, opts.signal)
+          snap = await this.snapshot(file, st, opts.signal, view)
         } catch (err) {
           if (isFormatError(err)) return await this.full(file, log, 'unmappable', opts)
           throw err
@@ -207,7 +220,7 @@ export class ToldRangesSource implements ChangeSource {
   }
 
   /** Everything non-zero (fallback) or the whole file, with a fresh baseline taken first. */
-  private async full (file: string, log: FileLog, reason: FullReason, opts: ChangeOptions): Promise<ChangeSet> {
+  private async full (file: string, log: FileLog, reason: FullReason, opts: ToldChangeOptions): Promise<ChangeSet> {
     log.prev = null
     log.prevBase = null
     log.acc = emptyBatch(this.maxRuns)
@@ -218,22 +231,34 @@ export class ToldRangesSource implements ChangeSource {
     log.base = null
     if (log.virtual) {
       try {
-        const snap = await this.snapshot(file, await this.io.stat(file), opts.signal)
+        const snap = await this.snapshot(file, opts.view !== undefined ? viewStat(opts.view) : await this.io.stat(file), opts.signal, opts.view)
         if (mappable(snap)) log.base = snap
       } catch (err) {
         if (!isFormatError(err)) throw err
       }
     }
+    if (opts.view !== undefined) {
+      // the whole file as it was at the point (one instant: consistent)
+      const size = opts.view.size
+      return { ranges: size > 0 ? alignRanges([{ offset: 0, length: size }], this.blockSize, size) : [], token, consistent: true, full: true, fileSize: size, blockSize: this.blockSize, scannedBytes: 0 }
+    }
     return await fullAnswer({ io: this.io, fallback: this.components.fallback }, file, token, { blockSize: this.blockSize, maxRuns: this.maxRuns }, opts)
   }
 
   /** Layout, BAT copy and metadata fingerprints of `file` now. */
-  private async snapshot (file: string, st: FileStat, signal?: AbortSignal): Promise<Baseline> {
-    const { layout, bat }: LayoutSnapshot = await readDiskLayout(file, { signal })
+  private async snapshot (file: string, st: FileStat, signal?: AbortSignal, view?: ByteReader): Promise<Baseline> {
+    const { layout, bat }: LayoutSnapshot = view !== undefined ? await readLayoutFrom(view, { signal }) : await readDiskLayout(file, { signal })
     const fingerprints = new Map<number, string>()
     const bs = this.blockSize
     const regions = alignRanges(layout.metadata, bs, layout.fileSize)
-    if (regions.length > 0) {
+    if (regions.length > 0 && view !== undefined) {
+      for (const r of regions) {
+        for (let off = r.offset; off < r.offset + r.length; off += bs) {
+          const len = Math.min(bs, r.offset + r.length - off)
+          fingerprints.set(off / bs, createHash('sha1').update(await view.read(off, len)).digest('base64'))
+        }
+      }
+    } else if (regions.length > 0) {
       const fh = await this.io.open(file)
       try {
         const buf = new Uint8Array(bs)
@@ -264,6 +289,11 @@ export class ToldRangesSource implements ChangeSource {
     }
     return log
   }
+}
+
+/** A view has no stat: its size stands for it (see incremental). */
+function viewStat (view: ByteReader): FileStat {
+  return { size: view.size, mtimeNs: -1n, ctimeNs: -1n, ino: -1n, dev: -1n }
 }
 
 function mergeInto (into: Batch, from: Batch): void {

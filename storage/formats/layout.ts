@@ -16,6 +16,7 @@
  */
 import { UnknownFormatError } from './errors.ts'
 import { FileReader } from './reader.ts'
+import type { ByteReader } from './reader.ts'
 import { parseDisk } from './open.ts'
 import { mergeRanges } from './ranges.ts'
 import type { ByteRange } from './ranges.ts'
@@ -120,26 +121,34 @@ export function rawLayout (fileSize: number): DiskLayout {
 export async function readDiskLayout (path: string, opts: { signal?: AbortSignal } = {}): Promise<LayoutSnapshot> {
   const reader = await FileReader.open(path)
   try {
-    let info: ParsedDisk
-    try {
-      info = await parseDisk(reader, opts)
-    } catch (err) {
-      if (err instanceof UnknownFormatError) return { layout: rawLayout(reader.size), bat: null }
-      throw err
-    }
-    const layout = layoutOf(info)
-    let bat: Uint8Array | null = null
-    if (layout.bat !== null && layout.bat.length <= MAX_LAYOUT_BAT_BYTES) {
-      bat = new Uint8Array(layout.bat.length)
-      for (let done = 0; done < bat.length; done += MiB) {
-        const n = Math.min(MiB, bat.length - done)
-        bat.set(await reader.read(layout.bat.offset + done, n), done)
-      }
-    }
-    return { layout, bat }
+    return await readLayoutFrom(reader, opts)
   } finally {
     await reader.close().catch(() => {})
   }
+}
+
+/**
+ * readDiskLayout of any byte source — e.g. a point-in-time view of the file (QEMU fleecing,
+ * read over NBD), so the layout, BAT and payload all come from the same instant.
+ */
+export async function readLayoutFrom (reader: ByteReader, opts: { signal?: AbortSignal } = {}): Promise<LayoutSnapshot> {
+  let info: ParsedDisk
+  try {
+    info = await parseDisk(reader, opts)
+  } catch (err) {
+    if (err instanceof UnknownFormatError) return { layout: rawLayout(reader.size), bat: null }
+    throw err
+  }
+  const layout = layoutOf(info)
+  let bat: Uint8Array | null = null
+  if (layout.bat !== null && layout.bat.length <= MAX_LAYOUT_BAT_BYTES) {
+    bat = new Uint8Array(layout.bat.length)
+    for (let done = 0; done < bat.length; done += MiB) {
+      const n = Math.min(MiB, bat.length - done)
+      bat.set(await reader.read(layout.bat.offset + done, n), done)
+    }
+  }
+  return { layout, bat }
 }
 
 /** VHDX BAT index of payload block `b`. */

@@ -1,7 +1,8 @@
 /**
  * Block manifest: per file, block index → BLAKE3-128 of the block's content plus the generation
  * that last changed it; plus a meta record (block size, committed generation, the stat token of
- * the last consistent scan).
+ * the last consistent scan and, since `statAtMs` was added, when that stat was taken; a meta
+ * without it is read as "not yet settled": the next scan reads the file once).
  *
  * Layout (binary sublevel), version 2:
  *   'M' + fileKey                    → meta JSON ({ v: 2, ... })
@@ -37,8 +38,21 @@ export interface FileMeta {
   generation: number
   /** File size at the last commit. */
   fileSize: number
-  /** Stat at the start of the last scan, only if that scan was consistent and not racy. */
+  /**
+   * Stat at the start of the last scan, only if that scan was consistent and not racy. Two
+   * readers: the sender's consistency check (the file is still what that quiet scan saw) and the
+   * hash scan's skip-reading decision, which also needs `statAtMs`.
+   */
   stat: StatRecord | null
+  /**
+   * Wall-clock ms at which `stat` was taken (the start of the pass that recorded it). The stat
+   * lets a later scan skip reading only if this is at least the scan's settle margin after the
+   * stat's mtime/ctime: one long write() moves mtime only as it begins, so a pass that started
+   * soon after may have read part of that write and an unchanged stat would hide the rest.
+   * Absent (meta written before this field existed, or no stat): the next scan reads the file
+   * once. Added without a layout change: older code ignores it, this code reads older metas.
+   */
+  statAtMs?: number
   /** True while a scan is writing entries; an interrupted scan leaves it set. */
   scanning: boolean
   /** Whether the last committed scan was consistent. */

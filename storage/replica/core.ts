@@ -40,7 +40,7 @@ export class Core {
     readonly clock: Clock,
     readonly log: ReplicaLog,
     readonly hooks: ReplicaHooks,
-    readonly retention: RetentionPolicy,
+    public retention: RetentionPolicy,
     public state: PersistedState
   ) {
     this.filesDir = join(dir, 'files')

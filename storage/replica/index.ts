@@ -7,6 +7,7 @@ export type {
 } from './types.ts'
 export type { ReplicaFs, ReplicaFileHandle, OpenMode } from './fs.ts'
 export { nodeReplicaFs } from './fs.ts'
+export type { RestoreProgress } from './rollback.ts'
 export { blockDataLength, sliceBlockData } from './block-data.ts'
 export { DEFAULT_RETENTION, selectRetained, type RetentionPolicy } from './retention.ts'
 export * from './errors.ts'

@@ -83,8 +83,17 @@ async function compactFuzzyRuns (core: Core): Promise<void> {
 export async function prune (core: Core): Promise<number[]> {
   const keep = selectRetained(core.state.points, core.clock.wallNow(), core.retention)
   const dropped = core.state.points.filter(p => !keep.has(p.generation)).map(p => p.generation)
-  // oldest first; each step re-reads the state it changed. Bounded by the number of points.
-  for (const g of dropped) {
+  // The oldest points that go, in one state switch: a policy that just arrived (or a store
+  // idle for long) may drop thousands at once, and one switch per point would be that many fsyncs.
+  const drop = new Set(dropped)
+  let lead = 0
+  while (lead < core.state.points.length && drop.has((core.state.points[lead] as { generation: number }).generation)) lead++
+  if (lead > 0) {
+    await core.commitState({ ...core.state, points: core.state.points.slice(lead) })
+    await trimBelowOldest(core)
+  }
+  // then the rest, oldest first; each step re-reads the state it changed. Bounded by the number of points.
+  for (const g of dropped.filter(g => core.state.points.some(p => p.generation === g))) {
     const oldest = core.state.points[0]?.generation
     if (oldest === g) {
       await core.commitState({ ...core.state, points: core.state.points.slice(1) })

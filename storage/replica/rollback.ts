@@ -40,20 +40,50 @@ function applyFileTable (files: Record<string, FileEntry>, table: Awaited<Return
   return out
 }
 
+/**
+ * A restore's progress, told after each file cloned and each undo log applied (a file is copied
+ * by one call, so a copy without reflinks moves in steps of whole files): bytes of the replica
+ * files, then of the undo logs.
+ */
+export interface RestoreProgress { phase: 'copy' | 'rollback', doneBytes: number, totalBytes: number }
+
 /** Clones every replica file into `toDir` (which must exist and be empty). */
-export async function copyReplica (core: Core, toDir: string): Promise<Record<string, FileEntry>> {
+export async function copyReplica (core: Core, toDir: string, onProgress?: (p: RestoreProgress) => void, chain: UndoEntry[] = []): Promise<Record<string, FileEntry>> {
   const files = { ...core.state.files }
-  for (const f of Object.values(files)) await core.fs.copyFile(core.filePath(f.name), join(toDir, f.name))
+  // the total covers the rollback that follows, so the fraction never goes back
+  let total = onProgress === undefined ? 0 : (await undoSizes(core, chain)).reduce((a, b) => a + b, 0)
+  for (const f of Object.values(files)) total += f.size
+  let done = 0
+  onProgress?.({ phase: 'copy', doneBytes: 0, totalBytes: total })
+  for (const f of Object.values(files)) {
+    await core.fs.copyFile(core.filePath(f.name), join(toDir, f.name))
+    done += f.size
+    onProgress?.({ phase: 'copy', doneBytes: done, totalBytes: total })
+  }
   return files
 }
 
+async function undoSizes (core: Core, chain: UndoEntry[]): Promise<number[]> {
+  const out: number[] = []
+  for (const e of chain) out.push((await core.fs.stat(core.undoPath(e.file)))?.size ?? 0)
+  return out
+}
+
 /** Applies `chain` (newest first) onto the copies in `toDir`; returns the file map at the end. */
-export async function rollBackCopy (core: Core, toDir: string, chain: UndoEntry[], files: Record<string, FileEntry>, signal?: AbortSignal): Promise<Record<string, FileEntry>> {
+export async function rollBackCopy (core: Core, toDir: string, chain: UndoEntry[], files: Record<string, FileEntry>, signal?: AbortSignal, onProgress?: (p: RestoreProgress) => void): Promise<Record<string, FileEntry>> {
   let out = files
-  for (const e of chain) {
+  let copied = 0
+  for (const f of Object.values(files)) copied += f.size
+  const sizes = onProgress === undefined ? [] : await undoSizes(core, chain)
+  const total = copied + sizes.reduce((a, b) => a + b, 0)
+  let done = copied
+  for (const [i, e] of chain.entries()) {
+    onProgress?.({ phase: 'rollback', doneBytes: done, totalBytes: total })
     if (signal?.aborted === true) throw new AbortedError('restore aborted', { cause: signal.reason })
     out = applyFileTable(out, await applyUndo(core, core.undoPath(e.file), toDir))
+    done += sizes[i] ?? 0
   }
+  onProgress?.({ phase: 'rollback', doneBytes: done, totalBytes: total })
   return out
 }
 

@@ -51,7 +51,13 @@ export const stateSchema = z.object({
   seeding: seedingSchema.nullable(),
   /** a finalize in progress: roll back to this generation */
   finalizing: z.object({ target: gen }).nullable(),
-  finalized: z.boolean()
+  finalized: z.boolean(),
+  /**
+   * The retention policy the replica's source last sent (absent until one was sent, and in
+   * state written by older releases, which ignore it): open() prunes by it rather than by a
+   * default that might drop points the source's config keeps.
+   */
+  retention: z.object({ maxPoints: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER), keepAllWithinMs: ms, hourlyBeyond: z.boolean() }).optional()
 })
 export type PersistedState = z.infer<typeof stateSchema>
 

@@ -28,8 +28,8 @@ import { writeJsonAtomic, readJsonChecked, SwitchUncertainError } from './atomic
 import { seedProgressSchema } from './schema.ts'
 import { IntervalSet } from './intervals.ts'
 import { checkBlock, checkSize, notifyDurable } from './writer.ts'
-import { AbortedError } from '../../common/errors.ts'
-import { ReplicaBusyError, ReplicaDiskFullError, ReplicaNeedsRecoveryError, ReplicaWriterClosedError, isDiskFull } from './errors.ts'
+import { OpGate } from './op-gate.ts'
+import { ReplicaNeedsRecoveryError } from './errors.ts'
 
 /** Durable ranges per source path. */
 export type SeedRanges = Map<string, IntervalSet>
@@ -58,6 +58,11 @@ export interface SeedHost extends WriterHost {
   /** The store's durable seed ranges (updated by checkpoints). */
   seedRanges: SeedRanges
   checkpointBytes: number
+  /**
+   * Time after which written bytes are checkpointed whatever their amount: on a slow link a
+   * byte threshold alone is never reached before the link drops. @default 2000 ms
+   */
+  checkpointIntervalMs?: number
 }
 
 export class SeedWriter implements GenerationWriter {
@@ -67,13 +72,14 @@ export class SeedWriter implements GenerationWriter {
   private readonly pending = new Map<string, IntervalSet>()
   private pendingBytes = 0
   private writtenBytes = 0
-  private busy = false
   private closed = false
   private closing: Promise<void> | undefined
-  private readonly onAbort = (): void => { if (!this.busy) void this.abort().catch(() => {}) }
+  private readonly onAbort = (): void => { if (!this.gate.busy) void this.abort().catch(() => {}) }
   /** the automatic checkpoint running in the background, if any */
   private background: Promise<void> | undefined
   private backgroundError: unknown
+  /** monotonic ms of the last automatic checkpoint started (or of the writer's creation) */
+  private lastCheckpointAt: number
 
   constructor (
     private readonly host: SeedHost,
@@ -83,6 +89,7 @@ export class SeedWriter implements GenerationWriter {
     private readonly signal?: AbortSignal
   ) {
     this.generation = info.generation
+    this.lastCheckpointAt = host.core.clock.now()
     for (const [path, id] of fileIds) {
       const f = info.files[path]
       if (f !== undefined) this.files.set(id, { path, size: f.size, name: f.name })
@@ -90,29 +97,25 @@ export class SeedWriter implements GenerationWriter {
     signal?.addEventListener('abort', this.onAbort, { once: true })
   }
 
-  private async op<T> (fn: () => Promise<T>): Promise<T> {
-    if (this.closed) {
-      await this.closing
-      throw new ReplicaWriterClosedError(`seed writer of generation ${this.generation} is closed`)
-    }
-    if (this.busy) throw new ReplicaBusyError('writer methods must be awaited one at a time')
-    if (this.signal?.aborted === true) {
-      await this.abort()
-      throw new AbortedError('seed aborted', { cause: this.signal.reason })
-    }
-    this.busy = true
-    try {
+  private readonly gate = new OpGate({
+    isClosed: () => this.closed,
+    closing: () => this.closing,
+    signal: () => this.signal,
+    abort: async () => { await this.abort() },
+    check: () => {
       this.host.checkUsable()
       if (this.backgroundError !== undefined) throw this.backgroundError
-      return await fn()
-    } catch (err) {
-      if (!this.closed) await this.close()
-      if (isDiskFull(err)) throw new ReplicaDiskFullError(`disk full while seeding generation ${this.generation}; progress kept up to the last checkpoint`, { cause: err })
-      throw err
-    } finally {
-      this.busy = false
+    },
+    fail: async () => { await this.close() },
+    messages: {
+      closed: () => `seed writer of generation ${this.generation} is closed`,
+      aborted: () => 'seed aborted',
+      diskFull: () => `disk full while seeding generation ${this.generation}; progress kept up to the last checkpoint`
     }
-  }
+  })
+
+  private async op<T> (fn: () => Promise<T>): Promise<T> { return await this.gate.run(fn) }
+
 
   async writeBlock (fileId: number, offset: number, data: BlockData): Promise<void> {
     await this.op(async () => {
@@ -128,7 +131,8 @@ export class SeedWriter implements GenerationWriter {
       this.pendingBytes += length
       this.writtenBytes += length
       await this.host.core.step('seed-written', this.generation)
-      if (this.pendingBytes >= this.host.checkpointBytes) {
+      const due = this.host.core.clock.now() - this.lastCheckpointAt >= (this.host.checkpointIntervalMs ?? 2000)
+      if (this.pendingBytes >= this.host.checkpointBytes || (due && this.background === undefined)) {
         if (this.background === undefined) this.startBackgroundCheckpoint()
         else if (this.pendingBytes >= BACKLOG_CHECKPOINTS * this.host.checkpointBytes) await this.settleBackground()
       }
@@ -137,6 +141,7 @@ export class SeedWriter implements GenerationWriter {
 
   /** Starts an automatic checkpoint of what has been written so far; writes go on meanwhile. */
   private startBackgroundCheckpoint (): void {
+    this.lastCheckpointAt = this.host.core.clock.now()
     const claimed = this.takePending()
     const run = this.persist(claimed).catch((err: unknown) => {
       // not durable after all: claim the ranges again at the next checkpoint

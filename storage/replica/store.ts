@@ -33,12 +33,12 @@ import { Core, STATE_FILE, SEED_PROGRESS_FILE } from './core.ts'
 import { Mutex } from './mutex.ts'
 import { readJsonChecked } from './atomic.ts'
 import { stateSchema, emptyState, stateInvariantViolation } from './schema.ts'
-import { resolveRetention } from './retention.ts'
+import { resolveRetention, type RetentionPolicy } from './retention.ts'
 import { recover } from './recovery.ts'
 import { prune } from './prune.ts'
 import { JournaledWriter } from './writer.ts'
 import { SeedWriter, loadSeedProgress, type SeedRanges } from './seed.ts'
-import { chainDownTo, copyReplica, rollBackCopy, runFinalize } from './rollback.ts'
+import { chainDownTo, copyReplica, rollBackCopy, runFinalize, type RestoreProgress } from './rollback.ts'
 import { replicaFileName } from './names.ts'
 import { readAt } from './records.ts'
 import { AbortedError } from '../../common/errors.ts'
@@ -94,7 +94,7 @@ export class ReplicaStore {
   static async open (components: ReplicaComponents, init: ReplicaInit): Promise<ReplicaStore> {
     const fs = components.fs ?? nodeReplicaFs
     const fsync = init.fsync ?? true
-    const retention = resolveRetention(init.retention)
+    const fallbackRetention = resolveRetention(init.retention)
     const seedCheckpointBytes = init.seedCheckpointBytes ?? 64 * 1024 * 1024
     if (!Number.isSafeInteger(seedCheckpointBytes) || seedCheckpointBytes < 1) throw new ReplicaInvalidInputError('seedCheckpointBytes must be a positive integer')
     if (init.vm === '' || init.source === '') throw new ReplicaInvalidInputError('vm and source must be non-empty')
@@ -115,7 +115,8 @@ export class ReplicaStore {
         throw new ReplicaIdentityMismatchError(`${dir} holds a replica of ${state.vm} from ${state.source}, not of ${init.vm} from ${init.source}`)
       }
     }
-    const core = new Core(fs, dir, fsync, components.clock, components.log ?? silentLog, components.hooks ?? {}, retention, state)
+    // a policy the source sent wins over the opener's default (which may keep fewer points)
+    const core = new Core(fs, dir, fsync, components.clock, components.log ?? silentLog, components.hooks ?? {}, state.retention ?? fallbackRetention, state)
     if (raw === undefined) await core.commitState(state)
     const actions = await recover(core)
     const store = new ReplicaStore(core, actions, seedCheckpointBytes)
@@ -288,6 +289,40 @@ export class ReplicaStore {
     }
   }
 
+  /** The retention policy in force: the one last set (persisted), else the opener's default. */
+  retention (): RetentionPolicy { return { ...this.core.retention } }
+
+  /** The policy last set through setRetention (the source's), or undefined if none ever was. */
+  sourceRetention (): RetentionPolicy | undefined {
+    const r = this.core.state.retention
+    return r !== undefined ? { ...r } : undefined
+  }
+
+  /**
+   * Adopts `policy` (the source's `recoveryPoints`) and keeps it in state.json, so a reopen
+   * prunes by it too. Returns whether it changed; pruning by it is `applyRetention()`'s (or the
+   * next commit's) job, so a caller on a latency-sensitive path need not wait for it.
+   */
+  async setRetention (policy: Partial<RetentionPolicy>): Promise<boolean> {
+    this.checkUsable()
+    const p = resolveRetention(policy)
+    const cur = this.core.retention
+    if (this.core.state.retention !== undefined && cur.maxPoints === p.maxPoints && cur.keepAllWithinMs === p.keepAllWithinMs && cur.hourlyBeyond === p.hourlyBeyond) return false
+    await this.lock.run(async () => {
+      this.checkUsable()
+      await this.core.commitState({ ...this.core.state, retention: p })
+      this.core.retention = p
+    })
+    return true
+  }
+
+  /**
+   * Prunes recovery points by the policy now (otherwise done after each commit). Never drops
+   * the newest point; waits for nothing and does nothing while a restore reads undo logs (the
+   * next commit prunes then). Returns the generations of the points dropped.
+   */
+  async applyRetention (): Promise<number[]> { return await this.afterCommit() }
+
   /** Retention, unless a restore is reading undo logs; never throws. */
   private async afterCommit (): Promise<number[]> {
     if (this.pinned > 0 || this.broken !== undefined) return []
@@ -311,7 +346,7 @@ export class ReplicaStore {
    * Materializes recovery point `pointId` as files in `toDir` (created if missing; must be
    * empty and outside the store). Apply pauses only while the files are cloned.
    */
-  async restore (pointId: string, toDir: string, opts: { signal?: AbortSignal } = {}): Promise<RestoreResult> {
+  async restore (pointId: string, toDir: string, opts: { signal?: AbortSignal, onProgress?: (p: RestoreProgress) => void } = {}): Promise<RestoreResult> {
     this.checkUsable()
     const core = this.core
     let gen = this.pointGeneration(pointId)
@@ -326,14 +361,14 @@ export class ReplicaStore {
         this.checkUsable()
         gen = this.pointGeneration(pointId)
         const chain = chainDownTo(core, gen)
-        const copied = await copyReplica(core, abs)
+        const copied = await copyReplica(core, abs, opts.onProgress, chain)
         await core.step('restore-copied', gen)
         // the undo logs of `chain` must outlive the lock: retention, finalize and reset wait
         this.pinned++
         pinned = true
         return { chain, copied }
       })
-      const files = await rollBackCopy(core, abs, chain, copied, opts.signal)
+      const files = await rollBackCopy(core, abs, chain, copied, opts.signal, opts.onProgress)
       for (const f of Object.values(files)) {
         const fh = await core.fs.open(join(abs, f.name), 'write')
         try { await core.sync(fh) } finally { await fh.close() }
@@ -433,7 +468,8 @@ export class ReplicaStore {
       await this.abortWriter(false)
       await this.drainRestores()
       try {
-        await core.commitState(emptyState(core.state.vm, core.state.source))
+        const retention = core.state.retention
+        await core.commitState({ ...emptyState(core.state.vm, core.state.source), ...(retention !== undefined ? { retention } : {}) })
         this.seedRanges.clear()
         for (const d of [core.filesDir, core.journalDir, core.undoDir]) {
           for (const name of await core.fs.readdir(d)) await core.fs.unlink(join(d, name))

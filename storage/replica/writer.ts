@@ -16,8 +16,8 @@ import { rollForward } from './apply.ts'
 import { EarlyUndo } from './early-undo.ts'
 import type { HeldRecord } from './redo.ts'
 import { IntervalSet } from './intervals.ts'
-import { AbortedError } from '../../common/errors.ts'
-import { ReplicaBusyError, ReplicaDiskFullError, ReplicaInvalidInputError, ReplicaNeedsRecoveryError, ReplicaWriterClosedError, isDiskFull } from './errors.ts'
+import { OpGate } from './op-gate.ts'
+import { ReplicaDiskFullError, ReplicaInvalidInputError, ReplicaNeedsRecoveryError, ReplicaWriterClosedError, isDiskFull } from './errors.ts'
 
 /** A generation up to this size keeps its blocks in memory until commit (in-place writes from them). */
 const MAX_HELD_BYTES = 32 * 1024 * 1024
@@ -79,11 +79,10 @@ export class JournaledWriter implements GenerationWriter {
   private readonly files = new Map<number, WriterFile>()
   /** what the journal holds, kept as it is written (the same summary scanRedo would compute) */
   private readonly scan: RedoScan
-  private busy = false
   private closed = false
   /** settles once a discard has finished (the writer slot is free again) */
   private closing: Promise<void> | undefined
-  private readonly onAbort = (): void => { if (!this.busy) void this.abort().catch(() => {}) }
+  private readonly onAbort = (): void => { if (!this.gate.busy) void this.abort().catch(() => {}) }
 
   private readonly early: EarlyUndo
   /** a background sync of the logs written so far, and the bytes journaled since the last one */
@@ -134,29 +133,23 @@ export class JournaledWriter implements GenerationWriter {
     return new JournaledWriter(host, header, out, signal)
   }
 
+  private readonly gate = new OpGate({
+    isClosed: () => this.closed,
+    closing: () => this.closing,
+    signal: () => this.signal,
+    abort: async () => { await this.abort() },
+    check: () => { this.host.checkUsable() },
+    fail: async () => { await this.fail() },
+    messages: {
+      closed: () => `writer of generation ${this.generation} is closed`,
+      aborted: () => 'generation aborted',
+      diskFull: () => `disk full while journaling generation ${this.generation}; generation discarded`
+    }
+  })
+
   /** Runs one writer operation: one at a time, abort-aware, failures discard the generation. */
-  private async op<T> (fn: () => Promise<T>): Promise<T> {
-    if (this.closed) {
-      await this.closing
-      throw new ReplicaWriterClosedError(`writer of generation ${this.generation} is closed`)
-    }
-    if (this.busy) throw new ReplicaBusyError('writer methods must be awaited one at a time')
-    if (this.signal?.aborted === true) {
-      await this.abort()
-      throw new AbortedError('generation aborted', { cause: this.signal.reason })
-    }
-    this.busy = true
-    try {
-      this.host.checkUsable()
-      return await fn()
-    } catch (err) {
-      if (!this.closed) await this.fail()
-      if (isDiskFull(err)) throw new ReplicaDiskFullError(`disk full while journaling generation ${this.generation}; generation discarded`, { cause: err })
-      throw err
-    } finally {
-      this.busy = false
-    }
-  }
+  private async op<T> (fn: () => Promise<T>): Promise<T> { return await this.gate.run(fn) }
+
 
   async writeBlock (fileId: number, offset: number, data: BlockData): Promise<void> {
     await this.op(async () => {

@@ -27,7 +27,7 @@ import { Detector, type Output as DetectorOutput } from '../../daemon/membership
 import { OwnershipMachine } from '../../daemon/ownership/machine.ts'
 import { recordKey } from '../../daemon/ownership/types.ts'
 import type {
-  GenerationRef, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord, VmSpec, VoterSpec
+  GenerationRef, HostCapacity, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord, VmSpec, VoterSpec
 } from '../../daemon/ownership/types.ts'
 import { decodeElectionMessage, encodeElectionMessage } from '../../protocol/election/codec.ts'
 import { decodeSwimMessage, encodeSwimMessage } from '../../protocol/membership/codec.ts'
@@ -39,7 +39,7 @@ type SimMsg = { k: 'swim', bytes: Uint8Array } | { k: 'el', bytes: Uint8Array }
 /** The lag a daemon's lag probe reports to its detector (daemon/membership/service.ts lagThresholdMs). */
 const LAG_THRESHOLD_MS = 250
 
-export type ScheduleKind = 'chaos' | 'rto'
+export type ScheduleKind = 'chaos' | 'rto' | 'capacity'
 
 export interface ScheduleOptions {
   seed: number
@@ -63,6 +63,8 @@ export interface ScheduleResult {
   rtoMs?: number
   trace: string[]
   counts: { starts: number, elections: number, forced: number, watchdogKills: number, planned: number, messages: number }
+  /** Capacity schedules: placements judged, no-room events, startAfter timeouts. */
+  dr?: { placements: number, noRoom: number, startAfterWaits: number, startAfterTimeouts: number }
   /**
    * What the nodes ran: the profile's ownership timings (chaos schedules set driftRatio to the
    * simulated clocks' drift, the bound under test) and its detector timings.
@@ -91,6 +93,8 @@ interface Host {
   lastSource: Map<string, GenerationRef>
   daemon: SimDaemon | undefined
   crashed: boolean
+  /** The daemon's placement count at the last check (capacity schedules). */
+  placements: number
 }
 
 const EPS = 1e-6
@@ -117,6 +121,15 @@ class World {
   /** vm → node → simulated time its lease ends */
   private readonly leases = new Map<string, Map<string, number>>()
   readonly startLog: Array<{ t: number, host: string, vm: string, epoch: number }> = []
+  /** Capacity schedules: each host's capacity (absent: not counted). */
+  readonly capacity = new Map<string, HostCapacity>()
+  /** vm → when it last stopped running anywhere (order invariant: a dependency's news may be that stale). */
+  private readonly lastOff = new Map<string, number>()
+  /** host|vm: the machine said it starts without its startAfter VMs (timeout). */
+  private readonly startAnyway = new Set<string>()
+  /** host → VMs placed there, as of its last output (priority invariant). */
+  private readonly placed = new Map<string, Set<string>>()
+  readonly dr = { placements: 0, noRoom: 0, startAfterWaits: 0, startAfterTimeouts: 0 }
 
   constructor (seed: number, voters: VoterSpec[], vms: VmSpec[], timing: OwnershipTiming, detector: DetectorProfile, net: SimNet<SimMsg>, tracing: boolean) {
     this.rng = new SeededRandom(seed ^ 0x5eed5eed)
@@ -131,7 +144,7 @@ class World {
       for (const vm of vms) if (vm.replicateTo.includes(v.id)) applied.set(vm.name, { epoch: 0, generation: 0 })
       this.hosts.set(v.id, {
         id: v.id, role: v.role, persisted: new Map(), life: 0, instances: new Map(), seenEpoch: new Map(), watchdog: new Map(),
-        cmdTail: new Map(), applied, finalized: new Map(), lastSource: new Map(), daemon: undefined, crashed: false
+        cmdTail: new Map(), applied, finalized: new Map(), lastSource: new Map(), daemon: undefined, crashed: false, placements: 0
       })
     }
   }
@@ -169,6 +182,8 @@ class World {
     }
     const d = new SimDaemon(this, ctx, initial)
     h.daemon = d
+    h.placements = 0
+    this.placed.delete(ctx.id)
     h.crashed = false
     this.log(`${ctx.id} boot life=${ctx.life} records=${h.persisted.size}`)
     return d
@@ -189,7 +204,58 @@ class World {
       ctx.send(s.to, { k: 'el', bytes: encodeElectionMessage(s.msg) })
     }
     for (const ev of out.events) this.onEvent(id, ev)
-    if (h.role === 'host' && h.daemon !== undefined) this.checkLeases(id, h.daemon.machine)
+    if (h.role === 'host' && h.daemon !== undefined) {
+      this.checkLeases(id, h.daemon.machine)
+      // judge each new placement once, when it happens (a status walk per output is too slow)
+      if (this.capacity.size > 0) {
+        const n = h.daemon.machine.placements()
+        if (n !== h.placements) { h.placements = n; this.checkPlacement(id, h.daemon.machine) }
+      }
+    }
+  }
+
+  private spec (vm: string): VmSpec | undefined { return this.vms.find(v => v.name === vm) }
+
+  /**
+   * Priority: when a VM newly gets room on a host, no higher-priority VM may be waiting there for
+   * room it would have had without the newcomer (the machine gives room in priority order).
+   * Running VMs are not evicted (documented), so only new placements are judged.
+   */
+  private checkPlacement (id: string, machine: OwnershipMachine): void {
+    const cap = this.capacity.get(id)
+    if (cap === undefined) return
+    const st = machine.status()
+    const now = new Set<string>()
+    const waiting: VmSpec[] = []
+    const reserved: VmSpec[] = []
+    let usedMem = 0
+    let usedCpu = 0
+    for (const s of st) {
+      const spec = this.spec(s.vm)
+      if (spec === undefined) continue
+      if (s.placement === 'placed') { now.add(s.vm); usedMem += spec.memoryMiB ?? 0; usedCpu += spec.vcpus ?? 0 }
+      if (s.placement === 'no-room') waiting.push(spec)
+      if (s.placement === 'reserved') reserved.push(spec)
+    }
+    // room order: higher priority first, then name
+    const before_ = (x: VmSpec, y: VmSpec): boolean => (x.priority ?? 0) > (y.priority ?? 0) || ((x.priority ?? 0) === (y.priority ?? 0) && x.name < y.name)
+    const before = this.placed.get(id) ?? new Set<string>()
+    for (const vm of now) {
+      if (before.has(vm)) continue
+      this.dr.placements++
+      const b = this.spec(vm) as VmSpec
+      for (const a of waiting) {
+        if ((a.priority ?? 0) <= (b.priority ?? 0)) continue
+        // what the machine gave first: placed VMs (all but b), and reservations ahead of a
+        let memAhead = 0
+        let cpuAhead = 0
+        for (const r of reserved) if (before_(r, a)) { memAhead += r.memoryMiB ?? 0; cpuAhead += r.vcpus ?? 0 }
+        const memFree = cap.memoryMiB - (usedMem - (b.memoryMiB ?? 0)) - memAhead
+        const cpuFree = cap.vcpus - (usedCpu - (b.vcpus ?? 0)) - cpuAhead
+        if ((a.memoryMiB ?? 0) <= memFree && (a.vcpus ?? 0) <= cpuFree) this.violation(`${id} placed ${vm} (priority ${b.priority ?? 0}) while ${a.name} (priority ${a.priority ?? 0}) waited for room it would have had`)
+      }
+    }
+    this.placed.set(id, now)
   }
 
   private checkLeases (id: string, machine: OwnershipMachine): void {
@@ -229,6 +295,8 @@ class World {
       case 'stop': this.command(h, ev.vm, this.rng.next() * 300, () => this.execStop(h, ev.vm)); return
       case 'watchdog': this.arm(h, ev.vm, ev.deadline); return
       case 'finalize': h.finalized.set(ev.vm, ev.generation); return
+      case 'startAfterTimeout': this.startAnyway.add(`${id}|${ev.vm}`); this.dr.startAfterTimeouts++; return
+      case 'noRoom': this.dr.noRoom++; return
       case 'demoted': return
       case 'shipFinal': {
         const token = ++this.shipSeq
@@ -303,13 +371,39 @@ class World {
     if (owner !== undefined && owner !== h.id) this.violation(`${vm}@${epoch} started by ${owner} and ${h.id}`)
     this.epochOwner.set(`${vm}|${epoch}`, h.id)
     this.lastStart.set(vm, { host: h.id, epoch })
+    if (this.capacity.size > 0) this.checkRoomAndOrder(h, vm)
     this.startLog.push({ t: this.now, host: h.id, vm, epoch })
+  }
+
+  /**
+   * Capacity: what runs on the host (this start included) fits in it. Order: each startAfter VM
+   * runs now, or ran recently enough that the news of its end may not have reached the starter
+   * (a crash is known only once detected), unless the machine said it starts anyway (timeout).
+   */
+  private checkRoomAndOrder (h: Host, vm: string): void {
+    const cap = this.capacity.get(h.id)
+    if (cap !== undefined) {
+      let mem = 0
+      let cpu = 0
+      for (const name of [...h.instances.keys(), vm]) { const sp = this.spec(name); mem += sp?.memoryMiB ?? 0; cpu += sp?.vcpus ?? 0 }
+      if (mem > cap.memoryMiB || cpu > cap.vcpus) this.violation(`${h.id} over capacity starting ${vm}: ${mem} MiB / ${cpu} vCPUs of ${cap.memoryMiB} / ${cap.vcpus}`)
+    }
+    const key = `${h.id}|${vm}`
+    if (this.startAnyway.delete(key)) return
+    const staleMs = this.timing.leaseMs * 2
+    for (const dep of this.spec(vm)?.startAfter ?? []) {
+      const runs = this.owners(dep).length > 0
+      const off = this.lastOff.get(dep)
+      const everRan = this.startLog.some(x => x.vm === dep)
+      if (!runs && (!everRan || (off !== undefined && this.now - off > staleMs))) this.violation(`${vm} started on ${h.id} while ${dep} (its startAfter) was not running${off !== undefined ? ` (off since ${off.toFixed(1)})` : ''}`)
+    }
   }
 
   private end (h: Host, vm: string, why: string): boolean {
     const inst = h.instances.get(vm)
     if (inst === undefined) return false
     h.instances.delete(vm)
+    this.lastOff.set(vm, this.now)
     h.lastSource.set(vm, this.sourceGen(inst))
     this.log(`${h.id} OFF ${vm}@${inst.epoch} (${why})`)
     return true
@@ -441,7 +535,8 @@ class SimDaemon implements SimNodeHandler<SimMsg> {
       timing: world.timing,
       random: ctx.random,
       now,
-      records: [...world.host(ctx.id).persisted.values()]
+      records: [...world.host(ctx.id).persisted.values()],
+      capacity: world.capacity.get(ctx.id) ?? null
     })
     this.detector = new Detector({ self: ctx.id, peers: world.voters.map(v => v.id), timings: world.detector, random: ctx.random, now })
     // daemon.ts: after the ownership service starts, it is told every member's current state
@@ -524,7 +619,7 @@ export function runSchedule (opts: ScheduleOptions): ScheduleResult {
   const kind = opts.kind ?? 'chaos'
   // the chaos phases and fault windows are sized for LAN leases
   if (kind === 'chaos' && (opts.profile ?? 'lan') !== 'lan') throw new Error('chaos schedules run the lan profile only')
-  return kind === 'rto' ? runRto(opts) : runChaos(opts)
+  return kind === 'rto' ? runRto(opts) : kind === 'capacity' ? runCapacity(opts) : runChaos(opts)
 }
 
 /** Runs the net, turning a simulator failure (a node spinning, the event budget) into a violation. */
@@ -688,6 +783,13 @@ function runChaos (opts: ScheduleOptions): ScheduleResult {
     const st = world.host(r).daemon?.machine.status().find(s => s.vm === vm.name)
     if (!net.isUp(r) || st?.ownedHere !== true) problems.push(`${vm.name} runs on ${r} which does not own it`)
   }
+  // A liveness failure is diagnosed from each live node's view of the VM at the end.
+  if (problems.length > 0) {
+    for (const { id } of cluster.voters) {
+      if (!net.isUp(id)) continue
+      for (const st of world.host(id).daemon?.machine.status() ?? []) world.log(`${id} END ${JSON.stringify(st)}`)
+    }
+  }
   const summary = `${hostCount}h+${witnessCount}w ${cluster.vms.length}vm drift=${drift} drop=${baseLink.drop} dup=${baseLink.duplicate} jitter=${baseLink.jitterMs} faults=[${faults.join(',')}]${keepDead !== undefined ? ` keepDead=${keepDead}` : ''}`
   return {
     seed: opts.seed,
@@ -748,6 +850,108 @@ function runRto (opts: ScheduleOptions): ScheduleResult {
     ...(rtoMs !== undefined ? { rtoMs } : {}),
     trace: world.trace,
     counts: world.counts,
+    timing: world.timing,
+    detector: world.detector
+  }
+}
+
+// -------------------------------------------------------------------- capacity schedules
+
+const CAP_SETTLE_MS = 4000
+const CAP_END_MS = 28_000
+
+/**
+ * Capacity, priority and start order under multiple host failures: 3 hosts with random
+ * capacities and 2 witnesses (a lone survivor still has a majority), up to 6 VMs with random
+ * memory, vCPUs, priorities and startAfter chains (acyclic, sometimes naming a VM that does not
+ * exist, so the timeout path runs too); after settling, two hosts (sometimes one) crash, some
+ * come back. Checked on every start and placement: no host over capacity, start order kept
+ * (or the timeout announced), no higher-priority VM left waiting for room a lower one just
+ * took. At the end: no VM is off while a live holder of its data has room for it.
+ */
+function runCapacity (opts: ScheduleOptions): ScheduleResult {
+  const rng = new SeededRandom(opts.seed)
+  // three hosts and two witnesses: two hosts may die and the survivor still has a majority
+  const hostCount = 3
+  const voters: VoterSpec[] = []
+  for (let i = 1; i <= hostCount; i++) voters.push({ id: `h${i}`, role: 'host' })
+  voters.push({ id: 'w1', role: 'witness' }, { id: 'w2', role: 'witness' })
+  const hosts = voters.filter(v => v.role === 'host').map(v => v.id)
+  const caps = new Map<string, HostCapacity>(hosts.map(h => [h, { memoryMiB: pick(rng, [4096, 6144, 8192]), vcpus: pick(rng, [4, 8, 16]) }]))
+  const load = new Map<string, { mem: number, cpu: number }>(hosts.map(h => [h, { mem: 0, cpu: 0 }]))
+  const vmCount = 4 + rng.int(3)
+  const vms: VmSpec[] = []
+  for (let i = 1; i <= vmCount; i++) {
+    const memoryMiB = pick(rng, [1024, 2048, 3072])
+    const vcpus = pick(rng, [1, 2, 4])
+    // a home where it fits: production runs within capacity (an owner keeps a VM it has no
+    // room for — documented — so a config over capacity at home is not what this checks)
+    const fitting = hosts.filter(h => { const l = load.get(h) as { mem: number, cpu: number }; const c = caps.get(h) as HostCapacity; return l.mem + memoryMiB <= c.memoryMiB && l.cpu + vcpus <= c.vcpus })
+    if (fitting.length === 0) continue
+    const home = pick(rng, fitting)
+    const l = load.get(home) as { mem: number, cpu: number }
+    l.mem += memoryMiB
+    l.cpu += vcpus
+    const others = shuffle(hosts.filter(h => h !== home), rng)
+    const replicateTo = rng.next() < 0.6 ? others : others.slice(0, 1 + rng.int(others.length))
+    const startAfter: string[] = []
+    if (vms.length > 0 && rng.next() < 0.4) startAfter.push(pick(rng, vms).name)
+    if (rng.next() < 0.05) startAfter.push('ghost')
+    vms.push({
+      name: `vm${i}`, home, replicateTo, failover: 'auto', priority: rng.int(4), memoryMiB, vcpus,
+      ...(startAfter.length > 0 ? { startAfter, startAfterTimeoutMs: 6000 } : {})
+    })
+  }
+  const link = { drop: pick(rng, [0, 0.01, 0.03]), delayMs: 0.2 + rng.next(), jitterMs: pick(rng, [1, 5, 20]), duplicate: pick(rng, [0, 0.02]) }
+  const drift = pick(rng, [0, 0.01, 0.02])
+  const timing: OwnershipTiming = { ...PROFILES.lan.ownership, driftRatio: Math.max(drift, 0.001) }
+  const net = new SimNet<SimMsg>({ seed: opts.seed, link, drift, maxEvents: 2_000_000 })
+  const world = new World(opts.seed, voters, vms, timing, { ...PROFILES.lan.detector }, net, opts.trace === true)
+  for (const [h, c] of caps) world.capacity.set(h, c)
+  world.boot()
+  const every = (): void => { world.replicate(); net.after(1000, every) }
+  net.after(1000, every)
+
+  const crashes = rng.next() < 0.75 ? 2 : 1
+  const victims = shuffle([...hosts], rng).slice(0, crashes)
+  const faults: string[] = [`crash×${crashes}`]
+  for (const v of victims) {
+    const t = CAP_SETTLE_MS + rng.next() * 3000
+    net.at(t, () => { world.log(`FAULT crash ${v}`); if (net.isUp(v)) world.crash(v) })
+    if (rng.next() < 0.4) {
+      faults.push('reboot')
+      net.at(t + 5000 + rng.next() * 5000, () => { world.log(`FAULT reboot ${v}`); if (!net.isUp(v)) net.restart(v) })
+    }
+  }
+  world.endT = CAP_END_MS
+  if (!run(world, CAP_END_MS)) return failed(opts.seed, 'capacity', world)
+
+  // Liveness under capacity: a VM is off only if no live host holding its data has room for it.
+  const problems: string[] = []
+  for (const vm of vms) {
+    if (world.owners(vm.name).length > 0) continue
+    for (const h of world.hosts.values()) {
+      if (h.role !== 'host' || !net.isUp(h.id)) continue
+      const holds = (h.applied.get(vm.name) ?? null) !== null || h.daemon?.machine.status().find(x => x.vm === vm.name)?.owner === h.id
+      if (!holds) continue
+      const cap = caps.get(h.id) as HostCapacity
+      let mem = 0
+      let cpu = 0
+      for (const name of h.instances.keys()) { const sp = vms.find(x => x.name === name); mem += sp?.memoryMiB ?? 0; cpu += sp?.vcpus ?? 0 }
+      if (mem + (vm.memoryMiB ?? 0) <= cap.memoryMiB && cpu + (vm.vcpus ?? 0) <= cap.vcpus) problems.push(`${vm.name} is off though ${h.id} holds it and has room`)
+    }
+  }
+  return {
+    seed: opts.seed,
+    kind: 'capacity',
+    summary: `${hostCount}h+2w ${vms.length}vm caps=${[...caps].map(([h, c]) => `${h}:${c.memoryMiB}/${c.vcpus}`).join(',')} vms=${vms.map(v => `${v.name}@${v.home}:${v.memoryMiB}/${v.vcpus}p${v.priority}${v.startAfter !== undefined ? `>${v.startAfter.join('+')}` : ''}`).join(',')} faults=[${faults.join(',')}] victims=${victims.join(',')}`,
+    faults,
+    violations: world.violations,
+    liveness: problems.length === 0 ? 'ok' : 'failed',
+    livenessDetail: problems.join('; '),
+    trace: world.trace,
+    counts: world.counts,
+    dr: world.dr,
     timing: world.timing,
     detector: world.detector
   }

@@ -25,7 +25,8 @@ export class NetbedError extends Error {
 const live = new Set<Netbed>()
 process.once('exit', () => { for (const b of live) b.down() })
 
-function sh (cmd: string[], opts: { allowFail?: boolean } = {}): string {
+/** Runs a command; throws NetbedError on failure unless `allowFail`. Returns stdout. */
+export function sh (cmd: string[], opts: { allowFail?: boolean } = {}): string {
   const [file, ...args] = cmd
   const r = spawnSync(file as string, args, { encoding: 'utf8', timeout: 20_000 })
   if ((r.status !== 0 || r.error !== undefined) && opts.allowFail !== true) {

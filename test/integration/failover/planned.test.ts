@@ -23,12 +23,15 @@ describe('integration: operator failover', function () {
       process.stderr.write((await readFile(join(cluster.dir, 'events.log'), 'utf8').catch(() => '')) + '\n')
     }
     if (cluster !== undefined) await killAllVms(cluster.dir)
-    await cluster?.destroy()
+    // a failure keeps the cluster folder (full logs) as the evidence
+    const failed = this.currentTest?.state === 'failed'
+    if (failed && cluster !== undefined) process.stderr.write(`cluster kept: ${cluster.dir}\n`)
+    await cluster?.destroy({ keep: failed })
     cluster = undefined
   })
 
   async function setup (policy: 'auto' | 'manual'): Promise<{ c: LocalCluster, disk: string }> {
-    const c = await LocalCluster.create({ nodes: [{ name: 'a' }, { name: 'b' }, { name: 'w', role: 'witness' }] })
+    const c = await LocalCluster.create({ nodes: [{ name: 'a' }, { name: 'b' }, { name: 'w', role: 'witness' }], logLevel: 'debug' })
     cluster = c
     const script = await installFakeVm(c.dir)
     const disk = join(c.dir, 'vm1.img')

@@ -81,9 +81,11 @@ describe('integration: failover — a real qemu guest', function () {
     const c = cluster
     cluster = undefined
     if (c === undefined) return
-    if (this.currentTest?.state === 'failed') await dumpFailure(c, this.currentTest.title)
+    const failed = this.currentTest?.state === 'failed'
+    if (failed) await dumpFailure(c, this.currentTest?.title ?? '')
     for (const pid of await guestPids(c.dir)) { try { process.kill(pid, 'SIGKILL') } catch {} }
-    await c.destroy()
+    // a failure keeps the cluster folder (daemon logs, the guest's QEMU log) as the evidence
+    await c.destroy({ keep: failed })
   })
 
   it('kill -9 of the owner host (daemon, watchdog, qemu): b boots the guest from its replica, after a\'s qemu is gone', async () => {

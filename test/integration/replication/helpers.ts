@@ -66,19 +66,7 @@ async function waitAcked (c: LocalCluster, source: string, vm: string, target: s
  * the replica stayed at rest on that generation while it was read.
  */
 export async function readReplicaAtRest (c: LocalCluster, node: string, vm: string, sourcePath: string, timeoutMs = 30_000): Promise<{ generation: number, bytes: Buffer }> {
-  const atRest = (r: VmStatus['replica'] | undefined): boolean => r != null && r.seeding !== true && r.applyingGeneration === null && r.receivingGeneration === null
-  const before = await c.waitFor(`${node}'s replica of ${vm} at rest`, async () => {
-    const r = await replicaOf(c, node, vm)
-    return atRest(r) ? r : undefined
-  }, timeoutMs, 20)
-  const path = before?.files[sourcePath]
-  if (path === undefined) throw new Error(`${node} holds no replica of ${sourcePath}`)
-  const bytes = await readFile(path)
-  const after = await replicaOf(c, node, vm)
-  if (!atRest(after) || after?.appliedGeneration !== before?.appliedGeneration) {
-    throw new Error(`${node}'s replica of ${vm} changed while it was read: ${JSON.stringify(before)} then ${JSON.stringify(after)}`)
-  }
-  return { generation: before?.appliedGeneration ?? 0, bytes }
+  return await c.readReplicaAtRest(node, vm, sourcePath, timeoutMs)
 }
 
 /** Path of the replica of `sourcePath` held by `node`. */

@@ -4,7 +4,7 @@
  * QMP socket configured as `qmp:` on the source. The source replicates from bitmaps: one hash
  * scan at the start, then only told answers; once the guest is paused the replica on the
  * target equals the disk (qemu-img compare and byte for byte), and status and the log name
- * the source. Skips without qemu-system-x86_64, qemu-img, qemu-io, nbdinfo, nasm or the test bed.
+ * the source. Skips without qemu-system-x86_64, qemu-img, qemu-io, nasm or the test bed.
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -33,7 +33,7 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
 
   before(async function () {
     const asm = [fileURLToPath(new URL('../../../../shared/testbed/diskwriter.asm', import.meta.url)), '/work/shared/testbed/diskwriter.asm'].find(p => existsSync(p))
-    if (asm === undefined || !has('qemu-system-x86_64') || !has('qemu-img') || !has('qemu-io') || !has('nbdinfo') || !has('nasm', '-v')) { this.skip(); return }
+    if (asm === undefined || !has('qemu-system-x86_64') || !has('qemu-img') || !has('qemu-io') || !has('nasm', '-v')) { this.skip(); return }
     c = await LocalCluster.create({ nodes: [{ name: 'hv-a' }, { name: 'hv-b' }], logLevel: 'debug', keep: process.env.KEEP === '1' })
     const vmDir = join(c.dir, 'vms')
     await mkdir(vmDir)

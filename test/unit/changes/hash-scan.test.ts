@@ -254,6 +254,64 @@ describe('changes/hash-scan', function () {
     assert.ok(io.reads > reads, 'racy stat was not stored as a token')
   })
 
+  it('a stat taken within the settle margin of its mtime is kept for the consistency check but not skipped on: a long write() moves mtime only as it begins', async () => {
+    await makeFile(file)
+    // One write() began at t0 (mtime and ctime moved then, once) and is still copying its data
+    // when the first pass runs 1 s later: outside the 50 ms racy margin, inside the 2 s settle
+    // margin. The stat never moves again while the rest of the write lands.
+    const t0Ms = Date.now() - 10_000
+    const t0Ns = BigInt(t0Ms) * 1_000_000n
+    const io = countingIO()
+    const realStat = io.stat
+    io.stat = async (p: string) => ({ ...(await realStat(p)), mtimeNs: t0Ns, ctimeNs: t0Ns })
+    const wall = new ManualClock(0, t0Ms + 1000)
+    const src = source({ io, clock: wall }, { quietBudgetMs: 0 })
+    const fm = new Manifest(binarySublevel(db, 'manifest')).file(file)
+    const a = await src.changes(file, null)
+    assert.equal(a.consistent, true, 'quiet: the stat did not move and is outside the racy margin')
+    const m = await fm.meta()
+    assert.notEqual(m?.stat, null, 'the stat is stored: the sender\'s consistency check compares with it')
+    assert.equal(m?.statAtMs, t0Ms + 1000)
+    // the rest of the write lands; the stat is the same
+    for (let i = 200; i < N; i++) await writeAt(file, i * BS, blockContent(BS, i, 7))
+    wall.advance(100)
+    const reads = io.reads
+    const b = await src.changes(file, a.token)
+    assert.ok(io.reads > reads, 'the unsettled stat did not let the scan skip reading')
+    assert.deepEqual(blocksOf(b.ranges), [...Array(N - 200).keys()].map(i => 200 + i), 'the rest of the write is found')
+    // once a pass starts 2 s after the mtime its stat settles, and the next scan reads nothing
+    wall.advance(1000)
+    const c = await src.changes(file, b.token)
+    assert.deepEqual(c.ranges, [])
+    const reads2 = io.reads
+    assert.ok(reads2 > reads, 'still read: the stat stored at t0 + 1.1 s was not settled')
+    const d = await src.changes(file, c.token)
+    assert.equal(io.reads, reads2, 'settled: skipped')
+    assert.equal(d.scannedBytes, 0)
+    assert.equal(d.consistent, true)
+  })
+
+  it('a manifest meta without statAtMs (written by an older version) is read once, then trusted again', async () => {
+    await makeFile(file)
+    const io = countingIO()
+    const src = source({ io })
+    const fm = new Manifest(binarySublevel(db, 'manifest')).file(file)
+    const a = await src.changes(file, null)
+    const { statAtMs, ...old } = await fm.meta() ?? assert.fail('no meta')
+    assert.equal(typeof statAtMs, 'number')
+    assert.notEqual(old.stat, null)
+    await fm.putMeta(old)
+    const reads = io.reads
+    const b = await src.changes(file, a.token)
+    assert.ok(io.reads > reads, 'no statAtMs: the file is read once')
+    assert.deepEqual(b.ranges, [])
+    assert.equal(b.token, a.token, 'nothing changed: same generation')
+    assert.equal(typeof (await fm.meta())?.statAtMs, 'number', 'the read recorded it')
+    const reads2 = io.reads
+    await src.changes(file, b.token)
+    assert.equal(io.reads, reads2, 'then skipped')
+  })
+
   it('skips unallocated ranges and turns their old entries into tombstones', async () => {
     await makeFile(file)
     const io = countingIO()

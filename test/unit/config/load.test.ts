@@ -114,6 +114,7 @@ bandwidth:
     assert.ok(e.issues.some(i => i.path === 'vms[0].changeSource'))
     assert.ok(invalid(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: rct }')).issues.some(i => i.path === 'vms[0].changeSource'))
     assert.doesNotThrow(() => parseConfigText(base('hypervisor: { driver: qemu }\nvms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: qemu-bitmap }'), '/x/vmesh.yaml'))
+    assert.doesNotThrow(() => parseConfigText(base('hypervisor: { driver: hyperv }\nvms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: rct }'), '/x/vmesh.yaml'))
   })
 
   it('refuses a YAML syntax error with a typed error and line', () => {

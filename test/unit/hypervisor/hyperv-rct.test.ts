@@ -27,6 +27,8 @@ describe('hypervisor/hyperv RCT change capture (recorded replies)', () => {
     assert.ok(s.includes("$_.Name -eq '6F9619FF-8B86-D011-B42D-00CF4FC964FF'"), 'the VM by its ID, no WQL string building')
     assert.match(s, /-MethodName CreateSnapshot -Arguments @\{ AffectedSystem = \$cs; SnapshotSettings = \$xml; SnapshotType = \[uint16\]32768 \}/)
     assert.ok(s.includes("ElementName = 'vmesh generation 1'"))
+    const stale = s.indexOf("-Association Msvm_SnapshotOfVirtualSystem | Where-Object { $_.VirtualSystemType -eq 'Microsoft:Hyper-V:Snapshot:Recovery' -and $_.ElementName -like 'vmesh generation *' }")
+    assert.ok(stale > 0 && stale < s.indexOf('-MethodName CreateSnapshot'), 'a checkpoint of ours left behind is merged before a new one is made')
     assert.ok(s.includes('$rps = @{  }'))
   })
 

@@ -593,6 +593,49 @@ describe('OwnershipMachine: getting unstuck', () => {
     assert.equal(c.events('a', 'start').length, 2)
   })
 
+  // Election sim seed 7557: the released owner missed the target's win, the target ran the VM at
+  // epoch 1 (its replication reached the old owner) and died. The old owner's reclaim was refused
+  // as stale for ever and it ignored the operator, so the VM stayed off.
+  function supersededRelease (failover: 'auto' | 'manual', replicateTo: string[]): MiniCluster {
+    const vm: VmSpec = { name: 'web', home: 'a', replicateTo, failover }
+    const c = new MiniCluster({ voters: A_B_C, vms: [vm] })
+    for (const r of replicateTo) c.input(r, { type: 'replicaApplied', vm: 'web', generation: GEN0 })
+    c.advance(6000)
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    c.block('b', 'a'); c.block('c', 'a') // a's release goes out; a hears nothing after it
+    c.input('a', { type: 'finalGenerationShipped', vm: 'web', generation: GEN0 })
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['b'])
+    assert.equal(c.status('a', 'web').owner, 'a', 'a missed the new owner')
+    // b's replication of epoch 1 reaches a (and c, when it holds a replica)
+    const later = { epoch: 1, generation: 5 }
+    for (const id of ['a', ...replicateTo.filter(r => r !== 'b')]) c.input(id, { type: 'replicaApplied', vm: 'web', generation: later })
+    c.kill('b')
+    c.heal()
+    c.setViewOfAll('b', 'dead')
+    return c
+  }
+
+  it('a released owner whose release was overtaken obeys the operator and starts from the later replica', () => {
+    const c = supersededRelease('manual', ['b', 'c'])
+    c.advance(20_000)
+    assert.deepEqual(c.runners('web'), [], 'manual: nobody starts it alone')
+    c.input('a', { type: 'operatorFailover', vm: 'web' })
+    c.advance(5000)
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.deepEqual(c.events('a', 'finalize').map(e => e.ev), [{ type: 'finalize', vm: 'web', generation: { epoch: 1, generation: 5 } }])
+    assert.ok(c.status('a', 'web').epoch >= 2)
+  })
+
+  it('a released owner whose release was overtaken never reclaims its stale disk: it fails over to the later replica', () => {
+    // c holds no replica, so only a can restart web; its own disk predates b's epoch. (Before the
+    // fix this held too, by another path: c's refusal of the reclaim named the owner a missed.)
+    const c = supersededRelease('auto', ['b'])
+    c.advance(20_000)
+    assert.deepEqual(c.runners('web'), ['a'])
+    assert.deepEqual(c.events('a', 'finalize').map(e => e.ev), [{ type: 'finalize', vm: 'web', generation: { epoch: 1, generation: 5 } }])
+  })
+
   it('restarts a VM that stopped on its own, after startRetryMs', () => {
     const c = running(A_B_W)
     c.node('a').running.delete('web')
@@ -777,5 +820,22 @@ describe('OwnershipMachine: a planned failover whose final generation cannot be 
     assert.deepEqual(c.events('a', 'failoverAbandoned').map(e => e.ev), [{ type: 'failoverAbandoned', vm: 'web', reason: 'ship-failed' }])
     assert.deepEqual(c.runners('web'), ['a'])
     assert.deepEqual(c.events('b', 'elected'), [])
+  })
+})
+
+describe('OwnershipMachine: an owner change learned late', () => {
+  it('a holder that missed the owner announcement learns the owner from its runState (only the owner of an epoch reports at it)', () => {
+    const vm: VmSpec = { name: 'web', home: 'a', replicateTo: ['b', 'c'] }
+    const c = running(A_B_C, [vm])
+    assert.equal(c.status('c', 'web').owner, 'a')
+    // b's run state at epoch 3 reaches c, whose view still says a at epoch 0
+    c.input('c', { type: 'message', from: 'b', msg: { type: 'runState', vm: 'web', epoch: 3, running: true } })
+    const s = c.status('c', 'web')
+    assert.equal(s.owner, 'b')
+    assert.equal(s.epoch, 3)
+    assert.ok(c.events('c', 'owner').some(e => (e.ev as Extract<OwnershipEvent, { type: 'owner' }>).owner === 'b'))
+    // an older epoch's report changes nothing
+    c.input('c', { type: 'message', from: 'a', msg: { type: 'runState', vm: 'web', epoch: 0, running: false } })
+    assert.equal(c.status('c', 'web').owner, 'b')
   })
 })

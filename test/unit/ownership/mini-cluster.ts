@@ -11,7 +11,7 @@ import type { OwnershipMachineInit } from '../../../daemon/ownership/machine.ts'
 import { encodeElectionMessage, decodeElectionMessage } from '../../../protocol/election/codec.ts'
 import type { ElectionMessage } from '../../../protocol/election/messages.ts'
 import type {
-  MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord, VmSpec, VoterSpec
+  HostCapacity, MemberState, OwnershipEvent, OwnershipInput, OwnershipOutput, OwnershipTiming, PersistRecord, VmSpec, VoterSpec
 } from '../../../daemon/ownership/types.ts'
 import { recordKey } from '../../../daemon/ownership/types.ts'
 
@@ -44,6 +44,8 @@ export interface MiniInit {
   linkLatencyMs?: Record<string, number>
   /** Acknowledge starts/stops at once. @default true */
   autoDriver?: boolean
+  /** Per-node capacity (absent: not counted). */
+  capacityOf?: Record<string, HostCapacity>
 }
 
 interface InFlight { at: number, from: string, to: string, bytes: Uint8Array }
@@ -89,6 +91,8 @@ export class MiniCluster {
     }
     if (this.init.timing !== undefined) init.timing = this.init.timing
     if (this.init.maxConcurrentStarts !== undefined) init.maxConcurrentStarts = this.init.maxConcurrentStarts
+    const cap = this.init.capacityOf?.[node.id]
+    if (cap !== undefined) init.capacity = cap
     return new OwnershipMachine(init)
   }
 

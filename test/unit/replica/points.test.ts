@@ -149,6 +149,21 @@ describe('replica store: recovery points', () => {
     await assertRestores(b)
   })
 
+  it('restore tells its progress: the files cloned, then the undo logs applied, toward one total that never moves back', async () => {
+    const b = await build(4)
+    const seen: Array<{ phase: string, doneBytes: number, totalBytes: number }> = []
+    const r = await b.store.restore('1', '/out/progress', { onProgress: (p) => { seen.push({ ...p }) } })
+    assertContents(restoredContents(b.fs, r.files), b.refs.get(1) as RefModel, 'restored 1')
+    const total = seen[0]?.totalBytes ?? 0
+    const fileBytes = seen.filter(p => p.phase === 'copy').at(-1)?.doneBytes ?? 0
+    assert.ok(fileBytes > 0 && total > fileBytes, `total ${total} covers the files (${fileBytes}) and the three undo logs`)
+    assert.ok(seen.every(p => p.totalBytes === total), 'one total from the start')
+    assert.deepEqual([...new Set(seen.map(p => p.phase))], ['copy', 'rollback'])
+    for (let i = 1; i < seen.length; i++) assert.ok((seen[i]?.doneBytes ?? 0) >= (seen[i - 1]?.doneBytes ?? 0), 'done never goes back')
+    assert.deepEqual(seen.at(-1), { phase: 'rollback', doneBytes: total, totalBytes: total })
+    assert.equal(seen.filter(p => p.phase === 'rollback').length, 3 + 1, 'before each of the three undo logs, and at the end')
+  })
+
   it('restore runs while a generation streams in, and leaves the replica alone', async () => {
     const b = await build(4)
     const spec = randomGen(new SeededRandom(8), b.refs.get(4) as RefModel, 5, 4)

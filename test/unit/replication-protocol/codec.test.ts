@@ -37,7 +37,7 @@ const rejects = (bytes: Uint8Array, code: string): void => {
 
 describe('replication control codec', () => {
   it('has its protocol id', () => {
-    assert.equal(REPLICATION_PROTOCOL, '/vmesh/replication/1.0.0')
+    assert.equal(REPLICATION_PROTOCOL, '/vmesh/replication/1.1.0')
   })
 
   it('round-trips every message type, byte-exact', () => {

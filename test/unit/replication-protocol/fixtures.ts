@@ -69,7 +69,26 @@ export function sampleMessages (): ControlMessage[] {
     { type: 'resend', generation: 42, fileId: 0, offset: 4096, length: 4096 },
     { type: 'resend', generation: 0, fileId: 0xffff_ffff, offset: 0, length: MAX },
     { type: 'ping', nonce: 7, timestampMs: 123_456 },
-    { type: 'pong', nonce: 0xffff_ffff, echoTimestampMs: 123_456, timestampMs: MAX }
+    { type: 'pong', nonce: 0xffff_ffff, echoTimestampMs: 123_456, timestampMs: MAX },
+    {
+      type: 'hello',
+      protocolVersion: CONTROL_PROTOCOL_VERSION,
+      vm: 'web01',
+      sourceNode: 'hv-a',
+      epoch: 9,
+      retention: { count: 24, keepAllWithinMs: 3_600_000, hourlyBeyond: true },
+      files: [{ fileId: 1, path: '/vms/web01/web01.vhdx', kind: FileKind.Disk, size: 1 << 30, blockSize: 65536 }],
+      seedMode: SeedMode.Full
+    },
+    {
+      type: 'hello',
+      protocolVersion: CONTROL_PROTOCOL_VERSION,
+      vm: 'db',
+      sourceNode: 'hv-b',
+      retention: { count: 0, keepAllWithinMs: MAX, hourlyBeyond: false },
+      files: [{ fileId: 0, path: '/vms/db.img', kind: FileKind.Disk, size: 0, blockSize: 4096 }],
+      seedMode: SeedMode.Existing
+    }
   ]
 }
 

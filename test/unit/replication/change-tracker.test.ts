@@ -126,6 +126,41 @@ describe('changes/watcher (ChangeTracker)', function () {
     assert.equal(watch.open.size, 0, 'watchers closed')
   })
 
+  it('a watcher event during a scan gets a scan after it (the write may have been only partly seen), not the interval', async () => {
+    const source = new FakeSource(clock)
+    const watch = fakeWatch()
+    const file = join(dir.path, 'a.raw')
+    const t = new ChangeTracker({ clock, db, source, watch }, { files: [file], scanIntervalMs: 60_000, debounceMs: 200, minGapMs: 1000 })
+    const step = stepper(t)
+    source.answers.push({ scannedBytes: 10 * BS }, { scannedBytes: 10 * BS })
+    let release = (): void => {}
+    source.gate = new Promise<void>(resolve => { release = resolve })
+    const called = source.nextCall()
+    await t.start()
+    await clock.advanceAsync(0)
+    await called
+    // the scan runs (t=0 .. 500); one long write() that began before it ends during it
+    await clock.advanceAsync(300)
+    watch.fire(dir.path, 'a.raw')
+    await clock.advanceAsync(200)
+    source.gate = null
+    release()
+    await t.idle()
+    assert.equal(source.calls.length, 1)
+    // the scan ended at 500 and read: the next one is due at the minimum gap (1500), not at 60 500
+    await step(999)
+    assert.equal(source.calls.length, 1)
+    await step(1)
+    assert.equal(source.calls.length, 2)
+    assert.equal(source.calls[1]?.at, 1500)
+    // no event during that one: back to the interval
+    await step(59_999)
+    assert.equal(source.calls.length, 2)
+    await step(1)
+    assert.equal(source.calls.length, 3)
+    await t.stop()
+  })
+
   it('records change sets in the dirty maps before saving the token, and tells listeners', async () => {
     const source = new FakeSource(clock)
     const dirty = new DirtyMaps({ db: binarySublevel(db, 'dirty') }, { blockSizeBytes: BS })

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { ManualClock } from '../../../common/clock.ts'
-import { shipFinalGeneration } from '../../../daemon/replication/final.ts'
+import { finalReadCounter, shipFinalGeneration } from '../../../daemon/replication/final.ts'
+import type { GenerationProgress } from '../../../daemon/replication/sender.ts'
 import type { VmSource } from '../../../daemon/replication/vm-source.ts'
+import type { FileStat } from '../../../storage/changes/file-io.ts'
 
 /** The slice of a VmSource the final shipment uses, with a target that acks what it is told to. */
 function fakeSource (clock: ManualClock, o: { scanBusyUntil?: number, target?: string } = {}) {
@@ -10,6 +12,7 @@ function fakeSource (clock: ManualClock, o: { scanBusyUntil?: number, target?: s
   const src = {
     name: 'vm1',
     generation: 3,
+    files: [] as Array<{ path: string }>,
     scans: 0,
     get scanBusy (): number { return clock.now() < (o.scanBusyUntil ?? 0) ? 1 : 0 },
     sender: (t: string) => t === (o.target ?? 'b') ? {} : undefined,
@@ -52,6 +55,23 @@ describe('shipFinalGeneration (planned failover, source side)', () => {
     assert.equal(done, 4)
   })
 
+  it('scans only once the stopped VM\'s last write has settled (the hash scan re-reads an unsettled file on every pass)', async () => {
+    const clock = new ManualClock()
+    const f = fakeSource(clock)
+    f.src.files.push({ path: '/vm/disk.img' })
+    // the guest's last write: "now" on the clock's wall time
+    const ns = BigInt(Math.round(clock.wallNow())) * 1_000_000n
+    const stat = async (): Promise<FileStat> => ({ size: 4096, mtimeNs: ns, ctimeNs: ns, ino: 1n, dev: 1n })
+    const p = shipFinalGeneration(f.asSource, 'b', { clock, timeoutMs: 30_000, quietMs: 100, settleMs: 2000, stat })
+    await clock.advanceAsync(1900)
+    assert.equal(f.src.scans, 0, 'scanned before the last write settled')
+    await clock.advanceAsync(300)
+    assert.equal(f.src.scans, 2, 'the scan, the quiet spell and the scan again once settled')
+    f.book.acked = 99
+    await clock.advanceAsync(500)
+    await p
+  })
+
   it('gives up with FinalGenerationTimeoutError when the target never acknowledges', async () => {
     const clock = new ManualClock()
     const f = fakeSource(clock)
@@ -59,5 +79,48 @@ describe('shipFinalGeneration (planned failover, source side)', () => {
     const check = assert.rejects(p, (e: Error) => e.name === 'FinalGenerationTimeoutError')
     await clock.advanceAsync(6000)
     await check
+  })
+})
+
+describe('shipFinalGeneration: progress of the final ship', () => {
+  it('tells the bytes of the final change set read as its generations go (chunks included), then all of it once acknowledged', async () => {
+    const clock = new ManualClock()
+    const f = fakeSource(clock)
+    // the sender's generation in flight: an old one (acked before the ship), then the final
+    // change set as two chunks of 600 + 400 bytes
+    let sending: GenerationProgress | undefined = { generation: 3, totalBytes: 50, readBytes: 50 }
+    const src = f.src as unknown as Record<string, unknown>
+    src.sender = (t: string) => t === 'b' ? { generationProgress: () => sending } : undefined
+    src.dirty = { dirtyBytes: async () => 900, inFlightBytes: async () => 100 }
+    const seen: Array<[number, number, string]> = []
+    const p = shipFinalGeneration(f.asSource, 'b', { clock, timeoutMs: 30_000, quietMs: 100, pollMs: 100, onProgress: (d, t, phase) => { seen.push([d, t, phase]) } })
+    await clock.advanceAsync(300)
+    assert.deepEqual(seen[0], [0, 0, 'scanning the stopped VM'])
+    assert.deepEqual(seen.at(-1), [0, 1000, 'shipping the final generation 4'])
+    sending = { generation: 5, totalBytes: 600, readBytes: 250 }
+    await clock.advanceAsync(100)
+    assert.deepEqual(seen.at(-1)?.slice(0, 2), [250, 1000])
+    sending.readBytes = 600
+    await clock.advanceAsync(100)
+    sending = { generation: 6, totalBytes: 400, readBytes: 100 }
+    await clock.advanceAsync(100)
+    assert.deepEqual(seen.at(-1)?.slice(0, 2), [700, 1000], 'the first chunk whole, 100 bytes of the second')
+    f.book.acked = 6
+    await clock.advanceAsync(200)
+    assert.equal(await p, 4)
+    assert.deepEqual(seen.at(-1), [1000, 1000, 'final generation 4 acknowledged'])
+  })
+
+  it('finalReadCounter does not count what was read of the generation in flight before the ship', () => {
+    const g = { generation: 7, totalBytes: 1000, readBytes: 400 }
+    let cur: GenerationProgress | undefined = g
+    const read = finalReadCounter(() => cur)
+    assert.equal(read(), 0)
+    g.readBytes = 1000
+    assert.equal(read(), 600)
+    cur = { generation: 8, totalBytes: 300, readBytes: 0 }
+    assert.equal(read(), 600)
+    cur.readBytes = 300
+    assert.equal(read(), 900)
   })
 })

@@ -21,6 +21,10 @@ describe('replication logic: reconciliation', () => {
   it('adopts pre-placed copies for seed: existing (hash-compare every block)', () => {
     assert.deepEqual(reconcile({ acked: 0, inFlight: null }, { appliedGeneration: 0, seeding: { generation: 1 } }, { existing: true }), { kind: 'adopt-seed' })
     assert.deepEqual(reconcile({ acked: 0, inFlight: null }, { appliedGeneration: 0, seeding: { generation: 1 } }), { kind: 'reseed' })
+    // a target we acknowledged in an earlier tenure, now seeding from its own pre-placed copy:
+    // every block is compared, never a reseed of our non-zero blocks over its data
+    assert.deepEqual(reconcile({ acked: 69, inFlight: null }, { appliedGeneration: 0, seeding: { generation: 1 } }, { existing: true }), { kind: 'adopt-seed' })
+    assert.deepEqual(reconcile({ acked: 69, inFlight: 1 }, { appliedGeneration: 0, seeding: { generation: 1 } }, { existing: true }), { kind: 'adopt-seed' })
     // our own interrupted seed is still resumed as such
     assert.deepEqual(reconcile({ acked: 0, inFlight: 1 }, { appliedGeneration: 0, seeding: { generation: 1 } }, { existing: true }), { kind: 'resume-seed', generation: 1 })
   })
@@ -74,6 +78,8 @@ describe('replication logic: lag and state', () => {
     const base = { connected: true, acked: 7, current: 7, pendingBytes: 0, seeding: false }
     assert.equal(targetStateOf(base), 'in-sync')
     assert.equal(targetStateOf({ ...base, pendingBytes: 1 }), 'behind')
+    // a chunked change set: a chunk's ack makes acked = current for a moment (the crash loop's run 30)
+    assert.equal(targetStateOf({ ...base, midChangeSet: true }), 'behind')
     assert.equal(targetStateOf({ ...base, acked: 6 }), 'behind')
     assert.equal(targetStateOf({ ...base, seeding: true, acked: 0 }), 'seeding')
     assert.equal(targetStateOf({ ...base, connected: false }), 'disconnected')

@@ -18,6 +18,13 @@ function fakeSeam (): { seam: ReplicaSeam, replicas: ReplicaSummary[], change: (
     replicaFilesForStart: async (vm) => replicas.some(r => r.vm === vm) ? { disks: ['/r/d.vhdx'], files: [], dir: '/r' } : undefined,
     finalizedFiles: async () => undefined,
     seedFromLocalCopy: async (vm, owner, home) => { calls.push(`seed ${vm} ${owner} ${home?.length ?? 0}`); return undefined },
+    removeSupersededReplica: async (vm, source) => {
+      calls.push(`remove ${vm} ${source}`)
+      const i = replicas.findIndex(r => r.vm === vm && r.source === source)
+      if (i < 0 || replicas[i]!.finalized) return false
+      replicas.splice(i, 1)
+      return true
+    },
     shipFinal: async () => 7,
     setSourceVms: async (names) => { calls.push(`source ${JSON.stringify(names)}`) },
     setAdoptedVms: async (vms) => { calls.push(`adopt ${vms.length}`) }
@@ -86,5 +93,60 @@ describe('replication/ownership-host (the seam, seen from ownership)', () => {
     h.ownerChanged('home1', 'a', 2)
     await h.settled()
     assert.deepEqual(f.calls, ['seed home1 a 1', 'adopt 0', 'source []'])
+  })
+
+  it('a former owner\'s replica goes once the current owner\'s replica here is whole; never before, never a finalized one, never while this node owns the VM', async () => {
+    const f = fakeSeam()
+    const reported: Array<[string, GenerationRef | null]> = []
+    const h = make(f, reported)
+    h.start()
+    // replicas of vm1 from a (its first owner) and c (a finalized leftover: a VM may run from it)
+    f.replicas.push({ vm: 'vm1', source: 'a', appliedGeneration: 40, appliedConsistentGeneration: 40, seeding: false, finalized: false })
+    f.replicas.push({ vm: 'vm1', source: 'c', appliedGeneration: 9, appliedConsistentGeneration: 9, seeding: false, finalized: true })
+    h.ownerChanged('vm1', 'x', 5)
+    await h.settled()
+    // x's replica is still seeding: a's is the only usable copy here
+    f.replicas.push({ vm: 'vm1', source: 'x', appliedGeneration: 0, appliedConsistentGeneration: 0, seeding: true, finalized: false })
+    f.change('vm1')
+    await h.settled()
+    assert.equal(f.calls.filter(c => c.startsWith('remove')).length, 0)
+    assert.equal(f.replicas.length, 3)
+    // x's seed completes: a's replica is superseded
+    f.replicas[2] = { ...f.replicas[2]!, appliedGeneration: 1, appliedConsistentGeneration: 1, seeding: false }
+    f.change('vm1')
+    await h.settled()
+    assert.deepEqual(f.calls.filter(c => c.startsWith('remove')), ['remove vm1 a'])
+    assert.deepEqual(f.replicas.map(r => r.source).sort(), ['c', 'x'])
+    assert.deepEqual(reported[reported.length - 1], ['vm1', { epoch: 5, generation: 1 }])
+    // this node owning the VM: nothing is removed
+    f.replicas.push({ vm: 'vm1', source: 'y', appliedGeneration: 3, appliedConsistentGeneration: 3, seeding: false, finalized: false })
+    h.ownerChanged('vm1', 'b', 6)
+    f.change('vm1')
+    await h.settled()
+    assert.deepEqual(f.calls.filter(c => c.startsWith('remove')), ['remove vm1 a'])
+  })
+
+  it('owner A → B → A: the replica kept from A\'s earlier tenure does not supersede B\'s until A\'s first generation lands', async () => {
+    const f = fakeSeam()
+    const h = make(f, [])
+    h.start()
+    f.replicas.push({ vm: 'vm1', source: 'a', appliedGeneration: 40, appliedConsistentGeneration: 40, seeding: false, finalized: false })
+    h.ownerChanged('vm1', 'a', 1)
+    h.ownerChanged('vm1', 'x', 2)
+    f.replicas.push({ vm: 'vm1', source: 'x', appliedGeneration: 0, appliedConsistentGeneration: 0, seeding: true, finalized: false })
+    f.change('vm1')
+    await h.settled()
+    // x's replica becomes whole just as a owns the VM again
+    f.replicas[1] = { ...f.replicas[1]!, appliedGeneration: 12, appliedConsistentGeneration: 12, seeding: false }
+    h.ownerChanged('vm1', 'a', 3)
+    f.change('vm1')
+    await h.settled()
+    // a's replica here still holds what a sent before x took over; x's holds the newer data
+    assert.deepEqual(f.calls.filter(c => c.startsWith('remove')), [])
+    // a's first generation since it took the VM back: now x's replica is superseded
+    f.replicas[0] = { ...f.replicas[0]!, appliedGeneration: 41, appliedConsistentGeneration: 41 }
+    f.change('vm1')
+    await h.settled()
+    assert.deepEqual(f.calls.filter(c => c.startsWith('remove')), ['remove vm1 x'])
   })
 })

@@ -2,13 +2,9 @@ import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { ManualClock } from '../../../common/clock.ts'
-import { silentLogger } from '../../../daemon/log.ts'
-import { ReplicationReceiver } from '../../../daemon/replication/receiver.ts'
-import { ReplicaRegistry } from '../../../daemon/replication/replicas.ts'
 import { encodeReplicationItem, CONTROL_PROTOCOL_VERSION, SeedMode, NackCode, type ReplicationItem, type HelloMessage } from '../../../protocol/replication/index.ts'
 import { encodeGeneration, encodeBlock, FileKind, type Frame } from '../../../protocol/delta/index.ts'
-import { tempDir } from '../../helpers/tmp.ts'
+import { receiverBed, sendItems } from './receiver-bed.ts'
 import { FakeStream, until } from './fake-stream.ts'
 import { SeededRandom } from '../../../common/random.ts'
 
@@ -41,25 +37,12 @@ function deliverChunked (s: FakeStream, items: ReplicationItem[], rng: SeededRan
 
 
 describe('replication receiver (fake streams)', () => {
-  let tmp: { dir: string, cleanup: () => Promise<void> }
-  let replicas: ReplicaRegistry
-  let rx: ReplicationReceiver
-  const clock = new ManualClock()
-
-  beforeEach(async () => {
-    tmp = await tempDir('vmesh-rx-')
-    replicas = new ReplicaRegistry({ clock, log: silentLogger() }, { dir: tmp.dir, fsync: false })
-    await replicas.start()
-    rx = new ReplicationReceiver({ clock, log: silentLogger(), replicas, peerName: (id) => id === 'PEER-A' ? 'hv-a' : undefined })
-    await rx.start()
-  })
-  afterEach(async () => { await rx.stop(); await replicas.stop(); await tmp.cleanup() })
-
-  const send = (s: FakeStream, items: ReplicationItem[]): void => { for (const i of items) s.deliver(encodeReplicationItem(i)) }
+  const bed = receiverBed('vmesh-bed.rx-')
+  const send = sendItems
 
   it('answers hello with targetState, applies a seed and acks it', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().some(i => i.type === 'targetState'))
     const ts = s.items().find(i => i.type === 'targetState')
@@ -67,7 +50,7 @@ describe('replication receiver (fake streams)', () => {
     const data = new Uint8Array(3 * BS).map((_, i) => (i * 7) & 0xff)
     send(s, await frames(data))
     await until('ack', () => s.items().some(i => i.type === 'ack'))
-    const store = await replicas.open('hv-a', 'vm1')
+    const store = await bed.replicas.open('hv-a', 'vm1')
     assert.equal(store.state().appliedGeneration, 1)
     assert.deepEqual(new Uint8Array(await readFile(store.state().files['/src/disk.img'] as string)), data)
     s.end()
@@ -77,7 +60,7 @@ describe('replication receiver (fake streams)', () => {
 
   it('aborts the stream on garbage and applies nothing', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().length > 0)
     const f = await frames(new Uint8Array(3 * BS).fill(1))
@@ -85,25 +68,25 @@ describe('replication receiver (fake streams)', () => {
     s.deliver(new Uint8Array([0xee, 0, 0, 0, 1, 0]))
     await done
     assert.ok(s.aborted !== undefined)
-    assert.ok(rx.protocolErrors >= 1)
-    assert.equal((await replicas.open('hv-a', 'vm1')).state().appliedGeneration, 0)
+    assert.ok(bed.rx.protocolErrors >= 1)
+    assert.equal((await bed.replicas.open('hv-a', 'vm1')).state().appliedGeneration, 0)
   })
 
   it('aborts on a structurally invalid generation (block past the declared size)', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().length > 0)
     const f = await frames(new Uint8Array(3 * BS).fill(2))
     send(s, [f[0] as Frame, { type: 'blocks', fileId: 0, entries: [{ offset: 3 * BS, ...encodeBlock(new Uint8Array(BS).fill(3)) }] }])
     await done
     assert.ok(s.aborted !== undefined)
-    assert.equal((await replicas.open('hv-a', 'vm1')).state().appliedGeneration, 0)
+    assert.equal((await bed.replicas.open('hv-a', 'vm1')).state().appliedGeneration, 0)
   })
 
   it('refuses a block whose checksum fails: resend + nack, nothing applied, session continues', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().length > 0)
     const f = await frames(new Uint8Array(3 * BS).fill(4))
@@ -118,23 +101,23 @@ describe('replication receiver (fake streams)', () => {
     assert.ok(resend?.type === 'resend' && resend.offset === BS && resend.length === BS)
     const nack = s.items().find(i => i.type === 'nack')
     assert.equal(nack?.type === 'nack' && nack.code, NackCode.ChecksumMismatch)
-    assert.equal((await replicas.open('hv-a', 'vm1')).state().appliedGeneration, 0)
+    assert.equal((await bed.replicas.open('hv-a', 'vm1')).state().appliedGeneration, 0)
     // the same session then delivers a good generation
     send(s, await frames(new Uint8Array(3 * BS).fill(5), 2))
     await until('ack', () => s.items().some(i => i.type === 'ack'))
-    assert.equal((await replicas.open('hv-a', 'vm1')).state().appliedGeneration, 2)
+    assert.equal((await bed.replicas.open('hv-a', 'vm1')).state().appliedGeneration, 2)
     s.end()
     await done
   })
 
   it('refuses a hello naming another source node, and drops unknown peers at once', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [{ ...hello, sourceNode: 'hv-x' }])
     await done
     assert.equal(s.items()[0]?.type, 'refuse')
     const u = new FakeStream()
-    await rx.accept(u, 'PEER-UNKNOWN')
+    await bed.rx.accept(u, 'PEER-UNKNOWN')
     assert.ok(u.aborted !== undefined)
     assert.equal(u.sent.length, 0)
   })
@@ -147,12 +130,12 @@ describe('replication receiver (fake streams)', () => {
     for (let b = 5; b < 9; b++) data.fill(0, b * big, (b + 1) * big) // zero blocks in the middle
     const h = { ...hello, files: [{ fileId: 0, path: '/src/disk.img', kind: FileKind.Disk, size, blockSize: big }] }
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [h])
     await until('targetState', () => s.items().some(i => i.type === 'targetState'))
     deliverChunked(s, await frames(data, 1, 0, { blockSize: big, framePayload: 256 * 1024 }), rng)
     await until('ack 1', () => s.items().some(i => i.type === 'ack' && i.generation === 1))
-    const store = await replicas.open('hv-a', 'vm1')
+    const store = await bed.replicas.open('hv-a', 'vm1')
     const path = store.state().files['/src/disk.img'] as string
     assert.deepEqual(new Uint8Array(await readFile(path)), data)
     // generation 2: a run of contiguous blocks (one gathered write) and scattered ones
@@ -171,16 +154,16 @@ describe('replication receiver (fake streams)', () => {
 
   it('a write that fails after its frame was queued nacks the generation and applies nothing of it', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().length > 0)
     const data = new Uint8Array(3 * BS).fill(7)
     send(s, await frames(data))
     await until('ack', () => s.items().some(i => i.type === 'ack'))
-    const store = await replicas.open('hv-a', 'vm1')
+    const store = await bed.replicas.open('hv-a', 'vm1')
     const f2 = await frames(new Uint8Array(3 * BS).fill(8), 2, 1)
     send(s, f2.slice(0, 1))
-    await until('generation 2 begun', () => existsSync(join(replicas.dirOf('hv-a', 'vm1'), 'journal', 'redo-2.log')))
+    await until('generation 2 begun', () => existsSync(join(bed.replicas.dirOf('hv-a', 'vm1'), 'journal', 'redo-2.log')))
     // failover takes the replica after begin: the writer the blocks are queued for is gone
     await store.finalize({ acceptFuzzy: true })
     send(s, f2.slice(1))
@@ -193,14 +176,10 @@ describe('replication receiver (fake streams)', () => {
 
   it('acks a generation once it is durable; an apply failing after that ends the session instead of a nack', async () => {
     // a store whose in-place apply of generation 2 fails (after its commit record is durable)
-    await rx.stop(); await replicas.stop()
     let failApply = false
-    replicas = new ReplicaRegistry({ clock, log: silentLogger(), hooks: { step: (s, g) => { if (failApply && g.generation === 2 && s === 'inplace-partial') throw new Error('injected: replica disk gone') } } }, { dir: tmp.dir, fsync: false })
-    await replicas.start()
-    rx = new ReplicationReceiver({ clock, log: silentLogger(), replicas, peerName: (id) => id === 'PEER-A' ? 'hv-a' : undefined })
-    await rx.start()
+    await bed.reopen({ step: (s, g) => { if (failApply && g.generation === 2 && s === 'inplace-partial') throw new Error('injected: replica disk gone') } })
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().length > 0)
     send(s, await frames(new Uint8Array(3 * BS).fill(7)))
@@ -216,7 +195,7 @@ describe('replication receiver (fake streams)', () => {
     // the failed apply was rolled back whole: the replica is exactly generation 1, and the
     // source, whose books say 2, finds 1 in the next session's targetState and resends (rebase)
     failApply = false
-    const store = await replicas.open('hv-a', 'vm1')
+    const store = await bed.replicas.open('hv-a', 'vm1')
     assert.equal(store.state().appliedGeneration, 1)
     assert.deepEqual(new Uint8Array(await readFile(store.state().files['/src/disk.img'] as string)), new Uint8Array(3 * BS).fill(7))
     assert.notDeepEqual(gen2, new Uint8Array(3 * BS).fill(7))
@@ -224,7 +203,7 @@ describe('replication receiver (fake streams)', () => {
 
   it('answers hash requests over the replica in bounded frames', async () => {
     const s = new FakeStream()
-    const done = rx.accept(s, 'PEER-A')
+    const done = bed.rx.accept(s, 'PEER-A')
     send(s, [hello])
     await until('targetState', () => s.items().length > 0)
     const data = new Uint8Array(3 * BS).map((_, i) => (i * 13) & 0xff)

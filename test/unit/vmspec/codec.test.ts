@@ -12,7 +12,7 @@ describe('protocol/vmspec codec', () => {
 
   it('refuses hostile bytes with VmSpecDecodeError, never a partial spec', () => {
     const bad = (doc: unknown): void => { assert.throws(() => decodeVmSpecs(new TextEncoder().encode(JSON.stringify(doc))), { name: 'VmSpecDecodeError', code: 'ERR_VMSPEC_DECODE' }) }
-    bad({ v: 2, specs: [] })
+    bad({ v: 3, specs: [] }) // v2 (0.4) added fields; an unknown version is refused
     bad({ v: 1, specs: [{ ...msg.specs[0], name: '../etc' }] })
     bad({ v: 1, specs: [{ ...msg.specs[0], failover: 'sometimes' }] })
     bad({ v: 1, specs: [{ ...msg.specs[0], extra: 1 }] })

@@ -150,6 +150,27 @@ describe('watchdog/client (fake process, virtual time)', () => {
     await run(wd.stop())
   })
 
+  it('a watchdog slow to answer past a fence deadline is not killed (that would take its fence down): the daemon fences too', async () => {
+    const { clock, procs, local, wd, run } = setup({ fenceMs: 4000 })
+    await run(wd.start())
+    const deadline = clock.now() + 300
+    await run(wd.arm('web01', deadline))
+    // the deadline passes, the watchdog's fence runs (4 s) and it stops answering meanwhile
+    await clock.advanceAsync(300)
+    ;(procs[0] as FakeWatchdogProcess).hung = true
+    await clock.advanceAsync(2500)
+    assert.equal((procs[0] as FakeWatchdogProcess).alive, true, 'kept alive')
+    assert.equal(procs.length, 1, 'not replaced')
+    assert.equal(local.filter(l => l.action.kind === 'command' && l.action.off.kind === 'shell' && l.action.off.command === './stop.sh web01').length, 1, 'the daemon fenced web01 once, however many pings went unanswered')
+    assert.ok((local[0]?.at ?? Infinity) >= deadline)
+    // it answers again: pings resume, nothing is killed
+    ;(procs[0] as FakeWatchdogProcess).hung = false
+    await clock.advanceAsync(3000)
+    assert.equal((procs[0] as FakeWatchdogProcess).alive, true)
+    assert.equal(wd.status().state, 'up')
+    await run(wd.stop())
+  })
+
   it('stop() with armed VMs says bye and lets the process keep the deadlines; with none it waits for the exit', async () => {
     const { clock, procs, wd, run } = setup()
     await run(wd.start())

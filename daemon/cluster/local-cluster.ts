@@ -32,6 +32,8 @@ export interface LocalNodeSpec {
    * `logPath` — e.g. Windows Node under Wine (test/wine). Default: this Node and bin/vmesh.js.
    */
   command?: (n: { configPath: string, logPath: string }) => string[]
+  /** Extra environment for this node's daemon (e.g. libfaketime's LD_PRELOAD in the soak). */
+  env?: Record<string, string>
 }
 
 /**
@@ -66,6 +68,7 @@ export interface LocalNode {
   /** netns nodes: the forwarder from the namespace's API port to `<dir>/api.sock`. */
   forwarder?: ChildProcess
   command?: LocalNodeSpec['command']
+  env?: Record<string, string>
 }
 
 export interface LocalClusterInit {
@@ -145,6 +148,7 @@ export class LocalCluster {
         client: new ApiClient('127.0.0.1', clientPort, join(ndir, 'data', 'api.token')),
         ip: spec.netns?.ip ?? '127.0.0.1',
         ...(spec.command !== undefined ? { command: spec.command } : {}),
+        ...(spec.env !== undefined ? { env: spec.env } : {}),
         ...(spec.netns !== undefined ? { netns: spec.netns } : {})
       })
     }
@@ -222,7 +226,7 @@ export class LocalCluster {
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
     this.startForwarder(n)
     const [cmd, ...args] = n.command !== undefined ? n.command(n) : [...(n.netns?.prefix ?? []), process.execPath, ...daemonNodeArgs(), VMESH_BIN, '--config', n.configPath, 'start']
-    const proc = spawn(cmd as string, args, { stdio: ['ignore', n.command !== undefined ? 'ignore' : 'pipe', n.command !== undefined ? 'ignore' : 'pipe'], env: { ...process.env } })
+    const proc = spawn(cmd as string, args, { stdio: ['ignore', n.command !== undefined ? 'ignore' : 'pipe', n.command !== undefined ? 'ignore' : 'pipe'], env: { ...process.env, ...n.env } })
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc
@@ -289,6 +293,32 @@ export class LocalCluster {
     }, timeoutMs, 20)
   }
 
+  /**
+   * Reads `node`'s replica of `sourcePath` only while it is at rest — not seeding, no generation
+   * being received or applied in place — and checks it stayed so across the read: anything else
+   * could read a replica half-way through an in-place apply, which no failover or restore ever
+   * sees. Throws when the replica moved during the read.
+   */
+  async readReplicaAtRest (node: string, vm: string, sourcePath: string, timeoutMs = 30_000): Promise<{ generation: number, bytes: Buffer }> {
+    type Replica = NonNullable<StatusDocument['vms'][number]['replica']>
+    const replica = async (): Promise<Replica | undefined> => {
+      try { return (await this.status(node)).vms.find(v => v.name === vm)?.replica ?? undefined } catch { return undefined }
+    }
+    const atRest = (r: Replica | undefined): r is Replica => r != null && r.seeding !== true && r.applyingGeneration === null && r.receivingGeneration === null
+    const before = await this.waitFor(`${node}'s replica of ${vm} at rest`, async () => {
+      const r = await replica()
+      return atRest(r) ? r : undefined
+    }, timeoutMs, 20)
+    const path = before.files[sourcePath]
+    if (path === undefined) throw new Error(`${node} holds no replica of ${sourcePath}`)
+    const bytes = await readFile(path)
+    const after = await replica()
+    if (!atRest(after) || after.appliedGeneration !== before.appliedGeneration) {
+      throw new Error(`${node}'s replica of ${vm} changed while it was read: ${JSON.stringify(before)} then ${JSON.stringify(after)}`)
+    }
+    return { generation: before.appliedGeneration, bytes }
+  }
+
   /** Member state of `peer` as seen by `viewer`, or undefined when the viewer is down. */
   async memberState (viewer: string, peer: string): Promise<string | undefined> {
     try {
@@ -309,7 +339,9 @@ export class LocalCluster {
     for (const n of this.nodes) n.forwarder?.kill('SIGKILL')
     for (const r of this.relays) r.close()
     for (const l of this.logs.values()) l.end()
-    if (this.init.keep !== true && opts.keep !== true) await rm(this.dir, { recursive: true, force: true })
+    // retried: a node's watchdog outlives its daemon (by design) and may still write its state
+    // file while the folder goes (ENOTEMPTY)
+    if (this.init.keep !== true && opts.keep !== true) await rm(this.dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 })
   }
 }
 

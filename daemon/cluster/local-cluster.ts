@@ -15,8 +15,11 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stringify } from 'yaml'
 import { createIdentity, createPsk } from '../../config/identity.ts'
+import { freePort } from './free-port.ts'
 import { ApiClient } from '../api/client.ts'
 import type { StatusDocument } from '../status.ts'
+
+export { freePort } from './free-port.ts'
 
 export const VMESH_BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'vmesh.js')
 
@@ -82,18 +85,6 @@ export interface LocalClusterInit {
   keep?: boolean
   logLevel?: string
   dir?: string
-}
-
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      const port = typeof a === 'object' && a != null ? a.port : 0
-      s.close(() => resolve(port))
-    })
-  })
 }
 
 /** Children still running when this process exits are killed, so a crashed test leaves none behind. */

@@ -19,6 +19,10 @@
  *   resend       = generation u64 | fileId u32 | offset u64 | length u64
  *   ping         = nonce u32 | timestampMs u64
  *   pong         = nonce u32 | echoTimestampMs u64 | timestampMs u64
+ *   haveQuery    = queryId u32 | generation u64 | fileId u32 | count u32 | haveBlock × count   (1.2.0 streams)
+ *   haveBlock    = offset u64 | length u32 | hash [16]     (ascending, non-overlapping, length ≥ 1)
+ *   haveAnswer   = queryId u32 | count u32 | bitmap [ceil(count / 8)]   (bit i = byte i>>3, 0x80 >> (i&7);
+ *                  bits past count are zero)
  *   str          = byteLength u16 | UTF-8 (non-empty, no NUL); str0 may be empty
  *
  * Reserved flag bits must be zero and u64 values fit 2^53 - 1, so every message has exactly one
@@ -32,11 +36,12 @@ import {
   ReplicationBadEnumError, ReplicationEncodeError, ReplicationFrameTooLargeError, ReplicationLimitExceededError,
   ReplicationMalformedFrameError, ReplicationTruncatedError, ReplicationUnknownFrameError, isPeerProtocolError
 } from './errors.ts'
-import { FIXED_BODY_BYTES, HELLO_FILE_FIXED_BYTES, MAX_BLOCK_LENGTH, MAX_RETENTION_COUNT, RANGE_BYTES, maxBodyBytes, minBodyBytes, resolveControlLimits } from './limits.ts'
+import { FIXED_BODY_BYTES, HAVE_BLOCK_BYTES, HELLO_FILE_FIXED_BYTES, MAX_BLOCK_LENGTH, MAX_RETENTION_COUNT, RANGE_BYTES, maxBodyBytes, minBodyBytes, resolveControlLimits } from './limits.ts'
 import type { ControlLimits } from './limits.ts'
 import { CONTROL_TYPE_OF, ControlType, HASH_LENGTH, NackCode, SeedMode, isControlType } from './messages.ts'
 import type {
-  AckMessage, ControlMessage, FileRange, HashRequestMessage, HashResponseMessage, HelloFile, HelloMessage, HelloRetention,
+  AckMessage, ControlMessage, FileRange, HashRequestMessage, HashResponseMessage, HaveAnswerMessage, HaveBlock, HaveQueryMessage,
+  HelloFile, HelloMessage, HelloRetention,
   NackMessage, PingMessage, PongMessage, RefuseMessage, ResendMessage, TargetStateMessage
 } from './messages.ts'
 import { checkMergedRanges } from './ranges.ts'
@@ -250,6 +255,46 @@ function decodePong (r: Reader): PongMessage {
   return { type: 'pong', nonce, echoTimestampMs, timestampMs }
 }
 
+function decodeHaveQuery (r: Reader, limits: ControlLimits): HaveQueryMessage {
+  const queryId = r.u32('queryId')
+  const generation = r.u64('generation')
+  const fileId = r.u32('fileId')
+  const count = r.u32('count')
+  if (count === 0) throw new ReplicationMalformedFrameError('haveQuery: no blocks')
+  if (count > limits.maxHaveBlocks) throw new ReplicationLimitExceededError(`haveQuery: ${count} blocks exceeds ${limits.maxHaveBlocks}`)
+  if (count * HAVE_BLOCK_BYTES !== r.remaining) throw new ReplicationMalformedFrameError(`haveQuery: ${count} blocks do not fill ${r.remaining} bytes`)
+  const blocks: HaveBlock[] = []
+  let prevEnd = 0
+  for (let i = 0; i < count; i++) {
+    const offset = r.u64('offset')
+    const length = r.u32('length')
+    const hash = r.bytes(HASH_LENGTH, 'hash')
+    if (length < 1 || length > MAX_BLOCK_LENGTH) throw new ReplicationLimitExceededError(`haveQuery: block of ${length} bytes outside [1, ${MAX_BLOCK_LENGTH}]`)
+    checkSpan(offset, length, 'haveQuery')
+    if (offset < prevEnd) throw new ReplicationMalformedFrameError(`haveQuery: block at ${offset} overlaps or precedes the previous one`)
+    prevEnd = offset + length
+    blocks.push({ offset, length, hash })
+  }
+  r.end()
+  return { type: 'haveQuery', queryId, generation, fileId, blocks }
+}
+
+function decodeHaveAnswer (r: Reader, limits: ControlLimits): HaveAnswerMessage {
+  const queryId = r.u32('queryId')
+  const count = r.u32('count')
+  if (count === 0) throw new ReplicationMalformedFrameError('haveAnswer: no flags')
+  if (count > limits.maxHaveBlocks) throw new ReplicationLimitExceededError(`haveAnswer: ${count} flags exceeds ${limits.maxHaveBlocks}`)
+  if (Math.ceil(count / 8) !== r.remaining) throw new ReplicationMalformedFrameError(`haveAnswer: ${count} flags do not fill ${r.remaining} bytes`)
+  const bitmap = r.bytes(r.remaining, 'bitmap')
+  r.end()
+  const held: boolean[] = []
+  for (let i = 0; i < count; i++) held.push(((bitmap[i >> 3] as number) & (0x80 >> (i & 7))) !== 0)
+  // one encoding per message: the unused bits of the last byte are zero
+  const tail = count & 7
+  if (tail !== 0 && ((bitmap[bitmap.length - 1] as number) & (0xff >> tail)) !== 0) throw new ReplicationMalformedFrameError('haveAnswer: bits set past the last flag')
+  return { type: 'haveAnswer', queryId, held }
+}
+
 // ---------------------------------------------------------------- encode
 
 /**
@@ -308,6 +353,38 @@ function encodePong (w: Writer, msg: PongMessage): void {
   w.u32(msg.nonce, 'nonce')
   w.u64(msg.echoTimestampMs, 'echoTimestampMs')
   w.u64(msg.timestampMs, 'timestampMs')
+}
+
+function encodeHaveQuery (w: Writer, msg: HaveQueryMessage, limits: ControlLimits): void {
+  const count = msg.blocks.length
+  if (count === 0) throw new ReplicationEncodeError('haveQuery: no blocks')
+  if (count > limits.maxHaveBlocks) throw new ReplicationEncodeError(`haveQuery: ${count} blocks exceeds ${limits.maxHaveBlocks}`)
+  w.u32(msg.queryId, 'queryId')
+  w.u64(msg.generation, 'generation')
+  w.u32(msg.fileId, 'fileId')
+  w.u32(count, 'count')
+  let prevEnd = 0
+  for (const b of msg.blocks) {
+    checkEncodeBlockSize(b.length, 'haveQuery')
+    if (b.hash.byteLength !== HASH_LENGTH) throw new ReplicationEncodeError(`haveQuery: hash of ${b.hash.byteLength} bytes, expected ${HASH_LENGTH}`)
+    if (b.offset < prevEnd) throw new ReplicationEncodeError(`haveQuery: block at ${b.offset} overlaps or precedes the previous one`)
+    w.u64(b.offset, 'offset')
+    w.u32(b.length, 'length')
+    w.raw(b.hash)
+    if (b.offset + b.length > MAX_SAFE) throw new ReplicationEncodeError('haveQuery: block ends past 2^53 - 1')
+    prevEnd = b.offset + b.length
+  }
+}
+
+function encodeHaveAnswer (w: Writer, msg: HaveAnswerMessage, limits: ControlLimits): void {
+  const count = msg.held.length
+  if (count === 0) throw new ReplicationEncodeError('haveAnswer: no flags')
+  if (count > limits.maxHaveBlocks) throw new ReplicationEncodeError(`haveAnswer: ${count} flags exceeds ${limits.maxHaveBlocks}`)
+  w.u32(msg.queryId, 'queryId')
+  w.u32(count, 'count')
+  const bitmap = new Uint8Array(Math.ceil(count / 8))
+  msg.held.forEach((h, i) => { if (h) bitmap[i >> 3] = (bitmap[i >> 3] as number) | (0x80 >> (i & 7)) })
+  w.raw(bitmap)
 }
 
 function checkEncodeBlockSize (blockSize: number, what: string): void {
@@ -448,7 +525,9 @@ const CODECS: ControlCodecs = {
   hashResponse: { encode: encodeHashResponse, decode: decodeHashResponse },
   resend: { encode: encodeResend, decode: decodeResend },
   ping: { encode: encodePing, decode: decodePing },
-  pong: { encode: encodePong, decode: decodePong }
+  pong: { encode: encodePong, decode: decodePong },
+  haveQuery: { encode: encodeHaveQuery, decode: decodeHaveQuery },
+  haveAnswer: { encode: encodeHaveAnswer, decode: decodeHaveAnswer }
 }
 
 const NAME_OF_TYPE = new Map<number, ControlMessage['type']>(

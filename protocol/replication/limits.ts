@@ -21,6 +21,8 @@ export interface ControlLimits {
   maxHashesPerFrame: number
   /** Longest nack/refuse message, UTF-8 bytes. @default 1024 */
   maxMessageBytes: number
+  /** Most blocks in one haveQuery (and flags in its haveAnswer). @default 4096 (112 KiB of query) */
+  maxHaveBlocks: number
 }
 
 export const DEFAULT_CONTROL_LIMITS: Readonly<ControlLimits> = Object.freeze({
@@ -29,7 +31,8 @@ export const DEFAULT_CONTROL_LIMITS: Readonly<ControlLimits> = Object.freeze({
   maxNameBytes: 255,
   maxDurableRanges: 4096,
   maxHashesPerFrame: 65536,
-  maxMessageBytes: 1024
+  maxMessageBytes: 1024,
+  maxHaveBlocks: 4096
 })
 
 /** Ceilings: u16 string lengths; counts kept far below what would strain a u32 body length. */
@@ -39,7 +42,8 @@ const CEILINGS: Readonly<ControlLimits> = Object.freeze({
   maxNameBytes: 0xffff,
   maxDurableRanges: 10_000_000,
   maxHashesPerFrame: 100_000_000,
-  maxMessageBytes: 0xffff
+  maxMessageBytes: 0xffff,
+  maxHaveBlocks: 1_000_000
 })
 
 /** Defaults overridden by `partial`; each value must be a positive integer within its ceiling. */
@@ -63,6 +67,11 @@ export const HELLO_RETENTION_BYTES = 4 + 8 + 1
 /** Most recovery points a hello's retention may ask for (config: recoveryPoints.count ≤ 10 000). */
 export const MAX_RETENTION_COUNT = 10_000
 export const RANGE_BYTES = 4 + 8 + 8
+/** haveQuery's fixed part (queryId u32 | generation u64 | fileId u32 | count u32) and one block (offset u64 | length u32 | hash) */
+export const HAVE_QUERY_FIXED_BYTES = 4 + 8 + 4 + 4
+export const HAVE_BLOCK_BYTES = 8 + 4 + HASH_LENGTH
+/** haveAnswer's fixed part (queryId u32 | count u32), then ceil(count / 8) bytes of bitmap */
+export const HAVE_ANSWER_FIXED_BYTES = 4 + 4
 
 /** Exact body size of the fixed-size types. */
 export const FIXED_BODY_BYTES: Readonly<Partial<Record<ControlType, number>>> = Object.freeze({
@@ -87,6 +96,10 @@ export function maxBodyBytes (type: ControlType, limits: ControlLimits): number 
       return 8 + 1 + 1 + 8 + 2 + limits.maxMessageBytes
     case ControlType.HashResponse:
       return 4 + 4 + 8 + 4 + 1 + 4 + limits.maxHashesPerFrame * HASH_LENGTH
+    case ControlType.HaveQuery:
+      return HAVE_QUERY_FIXED_BYTES + limits.maxHaveBlocks * HAVE_BLOCK_BYTES
+    case ControlType.HaveAnswer:
+      return HAVE_ANSWER_FIXED_BYTES + Math.ceil(limits.maxHaveBlocks / 8)
     default:
       return 0
   }
@@ -102,6 +115,8 @@ export function minBodyBytes (type: ControlType): number {
     case ControlType.Nack:
     case ControlType.Refuse: return 8 + 1 + 1 + 2
     case ControlType.HashResponse: return 4 + 4 + 8 + 4 + 1 + 4
+    case ControlType.HaveQuery: return HAVE_QUERY_FIXED_BYTES + HAVE_BLOCK_BYTES
+    case ControlType.HaveAnswer: return HAVE_ANSWER_FIXED_BYTES + 1
     default: return 0
   }
 }

@@ -11,7 +11,9 @@
  * A session: source → hello; target → targetState; source → generations (delta frames), each
  * answered by ack or nack; resend asks for a block whose checksum failed on arrival; hashRequest /
  * hashResponse compare blocks (seed: existing, `vmesh verify`); ping / pong keep the stream alive
- * and measure RTT. refuse ends the session (or a generation) with a reason.
+ * and measure RTT. refuse ends the session (or a generation) with a reason. Inside a generation,
+ * haveQuery / haveAnswer (1.2.0 streams only) let the target copy blocks it already holds, found
+ * by content in its content index, instead of receiving them.
  * Numbers are u64 on the wire but plain JS numbers here: decoders refuse values above 2^53 - 1.
  */
 import { FileKind } from '../delta/messages.ts'
@@ -21,7 +23,15 @@ export { FileKind }
 /** Version a source announces in hello; a target refuses versions it does not speak. */
 export const CONTROL_PROTOCOL_VERSION = 1
 
-/** Bytes of one block hash in hashResponse (BLAKE3 truncated, like delta block checksums). */
+/**
+ * Bytes of one block hash in hashResponse and haveQuery (BLAKE3 truncated, like delta block
+ * checksums). For content addressing across VMs (haveQuery) 16 bytes are still ample: among
+ * 2^32 distinct blocks (256 TiB of 64 KiB blocks) an accidental collision has probability
+ * ≈ 2^64 / 2^129 = 2^-65, and a deliberate one (≈ 2^64 work) needs the attacker to write both
+ * blocks, which only a (trusted, allowlisted) source can, and only into its own VMs' replicas —
+ * a second preimage of someone else's block costs 2^128. Keeping the delta checksum's length
+ * means one hash per block serves the wire checksum, the manifest and the content index.
+ */
 export const HASH_LENGTH = 16
 
 /** Control frame type byte. Wire values; append-only; 64–127 only. */
@@ -35,7 +45,11 @@ export enum ControlType {
   HashResponse = 70,
   Resend = 71,
   Ping = 72,
-  Pong = 73
+  Pong = 73,
+  /** 1.2.0 streams only */
+  HaveQuery = 74,
+  /** 1.2.0 streams only */
+  HaveAnswer = 75
 }
 
 /** How a target gets its first copy. Wire values; append-only. */
@@ -83,7 +97,7 @@ export interface HelloMessage {
   seedMode: SeedMode
   /**
    * The VM's `recoveryPoints` on the source, for the target's replica store (targets do not have
-   * the VM in their config). Only on REPLICATION_PROTOCOL (1.1.0) streams: a 1.0.0 target
+   * the VM in their config). Only on 1.1.0 and newer streams: a 1.0.0 target
    * refuses the flag bit it travels under. Absent from older sources: the target keeps the
    * policy it has (last sent, its own config's, or the default).
    */
@@ -214,6 +228,47 @@ export interface PongMessage {
   timestampMs: number
 }
 
+/** One block of a haveQuery: where it goes in the file, and the hash of its content. */
+export interface HaveBlock {
+  /** u64 */
+  offset: number
+  /** 1..MAX_BLOCK_LENGTH (u32) */
+  length: number
+  /** HASH_LENGTH bytes: BLAKE3 of the block's bytes, truncated (the delta checksum of the block) */
+  hash: Uint8Array
+}
+
+/**
+ * source → target, inside a generation (after begin, before end), on 1.2.0 streams only: "these
+ * blocks of `fileId` have these hashes; take the ones you already hold". The target copies every
+ * block it can find by hash in its content index — re-reading and re-hashing the candidate first
+ * — into the generation at `offset`, exactly as if it had arrived in a blocks frame, and answers
+ * with which ones it wrote. The source then leaves those out of the data stream. Blocks are
+ * ascending and non-overlapping.
+ */
+export interface HaveQueryMessage {
+  type: 'haveQuery'
+  /** u32, echoed in the answer */
+  queryId: number
+  /** the generation in progress (u64) */
+  generation: number
+  fileId: number
+  /** 1..maxHaveBlocks */
+  blocks: HaveBlock[]
+}
+
+/**
+ * target → source: the answer to one haveQuery, in stream order. `held[i]` true: block i of the
+ * query is written into the generation (the source must not send it); false: send it. A
+ * target that refused the generation answers all false.
+ */
+export interface HaveAnswerMessage {
+  type: 'haveAnswer'
+  queryId: number
+  /** one flag per block of the query (1..maxHaveBlocks), a bitmap on the wire */
+  held: boolean[]
+}
+
 export type ControlMessage =
   | HelloMessage
   | TargetStateMessage
@@ -225,6 +280,8 @@ export type ControlMessage =
   | ResendMessage
   | PingMessage
   | PongMessage
+  | HaveQueryMessage
+  | HaveAnswerMessage
 
 export const CONTROL_TYPE_OF: Readonly<Record<ControlMessage['type'], ControlType>> = Object.freeze({
   hello: ControlType.Hello,
@@ -236,12 +293,14 @@ export const CONTROL_TYPE_OF: Readonly<Record<ControlMessage['type'], ControlTyp
   hashResponse: ControlType.HashResponse,
   resend: ControlType.Resend,
   ping: ControlType.Ping,
-  pong: ControlType.Pong
+  pong: ControlType.Pong,
+  haveQuery: ControlType.HaveQuery,
+  haveAnswer: ControlType.HaveAnswer
 })
 
 /** True for a frame type byte of a control message this version knows. */
 export function isControlType (type: number): type is ControlType {
-  return type >= ControlType.Hello && type <= ControlType.Pong
+  return type >= ControlType.Hello && type <= ControlType.HaveAnswer
 }
 
 const CONTROL_TYPES = new Set<string>(Object.keys(CONTROL_TYPE_OF))

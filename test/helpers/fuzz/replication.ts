@@ -66,7 +66,7 @@ export function replicationGarbage (rng: Random): Uint8Array {
   const b = new Uint8Array(n)
   for (let i = 0; i < n; i++) b[i] = rng.int(256)
   if (n >= 5) {
-    b[0] = rng.int(4) === 0 ? 1 + rng.int(4) : 64 + rng.int(10)
+    b[0] = rng.int(4) === 0 ? 1 + rng.int(4) : 64 + rng.int(12)
     new DataView(b.buffer).setUint32(1, rng.int(2) === 0 ? n - 5 : rng.int(n * 2))
   }
   return b

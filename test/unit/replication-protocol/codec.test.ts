@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { checkControlHeader, decodeControl, encodeControl, hashResponses } from '../../../protocol/replication/codec.ts'
 import { errorFromRejection, nackCodeFor } from '../../../protocol/replication/error-codes.ts'
 import { ReplicationProtocolError, isPeerProtocolError } from '../../../protocol/replication/errors.ts'
-import { REPLICATION_PROTOCOL } from '../../../protocol/replication/ids.ts'
+import { REPLICATION_PROTOCOL, REPLICATION_PROTOCOL_1_0, REPLICATION_PROTOCOL_1_1, streamCarriesHaveQuery } from '../../../protocol/replication/ids.ts'
 import { DEFAULT_CONTROL_LIMITS, maxBodyBytes } from '../../../protocol/replication/limits.ts'
 import { ControlType, FileKind, NackCode, SeedMode } from '../../../protocol/replication/messages.ts'
 import type { ControlMessage, HelloMessage, TargetStateMessage } from '../../../protocol/replication/messages.ts'
@@ -37,7 +37,7 @@ const rejects = (bytes: Uint8Array, code: string): void => {
 
 describe('replication control codec', () => {
   it('has its protocol id', () => {
-    assert.equal(REPLICATION_PROTOCOL, '/vmesh/replication/1.1.0')
+    assert.equal(REPLICATION_PROTOCOL, '/vmesh/replication/1.2.0')
   })
 
   it('round-trips every message type, byte-exact', () => {
@@ -50,7 +50,7 @@ describe('replication control codec', () => {
       assert.deepEqual(encodeControl(back), bytes)
       seen.add(msg.type)
     }
-    assert.deepEqual([...seen].sort(), ['ack', 'hashRequest', 'hashResponse', 'hello', 'nack', 'ping', 'pong', 'refuse', 'resend', 'targetState'])
+    assert.deepEqual([...seen].sort(), ['ack', 'hashRequest', 'hashResponse', 'haveAnswer', 'haveQuery', 'hello', 'nack', 'ping', 'pong', 'refuse', 'resend', 'targetState'])
   })
 
   it('uses the 64+ type range, apart from the delta frames (1–15)', () => {
@@ -60,6 +60,8 @@ describe('replication control codec', () => {
     }
     assert.equal(ControlType.Hello, 64)
     assert.equal(ControlType.Pong, 73)
+    assert.equal(ControlType.HaveQuery, 74)
+    assert.equal(ControlType.HaveAnswer, 75)
     assert.equal(NackCode.DiskFull, 1)
     assert.equal(NackCode.Internal, 6)
   })
@@ -67,7 +69,7 @@ describe('replication control codec', () => {
   it('refuses unknown types and impossible header lengths before reading a body', () => {
     rejects(frame(5, []), 'ERR_REPLICATION_UNKNOWN_FRAME')
     rejects(frame(1, []), 'ERR_REPLICATION_UNKNOWN_FRAME') // a delta type is not a control message
-    rejects(frame(74, [1, 2, 3]), 'ERR_REPLICATION_UNKNOWN_FRAME')
+    rejects(frame(76, [1, 2, 3]), 'ERR_REPLICATION_UNKNOWN_FRAME')
     assert.throws(() => checkControlHeader(ControlType.Ack, 16, DEFAULT_CONTROL_LIMITS), { code: 'ERR_REPLICATION_MALFORMED_FRAME' })
     assert.throws(() => checkControlHeader(ControlType.Hello, 0xffff_ffff, DEFAULT_CONTROL_LIMITS), { code: 'ERR_REPLICATION_FRAME_TOO_LARGE' })
     assert.throws(() => checkControlHeader(ControlType.HashResponse, maxBodyBytes(ControlType.HashResponse, DEFAULT_CONTROL_LIMITS) + 1, DEFAULT_CONTROL_LIMITS), { code: 'ERR_REPLICATION_FRAME_TOO_LARGE' })
@@ -231,5 +233,46 @@ describe('replication control codec', () => {
     for (const m of bad) {
       assert.throws(() => encodeControl(m), (err: VmeshError) => err.name === 'ReplicationEncodeError' && !isPeerProtocolError(err))
     }
+  })
+})
+
+describe('replication control codec: haveQuery / haveAnswer (1.2.0)', () => {
+  it('travel only where 1.2.0 was negotiated: a 1.1.0 or 1.0.0 target does not know the frame types', () => {
+    assert.equal(streamCarriesHaveQuery(REPLICATION_PROTOCOL), true)
+    assert.equal(streamCarriesHaveQuery(REPLICATION_PROTOCOL_1_1), false)
+    assert.equal(streamCarriesHaveQuery(REPLICATION_PROTOCOL_1_0), false)
+    assert.equal(streamCarriesHaveQuery(undefined), true)
+  })
+
+  const q = (blocks: Array<{ offset: number, length: number }>): Uint8Array =>
+    encodeControl({ type: 'haveQuery', queryId: 3, generation: 7, fileId: 1, blocks: blocks.map((b, i) => ({ ...b, hash: hash(i) })) })
+
+  it('round-trips with its bitmap, and refuses what the target could be misled by', () => {
+    const ans = encodeControl({ type: 'haveAnswer', queryId: 3, held: [true, false, false, false, false, false, false, false, false, true] })
+    assert.deepEqual([...ans.subarray(5)], [0, 0, 0, 3, 0, 0, 0, 10, 0x80, 0x40])
+    // a bit past the last flag: two encodings of one answer would exist
+    const stray = ans.slice(); stray[stray.length - 1] = 0x41
+    rejects(stray, 'ERR_REPLICATION_MALFORMED_FRAME')
+    // the bitmap must be exactly ceil(count / 8) bytes
+    rejects(frame(ControlType.HaveAnswer, [0, 0, 0, 1, 0, 0, 0, 9, 0]), 'ERR_REPLICATION_MALFORMED_FRAME')
+    rejects(frame(ControlType.HaveAnswer, [0, 0, 0, 1, 0, 0, 0, 0, 0]), 'ERR_REPLICATION_MALFORMED_FRAME')
+    rejects(frame(ControlType.HaveAnswer, [0, 0, 0, 1, 0x7f, 0xff, 0xff, 0xff, 0]), 'ERR_REPLICATION_LIMIT_EXCEEDED')
+    // blocks: ascending, non-overlapping, 1..MAX_BLOCK_LENGTH, within 2^53
+    assert.doesNotThrow(() => decodeControl(q([{ offset: 0, length: 10 }, { offset: 10, length: 10 }])))
+    assert.throws(() => q([{ offset: 10, length: 10 }, { offset: 5, length: 10 }]), { code: 'ERR_REPLICATION_ENCODE_INVALID' })
+    const overlap = q([{ offset: 0, length: 10 }, { offset: 20, length: 10 }])
+    new DataView(overlap.buffer).setBigUint64(5 + 20 + 28, 5n)
+    rejects(overlap, 'ERR_REPLICATION_MALFORMED_FRAME')
+    const zeroLen = q([{ offset: 0, length: 10 }])
+    new DataView(zeroLen.buffer).setUint32(5 + 20 + 8, 0)
+    rejects(zeroLen, 'ERR_REPLICATION_LIMIT_EXCEEDED')
+    const past = q([{ offset: MAX - 10, length: 10 }])
+    new DataView(past.buffer).setUint32(5 + 20 + 8, 11)
+    rejects(past, 'ERR_REPLICATION_LIMIT_EXCEEDED')
+    rejects(frame(ControlType.HaveQuery, [...new Array(16).fill(0), 0, 0, 0, 0, ...new Array(28).fill(0)]), 'ERR_REPLICATION_MALFORMED_FRAME')
+    // the header alone refuses more blocks than the limit
+    assert.throws(() => checkControlHeader(ControlType.HaveQuery, maxBodyBytes(ControlType.HaveQuery, DEFAULT_CONTROL_LIMITS) + 1, DEFAULT_CONTROL_LIMITS), { code: 'ERR_REPLICATION_FRAME_TOO_LARGE' })
+    assert.throws(() => encodeControl({ type: 'haveQuery', queryId: 1, generation: 1, fileId: 1, blocks: [] }), { code: 'ERR_REPLICATION_ENCODE_INVALID' })
+    assert.throws(() => encodeControl({ type: 'haveAnswer', queryId: 1, held: new Array(DEFAULT_CONTROL_LIMITS.maxHaveBlocks + 1).fill(false) }), { code: 'ERR_REPLICATION_ENCODE_INVALID' })
   })
 })

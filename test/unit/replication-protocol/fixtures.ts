@@ -70,6 +70,10 @@ export function sampleMessages (): ControlMessage[] {
     { type: 'resend', generation: 0, fileId: 0xffff_ffff, offset: 0, length: MAX },
     { type: 'ping', nonce: 7, timestampMs: 123_456 },
     { type: 'pong', nonce: 0xffff_ffff, echoTimestampMs: 123_456, timestampMs: MAX },
+    { type: 'haveQuery', queryId: 1, generation: 1, fileId: 0, blocks: [{ offset: 0, length: 65536, hash: hash(4) }, { offset: 65536, length: 65536, hash: hash(5) }, { offset: 3 << 20, length: 100, hash: hash(6) }] },
+    { type: 'haveQuery', queryId: 0xffff_ffff, generation: MAX, fileId: 0xffff_ffff, blocks: [{ offset: MAX - 1, length: 1, hash: hash(7) }] },
+    { type: 'haveAnswer', queryId: 1, held: [true, false, true] },
+    { type: 'haveAnswer', queryId: 9, held: [false, false, false, false, false, false, false, true, true] },
     {
       type: 'hello',
       protocolVersion: CONTROL_PROTOCOL_VERSION,

@@ -60,8 +60,8 @@ describe('replication hello: retention (1.1.0)', () => {
     assert.throws(() => decodeControl(truncated), (err: Error) => /Malformed|Truncated/.test(err.name))
   })
 
-  it('travels only where 1.1.0 was negotiated: a 1.0.0 target would refuse flag bit 1', () => {
-    assert.deepEqual(REPLICATION_PROTOCOLS, ['/vmesh/replication/1.1.0', '/vmesh/replication/1.0.0'])
+  it('travels only where 1.1.0 or newer was negotiated: a 1.0.0 target would refuse flag bit 1', () => {
+    assert.deepEqual(REPLICATION_PROTOCOLS, ['/vmesh/replication/1.2.0', '/vmesh/replication/1.1.0', '/vmesh/replication/1.0.0'])
     assert.equal(helloCarriesRetention(REPLICATION_PROTOCOL), true)
     assert.equal(helloCarriesRetention(REPLICATION_PROTOCOL_1_0), false)
     assert.equal(helloCarriesRetention(undefined), true)

@@ -74,6 +74,8 @@ export interface Config {
   bandwidth: { limitBytesPerSec: number, schedule: Array<{ days: number[], fromMinute: number, toMinute: number, limitBytesPerSec: number }> }
   /** Host-wide read budget of hash scans (Infinity: unbounded). */
   scan: { budgetBytesPerSec: number }
+  /** The replica holder's content index (schema.ts `contentIndex`). */
+  contentIndex: { enabled: boolean, maxEntries: number }
   log: { level: string }
   /** The web dashboard (schema.ts `dashboard`); TLS file paths absolute. */
   dashboard: { listen?: { host: string, port: number }, tls?: { certPath: string, keyPath: string }, publicUrl?: string, loginTtlMs: number, sessionTtlMs: number }
@@ -194,6 +196,7 @@ export function normalizeConfig (raw: RawConfig, file: string): Config {
     vms: raw.vms.map(v => toVmConfig(v, abs)),
     bandwidth: { limitBytesPerSec: raw.bandwidth.limit, schedule: raw.bandwidth.schedule },
     scan: { budgetBytesPerSec: raw.scan.budget },
+    contentIndex: raw.contentIndex,
     log: raw.log,
     dashboard: {
       ...(raw.dashboard.listen !== undefined ? { listen: parseHostPort(raw.dashboard.listen) as { host: string, port: number } } : {}),

@@ -105,7 +105,7 @@ export function bandwidthSettings (config: Config): BandwidthSettings {
 }
 
 export function replicationSettings (config: Config): ReplicationSettings {
-  return { nodeName: config.node.name, dataDir: config.node.dataDir, peers: config.mesh.peers.map(p => ({ name: p.name, id: p.id })), vms: config.vms, scan: config.scan, hypervisorDriver: config.hypervisor.driver }
+  return { nodeName: config.node.name, dataDir: config.node.dataDir, peers: config.mesh.peers.map(p => ({ name: p.name, id: p.id })), vms: config.vms, scan: config.scan, contentIndex: config.contentIndex, hypervisorDriver: config.hypervisor.driver }
 }
 
 export function ownershipHostSettings (config: Config): OwnershipHostSettings {

@@ -90,6 +90,7 @@ export class Daemon {
     for (const k of ['name', 'listen', 'dataDir', 'api', 'role'] as const) if (!same(prev.node[k], cfg.node[k])) restartRequired.push(`node.${k}`)
     if (!same(prev.mesh.pskPath, cfg.mesh.pskPath) || !same(this.loaded.secrets.psk, next.secrets.psk)) restartRequired.push('mesh.psk')
     if (!same(prev.mesh.detector, cfg.mesh.detector)) restartRequired.push('mesh.detector')
+    if (!same(prev.contentIndex, cfg.contentIndex)) restartRequired.push('contentIndex')
     const applied: string[] = []
     // keep the secrets we run with; adopt the rest
     this.loaded = { config: cfg, secrets: this.loaded.secrets }

@@ -8,6 +8,11 @@
  *   blocks → every block of the frame decoded with its checksum verified, then its contiguous
  *            runs queued for the writer as gathered writes (no copy of the frame's payloads)
  *   end    → the queued writes drained, commit, then ack
+ *   haveQuery (1.2.0, inside a generation) → the blocks found in this node's content index
+ *            (read back and verified there) queued for the writer like arrived blocks, then
+ *            haveAnswer says which; the source leaves those out of its blocks frames
+ * Blocks that become durable feed the content index: a seed's once written in place, an
+ * incremental generation's once committed (up to INDEX_PENDING_MAX of them per generation).
  * Writes are pipelined (WriteQueue): while the store writes one frame, the loop already reads
  * and verifies the next ones, up to a bounded number of bytes. Every frame passes a
  * GenerationValidator first. A block whose checksum fails is refused (resend + nack; the rest
@@ -27,7 +32,7 @@ import { hashBlocks } from '../../common/blake3.ts'
 import type { Libp2p, Stream, Connection } from '@libp2p/interface'
 import {
   REPLICATION_PROTOCOLS, CONTROL_PROTOCOL_VERSION, NackCode, SeedMode, nackCodeFor, isProtocolFault, isResendableBlockError,
-  type HelloMessage, type HashRequestMessage, type ControlMessage, type FileRange
+  type HelloMessage, type HashRequestMessage, type HaveQueryMessage, type ControlMessage, type FileRange
 } from '../../protocol/replication/index.ts'
 import { durableRanges } from '../../protocol/replication/ranges.ts'
 import {
@@ -44,6 +49,10 @@ import { PeerProtocolViolationError, ReplicaApplyAfterAckError, ReplicaStoreRevo
 import { WriteQueue } from './write-queue.ts'
 import type { VmeshMetrics } from '../metrics/registry.ts'
 import type { Startable } from '../startable.ts'
+import type { ContentIndex } from '../../storage/content-index/index.ts'
+
+/** What a session needs of the node's content index. */
+export type ContentIndexLike = Pick<ContentIndex, 'add' | 'fetchMany'>
 
 export interface ReceiverComponents {
   clock: Clock
@@ -59,6 +68,8 @@ export interface ReceiverComponents {
    */
   retentionOf?: (vm: string) => RetentionPolicy | undefined
   metrics?: VmeshMetrics
+  /** Blocks held on this node by content (haveQuery answers); absent: every block is received. */
+  contentIndex?: ContentIndexLike
 }
 
 export interface ReceiverInit {
@@ -77,6 +88,8 @@ const MAX_QUEUED_WRITE_BYTES = 8 * 1024 * 1024
 /** One gathered write: at most this many bytes and parts (IOV_MAX is 1024). */
 const RUN_MAX_BYTES = 8 * 1024 * 1024
 const RUN_MAX_PARTS = 512
+/** Blocks of one incremental generation remembered for the content index until its commit. */
+const INDEX_PENDING_MAX = 65536
 
 export class ReplicationReceiver {
   private readonly sessions = new Map<string, Session>()
@@ -86,6 +99,8 @@ export class ReplicationReceiver {
   private readonly closedBytes = new Map<string, number>()
   /** Sessions aborted because the peer's bytes were bad (tests read it). */
   protocolErrors = 0
+  /** Blocks and bytes copied from this node's content index instead of received (haveQuery). */
+  readonly copied = { blocks: 0, bytes: 0 }
 
   constructor (private readonly components: ReceiverComponents, private readonly init: ReceiverInit = {}) {}
 
@@ -152,7 +167,7 @@ export class ReplicationReceiver {
       else held.revoked.addEventListener('abort', onRevoked, { once: true })
       const store = held.store
       await this.adoptRetention(store, from, hello)
-      const { clock, log: sessionLog, metrics, onApplied } = this.components
+      const { clock, log: sessionLog, metrics, onApplied, contentIndex } = this.components
       const runner = new SessionRunner({
         clock,
         log: sessionLog,
@@ -161,6 +176,8 @@ export class ReplicationReceiver {
         replicas: this.components.replicas,
         revoked: held.revoked,
         onProtocolError: () => { this.protocolErrors++ },
+        onCopied: (blocks, bytes) => { this.copied.blocks += blocks; this.copied.bytes += bytes },
+        ...(contentIndex !== undefined ? { contentIndex } : {}),
         ...(metrics !== undefined ? { metrics } : {}),
         ...(onApplied !== undefined ? { onApplied } : {}),
         ...(this.init.onBytes !== undefined ? { onBytes: this.init.onBytes } : {})
@@ -239,7 +256,13 @@ interface SessionComponents {
   onApplied?: (source: string, vm: string) => void
   onBytes?: (source: string, vm: string, bytes: number) => void
   metrics?: VmeshMetrics
+  contentIndex?: ContentIndexLike
+  /** Blocks copied from the content index into a generation (counted when queued). */
+  onCopied?: (blocks: number, bytes: number) => void
 }
+
+/** A block that may go into the content index once durable. */
+interface Indexable { fileId: number, offset: number, length: number, hash: Uint8Array }
 
 interface SessionInit {
   hello: HelloMessage
@@ -264,6 +287,10 @@ class SessionRunner implements Startable {
   /** Where this generation's time went (debug log at commit). */
   private timing = { wait: 0, decode: 0, write: 0, drain: 0, began: 0 }
   private readonly writes = new WriteQueue(MAX_QUEUED_WRITE_BYTES)
+  /** An incremental generation's indexable blocks, for the content index after its commit. */
+  private indexPending: Indexable[] = []
+  /** Blocks and bytes of this generation copied from the content index (debug log). */
+  private copiedNow = { blocks: 0, bytes: 0 }
 
   private readonly ch: Channel
   private readonly store: ReplicaStore
@@ -423,6 +450,9 @@ class SessionRunner implements Startable {
       case 'hashRequest':
         await this.answerHashes(msg)
         return
+      case 'haveQuery':
+        await this.answerHave(msg)
+        return
       case 'hello':
         throw new PeerProtocolViolationError('second hello in one session')
       default:
@@ -467,6 +497,78 @@ class SessionRunner implements Startable {
     await flush(true)
   }
 
+  /**
+   * haveQuery: copies the blocks this node holds by content (the index reads each candidate back
+   * and checks its hash) into the generation, queued behind the writes before them — to the
+   * store they are blocks like any other, so the replica ends exactly as if they had arrived
+   * (journal, undo and crash rules unchanged). Answers which ones; all false when no index, or
+   * the generation is being refused. The copies come ahead of the data stream's lower offsets,
+   * so an incremental generation with copies captures its undo log at commit (early-undo.ts).
+   */
+  private async answerHave (q: HaveQueryMessage): Promise<void> {
+    const v = this.validator
+    const begin = this.begin
+    if (v === undefined || begin === undefined) throw new PeerProtocolViolationError('haveQuery outside a generation')
+    if (q.generation !== begin.generation) throw new PeerProtocolViolationError(`haveQuery for generation ${q.generation} inside ${begin.generation}`)
+    const file = v.file(q.fileId)
+    if (file === undefined) throw new PeerProtocolViolationError(`haveQuery for undeclared fileId ${q.fileId}`)
+    for (const b of q.blocks) {
+      if (b.length > file.blockSize || b.offset + b.length > file.size) throw new PeerProtocolViolationError(`haveQuery block [${b.offset}, +${b.length}) outside file ${q.fileId} (size ${file.size}, blockSize ${file.blockSize})`)
+    }
+    const w = this.writer
+    const index = this.c.contentIndex
+    if (index === undefined || this.discarding || w === undefined || this.writes.failed) {
+      await this.ch.sendItem({ type: 'haveAnswer', queryId: q.queryId, held: q.blocks.map(() => false) })
+      return
+    }
+    const found = await index.fetchMany(q.blocks.map(b => ({ hash: b.hash, length: b.length })), this.ac.signal)
+    const hits: Array<{ offset: number, data: Uint8Array }> = []
+    const indexable: Indexable[] = []
+    let bytes = 0
+    found.forEach((data, i) => {
+      const b = q.blocks[i]
+      if (data === undefined || b === undefined) return
+      hits.push({ offset: b.offset, data })
+      bytes += data.byteLength
+      if (isIndexable(file, b.offset, b.length)) indexable.push({ fileId: q.fileId, offset: b.offset, length: b.length, hash: Uint8Array.from(b.hash) })
+    })
+    if (hits.length > 0) {
+      const runs = gatherRuns(hits)
+      const fileId = q.fileId
+      const seeding = begin.baseGeneration === 0
+      await this.writes.push(bytes, async () => {
+        for (const run of runs) await w.writeBlock(fileId, run.offset, run.parts)
+        if (seeding) this.indexNow(indexable)
+      })
+      if (!seeding) this.indexAfterCommit(indexable)
+      this.copiedNow.blocks += hits.length
+      this.copiedNow.bytes += bytes
+      this.c.onCopied?.(hits.length, bytes)
+    }
+    await this.ch.sendItem({ type: 'haveAnswer', queryId: q.queryId, held: found.map(d => d !== undefined) })
+  }
+
+  /** Blocks now in the replica files (a seed's, written in place): into the content index. */
+  private indexNow (blocks: Indexable[]): void {
+    const index = this.c.contentIndex
+    if (index === undefined || blocks.length === 0) return
+    const files = this.store.state().files
+    const pathOf = new Map((this.begin?.files ?? []).map(f => [f.fileId, files[f.path]]))
+    for (const b of blocks) {
+      const path = pathOf.get(b.fileId)
+      if (path !== undefined) index.add(b.hash, { path, offset: b.offset, length: b.length })
+    }
+  }
+
+  /** An incremental generation's blocks: into the content index once it is committed (bounded; beyond, they are simply not indexed). */
+  private indexAfterCommit (blocks: Indexable[]): void {
+    if (this.c.contentIndex === undefined) return
+    for (const b of blocks) {
+      if (this.indexPending.length >= INDEX_PENDING_MAX) return
+      this.indexPending.push(b)
+    }
+  }
+
   private async onFrame (frame: Frame): Promise<void> {
     if (frame.type === 'begin') {
       this.timing = { wait: 0, decode: 0, write: 0, drain: 0, began: this.c.clock.now() }
@@ -474,6 +576,8 @@ class SessionRunner implements Startable {
       this.validator.accept(frame)
       this.begin = frame
       this.discarding = false
+      this.indexPending = []
+      this.copiedNow = { blocks: 0, bytes: 0 }
       if (frame.vm !== this.hello.vm) throw new PeerProtocolViolationError(`generation for ${frame.vm} in a session for ${this.hello.vm}`)
       try {
         this.writer = await this.store.beginGeneration({
@@ -504,6 +608,8 @@ class SessionRunner implements Startable {
       const into = lz4Bytes > 0 ? Buffer.allocUnsafe(lz4Bytes) : undefined
       let intoAt = 0
       const decoded: Array<{ offset: number, data: Uint8Array }> = []
+      const indexable: Indexable[] = []
+      const indexing = this.c.contentIndex !== undefined && file !== undefined
       let raw = 0
       for (const e of frame.entries) {
         try {
@@ -511,6 +617,9 @@ class SessionRunner implements Startable {
           if (e.encoding === BlockEncoding.Lz4) intoAt += e.length
           decoded.push({ offset: e.offset, data })
           raw += e.length
+          // the checksum was verified against the data: it is the block's content hash (a copy:
+          // the frame's buffer goes back to the pool)
+          if (indexing && e.encoding !== BlockEncoding.Zero && isIndexable(file, e.offset, e.length)) indexable.push({ fileId: frame.fileId, offset: e.offset, length: e.length, hash: Uint8Array.from(e.checksum) })
         } catch (err) {
           if (!isResendableBlockError(err)) throw err
           this.ch.release(frame)
@@ -523,9 +632,12 @@ class SessionRunner implements Startable {
       this.timing.decode += tw - td
       const runs = gatherRuns(decoded)
       const fileId = frame.fileId
+      const seeding = this.begin?.baseGeneration === 0
       await this.writes.push(raw, async () => {
         for (const run of runs) await w.writeBlock(fileId, run.offset, run.parts)
+        if (seeding) this.indexNow(indexable)
       }, () => { this.ch.release(frame) })
+      if (!seeding) this.indexAfterCommit(indexable)
       this.timing.write += this.c.clock.now() - tw
       this.c.onBytes?.(this.from, this.hello.vm, frame.entries.reduce((n, e) => n + e.payload.byteLength, 0))
       return
@@ -570,8 +682,12 @@ class SessionRunner implements Startable {
     }
     try {
       const r = await w.commit({ onDurable: ack })
+      // committed: the files hold the generation's blocks now
+      const pending = this.indexPending
+      this.indexPending = []
+      this.indexNow(pending)
       const t = this.timing
-      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), durableMs: Math.round(durableMs), commitMs: Math.round(this.c.clock.now() - tc), totalMs: Math.round(this.c.clock.now() - t.began) }, 'generation applied')
+      this.log.debug({ vm: this.hello.vm, generation: r.generation, bytes: r.dataBytes, copiedFromIndexBlocks: this.copiedNow.blocks, copiedFromIndexBytes: this.copiedNow.bytes, waitMs: Math.round(t.wait), verifyMs: Math.round(t.decode), queueWaitMs: Math.round(t.write), drainMs: Math.round(t.drain), durableMs: Math.round(durableMs), commitMs: Math.round(this.c.clock.now() - tc), totalMs: Math.round(this.c.clock.now() - t.began) }, 'generation applied')
       ack()
       await ackSent
       this.publish()
@@ -645,6 +761,14 @@ function gatherRuns (blocks: Array<{ offset: number, data: Uint8Array }>): Array
     runs.push(cur)
   }
   return runs.map(r => ({ offset: r.offset, parts: r.parts }))
+}
+
+/**
+ * Whether a block is one the content index keeps: a whole block at a block boundary (or the
+ * file's last, short one) — the unit a source asks for. Sub-block pieces are not.
+ */
+function isIndexable (file: { blockSize: number, size: number }, offset: number, length: number): boolean {
+  return offset % file.blockSize === 0 && (length === file.blockSize || (length < file.blockSize && offset + length === file.size))
 }
 
 function isControl (item: { type: string }): item is ControlMessage {

@@ -18,6 +18,9 @@
  * Seed resume: when the target reports a seed of ours in progress, we ask hashes of its durable
  * ranges, skip blocks whose hash equals our manifest's, and resend the rest under the same
  * generation number (so the store resumes instead of starting over).
+ *
+ * Content index (1.2.0 streams): the blocks of every generation are offered by hash first
+ * (have.ts); the ones the target already holds anywhere are copied there and not sent.
  */
 import { open as openFile, stat as statFile } from 'node:fs/promises'
 import { hashBlocks } from '../../common/blake3.ts'
@@ -26,8 +29,8 @@ import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type BlocksFrame, type ChangedBlock } from '../../protocol/delta/index.ts'
 import {
-  CONTROL_PROTOCOL_VERSION, helloCarriesRetention, NackCode, SeedMode, errorFromRejection, nackCodeName,
-  ReplicationRefusedError, type HashResponseMessage, type TargetStateMessage, type ReplicationItem
+  CONTROL_PROTOCOL_VERSION, helloCarriesRetention, streamCarriesHaveQuery, NackCode, SeedMode, errorFromRejection, nackCodeName,
+  ReplicationRefusedError, type HashResponseMessage, type HaveAnswerMessage, type TargetStateMessage, type ReplicationItem
 } from '../../protocol/replication/index.ts'
 import type { Clock } from '../../common/clock.ts'
 import type { Logger } from '../log.ts'
@@ -43,6 +46,7 @@ import { AdaptiveEncoder } from './encoder.ts'
 import { readChangedBlocks } from './block-reader.ts'
 import { SUB_BLOCK, refineBlocks, type SubHashes } from './sub-blocks.ts'
 import { InflightPacer, type PacerInit, type PacerStats } from './pacer.ts'
+import { offerByHash, type HaveLink } from './have.ts'
 
 const READ_CHUNK = 1024 * 1024
 /** Blocks whose hashes are asked for at once (seed resume, verify): 64 KiB of hashes. */
@@ -116,6 +120,10 @@ export class TargetSender implements Startable {
   private rate = 0
   private rateMark = { at: 0, sent: 0 }
   private requestId = 1
+  /** resend / nack that arrived while a haveAnswer was awaited: the ack wait reads them first */
+  private early: ReplicationItem[] = []
+  /** Blocks and bytes the target copied from its content index instead of receiving them. */
+  private heldByTarget = { blocks: 0, bytes: 0 }
   private lastVerify: { atMs: number, mismatchedBlocks: number } | undefined
   private verifyQueue: Array<{ repair: boolean, onBytes?: (n: number) => void, resolve: (r: VerifyReport) => void, reject: (e: unknown) => void }> = []
   /** The generation being sent: the bytes of its ranges, and how many of them were read so far. */
@@ -249,6 +257,7 @@ export class TargetSender implements Startable {
     })
     this.channel = ch
     this.pacer = pacer
+    this.early = []
     const helloFiles = []
     for (const f of this.vm.files) {
       const st = await statFile(f.path).catch(() => null)
@@ -429,7 +438,7 @@ export class TargetSender implements Startable {
       if (item.type === type) return item
       if (item.type === 'refuse') throw errorFromRejection(item)
       if (item.type === 'pong' || item.type === 'ping') continue
-      if (type === 'ack' && (item.type === 'nack' || item.type === 'resend')) return item
+      if ((type === 'ack' || type === 'haveAnswer') && (item.type === 'nack' || item.type === 'resend')) return item
       throw new ReplicationUnexpectedMessageError(`expected ${type}, got ${item.type}`)
     }
   }
@@ -493,6 +502,10 @@ export class TargetSender implements Startable {
     const pacer = this.pacer ?? new InflightPacer(this.clock, this.init.pacing)
     // an incremental generation sends only the 4 KiB pieces that differ from the target's copy
     const subHashes = seeding ? undefined : await this.fetchSubHashes(ch, included, signal)
+    // blocks the target holds anywhere (its content index) are offered by hash first
+    const have = streamCarriesHaveQuery(ch.stream.protocol) ? this.haveLink(ch, signal) : undefined
+    const heldBefore = this.heldByTarget.bytes
+    this.early = []
     const frames = encodeGeneration({
       vm: vm.name,
       generation: number,
@@ -503,7 +516,22 @@ export class TargetSender implements Startable {
       readBlocks: (fileId) => {
         const inc = included.find(x => x.file.fileId === fileId) as Included
         const theirs = subHashes?.get(fileId)
-        const blocks = countRead(this.readBlocks(inc, signal), progress)
+        let blocks = countRead(this.readBlocks(inc, signal), progress)
+        if (have !== undefined) {
+          blocks = offerByHash(blocks, {
+            fileId,
+            generation: number,
+            blockSize: vm.blockSize,
+            fileSize: inc.before.size,
+            link: have,
+            nextQueryId: () => this.requestId++ >>> 0,
+            onHeld: (n, bytes) => {
+              this.heldByTarget.blocks += n
+              this.heldByTarget.bytes += bytes
+              if (seeding) this.seedSent += bytes
+            }
+          })
+        }
         return theirs !== undefined ? refineBlocks(blocks, theirs) : blocks
       },
       // frames of 1 MiB: big enough to amortize headers, small enough that the buffers they are
@@ -574,7 +602,7 @@ export class TargetSender implements Startable {
     for (;;) {
       let reply: ReplicationItem
       try {
-        reply = await this.expect(ch, 'ack', PING_MS, signal)
+        reply = this.early.shift() ?? await this.expect(ch, 'ack', PING_MS, signal)
       } catch (err) {
         if (!(err instanceof ReplicationTimeoutError)) throw err
         if (ch.bytesIn !== lastIn) { lastIn = ch.bytesIn; lastHeard = this.clock.now() }
@@ -604,7 +632,7 @@ export class TargetSender implements Startable {
           await vm.books.bump(full.createdAtMs, full.consistent, undefined, full.captureStartMs)
         } else if (!partial) this.chunkOf = undefined
         await this.refreshPending()
-        this.log.debug({ vm: vm.name, target: t, generation: number, consistent, bytes: total, prepMs: Math.round(t0 - tPrep), streamMs: Math.round(t1 - t0), sendWaitMs: Math.round(sendMs), endCheckMs: Math.round(endCheckMs), ackWaitMs: Math.round(this.clock.now() - t1) }, 'generation acknowledged')
+        this.log.debug({ vm: vm.name, target: t, generation: number, consistent, bytes: total, heldByTargetBytes: this.heldByTarget.bytes - heldBefore, prepMs: Math.round(t0 - tPrep), streamMs: Math.round(t1 - t0), sendWaitMs: Math.round(sendMs), endCheckMs: Math.round(endCheckMs), ackWaitMs: Math.round(this.clock.now() - t1) }, 'generation acknowledged')
         return
       }
       if (reply.type === 'nack') {
@@ -664,6 +692,30 @@ export class TargetSender implements Startable {
     this.log.debug({ vm: this.vm.name, target: this.target, requests: queue.length, hashes }, 'sub-block hashes of the target fetched')
     return out
   }
+
+  /**
+   * The channel as have.ts sees it: queries go out between frames; an answer is awaited in
+   * stream order, and a resend or nack that comes first (the target refused the generation) is
+   * kept for the ack wait.
+   */
+  private haveLink (ch: Channel, signal: AbortSignal): HaveLink {
+    return {
+      query: async (msg) => { await ch.sendItem(msg) },
+      answer: async (queryId) => {
+        // bounded: each pass consumes one item of the channel
+        for (;;) {
+          const m = await this.expect(ch, 'haveAnswer', 120_000, signal)
+          if (m.type === 'resend' || m.type === 'nack') { this.early.push(m); continue }
+          const a = m as HaveAnswerMessage
+          if (a.queryId !== queryId) throw new ReplicationUnexpectedMessageError(`haveAnswer for query ${a.queryId}, expected ${queryId}`)
+          return a.held
+        }
+      }
+    }
+  }
+
+  /** Blocks and bytes the target copied from its content index instead of receiving them (status, tests). */
+  heldByTargetTotals (): Readonly<{ blocks: number, bytes: number }> { return this.heldByTarget }
 
   /** Pending bytes per chunk of a big change set: about CHUNK_SECONDS of the measured rate. */
   private chunkBytes (): number {

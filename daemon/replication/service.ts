@@ -19,6 +19,7 @@ import { errorMessage } from '../../common/errors.ts'
 import type { Config, VmConfig } from '../../config/load.ts'
 import { binarySublevel, openBinaryLevel } from '../../storage/manifest/db.ts'
 import { WorkerPool } from '../../storage/workers/pool.ts'
+import { ContentIndex, DEFAULT_CONTENT_INDEX_MAX_ENTRIES, type ContentIndexStats } from '../../storage/content-index/index.ts'
 import { REPLICATION_PROTOCOLS } from '../../protocol/replication/index.ts'
 import type { RestoreResult } from '../../storage/replica/index.ts'
 import type { Logger } from '../log.ts'
@@ -76,6 +77,8 @@ export interface ReplicationSettings {
   scan: Config['scan']
   /** `hypervisor.driver`: with `qemu`, `changeSource: auto` VMs use dirty bitmaps. @default 'none' */
   hypervisorDriver?: string
+  /** `contentIndex:` of this node as a replica holder (read at start). @default enabled, 2 Mi entries */
+  contentIndex?: { enabled: boolean, maxEntries: number }
 }
 
 export interface ReplicationInit extends ReplicationSettings {
@@ -90,6 +93,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   private config: ReplicationSettings
   private db: Level<Uint8Array, Uint8Array> | undefined
   private pool: WorkerPool | undefined
+  private contentIndex: ContentIndex | undefined
   readonly replicas: ReplicaRegistry
   readonly receiver: ReplicationReceiver
   private readonly sources = new Map<string, VmSource>()
@@ -105,7 +109,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   readonly operations: OperationTracker
 
   constructor (private readonly components: ReplicationComponents, private readonly init: ReplicationInit) {
-    this.config = { nodeName: init.nodeName, dataDir: init.dataDir, peers: init.peers, vms: init.vms, scan: init.scan, ...(init.hypervisorDriver !== undefined ? { hypervisorDriver: init.hypervisorDriver } : {}) }
+    this.config = { nodeName: init.nodeName, dataDir: init.dataDir, peers: init.peers, vms: init.vms, scan: init.scan, ...(init.hypervisorDriver !== undefined ? { hypervisorDriver: init.hypervisorDriver } : {}), ...(init.contentIndex !== undefined ? { contentIndex: init.contentIndex } : {}) }
     this.scanBudget = new ScanReadBudget({ clock: components.clock }, { rateBytesPerSec: this.config.scan.budgetBytesPerSec })
     this.operations = new OperationTracker({ clock: components.clock })
     const log = components.log
@@ -120,7 +124,12 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
         const rp = this.config.vms.find(v => v.name === vm)?.recoveryPoints
         return rp !== undefined ? { maxPoints: rp.count, keepAllWithinMs: rp.keepAllWithinMs, hourlyBeyond: rp.hourlyBeyond } : undefined
       },
-      ...(components.metrics !== undefined ? { metrics: components.metrics } : {})
+      ...(components.metrics !== undefined ? { metrics: components.metrics } : {}),
+      // opened in start(); until then (and when disabled) nothing is held by content
+      contentIndex: {
+        add: (hash, loc) => this.contentIndex?.add(hash, loc) ?? false,
+        fetchMany: async (wanted, signal) => await this.contentIndex?.fetchMany(wanted, signal) ?? wanted.map(() => undefined)
+      }
     }, init.receiver ?? {})
     if (components.api !== undefined) registerReplicationRoutes(components.api, this)
   }
@@ -132,6 +141,15 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     if (this.running) return
     this.running = true
     await this.replicas.start()
+    const ci = this.config.contentIndex ?? { enabled: true, maxEntries: DEFAULT_CONTENT_INDEX_MAX_ENTRIES }
+    if (ci.enabled) {
+      try {
+        this.contentIndex = await ContentIndex.open({ log: this.components.log }, { dir: join(this.config.dataDir, 'content-index'), root: resolve(this.config.dataDir, 'replicas'), maxEntries: ci.maxEntries })
+      } catch (err) {
+        // a hint only: without it every block travels as data
+        this.components.log.warn({ err: errorMessage(err) }, 'content index could not be opened; blocks this node holds will be received again')
+      }
+    }
     for (const vm of new Set(this.replicas.snapshot().map(r => r.vm))) this.replicaChanged(vm)
     await this.receiver.start(this.components.libp2p)
     if (this.config.vms.length > 0) await this.ensureSourceInfra()
@@ -146,6 +164,8 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     this.sources.clear()
     await this.receiver.stop()
     await this.replicas.stop()
+    await this.contentIndex?.close().catch(() => {})
+    this.contentIndex = undefined
     await this.pool?.stop()
     this.pool = undefined
     await this.db?.close()
@@ -196,6 +216,9 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
       return g
     } catch (err) { op.fail(err); throw err }
   }
+
+  /** The content index's counters (undefined: disabled or not open). */
+  contentIndexStats (): ContentIndexStats | undefined { return this.contentIndex?.stats() }
 
   /** Long operations running here and the last ones finished, with their byte progress. */
   operationStatus (): OperationStatus[] { return this.operations.list() }

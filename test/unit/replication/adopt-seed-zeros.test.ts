@@ -35,6 +35,7 @@ async function setup (): Promise<{ src: VmSource, s: FakeStream, file: string, c
   await writeFile(file, bytes)
   const db = await openBinaryLevel(join(t.dir, 'db'))
   const s = new FakeStream()
+  s.answerHaveQueries = true
   const vm: VmConfig = { ...defaultVmConfig('vm4'), files: [file], replicateTo: ['h1'], blockSizeBytes: BS, scanIntervalMs: 3_600_000, seed: 'existing' }
   const src = new VmSource({ clock: new ManualClock(), log: silentLogger(), db, dial: async () => s }, { vm, nodeName: 'h2', watch: false })
   await src.start()

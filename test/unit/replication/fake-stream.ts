@@ -5,7 +5,7 @@
  */
 import type { Uint8ArrayList } from 'uint8arraylist'
 import type { StreamLike } from '../../../daemon/replication/channel.ts'
-import { ReplicationDecoder, type ReplicationItem } from '../../../protocol/replication/index.ts'
+import { ReplicationDecoder, encodeReplicationItem, type ReplicationItem } from '../../../protocol/replication/index.ts'
 
 type Listener = (evt: any) => void // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -18,6 +18,8 @@ export class FakeStream implements StreamLike {
   pauses = 0
   outstanding = 0
   maxReadBufferLength = 4 * 1024 * 1024
+  /** The negotiated protocol ID, as libp2p sets it (unset: a stream of this release). */
+  protocol?: string
 
   constructor (private readonly writeLimit = Infinity) {}
 
@@ -31,9 +33,24 @@ export class FakeStream implements StreamLike {
 
   emit (type: string, evt: unknown = {}): void { for (const fn of [...(this.listeners.get(type) ?? [])]) fn(evt) }
 
+  /**
+   * Plays a target of this release that holds nothing by content: each haveQuery sent is
+   * answered at once with all flags false (a sender on a stream without a protocol speaks 1.2.0).
+   */
+  answerHaveQueries = false
+  private readonly sentDecoder = new ReplicationDecoder()
+
   send (data: Uint8Array | Uint8ArrayList): boolean {
     if (this.aborted !== undefined || this.closedByUs) throw new Error('stream closed')
     this.sent.push(data instanceof Uint8Array ? new Uint8Array(data) : data.subarray())
+    if (this.answerHaveQueries) {
+      for (const item of this.sentDecoder.push(this.sent[this.sent.length - 1] as Uint8Array)) {
+        if (item.type === 'haveQuery') {
+          const answer = encodeReplicationItem({ type: 'haveAnswer', queryId: item.queryId, held: item.blocks.map(() => false) })
+          queueMicrotask(() => { this.deliver(answer) })
+        }
+      }
+    }
     this.outstanding += data.byteLength
     return this.outstanding < this.writeLimit
   }

@@ -217,7 +217,7 @@ export class LocalCluster {
     if (log === undefined) { log = createWriteStream(n.logPath, { flags: 'a' }); this.logs.set(name, log) }
     this.startForwarder(n)
     const [cmd, ...args] = n.command !== undefined ? n.command(n) : [...(n.netns?.prefix ?? []), process.execPath, ...daemonNodeArgs(), VMESH_BIN, '--config', n.configPath, 'start']
-    const proc = spawn(cmd as string, args, { stdio: ['ignore', n.command !== undefined ? 'ignore' : 'pipe', n.command !== undefined ? 'ignore' : 'pipe'], env: { ...process.env, ...n.env } })
+    const proc = spawn(cmd as string, args, { stdio: ['ignore', n.command !== undefined ? 'ignore' : 'pipe', n.command !== undefined ? 'ignore' : 'pipe'], env: { ...daemonEnv(), ...process.env, ...n.env } })
     proc.stdout?.pipe(log, { end: false })
     proc.stderr?.pipe(log, { end: false })
     n.proc = proc
@@ -347,9 +347,22 @@ export function daemonNodeArgs (): string[] {
   return shebangFlags
 }
 
-/** `#!/usr/bin/env -S node --a --b` → ['--a', '--b'] */
-const shebangFlags: string[] = (() => {
-  const first = readFileSync(VMESH_BIN, 'utf8').split('\n', 1)[0] ?? ''
-  const words = first.replace(/^#!/, '').trim().split(/\s+/)
-  return words.slice(words.indexOf('node') + 1).filter(w => w.startsWith('--'))
-})()
+/**
+ * The environment the bin's shebang sets for the daemon (`env -S VAR=value node ...`), for
+ * daemons started as `node <flags> bin/vmesh.js` (no shebang); a variable already set in this
+ * process's environment wins, so a run can try another value.
+ */
+export function daemonEnv (): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(shebangEnv)) if (process.env[k] === undefined) out[k] = v
+  return out
+}
+
+const shebangWords: string[] = readFileSync(VMESH_BIN, 'utf8').split('\n', 1)[0]?.replace(/^#!/, '').trim().split(/\s+/) ?? []
+
+/** `#!/usr/bin/env -S VAR=1 node --a --b` → ['--a', '--b'] */
+const shebangFlags: string[] = shebangWords.slice(shebangWords.indexOf('node') + 1).filter(w => w.startsWith('--'))
+
+/** `#!/usr/bin/env -S VAR=1 node --a --b` → { VAR: '1' } */
+const shebangEnv: Record<string, string> = Object.fromEntries(shebangWords.slice(0, Math.max(0, shebangWords.indexOf('node')))
+  .filter(w => /^[A-Z_][A-Z0-9_]*=/.test(w)).map(w => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]))

@@ -62,6 +62,8 @@ const REFINE_MAX_BYTES = 256 * 1024 * 1024
 const REFINE_WINDOW = 64
 /** A change set beyond this many seconds of the link goes as chunks (each durable on ack). */
 const CHUNK_SECONDS = 3
+/** At most one consistency point (see mayMarkConsistent) per this many ms. */
+const CONSISTENCY_RETRY_MS = 5_000
 const MIN_CHUNK_BYTES = 4 * 1024 * 1024
 const MAX_CHUNK_BYTES = 512 * 1024 * 1024
 /** Smallest blocks frame the pacer splits to: a frame is the unit its probes acknowledge. */
@@ -110,6 +112,12 @@ export class TargetSender implements Startable {
   private applied = 0
   private seeding = false
   private forceFuzzy = false
+  /**
+   * The target's newest applied generation is fuzzy (from its targetState, then from each ack):
+   * until a consistent one follows, the replica's recovery point lags behind what it holds.
+   */
+  private ackedFuzzy = false
+  private lastConsistencyPointMs = -Infinity
   private nextNumber: number | undefined
   private readonly skip = new Map<string, Set<number>>()
   private knownSizes = new Map<string, number>()
@@ -292,8 +300,39 @@ export class TargetSender implements Startable {
         continue
       }
       await this.refreshPending()
+      if (this.ackedFuzzy && await this.mayMarkConsistent()) {
+        this.lastConsistencyPointMs = this.clock.now()
+        await this.vm.consistencyPoint()
+        continue
+      }
       await this.vm.changed(1000, signal)
     }
+  }
+
+  /**
+   * Whether a generation without changes would be a true recovery point for this target: it
+   * holds everything (nothing dirty or in flight), no scan runs, and every file's current stat
+   * is the settled one its manifest was built from — the same test a generation's end check
+   * makes. Without it, a VM whose seed or last generation went fuzzy while nothing changed
+   * (a seed read within the settle margin of the file's last write, a scan that began during the
+   * end check) kept no recovery point until its disk changed again: a failover finalized at the
+   * fuzzy generation, and the site report had no RPO for it (bench failover --site-runs).
+   */
+  private async mayMarkConsistent (): Promise<boolean> {
+    const vm = this.vm
+    if (!vm.ready || vm.scanBusy > 0 || vm.generation > vm.books.target(this.target).acked) return false
+    if (this.pendingBytes > 0 || this.clock.now() - this.lastConsistencyPointMs < CONSISTENCY_RETRY_MS) return false
+    const seq = vm.scanSeq
+    let gens = 0
+    const captures: FileCapture[] = []
+    for (const f of vm.files) {
+      const before = await nodeScanIO.stat(f.path).catch(() => null)
+      if (before === null) return false
+      const meta = await vm.manifest.file(f.path).meta()
+      captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before })
+      gens += meta?.generation ?? 0
+    }
+    return isConsistentCapture(captures, { seqBefore: gens, seqAfter: gens, busyBefore: false, busyAfter: vm.scanBusy > 0 || vm.scanSeq !== seq })
   }
 
   private inSync (): boolean {
@@ -335,6 +374,7 @@ export class TargetSender implements Startable {
         break
     }
     this.applied = r.kind === 'ack' ? r.generation : ts.appliedGeneration
+    this.ackedFuzzy = ts.seeding === null && ts.appliedConsistentGeneration < this.applied
     this.seeding = this.applied === 0
     const want = nextGenerationNumber(this.vm.generation, r, ts)
     if (r.kind !== 'resume-seed' && want > this.vm.generation) await this.vm.books.bump(this.clock.wallNow(), false, want, this.vm.capturedThroughMs())
@@ -623,6 +663,7 @@ export class TargetSender implements Startable {
         this.seeding = false
         this.nextNumber = undefined
         this.forceFuzzy = false
+        this.ackedFuzzy = !consistent
         this.skip.clear()
         this.error = undefined
         for (const inc of included) this.knownSizes.set(inc.file.path, inc.before.size)

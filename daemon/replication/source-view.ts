@@ -38,6 +38,12 @@ export interface SenderSource {
   capturedThroughMs: () => number | undefined
   /** Wakes whoever waits in changed(). */
   notify: () => void
+  /**
+   * Records a generation without changes, captured now: for a target whose newest generation
+   * went fuzzy although the files have not changed since (the sender checks that first), it is a
+   * recovery point at the state the target already holds.
+   */
+  consistencyPoint: () => Promise<number>
   /** Forgets what `target` holds: it gets every non-zero block again (or every block, `all`). */
   resetTarget: (target: string, all: boolean) => Promise<void>
 }

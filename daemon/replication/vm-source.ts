@@ -272,6 +272,16 @@ export class VmSource implements SenderSource {
     this.notify()
   }
 
+  async consistencyPoint (): Promise<number> {
+    let g = 0
+    const run = this.bumping.then(async () => { g = await this.books.bump(this.components.clock.wallNow(), true, undefined, this.capturedThroughMs()) })
+    this.bumping = run.catch((err: unknown) => { this.components.log.error({ vm: this.name, err: errorMessage(err) }, 'could not record a generation') })
+    await run
+    this.components.log.info({ vm: this.name, generation: g }, 'consistency point: the files are settled and unchanged since a fuzzy generation')
+    this.notify()
+    return g
+  }
+
   /** Scans every file now (tests, verify) and waits until the results are recorded. */
   async scanAll (): Promise<void> {
     const t = this.tracker

@@ -99,12 +99,12 @@ export interface SoakResult {
     vmStarts: number
     writerStates: number
   }
-  rss: Array<{ node: string, pid: number, livedMs: number, baselineKiB: number, endKiB: number, growthPct: number, /** [age s, MiB] every ~5 s */ samples: Array<[number, number]> }>
+  rss: Array<{ node: string, pid: number, livedMs: number, baselineKiB: number, endKiB: number, growthPct: number, /** [age s, RSS MiB, V8 heap committed MiB, external MiB] every ~5 s (-1: not read) */ samples: Array<[number, number, number, number]> }>
   violations: string[]
   clusterDir?: string
 }
 
-interface DaemonWatch { pid: number, node: string, startedAt: number, expectedExit: boolean, rss: Array<{ age: number, kib: number }> }
+interface DaemonWatch { pid: number, node: string, startedAt: number, expectedExit: boolean, rss: Array<{ age: number, kib: number, heapKib?: number, extKib?: number }> }
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
@@ -311,7 +311,17 @@ export async function runSoak (opts: SoakOptions): Promise<SoakResult> {
         if (!cl.isRunning(w.node) || cl.node(w.node).proc?.pid !== w.pid) continue
         const text = await readFile(`/proc/${w.pid}/status`, 'utf8').catch(() => '')
         const m = /VmRSS:\s+(\d+)/.exec(text)
-        if (m !== null) w.rss.push({ age: Date.now() - w.startedAt, kib: Number(m[1]) })
+        if (m === null) continue
+        // where the memory is, for the evidence when RSS grows: V8's heap (committed) and the
+        // memory outside it that V8 knows of (ArrayBuffers, external strings)
+        const metrics = await cl.node(w.node).client.text('/metrics').catch(() => '')
+        const gauge = (name: string): number | undefined => {
+          const g = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\d+(?:\\.\\d+)?(?:e\\+\\d+)?)$`, 'm').exec(metrics)
+          return g !== null ? Math.round(Number(g[1]) / 1024) : undefined
+        }
+        const heapKib = gauge('nodejs_heap_size_total_bytes')
+        const extKib = gauge('nodejs_external_memory_bytes')
+        w.rss.push({ age: Date.now() - w.startedAt, kib: Number(m[1]), ...(heapKib !== undefined ? { heapKib } : {}), ...(extKib !== undefined ? { extKib } : {}) })
       }
     }
 
@@ -570,7 +580,7 @@ function rssGrowth (watches: DaemonWatch[], warmupMs: number): SoakResult['rss']
     const end = w.rss.slice(-3).map(s => s.kib)
     if (base.length === 0) continue
     const b = median(base); const e = median(end)
-    out.push({ node: w.node, pid: w.pid, livedMs: last.age, baselineKiB: b, endKiB: e, growthPct: Math.round((e / b - 1) * 1000) / 10, samples: w.rss.map(s => [Math.round(s.age / 1000), Math.round(s.kib / 1024)]) })
+    out.push({ node: w.node, pid: w.pid, livedMs: last.age, baselineKiB: b, endKiB: e, growthPct: Math.round((e / b - 1) * 1000) / 10, samples: w.rss.map(s => [Math.round(s.age / 1000), Math.round(s.kib / 1024), s.heapKib !== undefined ? Math.round(s.heapKib / 1024) : -1, s.extKib !== undefined ? Math.round(s.extKib / 1024) : -1]) })
   }
   return out
 }

@@ -80,6 +80,24 @@ describe('replication in-flight pacer', () => {
     assert.ok(Math.max(...capLate) >= 1.5 * bdp)
   })
 
+  it('a busy receiver (loopback): round trips mostly 5 ms, a few 0.5 ms — the cap is ≥ 20 ms of the rate, not 2 × the idle round trip', () => {
+    // what a 1 GiB loopback seed showed: minRtt 0.4–1.2 ms, p50 3–9 ms; by minRtt alone the cap
+    // stayed at 250–440 KB and the seed ran at a quarter of the receiver's speed
+    const clock = new ManualClock()
+    const p = new InflightPacer(clock)
+    const piece = 64 * KiB
+    for (let i = 0; i < 400; i++) {
+      p.onSent(piece)
+      const nonce = p.probe()
+      clock.advance(i % 20 === 0 ? 0.5 : 5)
+      p.onPong(nonce)
+    }
+    const s = p.stats()
+    assert.ok(s.minRttMs !== undefined && s.minRttMs <= 0.5)
+    assert.ok(s.capBytes >= 0.02 * s.btlBwBytesPerSec, `cap ${s.capBytes} B for ${Math.round(s.btlBwBytesPerSec)} B/s`)
+    assert.ok(s.capBytes > 2 * s.btlBwBytesPerSec * s.minRttMs / 1000)
+  })
+
   it('does not ratchet its min RTT up with its own queue: ProbeRTT measures the bare path again', () => {
     const bytesPerMs = 1250
     const r = simulate({ bytesPerMs, oneWayMs: 25, durationMs: 65_000 })

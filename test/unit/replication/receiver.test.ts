@@ -58,6 +58,35 @@ describe('replication receiver (fake streams)', () => {
     assert.equal(s.aborted, undefined)
   })
 
+  it('a generation without files after a fuzzy seed becomes the recovery point; the bytes stay', async () => {
+    const s = new FakeStream()
+    const done = bed.rx.accept(s, 'PEER-A')
+    send(s, [hello])
+    await until('targetState', () => s.items().some(i => i.type === 'targetState'))
+    const data = new Uint8Array(3 * BS).map((_, i) => (i * 13) & 0xff)
+    const gen = async (generation: number, base: number, consistent: boolean, withFile: boolean): Promise<Frame[]> => {
+      const out: Frame[] = []
+      for await (const f of encodeGeneration({
+        vm: 'vm1', generation, baseGeneration: base, consistent, createdAtMs: 1000 + generation,
+        files: withFile ? [{ fileId: 0, path: '/src/disk.img', size: data.length, blockSize: BS, kind: FileKind.Disk }] : [],
+        readBlocks: function * () { for (let o = 0; o < data.length; o += BS) yield { offset: o, data: data.subarray(o, o + BS) } }
+      })) out.push(f)
+      return out
+    }
+    send(s, await gen(1, 0, false, true))
+    await until('ack 1', () => s.items().some(i => i.type === 'ack' && i.generation === 1))
+    const store = await bed.replicas.open('hv-a', 'vm1')
+    assert.equal(store.state().appliedConsistentGeneration, 0, 'a fuzzy seed is no recovery point')
+    send(s, await gen(2, 1, true, false))
+    await until('ack 2', () => s.items().some(i => i.type === 'ack' && i.generation === 2))
+    assert.equal(store.state().appliedGeneration, 2)
+    assert.equal(store.state().appliedConsistentGeneration, 2)
+    assert.deepEqual(new Uint8Array(await readFile(store.state().files['/src/disk.img'] as string)), data)
+    s.end()
+    await done
+    assert.equal(s.aborted, undefined)
+  })
+
   it('aborts the stream on garbage and applies nothing', async () => {
     const s = new FakeStream()
     const done = bed.rx.accept(s, 'PEER-A')

@@ -282,12 +282,13 @@ export const rawConfigSchema = z.strictObject({
    * The content index of a replica holder (`<dataDir>/content-index/`): blocks it already holds,
    * from any VM or generation, are copied there instead of crossing the wire (replication 1.2.0).
    * `maxEntries`: entries kept (one per distinct block); beyond it the oldest are evicted.
-   * @default { enabled: true, maxEntries: 2097152 } (≈ 128 GiB of distinct 64 KiB blocks, ≈ 140 MB on disk at 66 bytes an entry)
+   * Opt-in (`enabled: true` on both ends): offering blocks by hash costs a LAN seed ~20 % (README).
+   * @default { enabled: false, maxEntries: 2097152 } (≈ 128 GiB of distinct 64 KiB blocks, ≈ 140 MB on disk at 66 bytes an entry)
    */
   contentIndex: z.strictObject({
-    enabled: z.boolean().default(true),
+    enabled: z.boolean().default(false),
     maxEntries: z.number().int().min(1024).max(1_000_000_000).default(2_097_152)
-  }).default({ enabled: true, maxEntries: 2_097_152 }),
+  }).default({ enabled: false, maxEntries: 2_097_152 }),
   /**
    * The web dashboard. It is always served on `node.api` to loopback browsers; `listen` with
    * `tls` (PEM files) adds an HTTPS listener for browsers on other hosts.

@@ -101,14 +101,17 @@ export class ReplicationReceiver {
   protocolErrors = 0
   /** Blocks and bytes copied from this node's content index instead of received (haveQuery). */
   readonly copied = { blocks: 0, bytes: 0 }
+  private protocols: readonly string[] = REPLICATION_PROTOCOLS
 
   constructor (private readonly components: ReceiverComponents, private readonly init: ReceiverInit = {}) {}
 
-  async start (libp2p?: Libp2p): Promise<void> {
+  /** `protocols`: the IDs to answer (replicationProtocols: 1.2.0 only with a content index). */
+  async start (libp2p?: Libp2p, protocols: readonly string[] = REPLICATION_PROTOCOLS): Promise<void> {
     if (this.running) return
     this.running = true
     this.libp2p = libp2p
-    await libp2p?.handle([...REPLICATION_PROTOCOLS], (stream: Stream, connection: Connection) => {
+    this.protocols = protocols
+    await libp2p?.handle([...protocols], (stream: Stream, connection: Connection) => {
       void this.accept(stream as unknown as StreamLike, connection.remotePeer.toString())
     }, { maxInboundStreams: 1024, maxOutboundStreams: 1024, runOnLimitedConnection: false })
   }
@@ -116,7 +119,7 @@ export class ReplicationReceiver {
   async stop (): Promise<void> {
     if (!this.running) return
     this.running = false
-    await this.libp2p?.unhandle([...REPLICATION_PROTOCOLS]).catch(() => {})
+    await this.libp2p?.unhandle([...this.protocols]).catch(() => {})
     for (const ch of this.all) ch.abort(new Error('receiver stopping'))
     await Promise.all([...this.sessions.values()].map(async s => { await s.done.catch(() => {}) }))
   }

@@ -20,7 +20,7 @@ import type { Config, VmConfig } from '../../config/load.ts'
 import { binarySublevel, openBinaryLevel } from '../../storage/manifest/db.ts'
 import { WorkerPool } from '../../storage/workers/pool.ts'
 import { ContentIndex, DEFAULT_CONTENT_INDEX_MAX_ENTRIES, type ContentIndexStats } from '../../storage/content-index/index.ts'
-import { REPLICATION_PROTOCOLS } from '../../protocol/replication/index.ts'
+import { replicationProtocols } from '../../protocol/replication/index.ts'
 import type { RestoreResult } from '../../storage/replica/index.ts'
 import type { Logger } from '../log.ts'
 import type { VmStatus } from '../status.ts'
@@ -134,6 +134,9 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     if (components.api !== undefined) registerReplicationRoutes(components.api, this)
   }
 
+  /** `contentIndex.enabled` as read at start (a change needs a restart). */
+  private contentIndexEnabled (): boolean { return this.config.contentIndex?.enabled === true }
+
   /** The config slice in force (after the latest reload). */
   settings (): Readonly<ReplicationSettings> { return this.config }
 
@@ -141,7 +144,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     if (this.running) return
     this.running = true
     await this.replicas.start()
-    const ci = this.config.contentIndex ?? { enabled: true, maxEntries: DEFAULT_CONTENT_INDEX_MAX_ENTRIES }
+    const ci = this.config.contentIndex ?? { enabled: false, maxEntries: DEFAULT_CONTENT_INDEX_MAX_ENTRIES }
     if (ci.enabled) {
       try {
         this.contentIndex = await ContentIndex.open({ log: this.components.log }, { dir: join(this.config.dataDir, 'content-index'), root: resolve(this.config.dataDir, 'replicas'), maxEntries: ci.maxEntries })
@@ -151,7 +154,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
       }
     }
     for (const vm of new Set(this.replicas.snapshot().map(r => r.vm))) this.replicaChanged(vm)
-    await this.receiver.start(this.components.libp2p)
+    await this.receiver.start(this.components.libp2p, replicationProtocols(this.contentIndexEnabled()))
     if (this.config.vms.length > 0) await this.ensureSourceInfra()
     await this.applySources()
   }
@@ -300,7 +303,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
         const p = this.config.peers.find(x => x.name === peer)
         if (p === undefined) throw new UnknownVmError(`peer ${peer}`)
         // newest first: an older target settles on 1.0.0 (the sender then leaves retention out)
-        const stream = await libp2p.dialProtocol(peerIdFromString(p.id), [...REPLICATION_PROTOCOLS], { signal, runOnLimitedConnection: false })
+        const stream = await libp2p.dialProtocol(peerIdFromString(p.id), [...replicationProtocols(this.contentIndexEnabled())], { signal, runOnLimitedConnection: false })
         return stream as unknown as StreamLike
       },
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),

@@ -22,12 +22,15 @@ describe('replication: content index (integration)', function () {
   it('a second VM from the same template costs ≤ 10 % of its size on the wire; its replica equals its source', async function () {
     requireQemu(this)
     c = await LocalCluster.create({ nodes: [{ name: 'hv-a' }, { name: 'hv-b' }], logLevel: 'debug', keep: process.env.KEEP === '1' })
+    // opt-in on both ends (a source and a target without it speak 1.1.0)
+    const ci = { contentIndex: { enabled: true } }
+    await c.writeConfig('hv-b', ci)
     const vmDir = join(c.dir, 'vms')
     await mkdir(vmDir)
     // random data: nothing for lz4 to shrink, so the bytes saved are the content index's
     const tmpl = join(vmDir, 'web01.vhd')
     await randomFixedVhd(tmpl, 128 * MiB)
-    await c.writeConfig('hv-a', vmsSection([{ name: 'web01', disks: [tmpl], replicateTo: ['hv-b'] }]))
+    await c.writeConfig('hv-a', { ...vmsSection([{ name: 'web01', disks: [tmpl], replicateTo: ['hv-b'] }]), ...ci })
     await c.startAll()
     await waitInSync(c, 'hv-a', 'web01', 'hv-b', 120_000)
     const first = (await replicaOf(c, 'hv-b', 'web01'))?.bytesReceived ?? 0
@@ -37,7 +40,7 @@ describe('replication: content index (integration)', function () {
     await copyFile(tmpl, clone)
     for (const at of [3, 40, 77, 120]) await randomWrite(clone, at * MiB + 4096, MiB)
     await c.signal('hv-a', 'SIGTERM')
-    await c.writeConfig('hv-a', vmsSection([{ name: 'web01', disks: [tmpl], replicateTo: ['hv-b'] }, { name: 'web02', disks: [clone], replicateTo: ['hv-b'] }]))
+    await c.writeConfig('hv-a', { ...vmsSection([{ name: 'web01', disks: [tmpl], replicateTo: ['hv-b'] }, { name: 'web02', disks: [clone], replicateTo: ['hv-b'] }]), ...ci })
     await c.start('hv-a')
     await waitInSync(c, 'hv-a', 'web02', 'hv-b', 120_000)
     const wire = (await replicaOf(c, 'hv-b', 'web02'))?.bytesReceived ?? Infinity

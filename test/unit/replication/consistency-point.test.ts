@@ -40,6 +40,8 @@ describe('replication/TargetSender: a consistency point after a fuzzy generation
     const clock = new ManualClock(0, Date.now())
     const db = await openBinaryLevel(join(t.dir, 'db'))
     const s = new FakeStream()
+    // the default: no content index, so a 1.1.0 stream (no haveQuery)
+    s.protocol = '/vmesh/replication/1.1.0'
     const vm: VmConfig = { ...defaultVmConfig('vm1'), files: [file], replicateTo: ['b'], blockSizeBytes: BS, scanIntervalMs: 3_600_000 }
     const src = new VmSource({ clock, log: silentLogger(), db, dial: async () => s }, { vm, nodeName: 'a', watch: false })
     await src.start()

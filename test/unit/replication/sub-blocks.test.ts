@@ -72,3 +72,13 @@ describe('replication sub-block deltas', () => {
     assert.ok(before >= 15 * written, `without sub-blocks ${before}`)
   })
 })
+
+describe('replication/sender: sub-block refinement only where the path is slow', () => {
+  it('refines on an unmeasured path and below ~400 Mbit/s, not on a faster one', async () => {
+    const { refinePays } = await import('../../../daemon/replication/sender.ts')
+    assert.equal(refinePays(0), true, 'a new session has not measured its path yet: refine (safe on a WAN)')
+    assert.equal(refinePays(1.25e6), true, '10 Mbit/s')
+    assert.equal(refinePays(12.5e6), true, '100 Mbit/s')
+    assert.equal(refinePays(125e6), false, '1 Gbit/s: sending the block costs less than the round trip and the target\'s read and hash')
+  })
+})

@@ -16,7 +16,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { createMeshNode, type MeshNode } from '../../../daemon/mesh/node.ts'
 import { loadIdentity } from '../../../config/identity.ts'
-import { REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, SeedMode, NackCode, encodeReplicationItem, type ReplicationItem } from '../../../protocol/replication/index.ts'
+import { replicationProtocols, CONTROL_PROTOCOL_VERSION, SeedMode, NackCode, encodeReplicationItem, type ReplicationItem } from '../../../protocol/replication/index.ts'
 import { FileKind, encodeBlock } from '../../../protocol/delta/index.ts'
 import { Channel, type StreamLike } from '../../../daemon/replication/channel.ts'
 import { requireQemu } from '../../helpers/qemu.ts'
@@ -52,7 +52,7 @@ describe('replication: hostile peers and a full disk (integration)', function ()
 
   async function evilSession (): Promise<{ ch: Channel, stream: StreamLike, closed: Promise<void> }> {
     const b = c.node('hv-b')
-    const stream = await (evil as MeshNode).libp2p.dialProtocol(multiaddr(`/ip4/127.0.0.1/tcp/${b.port}/p2p/${b.peerId}`), REPLICATION_PROTOCOL) as unknown as StreamLike
+    const stream = await (evil as MeshNode).libp2p.dialProtocol(multiaddr(`/ip4/127.0.0.1/tcp/${b.port}/p2p/${b.peerId}`), [...replicationProtocols(false)]) as unknown as StreamLike
     const closed = new Promise<void>(resolve => { stream.addEventListener('close', () => { resolve() }) })
     const ch = new Channel(stream)
     await ch.sendItem({ type: 'hello', protocolVersion: CONTROL_PROTOCOL_VERSION, vm: 'evil01', sourceNode: 'hv-c', files: [{ fileId: 0, path: '/vms/evil01.img', kind: FileKind.Disk, size: MiB, blockSize: 65536 }], seedMode: SeedMode.Full })

@@ -19,7 +19,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { createMeshNode, type MeshNode } from '../../../daemon/mesh/node.ts'
 import { loadIdentity } from '../../../config/identity.ts'
-import { REPLICATION_PROTOCOL, CONTROL_PROTOCOL_VERSION, SeedMode, NackCode, errorFromRejection } from '../../../protocol/replication/index.ts'
+import { REPLICATION_PROTOCOL, replicationProtocols, CONTROL_PROTOCOL_VERSION, SeedMode, NackCode, errorFromRejection } from '../../../protocol/replication/index.ts'
 import { MEMBERSHIP_PROTOCOL } from '../../../protocol/membership/ids.ts'
 import { ELECTION_PROTOCOL } from '../../../protocol/election/ids.ts'
 import { FileKind } from '../../../protocol/delta/index.ts'
@@ -65,7 +65,7 @@ describe('integration: a peer speaking another protocol version', function () {
   it('a replication hello of another control version: a typed refusal on both sides, then the current version is served', async () => {
     const hello = (protocolVersion: number): Parameters<Channel['sendItem']>[0] => ({ type: 'hello', protocolVersion, vm: 'web01', sourceNode: 'c', files: [{ fileId: 0, path: '/vms/web01.img', kind: FileKind.Disk, size: 1024 * 1024, blockSize: 65536 }], seedMode: SeedMode.Full })
     for (const v of [0, CONTROL_PROTOCOL_VERSION + 1]) {
-      const stream = await (foreign as MeshNode).libp2p.dialProtocol(addrOfB(), REPLICATION_PROTOCOL) as unknown as StreamLike
+      const stream = await (foreign as MeshNode).libp2p.dialProtocol(addrOfB(), [...replicationProtocols(false)]) as unknown as StreamLike
       const ch = new Channel(stream)
       await ch.sendItem(hello(v))
       const answer = await ch.next()
@@ -83,7 +83,7 @@ describe('integration: a peer speaking another protocol version', function () {
     }, 10_000, 100)
     await healthy()
     // not cut off: the same peer with the current version gets the target's state
-    const stream = await (foreign as MeshNode).libp2p.dialProtocol(addrOfB(), REPLICATION_PROTOCOL) as unknown as StreamLike
+    const stream = await (foreign as MeshNode).libp2p.dialProtocol(addrOfB(), [...replicationProtocols(false)]) as unknown as StreamLike
     const ch = new Channel(stream)
     await ch.sendItem(hello(CONTROL_PROTOCOL_VERSION))
     const answer = await ch.next()

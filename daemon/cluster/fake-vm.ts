@@ -7,15 +7,21 @@
 import { writeFile, readFile, chmod, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 
-export const VM_SCRIPT = `#!/bin/sh
-action=$1; node=$2; vm=$3; epoch=$4
+/**
+ * The driver script: `start` runs `process` (a shell command line put in the background) once per
+ * (node, vm) and logs it, `stop` kills it, `status` asks whether it lives; `prelude` runs first.
+ * The soak's VMs use it with a writer process (test/helpers/soak/vm.ts).
+ */
+export function fakeVmScript (process: string, prelude = ''): string {
+  return `#!/bin/sh
+${prelude}action=$1; node=$2; vm=$3; epoch=$4
 dir=$(dirname "$0")
 pidf="$dir/$vm.$node.pid"
 now() { date +%s%3N; }
 case "$action" in
   start)
     if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then exit 0; fi
-    setsid sleep 100000 >/dev/null 2>&1 < /dev/null &
+    ${process} &
     echo $! > "$pidf"
     echo "$(now) start $node $vm $epoch" >> "$dir/events.log" ;;
   stop)
@@ -26,6 +32,9 @@ case "$action" in
   *) exit 2 ;;
 esac
 `
+}
+
+export const VM_SCRIPT = fakeVmScript('setsid sleep 100000 >/dev/null 2>&1 < /dev/null')
 
 export async function installFakeVm (dir: string): Promise<string> {
   const script = join(dir, 'vm.sh')

@@ -8,30 +8,14 @@
 import { writeFile, chmod, copyFile } from 'node:fs/promises'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { fakeVmScript } from '../../../daemon/cluster/fake-vm.ts'
 
 const WRITER = join(dirname(fileURLToPath(import.meta.url)), 'writer.mjs')
 
 export function soakVmScript (nodePath: string, writer: string): string {
-  return `#!/bin/sh
-unset LD_PRELOAD FAKETIME_TIMESTAMP_FILE FAKETIME_DONT_FAKE_MONOTONIC FAKETIME_CACHE_DURATION
-action=$1; node=$2; vm=$3; epoch=$4
-dir=$(dirname "$0")
-pidf="$dir/$vm.$node.pid"
-now() { date +%s%3N; }
-case "$action" in
-  start)
-    if [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null; then exit 0; fi
-    setsid '${nodePath}' '${writer}' "$vm" "$node" "$epoch" "$dir/states-$vm.log" "$5" >>"$dir/writer-$vm.log" 2>&1 < /dev/null &
-    echo $! > "$pidf"
-    echo "$(now) start $node $vm $epoch" >> "$dir/events.log" ;;
-  stop)
-    if [ -f "$pidf" ]; then kill -9 "$(cat "$pidf")" 2>/dev/null; rm -f "$pidf"; fi
-    echo "$(now) stop $node $vm" >> "$dir/events.log" ;;
-  status)
-    [ -f "$pidf" ] && kill -0 "$(cat "$pidf")" 2>/dev/null ;;
-  *) exit 2 ;;
-esac
-`
+  return fakeVmScript(
+    `setsid '${nodePath}' '${writer}' "$vm" "$node" "$epoch" "$dir/states-$vm.log" "$5" >>"$dir/writer-$vm.log" 2>&1 < /dev/null`,
+    'unset LD_PRELOAD FAKETIME_TIMESTAMP_FILE FAKETIME_DONT_FAKE_MONOTONIC FAKETIME_CACHE_DURATION\n')
 }
 
 /** Writes vm.sh (and a copy of the writer) into `dir`, with an empty events log. Returns the script. */

@@ -306,6 +306,7 @@ export class Channel {
       this.stream.addEventListener('drain', onDrain)
       this.stream.addEventListener('close', onClose)
       signal?.addEventListener('abort', onAbort, { once: true })
+      if (signal?.aborted === true) onAbort()
     })
   }
 

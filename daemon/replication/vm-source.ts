@@ -292,6 +292,9 @@ export class VmSource implements SenderSource {
 
   /** Resolves at the next scan result or generation change (or after `ms`). */
   async changed (ms: number, signal?: AbortSignal): Promise<void> {
+    // an abort that came first fires no event: without this, a stopping sender waited out `ms`
+    // (forever under a virtual clock, which is how it was found: consistency-point.test.ts)
+    if (signal?.aborted === true) return
     await new Promise<void>((resolve) => {
       const t = this.components.clock.setTimeout(finish, ms)
       const onAbort = (): void => { finish() }

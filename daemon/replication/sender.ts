@@ -26,7 +26,7 @@ import { open as openFile, stat as statFile } from 'node:fs/promises'
 import { hashBlocks } from '../../common/blake3.ts'
 import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
-import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
+import { nodeScanIO, sameStat, statFromRecord, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type BlocksFrame, type ChangedBlock } from '../../protocol/delta/index.ts'
 import {
   CONTROL_PROTOCOL_VERSION, helloCarriesRetention, streamCarriesHaveQuery, NackCode, SeedMode, errorFromRejection, nackCodeName,
@@ -73,6 +73,8 @@ const CHUNK_SECONDS = 3
 const REFINE_BELOW_BYTES_PER_SEC = 50 * 1000 * 1000
 /** At most one consistency point (see mayMarkConsistent) per this many ms. */
 const CONSISTENCY_RETRY_MS = 5_000
+/** Longest wait at the start of a generation for a scan that would otherwise make it fuzzy (ms). */
+const START_SCAN_WAIT_MS = 2_000
 const MIN_CHUNK_BYTES = 4 * 1024 * 1024
 const MAX_CHUNK_BYTES = 512 * 1024 * 1024
 /** Smallest blocks frame the pacer splits to: a frame is the unit its probes acknowledge. */
@@ -347,6 +349,29 @@ export class TargetSender implements Startable {
     return isConsistentCapture(captures, { seqBefore: gens, seqAfter: gens, busyBefore: false, busyAfter: vm.scanBusy > 0 || vm.scanSeq !== seq })
   }
 
+  /**
+   * A scan running as a generation starts may already have committed its manifest (the stat it
+   * vouches for) but not yet marked the dirty maps: a capture read then would vouch for changes
+   * it does not carry, so a busy scan makes the generation fuzzy. When that scan is the only
+   * thing in the way — every file's manifest stat is settled and still the file's — it is
+   * usually a stat check or the tail of a scan that just committed: wait for it (bounded), so a
+   * scan that merely overlaps the start does not cost the target a recovery point.
+   */
+  private async letScanFinish (signal: AbortSignal): Promise<void> {
+    const vm = this.vm
+    const until = this.clock.now() + START_SCAN_WAIT_MS
+    // bounded by the deadline: each pass waits for a scan event or 100 ms
+    while (vm.scanBusy > 0 && this.clock.now() < until && !signal.aborted) {
+      for (const f of vm.files) {
+        const meta = await vm.manifest.file(f.path).meta()
+        if (meta?.stat == null || meta.scanning) return
+        const now = await nodeScanIO.stat(f.path).catch(() => null)
+        if (now === null || !sameStat(statFromRecord(meta.stat), now)) return
+      }
+      await vm.changed(100, signal)
+    }
+  }
+
   private inSync (): boolean {
     return this.vm.ready && this.vm.generation <= this.vm.books.target(this.target).acked && this.vm.scanBusy === 0
   }
@@ -499,6 +524,7 @@ export class TargetSender implements Startable {
     const tPrep = this.clock.now()
     const vm = this.vm
     const t = this.target
+    await this.letScanFinish(signal)
     let number = this.nextNumber ?? vm.generation
     const base = this.applied
     const seeding = base === 0

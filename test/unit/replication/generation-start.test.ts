@@ -1,0 +1,130 @@
+/**
+ * A generation that starts while a scan is still running: that scan may have committed its
+ * manifest (the stat it vouches for) without having marked the dirty maps yet, so the capture
+ * cannot vouch for the generation while it runs. When the scan is all that stands in the way
+ * (every file's manifest stat settled and still the file's: a stat check, the tail of a scan
+ * that just committed), the sender waits for it, bounded; otherwise it sends at once, fuzzy.
+ * Before the wait, a scan merely overlapping the start cost the target a recovery point (found
+ * as a flaky consistency-point.test.ts under load).
+ *
+ * A real VmSource (LevelDB in a temp folder, virtual time, no watcher); a scan "running" is
+ * stood for by the VM's scanBusy count, which is what the sender reads.
+ */
+import assert from 'node:assert/strict'
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { ManualClock } from '../../../common/clock.ts'
+import { silentLogger } from '../../../daemon/log.ts'
+import { VmSource } from '../../../daemon/replication/vm-source.ts'
+import { defaultVmConfig, type VmConfig } from '../../../config/load.ts'
+import { openBinaryLevel } from '../../../storage/manifest/db.ts'
+import { encodeReplicationItem, type ReplicationItem } from '../../../protocol/replication/index.ts'
+import { tempDir } from '../../helpers/tmp.ts'
+import { FakeStream, flush, until } from './fake-stream.ts'
+
+const BS = 64 * 1024
+
+const sentOf = <T extends ReplicationItem['type']>(s: FakeStream, type: T): Array<Extract<ReplicationItem, { type: T }>> =>
+  s.items().filter((i): i is Extract<ReplicationItem, { type: T }> => i.type === type)
+
+describe('replication/TargetSender: a generation starting while a scan runs', function () {
+  this.timeout(30_000)
+
+  async function setup (): Promise<{ src: VmSource, s: FakeStream, clock: ManualClock, file: string, close: () => Promise<void> }> {
+    const t = await tempDir('vmesh-generation-start-')
+    const file = join(t.dir, 'vm1.img')
+    await writeFile(file, Buffer.alloc(4 * BS, 0x5a))
+    // the virtual wall clock a minute ahead of the file's mtime: every scan's stat is settled
+    const clock = new ManualClock(0, Date.now() + 60_000)
+    const db = await openBinaryLevel(join(t.dir, 'db'))
+    const s = new FakeStream()
+    s.protocol = '/vmesh/replication/1.1.0'
+    const vm: VmConfig = { ...defaultVmConfig('vm1'), files: [file], replicateTo: ['b'], blockSizeBytes: BS, scanIntervalMs: 3_600_000 }
+    const src = new VmSource({ clock, log: silentLogger(), db, dial: async () => s }, { vm, nodeName: 'a', watch: false })
+    await src.start()
+    clock.advance(0) // the tracker's first scan: due now
+    return { src, s, clock, file, close: async () => { await src.stop(); await db.close(); await t.cleanup() } }
+  }
+
+  /** Seeds (consistent), then records a change of block 1 as generation 2 while the seed is still unacknowledged. */
+  async function changeWhileSeedInFlight (src: VmSource, s: FakeStream, file: string): Promise<void> {
+    await src.scanAll()
+    await until('hello', () => sentOf(s, 'hello').length > 0)
+    s.deliver(encodeReplicationItem({ type: 'targetState', vm: 'vm1', appliedGeneration: 0, appliedConsistentGeneration: 0, seeding: null, diskFree: 1e12 }))
+    await until('the seed', () => sentOf(s, 'end').length > 0)
+    assert.equal(sentOf(s, 'begin')[0]?.consistent, true)
+    const buf = Buffer.alloc(4 * BS, 0x5a); buf.fill(0x01, BS, 2 * BS)
+    await writeFile(file, buf)
+  }
+
+  /** Acknowledges `generation` and waits until the sender has recorded it (it then starts the next at once). */
+  async function ack (src: VmSource, s: FakeStream, generation: number): Promise<void> {
+    s.deliver(encodeReplicationItem({ type: 'ack', generation, durable: true, appliedAtMs: Date.now() }))
+    await until(`ack ${generation} recorded`, () => src.books.target('b').acked >= generation)
+    await flush(100)
+  }
+
+  /** An incremental generation first asks for the target's 4 KiB hashes of the changed block: answered (none match). */
+  async function secondBegin (s: FakeStream): Promise<Extract<ReplicationItem, { type: 'begin' }>> {
+    await until('the sub-block hash request', () => sentOf(s, 'hashRequest').length > 0)
+    const req = sentOf(s, 'hashRequest')[0]
+    assert.ok(req !== undefined)
+    s.deliver(encodeReplicationItem({ type: 'hashResponse', requestId: req.requestId, fileId: req.fileId, offset: req.offset, blockSize: req.blockSize, hashes: Array.from({ length: req.length / req.blockSize }, () => new Uint8Array(16).fill(9)), last: true }))
+    await until('generation 2', () => sentOf(s, 'begin').length > 1)
+    const b = sentOf(s, 'begin')[1]
+    assert.ok(b !== undefined)
+    return b
+  }
+
+  it('a scan that is only checking settled files: waited for, and the generation is a recovery point', async () => {
+    const { src, s, clock, file, close } = await setup()
+    try {
+      await changeWhileSeedInFlight(src, s, file)
+      clock.advance(1_000)
+      await src.scanAll()
+      assert.equal(src.generation, 2)
+      src.scanBusy++ // a stat check of the settled files begins
+      await ack(src, s, 1)
+      assert.equal(sentOf(s, 'hashRequest').length + sentOf(s, 'begin').length, 1, 'the generation waits for the scan')
+      src.scanBusy--
+      src.notify()
+      assert.equal((await secondBegin(s)).consistent, true)
+    } finally { await close() }
+  })
+
+  it('a file that changed since its last scan: no wait, the generation goes at once and is fuzzy', async () => {
+    const { src, s, clock, file, close } = await setup()
+    try {
+      await changeWhileSeedInFlight(src, s, file)
+      clock.advance(1_000)
+      await src.scanAll()
+      // written again after the scan: the manifest's stat is not the file's, the scan that
+      // runs now will find a change — nothing a wait could make consistent
+      const buf = Buffer.alloc(4 * BS, 0x5a); buf.fill(0x02, 2 * BS, 3 * BS)
+      await writeFile(file, buf)
+      src.scanBusy++
+      await ack(src, s, 1)
+      assert.equal((await secondBegin(s)).consistent, false)
+      src.scanBusy--
+    } finally { await close() }
+  })
+
+  it('the wait is bounded: a scan that does not end within 2 s leaves the generation fuzzy', async () => {
+    const { src, s, clock, file, close } = await setup()
+    try {
+      await changeWhileSeedInFlight(src, s, file)
+      clock.advance(1_000)
+      await src.scanAll()
+      src.scanBusy++
+      await ack(src, s, 1)
+      assert.equal(sentOf(s, 'hashRequest').length, 0, 'waiting for the scan')
+      const acked = clock.now()
+      // bounded: 200 steps of 100 ms of virtual time (the wait ends after 20)
+      for (let i = 0; i < 200 && sentOf(s, 'hashRequest').length === 0; i++) { clock.advance(100); await flush(20) }
+      const waited = clock.now() - acked
+      assert.ok(waited >= 2_000 && waited < 20_000, `went after ${waited} ms of virtual time`)
+      assert.equal((await secondBegin(s)).consistent, false)
+      src.scanBusy--
+    } finally { await close() }
+  })
+})

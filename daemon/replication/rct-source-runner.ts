@@ -102,6 +102,9 @@ export class RctSourceRunner {
 
   lastAnswer (file: string): AnswerKind | undefined { return this.scan.lastAnswer(resolve(file)) }
 
+  /** Why the last answer for `file` was a gap scan (logs). */
+  gapReason (file: string): string | undefined { return this.scan.gapReason(resolve(file)) }
+
   status (): ToldRunnerStatus & { failedRounds: number } {
     return { live: this.live, scanAnswers: this.scanAnswers, toldAnswers: this.toldAnswers, failedRounds: this.failedRounds }
   }

@@ -130,6 +130,9 @@ export class ToldSourceRunner {
   /** How the last answer for `file` was made (undefined before the first). */
   lastAnswer (file: string): AnswerKind | undefined { return this.scan.lastAnswer(resolve(file)) }
 
+  /** Why the last answer for `file` was a gap scan (logs). */
+  gapReason (file: string): string | undefined { return this.scan.gapReason(resolve(file)) }
+
   status (): ToldRunnerStatus { return { live: this.live, scanAnswers: this.scanAnswers, toldAnswers: this.toldAnswers } }
 
   /** Removes our bitmaps (QEMU drops them anyway when it exits). */

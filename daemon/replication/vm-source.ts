@@ -260,7 +260,7 @@ export class VmSource implements SenderSource {
     const began = this.captureStarting.get(e.file)
     if (began !== undefined) this.captureStart.set(e.file, began)
     const started = this.scanStarted.get(e.file)
-    this.components.log.debug({ vm: this.name, file: e.file, source: this.told?.lastAnswer(e.file) ?? 'hash-scan', changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
+    this.components.log.debug({ vm: this.name, file: e.file, source: this.told?.lastAnswer(e.file) ?? 'hash-scan', ...(this.told?.gapReason(e.file) !== undefined ? { why: this.told.gapReason(e.file) } : {}), changedRanges: e.set.ranges.length, scannedBytes: e.set.scannedBytes, consistent: e.set.consistent, full: e.set.full, scanMs: started !== undefined ? Math.round(this.components.clock.now() - started) : null }, 'scan')
     const prevSize = this.sizes.get(e.file)
     this.sizes.set(e.file, e.set.fileSize)
     this.scanned.add(e.file)

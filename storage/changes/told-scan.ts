@@ -65,6 +65,14 @@ export class ToldScanSource implements ChangeSource {
   /** How the last answer for `file` was made. */
   lastAnswer (file: string): AnswerKind | undefined { return this.last.get(file) }
 
+  /** Why the last answer for `file` was a gap scan (the told chain's full reason, with its detail). */
+  gapReason (file: string): string | undefined {
+    if (this.last.get(file) !== 'gap-scan') return undefined
+    const reason = this.components.told.lastFullReason(file) ?? undefined
+    const detail = reason === 'unmappable' ? this.components.told.unmappableDetail(file) : null
+    return detail !== null && reason !== undefined ? `${reason}: ${detail}` : reason
+  }
+
   async changes (file: string, since: ChangeToken | null, opts: ChangeOptions = {}): Promise<ChangeSet> {
     const { told, hashScan, producer } = this.components
     const tok = parseToldScanToken(since)

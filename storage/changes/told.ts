@@ -48,6 +48,16 @@ import { BlockRuns, DEFAULT_BLOCK_SIZE, alignRanges, mergeRanges, totalBytes, va
 import type { Range } from './range.ts'
 import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken } from './source.ts'
 import { fullAnswer } from './full-answer.ts'
+import { systemClock, type Clock } from '../../common/clock.ts'
+import { errorMessage } from '../../common/errors.ts'
+
+/**
+ * Waits between reads of metadata caught mid-update (ms). QEMU sets the VHDX log GUID, writes
+ * the log, flushes, writes the BAT and clears the GUID for every block it allocates; a read in
+ * that window (a few ms, more under load) finds a pending log. Waiting it out costs at most
+ * their sum; giving up costs a read of the whole disk.
+ */
+const UNSETTLED_RETRY_MS = [25, 50, 100, 200, 400]
 
 /** Which offsets a tell's ranges are in. */
 export type RangeSpace = 'file' | 'virtual'
@@ -104,6 +114,8 @@ interface FileLog {
   acc: Batch
   base: Baseline | null
   lastFull: FullReason | null
+  /** Why the metadata could not be mapped at the last full answer or since (logs). */
+  unmappable: string | null
 }
 
 const TOKEN = /^told1:([0-9a-f]+):(\d+)$/
@@ -115,7 +127,7 @@ export class ToldRangesSource implements ChangeSource {
   private readonly io: ScanIO
   private readonly maxRuns: number
 
-  constructor (private readonly components: { io?: ScanIO, fallback?: ChangeSource } = {}, init: ToldRangesInit = {}) {
+  constructor (private readonly components: { io?: ScanIO, fallback?: ChangeSource, /** @default systemClock */ clock?: Pick<Clock, 'sleep'> } = {}, init: ToldRangesInit = {}) {
     this.blockSize = validateBlockSize(init.blockSizeBytes ?? DEFAULT_BLOCK_SIZE)
     this.io = components.io ?? nodeScanIO
     this.maxRuns = init.maxRuns ?? 65536
@@ -142,6 +154,9 @@ export class ToldRangesSource implements ChangeSource {
 
   /** Why the last answer for `file` was full; null when it was incremental. */
   lastFullReason (file: string): FullReason | null { return this.logs.get(file)?.lastFull ?? null }
+
+  /** The format error that left `file` without a mappable baseline, if one did (logs). */
+  unmappableDetail (file: string): string | null { return this.logs.get(file)?.unmappable ?? null }
 
   async changes (file: string, since: ChangeToken | null, opts: ToldChangeOptions = {}): Promise<ChangeSet> {
     const log = this.log(file)
@@ -182,14 +197,10 @@ export class ToldRangesSource implements ChangeSource {
       // nothing told between the points nothing else moved either.)
       const moved = view !== undefined ? st.size !== baseline.stat.size : !sameStat(st, baseline.stat)
       if (answer.virtual.runCount > 0 || moved) {
-        let snap: Baseline
-        try {
-          snap = await this.snapshot(file, st, opts.signal, view)
-        } catch (err) {
-          if (isFormatError(err)) return await this.full(file, log, 'unmappable', opts)
-          throw err
-        }
-        if (!mappable(snap)) return await this.full(file, log, 'unmappable', opts)
+        const got = await this.settledSnapshot(file, st, opts.signal, view)
+        // (waited out already: the full answer's baseline is read once)
+        if ('why' in got) { log.unmappable = got.why; return await this.full(file, log, 'unmappable', opts, false) }
+        const snap = got.snap
         if (!sameGeometry(baseline.layout, snap.layout)) return await this.full(file, log, 'layout-changed', opts)
         scanned += (snap.bat?.length ?? 0) + fingerprintBytes(snap.layout, this.blockSize)
         parts.push(...mapVirtualRanges(snap.layout, snap.bat, answer.virtual.toRanges(this.blockSize, snap.layout.virtualSize)))
@@ -220,7 +231,7 @@ export class ToldRangesSource implements ChangeSource {
   }
 
   /** Everything non-zero (fallback) or the whole file, with a fresh baseline taken first. */
-  private async full (file: string, log: FileLog, reason: FullReason, opts: ToldChangeOptions): Promise<ChangeSet> {
+  private async full (file: string, log: FileLog, reason: FullReason, opts: ToldChangeOptions, waitForMetadata = true): Promise<ChangeSet> {
     log.prev = null
     log.prevBase = null
     log.acc = emptyBatch(this.maxRuns)
@@ -230,12 +241,8 @@ export class ToldRangesSource implements ChangeSource {
     const token = `told1:${this.epoch}:${log.seq}`
     log.base = null
     if (log.virtual) {
-      try {
-        const snap = await this.snapshot(file, opts.view !== undefined ? viewStat(opts.view) : await this.io.stat(file), opts.signal, opts.view)
-        if (mappable(snap)) log.base = snap
-      } catch (err) {
-        if (!isFormatError(err)) throw err
-      }
+      const got = await this.settledSnapshot(file, opts.view !== undefined ? viewStat(opts.view) : await this.io.stat(file), opts.signal, opts.view, waitForMetadata)
+      if ('snap' in got) { log.base = got.snap; log.unmappable = null } else log.unmappable = got.why
     }
     if (opts.view !== undefined) {
       // the whole file as it was at the point (one instant: consistent)
@@ -243,6 +250,31 @@ export class ToldRangesSource implements ChangeSource {
       return { ranges: size > 0 ? alignRanges([{ offset: 0, length: size }], this.blockSize, size) : [], token, consistent: true, full: true, fileSize: size, blockSize: this.blockSize, scannedBytes: 0 }
     }
     return await fullAnswer({ io: this.io, fallback: this.components.fallback }, file, token, { blockSize: this.blockSize, maxRuns: this.maxRuns }, opts)
+  }
+
+  /**
+   * A mappable snapshot (no metadata update in flight), read again after a short wait while the
+   * format driver is caught mid-update (a pending log, a BAT entry past the end of the file, a
+   * torn header): without the wait, such a moment costs a full read of the disk now and then.
+   * A view is one instant: read once.
+   */
+  private async settledSnapshot (file: string, st: FileStat, signal: AbortSignal | undefined, view: ByteReader | undefined, wait = true): Promise<{ snap: Baseline } | { why: string }> {
+    const clock = this.components.clock ?? systemClock
+    for (let attempt = 0; ; attempt++) {
+      let why: string
+      try {
+        const snap = await this.snapshot(file, st, signal, view)
+        if (mappable(snap)) return { snap }
+        why = snap.layout.logPending ? 'a metadata log is pending (an update in progress)' : 'a payload block or the BAT lies outside the file'
+      } catch (err) {
+        if (!isFormatError(err)) throw err
+        why = errorMessage(err)
+      }
+      const ms = UNSETTLED_RETRY_MS[attempt]
+      if (!wait || view !== undefined || ms === undefined) return { why }
+      await clock.sleep(ms, signal)
+      st = await this.io.stat(file)
+    }
   }
 
   /** Layout, BAT copy and metadata fingerprints of `file` now. */
@@ -284,7 +316,7 @@ export class ToldRangesSource implements ChangeSource {
   private log (file: string): FileLog {
     let log = this.logs.get(file)
     if (log === undefined) {
-      log = { seq: 0, chain: null, broken: false, virtual: false, prev: null, prevBase: null, acc: emptyBatch(this.maxRuns), base: null, lastFull: null }
+      log = { seq: 0, chain: null, broken: false, virtual: false, prev: null, prevBase: null, acc: emptyBatch(this.maxRuns), base: null, lastFull: null, unmappable: null }
       this.logs.set(file, log)
     }
     return log

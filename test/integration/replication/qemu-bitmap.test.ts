@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { systemClock } from '../../../common/clock.ts'
 import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { qmpCommand } from '../../../daemon/hypervisor/qmp.ts'
+import { destroyKeepingFailures } from '../../helpers/keep.ts'
 import { vmsSection, waitInSync, replicaPath, sameBytes, vmOf, logOf } from './helpers.ts'
 
 const has = (cmd: string, arg = '--version'): boolean => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0
@@ -60,7 +61,7 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
 
   after(async function () {
     if (qemu !== undefined && qemu.exitCode === null) { qemu.kill('SIGKILL'); await new Promise(resolve => qemu?.once('exit', resolve)) }
-    await c?.destroy()
+    await destroyKeepingFailures(this, c)
   })
 
   it('the guest\'s writes replicate from bitmaps (one hash scan at the start); paused, the replica equals its disk', async () => {
@@ -83,15 +84,15 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
     const cap = vmOf(await cl.status('hv-a'), 'web01')?.capture
     assert.equal(cap?.source, 'qemu-bitmap')
     assert.equal(cap?.live, true)
-    assert.equal(cap?.scanAnswers, 1, 'one hash scan (the start of the chain), no other')
-    assert.ok((cap?.toldAnswers ?? 0) > 10, `told answers: ${String(cap?.toldAnswers)}`)
-
     const scans = (await readFile(logOf(cl, 'hv-a'), 'utf8')).split('\n')
       .filter(l => l.includes('"msg":"scan"'))
-      .map(l => JSON.parse(l) as { file: string, source: string, scannedBytes: number, full: boolean, consistent: boolean })
+      .map(l => JSON.parse(l) as { file: string, source: string, why?: string, scannedBytes: number, full: boolean, consistent: boolean })
       .filter(s => s.file === image)
     const bySource = new Map<string, number>()
     for (const s of scans) bySource.set(s.source, (bySource.get(s.source) ?? 0) + 1)
+    const scanned = scans.filter(s => s.source !== 'told').map(s => `${s.source} (${s.why ?? '-'}, ${s.scannedBytes} bytes)`)
+    assert.equal(cap?.scanAnswers, 1, `one hash scan (the start of the chain), no other: ${scanned.join('; ')}`)
+    assert.ok((cap?.toldAnswers ?? 0) > 10, `told answers: ${String(cap?.toldAnswers)}`)
     assert.equal(scans[0]?.source, 'gap-scan', 'the first answer is the hash scan')
     assert.equal(scans.filter(s => s.source !== 'told').length, 1, `answers by source: ${JSON.stringify([...bySource])}`)
     assert.ok(scans.every(s => s.source !== 'told' || !s.consistent), 'bitmap generations are fuzzy (no fleecing)')

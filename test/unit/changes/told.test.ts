@@ -5,6 +5,9 @@ import { ToldRangesSource } from '../../../storage/changes/told.ts'
 import { nodeScanIO } from '../../../storage/changes/file-io.ts'
 import type { ChangeSource } from '../../../storage/changes/source.ts'
 import { tempDir, writeAt, KiB } from './helpers.ts'
+import { buildVhdx } from '../formats/images.ts'
+
+const MiB = 1024 * KiB
 import type { TempDir } from './helpers.ts'
 
 const BS = 64 * KiB
@@ -117,7 +120,8 @@ describe('changes/told (a source told ranges between reference points)', () => {
   })
 
   it('virtual ranges into an image it cannot map (damaged VHD) get a full answer', async () => {
-    const src = new ToldRangesSource({}, { blockSizeBytes: BS })
+    let waits = 0
+    const src = new ToldRangesSource({ clock: { sleep: async () => { waits++ } } }, { blockSizeBytes: BS })
     src.tell(file, { since: null, until: 'p0', ranges: [], space: 'virtual' })
     const a = await src.changes(file, null)
     // a VHD footer cookie at the end with a wrong checksum: detected as VHD, fails to parse
@@ -128,5 +132,54 @@ describe('changes/told (a source told ranges between reference points)', () => {
     const b = await src.changes(file, a.token)
     assert.equal(b.full, true)
     assert.equal(src.lastFullReason(file), 'unmappable')
+    assert.equal(waits, 5, 'read again after each of the waits for a metadata update to finish')
+    assert.match(src.unmappableDetail(file) ?? '', /checksum/i)
+  })
+
+  describe('a VHDX caught in the middle of a metadata update (QEMU sets the log GUID for each BAT update)', () => {
+    const vhdx = (logPending: boolean): Uint8Array => buildVhdx({ virtualSize: 8 * MiB, blockSize: MiB, blocks: { 0: 6 }, logPending }).bytes
+
+    it('is read again once the update is over: the answer stays incremental, not a read of the whole disk', async () => {
+      await writeFile(file, vhdx(false))
+      let waits = 0
+      const src = new ToldRangesSource({ clock: { sleep: async () => { if (++waits === 2) await writeFile(file, vhdx(false)) } } }, { blockSizeBytes: BS })
+      src.tell(file, { since: null, until: 'p0', ranges: [], space: 'virtual' })
+      const a = await src.changes(file, null)
+      assert.equal(a.full, true)
+      await writeFile(file, vhdx(true))
+      src.tell(file, { since: 'p0', until: 'p1', ranges: [{ offset: 4 * KiB, length: 512 }], space: 'virtual' })
+      const b = await src.changes(file, a.token)
+      assert.equal(waits, 2)
+      assert.equal(b.full, false, `not full (${String(src.lastFullReason(file))})`)
+      assert.ok(b.ranges.length > 0)
+    })
+
+    it('the first full answer waits too: its baseline is taken, so the next answer is incremental', async () => {
+      await writeFile(file, vhdx(true))
+      let waits = 0
+      const src = new ToldRangesSource({ clock: { sleep: async () => { if (++waits === 1) await writeFile(file, vhdx(false)) } } }, { blockSizeBytes: BS })
+      src.tell(file, { since: null, until: 'p0', ranges: [], space: 'virtual' })
+      const a = await src.changes(file, null)
+      assert.equal(a.full, true)
+      assert.equal(waits, 1)
+      src.tell(file, { since: 'p0', until: 'p1', ranges: [{ offset: 4 * KiB, length: 512 }], space: 'virtual' })
+      const b = await src.changes(file, a.token)
+      assert.equal(b.full, false, `not full (${String(src.lastFullReason(file))})`)
+    })
+
+    it('a log that stays pending: a full answer, and the reason says so', async () => {
+      await writeFile(file, vhdx(false))
+      let waits = 0
+      const src = new ToldRangesSource({ clock: { sleep: async () => { waits++ } } }, { blockSizeBytes: BS })
+      src.tell(file, { since: null, until: 'p0', ranges: [], space: 'virtual' })
+      const a = await src.changes(file, null)
+      await writeFile(file, vhdx(true))
+      src.tell(file, { since: 'p0', until: 'p1', ranges: [{ offset: 4 * KiB, length: 512 }], space: 'virtual' })
+      const b = await src.changes(file, a.token)
+      assert.equal(b.full, true)
+      assert.equal(src.lastFullReason(file), 'unmappable')
+      assert.match(src.unmappableDetail(file) ?? '', /log is pending/)
+      assert.ok(waits >= 5)
+    })
   })
 })

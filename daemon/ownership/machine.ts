@@ -641,6 +641,8 @@ export class OwnershipMachine {
     if (!this.voters.has(to)) return refuse('unknown-node')
     if (!this.isHost(to)) return refuse('witness')
     if (v.handoff !== null) return refuse('busy')
+    // the reconcile would abandon the handoff at once (the VM stopped for nothing): say so now
+    if (this.memberState(to) === 'dead') return refuse('target-dead')
     if (v.run === 'queued') v.run = 'off'
     if (v.run === 'off') {
       v.handoff = { to, phase: 'shipping' }

@@ -236,7 +236,10 @@ export class OwnershipService {
     if (refusal !== undefined) {
       this.loop?.dropRequestedPoint(vm)
       const owner = this.machine?.status().find(s => s.vm === vm)?.owner
-      throw new FailoverRefusedError(vm, refusal, refusal === 'not-owner' && owner !== undefined ? `a planned failover runs on the owner, ${owner}` : '')
+      const hint = refusal === 'not-owner' && owner !== undefined
+        ? `a planned failover runs on the owner, ${owner}`
+        : refusal === 'target-dead' ? 'this node does not see the target alive; check `vmesh status` on both' : ''
+      throw new FailoverRefusedError(vm, refusal, hint)
     }
   }
 

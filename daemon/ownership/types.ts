@@ -117,7 +117,8 @@ export type OwnershipEvent =
   /** A queued start waited `startAfterTimeoutMs` for VMs that still do not run: it starts anyway. */
   | { type: 'startAfterTimeout', vm: string, waitingFor: string[] }
 
-export type FailoverRefusal = 'unknown-vm' | 'unknown-node' | 'witness' | 'no-replica' | 'already-owner' | 'not-owner' | 'busy'
+/** Why a failover request was refused ('target-dead': a planned failover to a host the owner does not see alive). */
+export type FailoverRefusal = 'unknown-vm' | 'unknown-node' | 'witness' | 'no-replica' | 'already-owner' | 'not-owner' | 'busy' | 'target-dead'
 
 /** One durable record; the latest record per `key` wins. The driver writes it before sending. */
 export type PersistRecord = VmRecord | SeqRecord

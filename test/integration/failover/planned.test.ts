@@ -9,6 +9,7 @@ import { join } from 'node:path'
 import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { installFakeVm, fakeVmHypervisor, crashVm, instances, overlaps, killAllVms } from '../../helpers/fake-vm.ts'
 import type { ApiRequestError } from '../../../daemon/api/errors.ts'
+import { allAlive } from '../../helpers/failover.ts'
 
 describe('integration: operator failover', function () {
   this.timeout(180_000)
@@ -41,6 +42,9 @@ describe('integration: operator failover', function () {
     await c.writeConfig('w')
     await c.startAll()
     await c.waitFor('vm1 running on a', () => runningOn(c, 'a'), 30_000)
+    // the 4 MiB seed can be applied on b before a's detector has seen b alive (replication
+    // dials on its own), and a refuses a planned failover to a host it does not see alive
+    await c.waitFor('every node sees every other alive', async () => await allAlive(c).catch(() => false), 30_000)
     return { c, disk }
   }
 

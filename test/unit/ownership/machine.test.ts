@@ -593,6 +593,18 @@ describe('OwnershipMachine: getting unstuck', () => {
     assert.equal(c.events('a', 'start').length, 2)
   })
 
+  it('a planned failover to a host the owner sees dead is refused at once; the VM keeps running', () => {
+    const c = running(A_B_W)
+    c.advance(3000)
+    c.kill('b')
+    c.setViewOfAll('b', 'dead')
+    c.input('a', { type: 'plannedFailover', vm: 'web', to: 'b' })
+    assert.deepEqual(c.events('a', 'failoverRefused').map(e => e.ev), [{ type: 'failoverRefused', vm: 'web', reason: 'target-dead' }])
+    assert.deepEqual(c.events('a', 'stop'), [])
+    c.advance(3000)
+    assert.deepEqual(c.runners('web'), ['a'])
+  })
+
   // Election sim seed 7557: the released owner missed the target's win, the target ran the VM at
   // epoch 1 (its replication reached the old owner) and died. The old owner's reclaim was refused
   // as stale for ever and it ignored the operator, so the VM stayed off.

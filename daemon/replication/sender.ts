@@ -368,6 +368,9 @@ export class TargetSender implements Startable {
         const now = await nodeScanIO.stat(f.path).catch(() => null)
         if (now === null || !sameStat(statFromRecord(meta.stat), now)) return
       }
+      // checked again right before waiting: the scan may have ended during the reads above,
+      // and its notification would then be lost (the wait registers synchronously from here)
+      if (vm.scanBusy === 0) return
       await vm.changed(100, signal)
     }
   }

@@ -12,45 +12,24 @@
  */
 import assert from 'node:assert/strict'
 import { utimes, writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { ManualClock } from '../../../common/clock.ts'
-import { silentLogger } from '../../../daemon/log.ts'
 import { VmSource } from '../../../daemon/replication/vm-source.ts'
-import { defaultVmConfig, type VmConfig } from '../../../config/load.ts'
-import { openBinaryLevel } from '../../../storage/manifest/db.ts'
-import { encodeReplicationItem, type ReplicationItem } from '../../../protocol/replication/index.ts'
-import { tempDir } from '../../helpers/tmp.ts'
-import { FakeStream, flush, until } from './fake-stream.ts'
+import { encodeReplicationItem } from '../../../protocol/replication/index.ts'
+import { flush, until, type FakeStream } from './fake-stream.ts'
+import { BED_BLOCK, nthBegin, sentOf, sourceBed, type SourceBed } from './source-bed.ts'
 
-const BS = 64 * 1024
-
-const sentOf = <T extends ReplicationItem['type']>(s: FakeStream, type: T): Array<Extract<ReplicationItem, { type: T }>> =>
-  s.items().filter((i): i is Extract<ReplicationItem, { type: T }> => i.type === type)
+const BS = BED_BLOCK
 
 describe('replication/TargetSender: a consistency point after a fuzzy generation of unchanged files', function () {
   this.timeout(30_000)
 
-  async function setup (): Promise<{ src: VmSource, s: FakeStream, clock: ManualClock, file: string, close: () => Promise<void> }> {
-    const t = await tempDir('vmesh-consistency-point-')
-    const file = join(t.dir, 'vm1.img')
-    await writeFile(file, Buffer.alloc(4 * BS, 0x5a))
-    // an mtime 30 s ahead: racy for longer than a scan waits, so the seed is fuzzy
-    const future = Date.now() / 1000 + 30
-    await utimes(file, future, future)
-    const clock = new ManualClock(0, Date.now())
-    const db = await openBinaryLevel(join(t.dir, 'db'))
-    const s = new FakeStream()
-    // the default: no content index, so a 1.1.0 stream (no haveQuery)
-    s.protocol = '/vmesh/replication/1.1.0'
-    const vm: VmConfig = { ...defaultVmConfig('vm1'), files: [file], replicateTo: ['b'], blockSizeBytes: BS, scanIntervalMs: 3_600_000 }
-    const src = new VmSource({ clock, log: silentLogger(), db, dial: async () => s }, { vm, nodeName: 'a', watch: false })
-    await src.start()
-    // the tracker's first scan is a timer due now: fire it here, or the test's first advance
-    // would start it in the middle of a step (with a racy file it then sleeps on the virtual
-    // clock and ends at an unplanned moment: the cause of this test's failures under load)
-    clock.advance(0)
-    return { src, s, clock, file, close: async () => { await src.stop(); await db.close(); await t.cleanup() } }
-  }
+  // an mtime 30 s ahead: racy for longer than a scan waits, so the seed is fuzzy. (The tracker's
+  // first scan used to start at the test's first advance, in the middle of a step: with a racy
+  // file it slept on the virtual clock and ended at an unplanned moment - this test's failures
+  // under load. The bed fires it before handing over.)
+  const setup = async (): Promise<SourceBed> => await sourceBed('vmesh-consistency-point-', {
+    wallStartMs: Date.now(),
+    prepare: async (file) => { const future = Date.now() / 1000 + 30; await utimes(file, future, future) }
+  })
 
   async function seedFuzzy (src: VmSource, s: FakeStream): Promise<void> {
     await until('hello', () => sentOf(s, 'hello').length > 0)
@@ -99,15 +78,11 @@ describe('replication/TargetSender: a consistency point after a fuzzy generation
       const buf = Buffer.alloc(4 * BS, 0x5a); buf.fill(0x01, BS, 2 * BS)
       await writeFile(file, buf)
       await src.scanAll()
-      // an incremental generation first asks the target for the changed block's 4 KiB hashes
-      await until('the sub-block hash request', () => sentOf(s, 'hashRequest').length > 0)
-      const req = sentOf(s, 'hashRequest')[0]
-      assert.ok(req !== undefined)
-      assert.deepEqual([req.offset, req.length], [BS, BS])
-      s.deliver(encodeReplicationItem({ type: 'hashResponse', requestId: req.requestId, fileId: req.fileId, offset: req.offset, blockSize: req.blockSize, hashes: Array.from({ length: req.length / req.blockSize }, () => new Uint8Array(16).fill(9)), last: true }))
-      await until('a second generation', () => sentOf(s, 'begin').length > 1)
+      // an incremental generation may first ask the target for the changed block's 4 KiB hashes
+      const { begin, hashRequest } = await nthBegin(s, 2)
+      if (hashRequest !== undefined) assert.deepEqual([hashRequest.offset, hashRequest.length], [BS, BS])
+      assert.equal(begin.consistent, true)
       await until('its end', () => sentOf(s, 'end').length > 1)
-      assert.equal(sentOf(s, 'begin')[1]?.consistent, true)
       const seedBlocks = 4
       const entries = sentOf(s, 'blocks').flatMap(f => f.entries).slice(seedBlocks)
       let covered = 0

@@ -12,39 +12,18 @@
  */
 import assert from 'node:assert/strict'
 import { writeFile } from 'node:fs/promises'
-import { join } from 'node:path'
-import { ManualClock } from '../../../common/clock.ts'
-import { silentLogger } from '../../../daemon/log.ts'
 import { VmSource } from '../../../daemon/replication/vm-source.ts'
-import { defaultVmConfig, type VmConfig } from '../../../config/load.ts'
-import { openBinaryLevel } from '../../../storage/manifest/db.ts'
 import { encodeReplicationItem, type ReplicationItem } from '../../../protocol/replication/index.ts'
-import { tempDir } from '../../helpers/tmp.ts'
-import { FakeStream, flush, until } from './fake-stream.ts'
+import { flush, until, type FakeStream } from './fake-stream.ts'
+import { BED_BLOCK, nthBegin, sentOf, sourceBed, type SourceBed } from './source-bed.ts'
 
-const BS = 64 * 1024
-
-const sentOf = <T extends ReplicationItem['type']>(s: FakeStream, type: T): Array<Extract<ReplicationItem, { type: T }>> =>
-  s.items().filter((i): i is Extract<ReplicationItem, { type: T }> => i.type === type)
+const BS = BED_BLOCK
 
 describe('replication/TargetSender: a generation starting while a scan runs', function () {
   this.timeout(30_000)
 
-  async function setup (): Promise<{ src: VmSource, s: FakeStream, clock: ManualClock, file: string, close: () => Promise<void> }> {
-    const t = await tempDir('vmesh-generation-start-')
-    const file = join(t.dir, 'vm1.img')
-    await writeFile(file, Buffer.alloc(4 * BS, 0x5a))
-    // the virtual wall clock a minute ahead of the file's mtime: every scan's stat is settled
-    const clock = new ManualClock(0, Date.now() + 60_000)
-    const db = await openBinaryLevel(join(t.dir, 'db'))
-    const s = new FakeStream()
-    s.protocol = '/vmesh/replication/1.1.0'
-    const vm: VmConfig = { ...defaultVmConfig('vm1'), files: [file], replicateTo: ['b'], blockSizeBytes: BS, scanIntervalMs: 3_600_000 }
-    const src = new VmSource({ clock, log: silentLogger(), db, dial: async () => s }, { vm, nodeName: 'a', watch: false })
-    await src.start()
-    clock.advance(0) // the tracker's first scan: due now
-    return { src, s, clock, file, close: async () => { await src.stop(); await db.close(); await t.cleanup() } }
-  }
+  // the virtual wall clock a minute ahead of the file's mtime: every scan's stat is settled
+  const setup = async (): Promise<SourceBed> => await sourceBed('vmesh-generation-start-', { wallStartMs: Date.now() + 60_000 })
 
   /** Seeds (consistent), then records a change of block 1 as generation 2 while the seed is still unacknowledged. */
   async function changeWhileSeedInFlight (src: VmSource, s: FakeStream, file: string): Promise<void> {
@@ -64,18 +43,6 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
     await flush(100)
   }
 
-  /** An incremental generation first asks for the target's 4 KiB hashes of the changed block: answered (none match). */
-  async function secondBegin (s: FakeStream): Promise<Extract<ReplicationItem, { type: 'begin' }>> {
-    await until('the sub-block hash request', () => sentOf(s, 'hashRequest').length > 0)
-    const req = sentOf(s, 'hashRequest')[0]
-    assert.ok(req !== undefined)
-    s.deliver(encodeReplicationItem({ type: 'hashResponse', requestId: req.requestId, fileId: req.fileId, offset: req.offset, blockSize: req.blockSize, hashes: Array.from({ length: req.length / req.blockSize }, () => new Uint8Array(16).fill(9)), last: true }))
-    await until('generation 2', () => sentOf(s, 'begin').length > 1)
-    const b = sentOf(s, 'begin')[1]
-    assert.ok(b !== undefined)
-    return b
-  }
-
   it('a scan that is only checking settled files: waited for, and the generation is a recovery point', async () => {
     const { src, s, clock, file, close } = await setup()
     try {
@@ -85,10 +52,10 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
       assert.equal(src.generation, 2)
       src.scanBusy++ // a stat check of the settled files begins
       await ack(src, s, 1)
-      assert.equal(sentOf(s, 'hashRequest').length + sentOf(s, 'begin').length, 1, 'the generation waits for the scan')
+      assert.equal(sentOf(s, 'hashRequest').length + sentOf(s, 'begin').length, 1, 'the generation waits for the scan (no hash request, no begin)')
       src.scanBusy--
       src.notify()
-      assert.equal((await secondBegin(s)).consistent, true)
+      assert.equal((await nthBegin(s, 2)).begin.consistent, true)
     } finally { await close() }
   })
 
@@ -104,7 +71,7 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
       await writeFile(file, buf)
       src.scanBusy++
       await ack(src, s, 1)
-      assert.equal((await secondBegin(s)).consistent, false)
+      assert.equal((await nthBegin(s, 2)).begin.consistent, false)
       src.scanBusy--
     } finally { await close() }
   })
@@ -117,13 +84,14 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
       await src.scanAll()
       src.scanBusy++
       await ack(src, s, 1)
-      assert.equal(sentOf(s, 'hashRequest').length, 0, 'waiting for the scan')
+      const started = (): boolean => sentOf(s, 'hashRequest').length > 0 || sentOf(s, 'begin').length > 1
+      assert.equal(started(), false, 'waiting for the scan')
       const acked = clock.now()
       // bounded: 200 steps of 100 ms of virtual time (the wait ends after 20)
-      for (let i = 0; i < 200 && sentOf(s, 'hashRequest').length === 0; i++) { clock.advance(100); await flush(20) }
+      for (let i = 0; i < 200 && !started(); i++) { clock.advance(100); await flush(20) }
       const waited = clock.now() - acked
       assert.ok(waited >= 2_000 && waited < 20_000, `went after ${waited} ms of virtual time`)
-      assert.equal((await secondBegin(s)).consistent, false)
+      assert.equal((await nthBegin(s, 2)).begin.consistent, false)
       src.scanBusy--
     } finally { await close() }
   })

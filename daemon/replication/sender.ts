@@ -26,7 +26,7 @@ import { open as openFile, stat as statFile } from 'node:fs/promises'
 import { hashBlocks } from '../../common/blake3.ts'
 import { clipRanges } from '../../common/ranges.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
-import { nodeScanIO, sameStat, statFromRecord, type FileStat } from '../../storage/changes/file-io.ts'
+import { nodeScanIO, type FileStat } from '../../storage/changes/file-io.ts'
 import { encodeGeneration, zeroChecksum, type BlocksFrame, type ChangedBlock } from '../../protocol/delta/index.ts'
 import {
   CONTROL_PROTOCOL_VERSION, helloCarriesRetention, streamCarriesHaveQuery, NackCode, SeedMode, errorFromRejection, nackCodeName,
@@ -337,16 +337,23 @@ export class TargetSender implements Startable {
     if (!vm.ready || vm.scanBusy > 0 || vm.generation > vm.books.target(this.target).acked) return false
     if (this.pendingBytes > 0 || this.clock.now() - this.lastConsistencyPointMs < CONSISTENCY_RETRY_MS) return false
     const seq = vm.scanSeq
-    let gens = 0
+    const c = await this.fileCaptures()
+    if (c === null) return false
+    return isConsistentCapture(c.captures, { seqBefore: c.generations, seqAfter: c.generations, busyBefore: false, busyAfter: vm.scanBusy > 0 || vm.scanSeq !== seq })
+  }
+
+  /** Each file's current stat beside its manifest's, and the sum of the manifest generations; null when a file is gone. */
+  private async fileCaptures (): Promise<{ captures: FileCapture[], generations: number } | null> {
+    let generations = 0
     const captures: FileCapture[] = []
-    for (const f of vm.files) {
+    for (const f of this.vm.files) {
       const before = await nodeScanIO.stat(f.path).catch(() => null)
-      if (before === null) return false
-      const meta = await vm.manifest.file(f.path).meta()
+      if (before === null) return null
+      const meta = await this.vm.manifest.file(f.path).meta()
       captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before })
-      gens += meta?.generation ?? 0
+      generations += meta?.generation ?? 0
     }
-    return isConsistentCapture(captures, { seqBefore: gens, seqAfter: gens, busyBefore: false, busyAfter: vm.scanBusy > 0 || vm.scanSeq !== seq })
+    return { captures, generations }
   }
 
   /**
@@ -362,12 +369,8 @@ export class TargetSender implements Startable {
     const until = this.clock.now() + START_SCAN_WAIT_MS
     // bounded by the deadline: each pass waits for a scan event or 100 ms
     while (vm.scanBusy > 0 && this.clock.now() < until && !signal.aborted) {
-      for (const f of vm.files) {
-        const meta = await vm.manifest.file(f.path).meta()
-        if (meta?.stat == null || meta.scanning) return
-        const now = await nodeScanIO.stat(f.path).catch(() => null)
-        if (now === null || !sameStat(statFromRecord(meta.stat), now)) return
-      }
+      const c = await this.fileCaptures()
+      if (c === null || !isConsistentCapture(c.captures, { seqBefore: 0, seqAfter: 0, busyBefore: false, busyAfter: false })) return
       // checked again right before waiting: the scan may have ended during the reads above,
       // and its notification would then be lost (the wait registers synchronously from here)
       if (vm.scanBusy === 0) return

@@ -26,7 +26,7 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
   const setup = async (): Promise<SourceBed> => await sourceBed('vmesh-generation-start-', { wallStartMs: Date.now() + 60_000 })
 
   /** Seeds (consistent), then records a change of block 1 as generation 2 while the seed is still unacknowledged. */
-  async function changeWhileSeedInFlight (src: VmSource, s: FakeStream, file: string): Promise<void> {
+  async function changeWhileSeedInFlight ({ src, s, clock, file }: SourceBed): Promise<void> {
     await src.scanAll()
     await until('hello', () => sentOf(s, 'hello').length > 0)
     s.deliver(encodeReplicationItem({ type: 'targetState', vm: 'vm1', appliedGeneration: 0, appliedConsistentGeneration: 0, seeding: null, diskFree: 1e12 }))
@@ -34,6 +34,9 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
     assert.equal(sentOf(s, 'begin')[0]?.consistent, true)
     const buf = Buffer.alloc(4 * BS, 0x5a); buf.fill(0x01, BS, 2 * BS)
     await writeFile(file, buf)
+    clock.advance(1_000)
+    await src.scanAll()
+    assert.equal(src.generation, 2)
   }
 
   /** Acknowledges `generation` and waits until the sender has recorded it (it then starts the next at once). */
@@ -44,12 +47,10 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
   }
 
   it('a scan that is only checking settled files: waited for, and the generation is a recovery point', async () => {
-    const { src, s, clock, file, close } = await setup()
+    const bed = await setup()
+    const { src, s, clock, file, close } = bed
     try {
-      await changeWhileSeedInFlight(src, s, file)
-      clock.advance(1_000)
-      await src.scanAll()
-      assert.equal(src.generation, 2)
+      await changeWhileSeedInFlight(bed)
       src.scanBusy++ // a stat check of the settled files begins
       await ack(src, s, 1)
       assert.equal(sentOf(s, 'hashRequest').length + sentOf(s, 'begin').length, 1, 'the generation waits for the scan (no hash request, no begin)')
@@ -60,11 +61,10 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
   })
 
   it('a file that changed since its last scan: no wait, the generation goes at once and is fuzzy', async () => {
-    const { src, s, clock, file, close } = await setup()
+    const bed = await setup()
+    const { src, s, clock, file, close } = bed
     try {
-      await changeWhileSeedInFlight(src, s, file)
-      clock.advance(1_000)
-      await src.scanAll()
+      await changeWhileSeedInFlight(bed)
       // written again after the scan: the manifest's stat is not the file's, the scan that
       // runs now will find a change — nothing a wait could make consistent
       const buf = Buffer.alloc(4 * BS, 0x5a); buf.fill(0x02, 2 * BS, 3 * BS)
@@ -77,11 +77,10 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
   })
 
   it('the wait is bounded: a scan that does not end within 2 s leaves the generation fuzzy', async () => {
-    const { src, s, clock, file, close } = await setup()
+    const bed = await setup()
+    const { src, s, clock, file, close } = bed
     try {
-      await changeWhileSeedInFlight(src, s, file)
-      clock.advance(1_000)
-      await src.scanAll()
+      await changeWhileSeedInFlight(bed)
       src.scanBusy++
       await ack(src, s, 1)
       const started = (): boolean => sentOf(s, 'hashRequest').length > 0 || sentOf(s, 'begin').length > 1

@@ -48,6 +48,8 @@ export interface VmConfig {
   changeSource: 'auto' | 'scan' | 'qemu-bitmap' | 'rct'
   /** QMP socket of a VM started outside vmesh (absolute). */
   qmpPath?: string
+  /** Read bitmap generations of a one-disk VM from a fleecing point (see schema.ts). */
+  fleece: boolean
   /** The VM's RPO target (alerts: `rpo-breach`). */
   rpoMs: number
 }
@@ -232,6 +234,7 @@ function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): V
     ...(v.verifyInterval !== undefined ? { verifyIntervalMs: v.verifyInterval } : {}),
     changeSource: v.changeSource,
     ...(v.qmp !== undefined ? { qmpPath: abs(v.qmp) } : {}),
+    fleece: v.fleece,
     rpoMs: v.rpo
   }
 }

@@ -164,6 +164,14 @@ export const vmSchema = z.strictObject({
   changeSource: z.enum(['auto', 'scan', 'qemu-bitmap', 'rct']).default('auto'),
   /** QMP socket of a VM started outside vmesh (for `qemu-bitmap`). */
   qmp: z.string().min(1).optional(),
+  /**
+   * With QEMU dirty bitmaps on a one-disk VM: read each generation from a fleecing point
+   * (copy-before-write into a scratch image under the data folder), so every generation is the
+   * disk at one instant — a recovery point. `false`: read the live file (fuzzy generations, no
+   * scratch space, no copy-before-write I/O).
+   * @default true
+   */
+  fleece: z.boolean().default(true),
   /** The VM's recovery point objective: a target whose RPO exceeds it raises an `rpo-breach` alert. @default 60 s */
   rpo: duration.default(60_000)
 })

@@ -47,6 +47,8 @@ export interface CaptureStatus {
   live?: boolean
   toldAnswers?: number
   scanAnswers?: number
+  /** qemu-bitmap: generations are read from fleecing points (consistent); false: from the live file (fuzzy). */
+  fleecing?: boolean
   /** Bytes one full scan of the VM's files reads at most (their sizes). */
   scanBytes: number
   /** The host's `scan.budget` (null: unbounded) and this VM's fair share of it. */

@@ -27,14 +27,19 @@ export interface BlockReadInit {
   /** Block indexes not to send (the target holds them). */
   skip?: Set<number>
   signal: AbortSignal
+  /**
+   * Reads the file from here instead of `path` (a fleecing point: the file at one instant, of
+   * `size` bytes; reads past it are zeros, as past a file's end).
+   */
+  from?: { size: number, read: (offset: number, length: number) => Promise<Buffer> }
 }
 
 interface Chunk { at: number, len: number }
 interface ReadChunk extends Chunk { buf: Buffer, blocks: Array<{ offset: number, length: number }> }
 
 export async function * readChangedBlocks (init: BlockReadInit): AsyncGenerator<ChangedBlock> {
-  const { blockSize: bs, skip, signal } = init
-  const fh = await openFile(init.path, 'r')
+  const { blockSize: bs, skip, signal, from } = init
+  const fh = from === undefined ? await openFile(init.path, 'r') : undefined
   const chunks = function * (): Generator<Chunk> {
     for (const r of init.ranges) {
       const end = r.offset + r.length
@@ -48,14 +53,22 @@ export async function * readChangedBlocks (init: BlockReadInit): AsyncGenerator<
   const read = async (c: Chunk): Promise<ReadChunk> => {
     // a fresh buffer per chunk: its blocks travel as they are (no copy into a frame), and the
     // transport may hold on to them until they are encrypted
-    const buf = Buffer.allocUnsafe(c.len)
+    let buf: Buffer
     let got = 0
-    for (let guard = 0; got < c.len && guard < 1024; guard++) {
-      const { bytesRead } = await fh.read(buf, got, c.len - got, c.at + got)
-      if (bytesRead <= 0) break
-      got += bytesRead
+    if (fh === undefined) {
+      const n = Math.max(0, Math.min(c.len, (from as NonNullable<typeof from>).size - c.at))
+      buf = n > 0 ? await (from as NonNullable<typeof from>).read(c.at, n) : Buffer.alloc(0)
+      got = buf.length
+      if (got < c.len) buf = Buffer.concat([buf, Buffer.alloc(c.len - got)])
+    } else {
+      buf = Buffer.allocUnsafe(c.len)
+      for (let guard = 0; got < c.len && guard < 1024; guard++) {
+        const { bytesRead } = await fh.read(buf, got, c.len - got, c.at + got)
+        if (bytesRead <= 0) break
+        got += bytesRead
+      }
+      if (got < c.len) buf.fill(0, got)
     }
-    if (got < c.len) buf.fill(0, got)
     // offsets within the chunk of the blocks to send
     const blocks: Array<{ offset: number, length: number }> = []
     for (let o = 0; o < c.len;) {
@@ -93,6 +106,6 @@ export async function * readChangedBlocks (init: BlockReadInit): AsyncGenerator<
   } finally {
     // no read may still use the handle when it closes
     for (const a of ahead.splice(0)) await a.p.catch(() => {})
-    await fh.close()
+    await fh?.close()
   }
 }

@@ -71,17 +71,24 @@ export interface FileCapture {
   /** Stat right before and right after the blocks were read. */
   before: FileStat
   after?: FileStat
+  /**
+   * Read from a consistent point (a fleecing point whose changes are exactly the recorded ones,
+   * point-gate.ts): the live file's stat says nothing about it.
+   */
+  point?: boolean
 }
 
 /**
  * A generation is consistent when every file of the VM is exactly what the last quiet scan saw,
  * before and after the reads, no scan was between its commit and its dirty-map update (busy),
  * and no scan committed meanwhile (`seq`: the sum of the files' manifest generations): the
- * replica after applying it equals the source at that scan.
+ * replica after applying it equals the source at that scan. A file read from a consistent point
+ * (`point`) is that point whatever its live stat says.
  */
 export function isConsistentCapture (files: FileCapture[], scans: { seqBefore: number, seqAfter: number, busyBefore: boolean, busyAfter: boolean }): boolean {
   if (scans.busyBefore || scans.busyAfter || scans.seqBefore !== scans.seqAfter) return false
   for (const f of files) {
+    if (f.point === true) continue
     if (f.manifestStat === null || f.scanning) return false
     const m = statFromRecord(f.manifestStat)
     if (!sameStat(m, f.before)) return false

@@ -47,6 +47,7 @@ import { readChangedBlocks } from './block-reader.ts'
 import { SUB_BLOCK, refineBlocks, type SubHashes } from './sub-blocks.ts'
 import { InflightPacer, type PacerInit, type PacerStats } from './pacer.ts'
 import { offerByHash, type HaveLink } from './have.ts'
+import type { PointLease } from './point-gate.ts'
 
 const READ_CHUNK = 1024 * 1024
 /** Blocks whose hashes are asked for at once (seed resume, verify): 64 KiB of hashes. */
@@ -75,12 +76,23 @@ const REFINE_BELOW_BYTES_PER_SEC = 50 * 1000 * 1000
 const CONSISTENCY_RETRY_MS = 5_000
 /** Longest wait at the start of a generation for a scan that would otherwise make it fuzzy (ms). */
 const START_SCAN_WAIT_MS = 2_000
+/**
+ * How long a generation waits for a fleeced disk's change round to end before it reads the live
+ * file instead (fuzzy). A round is a few QMP commands and a dirty map read: well under this.
+ */
+const POINT_WAIT_MS = 5_000
 const MIN_CHUNK_BYTES = 4 * 1024 * 1024
 const MAX_CHUNK_BYTES = 512 * 1024 * 1024
 /** Smallest blocks frame the pacer splits to: a frame is the unit its probes acknowledge. */
 const MIN_FRAME_PAYLOAD = 64 * 1024
 
-interface Included { file: SourceFile, ranges: Array<{ offset: number, length: number }>, before: FileStat }
+interface Included {
+  file: SourceFile
+  ranges: Array<{ offset: number, length: number }>
+  before: FileStat
+  /** The consistent point the file is read from (a fleeced disk), else the live file. */
+  point?: PointLease
+}
 
 export interface VerifyReport {
   target: string
@@ -528,9 +540,37 @@ export class TargetSender implements Startable {
 
   private async sendGeneration (ch: Channel, signal: AbortSignal): Promise<void> {
     const tPrep = this.clock.now()
+    await this.letScanFinish(signal)
+    // leased before the pending ranges are read, and no change round runs until released: the
+    // ranges are exactly those up to the point the disk is read from
+    const points = await this.leasePoints(signal)
+    try {
+      await this.shipGeneration(ch, signal, tPrep, points)
+    } finally {
+      for (const p of points.values()) p.release()
+    }
+  }
+
+  /** Leases on the points of the VM's fleeced disks (none when it has none). */
+  private async leasePoints (signal: AbortSignal): Promise<Map<string, PointLease>> {
+    const out = new Map<string, PointLease>()
+    const leasePoint = this.vm.leasePoint
+    if (leasePoint === undefined) return out
+    try {
+      for (const f of this.vm.files) {
+        const l = await leasePoint.call(this.vm, f.path, POINT_WAIT_MS, signal)
+        if (l !== undefined) out.set(f.path, l)
+      }
+    } catch (err) {
+      for (const p of out.values()) p.release()
+      throw err
+    }
+    return out
+  }
+
+  private async shipGeneration (ch: Channel, signal: AbortSignal, tPrep: number, points: Map<string, PointLease>): Promise<void> {
     const vm = this.vm
     const t = this.target
-    await this.letScanFinish(signal)
     let number = this.nextNumber ?? vm.generation
     const base = this.applied
     const seeding = base === 0
@@ -541,12 +581,15 @@ export class TargetSender implements Startable {
     for (const f of vm.files) {
       const ranges: Array<{ offset: number, length: number }> = []
       if (vm.dirty.files().some(x => x.file === f.path)) for await (const r of vm.dirty.pending(t, f.path)) ranges.push(r)
-      const before = await nodeScanIO.stat(f.path)
+      const point = points.get(f.path)
+      const live = await nodeScanIO.stat(f.path)
+      // a fleeced disk is the point: its size, whatever the live file has become since
+      const before = point !== undefined ? { ...live, size: point.fileSize } : live
       const meta = await vm.manifest.file(f.path).meta()
-      captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before })
+      captures.push({ manifestStat: meta?.stat ?? null, scanning: meta?.scanning ?? true, before, ...(point !== undefined ? { point: true } : {}) })
       seqBefore += meta?.generation ?? 0
       const clipped = clipRanges(ranges, before.size)
-      if (seeding || clipped.length > 0 || this.knownSizes.get(f.path) !== before.size) included.push({ file: f, ranges: clipped, before })
+      if (seeding || clipped.length > 0 || this.knownSizes.get(f.path) !== before.size) included.push({ file: f, ranges: clipped, before, ...(point !== undefined ? { point } : {}) })
     }
     // a change set bigger than a few seconds of the link goes as chunks, each its own generation
     // and durable on the target when acked: a link that drops more often than the whole set
@@ -678,6 +721,8 @@ export class TargetSender implements Startable {
       sendMs += this.clock.now() - ts
     }
     const t1 = this.clock.now()
+    // everything is read: the next change round may replace the points
+    for (const p of points.values()) p.release()
     // kept past the pacer's 3 s window: an idle pause must not make a LAN look unmeasured
     const measured = pacer.stats().btlBwBytesPerSec
     if (measured > 0) this.pathRate = measured
@@ -827,7 +872,8 @@ export class TargetSender implements Startable {
 
   private readBlocks (inc: Included, signal: AbortSignal): AsyncGenerator<ChangedBlock> {
     const skip = this.skip.get(inc.file.path)
-    return readChangedBlocks({ path: inc.file.path, ranges: inc.ranges, blockSize: this.vm.blockSize, signal, ...(skip !== undefined ? { skip } : {}) })
+    const from = inc.point !== undefined ? { size: inc.point.fileSize, read: inc.point.read } : undefined
+    return readChangedBlocks({ path: inc.file.path, ranges: inc.ranges, blockSize: this.vm.blockSize, signal, ...(skip !== undefined ? { skip } : {}), ...(from !== undefined ? { from } : {}) })
   }
 
   /**

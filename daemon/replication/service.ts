@@ -309,7 +309,7 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
       ...(bandwidth !== undefined ? { limiterFor: (peer: string, name: string) => bandwidth.limiterFor(peer, name) } : {}),
       ...(metrics !== undefined ? { metrics } : {}),
       scanBudget: this.scanBudget,
-      ...(changeSourceKind(vm, this.config.hypervisorDriver ?? 'none') === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.dataDir, 'hypervisor'), vm.name) } : {}),
+      ...(changeSourceKind(vm, this.config.hypervisorDriver ?? 'none') === 'qemu-bitmap' ? { qmpSocket: async () => vm.qmpPath ?? await qemuQmpSocketOf(join(this.config.dataDir, 'hypervisor'), vm.name), fleeceDir: join(this.config.dataDir, 'fleece') } : {}),
       // the Hyper-V driver is here only when hypervisor.driver is hyperv (config/schema.ts requires it for rct)
       ...(vm.changeSource === 'rct' && this.components.hyperv !== undefined ? { rct: hypervRct(this.components.hyperv, vm.name, join(this.config.dataDir, 'hypervisor')) } : {})
     }, { vm, nodeName: this.config.nodeName })

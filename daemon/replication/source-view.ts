@@ -8,6 +8,7 @@ import type { FileKind } from '../../protocol/delta/index.ts'
 import type { Manifest } from '../../storage/manifest/manifest.ts'
 import type { DirtyMaps } from '../../storage/dirty/index.ts'
 import type { Books } from './books.ts'
+import type { PointLease } from './point-gate.ts'
 
 export interface SourceFile { fileId: number, path: string, kind: FileKind }
 
@@ -46,4 +47,9 @@ export interface SenderSource {
   consistencyPoint: () => Promise<number>
   /** Forgets what `target` holds: it gets every non-zero block again (or every block, `all`). */
   resetTarget: (target: string, all: boolean) => Promise<void>
+  /**
+   * The consistent point a fleeced disk's generation is read from (point-gate.ts); undefined:
+   * read the live file. Absent: no file is fleeced.
+   */
+  leasePoint?: (file: string, maxWaitMs: number, signal?: AbortSignal) => Promise<PointLease | undefined>
 }

@@ -19,7 +19,17 @@
  * Other files of the VM (configuration, NVRAM) are not written through QEMU's block layer:
  * the hash scan answers for them.
  *
- * Generations are fuzzy: the data is read from the live file after the rotation (no fleecing).
+ * Fleecing (one-disk VMs, `fleece: true`, the default): the disk's round is a QemuPointCapture
+ * instead (qemu-fleece.ts): one QMP transaction rotates the bitmap and starts copy-before-write
+ * into a scratch qcow2, so the point is the disk at that instant. The point is held (PointGate,
+ * point-gate.ts) until the next round: the told answer's layout is read from it, and the
+ * senders read every pending range of the disk from it, so each generation is consistent. A
+ * round waits until no sender reads the held point, releases it, and takes the next one.
+ * Only a disk whose file keeps its size is fleeced (raw, fixed VHD/VHDX: see checkFleeceable);
+ * QEMU refusing fleecing (an old QEMU, a job on the node) → plain bitmaps for that disk, fuzzy
+ * generations, logged once; the guest is never paused by the daemon (the pause fallback of
+ * QemuPointCapture would hold the guest stopped for as long as a sender reads).
+ * Without fleecing, generations are fuzzy: the data is read from the live file after the rotation.
  */
 import { createHash } from 'node:crypto'
 import { tmpdir } from 'node:os'
@@ -29,7 +39,12 @@ import { errorMessage } from '../../common/errors.ts'
 import type { VmConfig } from '../../config/load.ts'
 import { HashScanSource, ToldRangesSource, type ChangeOptions, type ChangeSet, type ChangeSource, type ChangeToken } from '../../storage/changes/index.ts'
 import { ToldScanSource, type AnswerKind } from '../../storage/changes/told-scan.ts'
+import { mkdir } from 'node:fs/promises'
+import { fileMayGrow, readDiskLayout } from '../../storage/formats/layout.ts'
 import { QemuBitmapTracker, bitmapGranularity, formatNodeOf, type DirtyMapReader } from '../hypervisor/qemu-bitmaps.ts'
+import { FleecingRefusedError, QemuPointCapture, type PointCapture } from '../hypervisor/qemu-fleece.ts'
+import type { CommandRunner } from '../hypervisor/run.ts'
+import { PointGate, type HeldPoint, type PointLease } from './point-gate.ts'
 import type { QmpReply } from '../hypervisor/qmp.ts'
 import { QmpSession } from '../hypervisor/qmp-session.ts'
 import type { Logger } from '../log.ts'
@@ -59,6 +74,8 @@ export interface ToldRunnerComponents {
   map?: DirtyMapReader
   /** The QMP connection to a socket. @default a QmpSession (one long-lived connection) */
   qmpSession?: (socket: string) => QmpLink
+  /** Runs qemu-img (fleecing scratch images). @default defaultRunner */
+  run?: CommandRunner
 }
 
 /** What the runner needs of a QMP connection (QmpSession; a fake in tests). */
@@ -76,6 +93,12 @@ export interface ToldRunnerInit {
   blockSizeBytes: number
   /** Per QMP command. @default 10000 */
   qmpTimeoutMs?: number
+  /**
+   * Fleece the disk (one consistent point per round) with scratch images in this folder; only
+   * for a VM with one disk (points of several disks would be different instants).
+   * @default undefined (fuzzy generations)
+   */
+  fleeceScratchDir?: string
 }
 
 export interface ToldRunnerStatus {
@@ -85,9 +108,21 @@ export interface ToldRunnerStatus {
   scanAnswers: number
   /** Answers from bitmaps. */
   toldAnswers: number
+  /** Generations are read from fleecing points (consistent); false: from the live file (fuzzy). */
+  fleecing?: boolean
 }
 
-interface DiskState { tracker: QemuBitmapTracker | null, socket: string | null }
+interface DiskState {
+  tracker: QemuBitmapTracker | null
+  socket: string | null
+  /** Fleecing: the point capture (instead of the tracker), its held point, and why it was given up. */
+  capture: QemuPointCapture | null
+  gate: PointGate
+  /** The point the round taking place replaces (released at the round's start). */
+  replacing: { point: HeldPoint, ok: boolean } | null
+  view: PointCapture['view'] | undefined
+  fleeceRefused: string | null
+}
 
 /**
  * The change source a told runner hands to VmSource: its own disks go through the told source
@@ -120,10 +155,17 @@ export class ToldSourceRunner {
   private toldAnswers = 0
 
   constructor (private readonly components: ToldRunnerComponents, private readonly init: ToldRunnerInit) {
-    for (const d of init.disks) this.disks.set(resolve(d), { tracker: null, socket: null })
+    for (const d of init.disks) this.disks.set(resolve(d), { tracker: null, socket: null, capture: null, gate: new PointGate(components.clock), replacing: null, view: undefined, fleeceRefused: null })
     this.granularity = bitmapGranularity(init.blockSizeBytes)
     const told = new ToldRangesSource({}, { blockSizeBytes: init.blockSizeBytes })
-    this.scan = new ToldScanSource({ told, hashScan: components.hashScan, producer: { beforeAnswer: async (file, signal) => await this.round(file, told, signal) } })
+    this.scan = new ToldScanSource({
+      told,
+      hashScan: components.hashScan,
+      producer: {
+        beforeAnswer: async (file, signal) => await this.round(file, told, signal),
+        view: (file) => this.disks.get(resolve(file))?.view
+      }
+    })
     this.source = routedSource(this.disks, this.scan, components.hashScan, (kind) => { if (kind === 'told') this.toldAnswers++; else this.scanAnswers++ })
   }
 
@@ -133,14 +175,47 @@ export class ToldSourceRunner {
   /** Why the last answer for `file` was a gap scan (logs). */
   gapReason (file: string): string | undefined { return this.scan.gapReason(resolve(file)) }
 
-  status (): ToldRunnerStatus { return { live: this.live, scanAnswers: this.scanAnswers, toldAnswers: this.toldAnswers } }
+  status (): ToldRunnerStatus {
+    return { live: this.live, scanAnswers: this.scanAnswers, toldAnswers: this.toldAnswers, fleecing: [...this.disks.values()].some(d => d.capture !== null) }
+  }
 
-  /** Removes our bitmaps (QEMU drops them anyway when it exits). */
+  private fleeces (d: DiskState): boolean { return this.init.fleeceScratchDir !== undefined && this.disks.size === 1 && d.fleeceRefused === null }
+
+  /**
+   * Before a change round of `file` (ahead of the scan counters, so a round waiting here is not
+   * a busy scan): waits until no sender reads the disk's held point. The caller ends the round
+   * with afterRound(), also when it fails.
+   */
+  async beforeRound (file: string, signal?: AbortSignal): Promise<void> {
+    const d = this.disks.get(resolve(file))
+    if (d === undefined || !this.fleeces(d)) return
+    const prev = await d.gate.beginRound(signal)
+    if (prev !== null) d.replacing = prev
+  }
+
+  /** The round's answer was recorded in the dirty maps (recorded) and was one instant (consistent). */
+  afterRound (file: string, recorded: boolean, consistent: boolean): void {
+    this.disks.get(resolve(file))?.gate.endRound(recorded, consistent)
+  }
+
+  /**
+   * A lease on the disk's point for one generation: every pending range of `file` read from it
+   * is that instant. Undefined (read the live file: fuzzy) without a consistent recorded point,
+   * or when a round does not end within `maxWaitMs`.
+   */
+  async lease (file: string, maxWaitMs: number, signal?: AbortSignal): Promise<PointLease | undefined> {
+    const d = this.disks.get(resolve(file))
+    if (d === undefined || d.capture === null) return undefined
+    return await d.gate.lease(maxWaitMs, signal)
+  }
+
+  /** Removes our bitmaps and fleecing points (QEMU drops them anyway when it exits). */
   async stop (): Promise<void> {
     for (const d of this.disks.values()) {
       const t = d.tracker
       d.tracker = null
       await t?.stop().catch(() => {})
+      await this.dropPoint(d, false)
     }
     this.link?.qmp.close()
     this.link = null
@@ -159,25 +234,41 @@ export class ToldSourceRunner {
   private async round (file: string, told: ToldRangesSource, signal?: AbortSignal): Promise<boolean> {
     const d = this.disks.get(resolve(file))
     if (d === undefined) return false
+    // the point this round replaces: nobody reads it now (beforeRound), and its changes were recorded or not
+    const prev = d.replacing
+    d.replacing = null
+    d.view = undefined
+    if (prev !== null) await prev.point.release(prev.ok).catch((err: unknown) => { this.components.log.warn({ vm: this.init.vm, file, err: errorMessage(err) }, 'could not release a fleecing point') })
     const socket = await this.components.qmpSocket()
     if (socket === undefined) return await this.notLive(d, file, 'no QMP socket for the VM')
     const link = this.qmpLink(socket)
     const qmp = async (command: string, args?: Record<string, unknown>): Promise<QmpReply> => await link.command(command, args, signal)
     try {
-      if (d.tracker === null || d.socket !== socket) {
-        const node = await formatNodeOf(qmp, file)
-        d.tracker = new QemuBitmapTracker({ clock: this.components.clock, qmp: async (c, a) => await link.command(c, a), told, ...(this.components.map !== undefined ? { map: this.components.map } : {}) }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket), granularityBytes: this.granularity })
-        d.socket = socket
-        this.components.log.info({ vm: this.init.vm, file, blockNode: node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
+      if (this.fleeces(d) && d.capture === null) await this.checkFleeceable(d, file)
+      if (this.fleeces(d)) {
+        await this.fleeceRound(d, file, told, socket, link, signal)
+      } else {
+        if (d.tracker === null || d.socket !== socket) {
+          const node = await formatNodeOf(qmp, file)
+          d.tracker = new QemuBitmapTracker({ clock: this.components.clock, qmp: async (c, a) => await link.command(c, a), told, ...(this.components.map !== undefined ? { map: this.components.map } : {}) }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket), granularityBytes: this.granularity })
+          d.socket = socket
+          this.components.log.info({ vm: this.init.vm, file, blockNode: node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
+        }
+        await d.tracker.rotate(signal)
       }
-      await d.tracker.rotate(signal)
     } catch (err) {
       await link.disconnect().catch(() => {})
       if (signal?.aborted === true) throw err
-      // Unreachable is normal (the VM is off); anything else (an NBD protocol error, QEMU does not
-      // hold this file, an odd answer) is worth a warning — either way this round is answered
-      // by the hash scan rather than not at all, and the next one starts a new chain.
-      if (!unreachable(err)) this.components.log.warn({ vm: this.init.vm, file, err: errorMessage(err) }, 'dirty bitmap round failed; the hash scan answers')
+      if (err instanceof FleecingRefusedError) {
+        // this QEMU cannot fleece the disk: plain bitmaps from the next round on (fuzzy generations)
+        d.fleeceRefused = errorMessage(err)
+        this.components.log.warn({ vm: this.init.vm, file, err: d.fleeceRefused }, 'QEMU refused fleecing; generations of this disk are read from the live file (fuzzy)')
+      } else if (!unreachable(err)) {
+        // Unreachable is normal (the VM is off); anything else (an NBD protocol error, QEMU does not
+        // hold this file, an odd answer) is worth a warning — either way this round is answered
+        // by the hash scan rather than not at all, and the next one starts a new chain.
+        this.components.log.warn({ vm: this.init.vm, file, err: errorMessage(err) }, 'dirty bitmap round failed; the hash scan answers')
+      }
       return await this.notLive(d, file, errorMessage(err))
     }
     await link.disconnect().catch(() => {})
@@ -185,9 +276,61 @@ export class ToldSourceRunner {
     return true
   }
 
+  /**
+   * Fleecing needs a file that keeps its size while a point is held: QEMU 7.2's copy-before-write
+   * sizes its bitmaps to the file at the point and aborts the whole VM (hbitmap_set: `last <
+   * hb->size`) when the guest's write allocates a block past that end — as a dynamic VHD or
+   * VHDX does. So only raw files and fixed images are fleeced; a dynamic one stays fuzzy.
+   */
+  private async checkFleeceable (d: DiskState, file: string): Promise<void> {
+    let why: string | null
+    try {
+      why = fileMayGrow((await readDiskLayout(file)).layout) ? 'a dynamic image grows as the guest writes, and QEMU aborts when a fleeced file grows' : null
+    } catch (err) {
+      why = `its layout cannot be read: ${errorMessage(err)}`
+    }
+    if (why === null) return
+    d.fleeceRefused = why
+    this.components.log.info({ vm: this.init.vm, file, why }, 'not fleecing this disk; its generations are read from the live file (fuzzy)')
+  }
+
+  /** A fleecing round: the next point of the disk, told and held (beforeRound released the last). */
+  private async fleeceRound (d: DiskState, file: string, told: ToldRangesSource, socket: string, link: QmpLink, signal?: AbortSignal): Promise<void> {
+    const scratchDir = this.init.fleeceScratchDir as string
+    if (d.capture === null || d.socket !== socket) {
+      await d.capture?.stop().catch(() => {})
+      await mkdir(scratchDir, { recursive: true })
+      d.capture = new QemuPointCapture({
+        clock: this.components.clock,
+        qmp: async (c, a) => await link.command(c, a),
+        told,
+        ...(this.components.map !== undefined ? { map: this.components.map } : {}),
+        ...(this.components.run !== undefined ? { run: this.components.run } : {})
+      }, { file: resolve(file), nbdSocket: nbdSocketFor(socket), scratchDir, mode: 'fleece', granularityBytes: this.granularity })
+      d.socket = socket
+      this.components.log.info({ vm: this.init.vm, file }, 'QEMU dirty bitmap with fleecing started; one hash scan, then consistent points')
+    }
+    const point = await d.capture.capture(signal)
+    d.gate.hold(point)
+    d.view = point.view
+  }
+
+  /** Releases the disk's held point (stop, QEMU gone) and forgets the capture. */
+  private async dropPoint (d: DiskState, ok: boolean): Promise<void> {
+    const held = d.gate.drop()
+    const prev = d.replacing
+    d.replacing = null
+    d.view = undefined
+    for (const p of [prev, held]) if (p !== null) await p.point.release(ok && p.ok).catch(() => {})
+    const c = d.capture
+    d.capture = null
+    await c?.stop().catch(() => {})
+  }
+
   private async notLive (d: DiskState, file: string, why: string): Promise<false> {
-    if (d.tracker !== null) this.components.log.info({ vm: this.init.vm, file, why }, 'QEMU unreachable; the hash scan answers until it is back (then a new bitmap chain)')
+    if (d.tracker !== null || d.capture !== null) this.components.log.info({ vm: this.init.vm, file, why }, 'QEMU unreachable; the hash scan answers until it is back (then a new bitmap chain)')
     await d.tracker?.stop().catch(() => {})
+    if (d.capture !== null) await this.dropPoint(d, false)
     await this.link?.qmp.disconnect().catch(() => {})
     d.tracker = null
     d.socket = null

@@ -10,7 +10,7 @@
  * Scans are bracketed (scanSeq / scanBusy) so a sender can tell whether the manifest it relies
  * on for consistency moved while it was reading.
  */
-import { resolve } from 'node:path'
+import { join, resolve } from 'node:path'
 import type { AbstractLevel } from 'abstract-level'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
@@ -34,6 +34,7 @@ import { RctSourceRunner, type RctRunnerComponents } from './rct-source-runner.t
 import { parseToldScanToken } from '../../storage/changes/told-scan.ts'
 import { TargetSender } from './sender.ts'
 import type { SenderSource, SourceFile } from './source-view.ts'
+import type { PointLease } from './point-gate.ts'
 import type { StreamLike } from './channel.ts'
 
 export interface VmSourceComponents {
@@ -50,6 +51,8 @@ export interface VmSourceComponents {
   scanBudget?: ScanReadBudget
   /** Present: the disks' changes come from QEMU dirty bitmaps (told-source-runner.ts) whenever this names a socket QEMU answers on. */
   qmpSocket?: () => Promise<string | undefined>
+  /** Folder for fleecing scratch images (bitmap VMs with one disk and `fleece`); absent: no fleecing. */
+  fleeceDir?: string
   /** Present: the disks' changes come from Hyper-V RCT (rct-source-runner.ts) while the VM runs here. */
   rct?: Pick<RctRunnerComponents, 'rct' | 'vmId'> & { stateFile: string }
 }
@@ -126,7 +129,8 @@ export class VmSource implements SenderSource {
     if (components.rct !== undefined) {
       this.told = new RctSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, rct: components.rct.rct, vmId: components.rct.vmId }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize, stateFile: components.rct.stateFile })
     } else if (components.qmpSocket !== undefined) {
-      this.told = new ToldSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, qmpSocket: components.qmpSocket }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize })
+      const fleece = components.fleeceDir !== undefined && init.vm.fleece && disks.size === 1 ? { fleeceScratchDir: join(components.fleeceDir, vmSublevelName(this.name)) } : {}
+      this.told = new ToldSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, qmpSocket: components.qmpSocket }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize, ...fleece })
     }
   }
 
@@ -145,14 +149,23 @@ export class VmSource implements SenderSource {
     for (const f of this.dirty.files()) this.sizes.set(f.file, f.fileSize)
     // files scanned before a restart count as scanned: their manifest and token survive
     for (const f of this.files) if ((await this.manifest.file(f.path).meta())?.generation !== undefined && this.sizes.has(f.path)) this.scanned.add(f.path)
+    const told = this.told instanceof ToldSourceRunner ? this.told : undefined
     const counting: ChangeSource = {
       changes: async (file, since, opts) => {
+        // a fleeced disk's round first waits for its senders to finish reading the held point;
+        // that wait is not a busy scan (a sender's end check would wait for it: a deadlock)
+        await told?.beforeRound(file, opts?.signal)
         this.scanBusy++
         this.scanSeq++
         this.scanStarted.set(resolve(file), this.components.clock.now())
         this.captureStarting.set(resolve(file), this.components.clock.wallNow())
         // a told source's token carries the hash scan's: switching back to the scan keeps it
-        return this.told !== undefined ? await this.told.source.changes(file, since, opts) : await this.hashScan.changes(file, parseToldScanToken(since).hs, opts)
+        try {
+          return this.told !== undefined ? await this.told.source.changes(file, since, opts) : await this.hashScan.changes(file, parseToldScanToken(since).hs, opts)
+        } catch (err) {
+          told?.afterRound(file, false, false)
+          throw err
+        }
       }
     }
     this.tracker = new ChangeTracker({
@@ -252,7 +265,9 @@ export class VmSource implements SenderSource {
   private async onScan (e: ChangeEvent): Promise<void> {
     this.scanBusy = Math.max(0, this.scanBusy - 1)
     this.scanSeq++
+    const told = this.told instanceof ToldSourceRunner ? this.told : undefined
     if ('error' in e) {
+      told?.afterRound(e.file, false, false)
       this.components.log.warn({ vm: this.name, file: e.file, err: errorMessage(e.error) }, 'scan failed; retried at the next interval')
       this.notify()
       return
@@ -270,7 +285,17 @@ export class VmSource implements SenderSource {
       this.bumping = run.catch((err: unknown) => { this.components.log.error({ vm: this.name, err: errorMessage(err) }, 'could not record a generation') })
       await this.bumping
     }
+    // the point's changes are in the dirty maps (and its generation recorded): senders may read it
+    told?.afterRound(e.file, true, e.set.consistent)
     this.notify()
+  }
+
+  /**
+   * A lease on the consistent point a fleeced disk is read from (told-source-runner.ts), for one
+   * generation; undefined: read the live file.
+   */
+  async leasePoint (file: string, maxWaitMs: number, signal?: AbortSignal): Promise<PointLease | undefined> {
+    return this.told instanceof ToldSourceRunner ? await this.told.lease(file, maxWaitMs, signal) : undefined
   }
 
   async consistencyPoint (): Promise<number> {
@@ -305,10 +330,16 @@ export class VmSource implements SenderSource {
       function finish (): void {
         self.components.clock.clearTimeout(t)
         signal?.removeEventListener('abort', onAbort)
+        // a timeout or an abort leaves the list at once (not at the next notify)
+        const i = self.waiters.indexOf(finish)
+        if (i >= 0) self.waiters.splice(i, 1)
         resolve()
       }
     })
   }
+
+  /** Callers waiting in changed() now (tests step virtual time while a sender waits, not while it reads). */
+  get waiting (): number { return this.waiters.length }
 
   notify (): void {
     const w = this.waiters

@@ -26,6 +26,7 @@
  */
 import { parseHashScanToken, type HashScanSource } from './hash-scan.ts'
 import type { ToldRangesSource } from './told.ts'
+import type { ByteReader } from '../formats/reader.ts'
 import type { ChangeOptions, ChangeSet, ChangeSource, ChangeToken } from './source.ts'
 
 /** What drives the told source for one file (a QEMU bitmap tracker, an RCT poller). */
@@ -35,6 +36,11 @@ export interface ToldProducer {
    * being written (the VM is not running under it): the hash scan answers this round.
    */
   beforeAnswer: (file: string, signal?: AbortSignal) => Promise<boolean>
+  /**
+   * The file as it was at the point just told (a QEMU fleecing point), when the producer froze
+   * one: the told answer's layout and metadata are read from it, so they are of that instant.
+   */
+  view?: (file: string) => ByteReader | undefined
 }
 
 /** Which source answered the last call for a file, and why (logs, status, tests). */
@@ -84,7 +90,8 @@ export class ToldScanSource implements ChangeSource {
       // told since, so the scan's changes must not be lost — they are recorded by this answer
       return { ...set, token: formatToldScanToken(set.token, tok.told) }
     }
-    const set = await told.changes(file, tok.told, { ...(opts.signal !== undefined ? { signal: opts.signal } : {}) })
+    const view = producer.view?.(file)
+    const set = await told.changes(file, tok.told, { ...(opts.signal !== undefined ? { signal: opts.signal } : {}), ...(view !== undefined ? { view } : {}) })
     if (set.full) {
       const scan = await hashScan.changes(file, tok.hs, opts)
       this.last.set(file, 'gap-scan')

@@ -107,6 +107,15 @@ export function layoutOf (info: ParsedDisk): DiskLayout {
 }
 
 /** The layout of a file that is not VHD/VHDX: bytes are where the virtual disk has them. */
+/**
+ * Whether the hypervisor may make the file longer while the guest writes: a dynamic or
+ * differencing VHD/VHDX allocates blocks at the file's end. A raw file or a fixed image keeps
+ * its size (fleecing depends on that: QEMU 7.2 aborts when a fleeced file node grows).
+ */
+export function fileMayGrow (layout: Pick<DiskLayout, 'subformat'>): boolean {
+  return layout.subformat !== 'fixed'
+}
+
 export function rawLayout (fileSize: number): DiskLayout {
   return {
     format: 'raw', subformat: 'fixed', fileSize, virtualSize: fileSize, blockSize: 0, vhdBitmapBytes: 0,

@@ -14,7 +14,7 @@
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { open, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -25,44 +25,11 @@ import { totalBytes } from '../../../storage/changes/range.ts'
 import type { ChangeSet } from '../../../storage/changes/source.ts'
 import { ToldRangesSource } from '../../../storage/changes/told.ts'
 import { tempDir } from '../../helpers/tmp.ts'
+import { SLOTS, pointOf, slotsOf } from '../../helpers/guest-slots.ts'
 
 const has = (cmd: string, arg = '--version'): boolean => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const KiB = 1024
-const SLOTS = 32
-
-/** The record numbers in the 32 slots of a disk image (0: never written), read through its format driver. */
-function slotsOf (image: string, dir: string): number[] {
-  const raw = join(dir, 'slots.raw')
-  const r = spawnSync('qemu-img', ['convert', '-U', '-f', 'vhdx', '-O', 'raw', image, raw])
-  assert.equal(r.status, 0, String(r.stderr))
-  const out: number[] = []
-  const buf = readFileSync(raw)
-  for (let k = 0; k < SLOTS; k++) {
-    const at = (1 + k * 4096) * 512
-    const sector = buf.subarray(at, at + 512)
-    if (sector.every(b => b === 0)) { out.push(0); continue }
-    assert.equal(sector.subarray(0, 4).toString('latin1'), 'CNTR', `slot ${k}: not a record`)
-    const n = sector.readUInt32LE(4)
-    for (let i = 8; i < 512; i += 4) assert.equal(sector.readUInt32LE(i), n, `slot ${k}: torn sector`)
-    assert.equal(n % SLOTS, k, `slot ${k} holds record ${n}`)
-    out.push(n)
-  }
-  return out
-}
-
-/** The point the slots are, or why they are no single point. */
-function pointOf (slots: number[]): { n: number } | { torn: string } {
-  const n = Math.max(...slots)
-  for (let k = 0; k < slots.length; k++) {
-    // the newest record ≤ n in slot k
-    const want = n - ((((n - k) % SLOTS) + SLOTS) % SLOTS)
-    const expect = want >= 1 ? want : 0
-    if (slots[k] !== expect) return { torn: `slot ${k} holds ${slots[k] as number}, the point after record ${n} has ${expect}` }
-  }
-  return { n }
-}
-
 describe('integration: fleecing — every generation is one point of a guest that keeps writing', function () {
   this.timeout(60_000)
   let dir: string

@@ -4,7 +4,9 @@
  * QMP socket configured as `qmp:` on the source. The source replicates from bitmaps: one hash
  * scan at the start, then only told answers; once the guest is paused the replica on the
  * target equals the disk (qemu-img compare and byte for byte), and status and the log name
- * the source. Skips without qemu-system-x86_64, qemu-img, qemu-io, nasm or the test bed.
+ * the source. Fleecing (the default for a one-disk bitmap VM): the generations read while the
+ * guest writes are recovery points, and each one restored is one instant of the guest (its
+ * slots, tests/helpers/guest-slots.ts) and a valid VHDX. Skips without qemu-system-x86_64, qemu-img, qemu-io, nasm or the test bed.
  */
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
@@ -16,7 +18,9 @@ import { systemClock } from '../../../common/clock.ts'
 import { LocalCluster } from '../../../daemon/cluster/local-cluster.ts'
 import { qmpCommand } from '../../../daemon/hypervisor/qmp.ts'
 import { destroyKeepingFailures } from '../../helpers/keep.ts'
-import { vmsSection, waitInSync, replicaPath, sameBytes, vmOf, logOf } from './helpers.ts'
+import type { ReplicaPoints } from '../../../daemon/replication/types.ts'
+import { pointOf, slotsOf } from '../../helpers/guest-slots.ts'
+import { vmsSection, waitInSync, replicaPath, sameBytes, vmOf, logOf, cli } from './helpers.ts'
 
 const has = (cmd: string, arg = '--version'): boolean => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -41,7 +45,8 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
     const bin = join(vmDir, 'diskwriter.bin')
     assert.equal(spawnSync('nasm', ['-f', 'bin', '-o', bin, asm]).status, 0)
     image = join(vmDir, 'guest.vhdx')
-    assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'vhdx', image, '64M']).status, 0)
+    // fixed: a file that keeps its size is fleeced (a dynamic one is not: told-source-runner.ts checkFleeceable)
+    assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'subformat=fixed', image, '64M']).status, 0)
     assert.equal(spawnSync('qemu-io', ['-f', 'vhdx', '-c', `write -q -s ${bin} 0 512`, image]).status, 0)
     qmpSock = join(vmDir, 'guest.qmp')
     serial = join(vmDir, 'serial.log')
@@ -71,6 +76,25 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
     const before = await writesSeen()
     await cl.waitFor('40 more guest writes', async () => await writesSeen() >= before + 40, 60_000, 200)
 
+    // fleecing: what was sent while the guest wrote is recovery points, each one instant of it
+    const points = async (): Promise<Array<{ generation: number }>> => (await cl.node('hv-b').client.call<ReplicaPoints>('GET', '/v1/replication/points?vm=web01', undefined, { timeoutMs: 10_000 })).replicas[0]?.points ?? []
+    const firstPoints = (await points()).length
+    await cl.waitFor('three more recovery points while the guest writes', async () => (await points()).length >= Math.min(firstPoints + 3, 20), 60_000, 200)
+    assert.equal(qemu?.exitCode, null, 'the guest still runs')
+    const restoredAt: number[] = []
+    for (const p of (await points()).slice(-3)) {
+      const to = join(cl.dir, `restored-${p.generation}`)
+      const r = await cli(['--config', cl.node('hv-b').configPath, 'restore', 'web01', '--point', String(p.generation), '--to', to, '--json'])
+      assert.equal(r.code, 0, r.stderr)
+      const file = (JSON.parse(r.stdout) as { files: Record<string, string> }).files[image] as string
+      const check = spawnSync('qemu-img', ['check', '-q', '-f', 'vhdx', file])
+      assert.equal(check.status, 0, `generation ${p.generation}: qemu-img check: ${String(check.stderr)}${String(check.stdout)}`)
+      const at = pointOf(slotsOf(file, to))
+      assert.ok('n' in at, `generation ${p.generation} is no single instant of the guest: ${'torn' in at ? at.torn : ''}`)
+      restoredAt.push(at.n)
+    }
+    assert.ok(restoredAt.every((n, i) => i === 0 || n >= (restoredAt[i - 1] as number)), `the points advance: ${restoredAt.join(', ')}`)
+
     const pausedAt = Date.now()
     assert.equal((await qmp('stop')).error, undefined)
     const toldAtPause = vmOf(await cl.status('hv-a'), 'web01')?.capture?.toldAnswers ?? 0
@@ -95,9 +119,10 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
     assert.ok((cap?.toldAnswers ?? 0) > 10, `told answers: ${String(cap?.toldAnswers)}`)
     assert.equal(scans[0]?.source, 'gap-scan', 'the first answer is the hash scan')
     assert.equal(scans.filter(s => s.source !== 'told').length, 1, `answers by source: ${JSON.stringify([...bySource])}`)
-    assert.ok(scans.every(s => s.source !== 'told' || !s.consistent), 'bitmap generations are fuzzy (no fleecing)')
+    assert.ok(scans.every(s => s.source !== 'told' || s.consistent), 'told answers are consistent (fleecing)')
+    assert.equal(cap?.fleecing, true)
     const toldBytes = scans.filter(s => s.source === 'told').reduce((a, s) => a + s.scannedBytes, 0)
-    console.log(`      ${await writesSeen() - before} guest writes; ${scans.length} answers ${JSON.stringify([...bySource])}; told answers read ${toldBytes} bytes in all; paused ${Date.now() - pausedAt} ms until compared`)
+    console.log(`      ${await writesSeen() - before} guest writes; ${scans.length} answers ${JSON.stringify([...bySource])}; told answers read ${toldBytes} bytes in all; restored points at records ${restoredAt.join(', ')}; paused ${Date.now() - pausedAt} ms until compared`)
   })
 
   it('QEMU restarted (bitmap lost): the hash scan answers while it is down and once more when it is back, then bitmaps again', async () => {
@@ -127,6 +152,6 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
     assert.equal(cap?.live, true)
     const log = await readFile(logOf(cl, 'hv-a'), 'utf8')
     assert.match(log, /QEMU unreachable; the hash scan answers/)
-    assert.equal((log.match(/QEMU dirty bitmap started/g) ?? []).length, 2)
+    assert.equal((log.match(/QEMU dirty bitmap with fleecing started/g) ?? []).length, 2)
   })
 })

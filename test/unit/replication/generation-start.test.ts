@@ -86,8 +86,15 @@ describe('replication/TargetSender: a generation starting while a scan runs', fu
       const started = (): boolean => sentOf(s, 'hashRequest').length > 0 || sentOf(s, 'begin').length > 1
       assert.equal(started(), false, 'waiting for the scan')
       const acked = clock.now()
-      // bounded: 200 steps of 100 ms of virtual time (the wait ends after 20)
-      for (let i = 0; i < 200 && !started(); i++) { clock.advance(100); await flush(20) }
+      // bounded: 200 steps of 100 ms of virtual time (the wait ends after 20). Time moves only
+      // while the sender waits in changed(): stepped while it read the file and its books (real
+      // I/O), its 2 s could pass in a single read under load, and the bound measured the disk
+      for (let i = 0; i < 200 && !started(); i++) {
+        await until('the sender waits for the scan or starts', () => started() || src.waiting > 0)
+        if (started()) break
+        clock.advance(100)
+        await flush(20)
+      }
       const waited = clock.now() - acked
       assert.ok(waited >= 2_000 && waited < 20_000, `went after ${waited} ms of virtual time`)
       assert.equal((await nthBegin(s, 2)).begin.consistent, false)

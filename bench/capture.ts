@@ -22,10 +22,14 @@
  *    its in-place write, so this is an upper bound of write → durable).
  *  - the RPO status shows (`targets[].rpoMs`, polled every 250 ms) against the true one from the
  *    writer's timestamps: at time T, T − the oldest write not yet on the target (0 if none).
- *  - guest pause per generation: the daemon's bitmap path never pauses the guest (it reads
- *    the live file: fuzzy generations); the fleecing path (QemuPointCapture) is measured
- *    separately on the same disk: how long its QMP transaction (a drained section: guest I/O
- *    waits, the vCPUs run) takes, and its pause is 0 by construction.
+ *  - generations in the window and how many of them are recovery points on the target (a
+ *    consistent generation is one): the bitmap phase fleeces (the disk is raw: its file keeps
+ *    its size), so every generation should be one; the hash scan's, of a disk written all along,
+ *    are fuzzy.
+ *  - guest pause per generation: the daemon never pauses the guest (fleecing is copy-before-
+ *    write); the cost of a point (QemuPointCapture) is measured separately on the same disk
+ *    first: how long its QMP transaction (a drained section: guest I/O waits, the vCPUs run)
+ *    takes.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
@@ -37,6 +41,7 @@ import { LocalCluster } from '../daemon/cluster/local-cluster.ts'
 import { QemuPointCapture } from '../daemon/hypervisor/qemu-fleece.ts'
 import { qmpCommand, type QmpReply } from '../daemon/hypervisor/qmp.ts'
 import type { StatusDocument } from '../daemon/status.ts'
+import type { ReplicaPoints } from '../daemon/replication/types.ts'
 
 const GiB = 1024 ** 3
 const BLOCK = 4096
@@ -119,7 +124,7 @@ export async function run (argv: string[]): Promise<object> {
 
     // Fleecing first, before any daemon has run the VM (a stopped daemon's fencing watchdog may
     // kill the QEMU holding the VM's disk once its lease runs out).
-    // The daemon's bitmap path does not use fleecing yet: its cost per point on the same disk.
+    // The cost per point on the same disk, without the daemon's other work around it.
     if (args.only !== 'scan') {
       process.stderr.write('fleecing points…\n')
       const qmp = async (command: string, a?: Record<string, unknown>): Promise<QmpReply> => {
@@ -272,6 +277,11 @@ export async function run (argv: string[]): Promise<object> {
       const reported = rpo.filter(r => r.reported !== null) as Array<{ reported: number, truth: number }>
       const finalStatus = await c.status('hv-a')
       const cap = finalStatus.vms.find(v => v.name === name)?.capture
+      // the window's generations that are recovery points on the target (consistent ones)
+      const g0 = statusSamples[0]?.generation ?? 0
+      const g1 = statusSamples.at(-1)?.generation ?? 0
+      const pts = (await c.node('hv-b').client.call<ReplicaPoints>('GET', `/v1/replication/points?vm=${name}`, undefined, { timeoutMs: 10_000 })).replicas[0]?.points ?? []
+      const consistentGenerations = pts.filter(p => p.generation > g0 && p.generation <= g1).length
       phases[mode] = {
         blockSize: mode === 'bitmap' ? args.bitmapBlockSize : 'default (64KiB)',
         loadAverage1m: round(loadavg()[0] as number, 1),
@@ -288,7 +298,8 @@ export async function run (argv: string[]): Promise<object> {
         daemonCpuPercentOfOneCore: round((cpu1 - cpu0) / windowS * 100, 1),
         targetCpuPercentOfOneCore: round((tcpu1 - tcpu0) / windowS * 100, 1),
         lagMs: { p50: pct(lags, 50), p99: pct(lags, 99), max: pct(lags, 100), notSeen: writes.length - lags.length },
-        generations: (statusSamples.at(-1)?.generation ?? 0) - (statusSamples[0]?.generation ?? 0),
+        generations: g1 - g0,
+        consistentGenerations,
         rpo: {
           samples: rpo.length,
           reportedMs: { p50: pct(reported.map(r => r.reported), 50), p99: pct(reported.map(r => r.reported), 99), max: pct(reported.map(r => r.reported), 100) },

@@ -6,7 +6,9 @@
  * only when fleecing is refused, and measures the pause.
  *
  * Flow of capture():
- *   qemu-img create scratch.qcow2 (the file node's size now; no backing in its header)
+ *   scratch.qcow2: a copy of an empty qcow2 of the file node's size now (no backing in its
+ *     header), made once per size with qemu-img and copied per point (a process per point cost
+ *     more CPU than the rest of the round)
  *   blockdev-add  fl: qcow2 on the scratch file, backing = the file node
  *   transaction { block-dirty-bitmap-add NEXT, block-dirty-bitmap-disable CUR   (format node),
  *                 blockdev-backup sync=none  file node → fl }            (one instant: the point)
@@ -38,7 +40,7 @@
  * action, so the bitmap rotation and the start of copy-before-write could not be one instant;
  * the backup action is, and in QEMU 7.2 it is the same copy-before-write filter underneath.
  */
-import { rm } from 'node:fs/promises'
+import { copyFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
@@ -118,6 +120,8 @@ export class QemuPointCapture {
   private readonly prefix: string
   private mode: CaptureMode
   private startedServer = false
+  /** An empty qcow2 of `size` bytes, copied to make each point's scratch. */
+  private template: { size: number, path: string } | null = null
   /** Why fleecing was given up (null while it works). */
   fleecingRefused: string | null = null
 
@@ -162,8 +166,11 @@ export class QemuPointCapture {
     }
   }
 
-  /** Removes our bitmap and stops the NBD server if we started it (QEMU forgets both when it exits). */
+  /** Removes our bitmap, the scratch template, and stops the NBD server if we started it (QEMU forgets both when it exits). */
   async stop (): Promise<void> {
+    const t = this.template
+    this.template = null
+    if (t !== null) await rm(t.path, { force: true }).catch(() => {})
     const cur = this.current
     const node = this.nodes?.fmt
     this.current = null
@@ -205,8 +212,8 @@ export class QemuPointCapture {
         cleanup.push(resume)
       }
       const size = await this.nodeSize(file)
-      await this.runTool(['qemu-img', 'create', '-q', '-f', 'qcow2', scratch, String(size)], signal)
       cleanup.push(async () => await rm(scratch, { force: true }))
+      await this.emptyScratch(scratch, size, signal)
       await this.ok('blockdev-add', { driver: 'qcow2', 'node-name': id, file: { driver: 'file', filename: scratch }, backing: file, 'read-only': !fleece })
       cleanup.push(async () => await qmp('blockdev-del', { 'node-name': id }))
       const g = this.init.granularityBytes
@@ -320,6 +327,19 @@ export class QemuPointCapture {
   private async readMap (exportName: string, bitmap: string, signal?: AbortSignal): Promise<Range[]> {
     const map = this.components.map ?? nbdDirtyMap
     return await map(this.init.nbdSocket, exportName, bitmap, { timeoutMs: this.init.timeoutMs ?? 30_000, ...(signal !== undefined ? { signal } : {}) })
+  }
+
+  /** `path` becomes an empty qcow2 of `size` bytes: a copy of the template (made when the size is new). */
+  private async emptyScratch (path: string, size: number, signal?: AbortSignal): Promise<void> {
+    if (this.template?.size !== size) {
+      const old = this.template
+      this.template = null
+      if (old !== null) await rm(old.path, { force: true })
+      const t = join(this.init.scratchDir, `${this.prefix}-empty-${this.epoch}-${size}.qcow2`)
+      await this.runTool(['qemu-img', 'create', '-q', '-f', 'qcow2', t, String(size)], signal)
+      this.template = { size, path: t }
+    }
+    await copyFile(this.template.path, path)
   }
 
   private async runTool (argv: string[], signal?: AbortSignal): Promise<void> {

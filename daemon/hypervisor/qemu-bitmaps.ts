@@ -39,6 +39,7 @@ import type { Tell } from '../../storage/changes/told.ts'
 import { HypervisorCommandFailedError, HypervisorOutputError, QemuNbdServerBusyError } from './errors.ts'
 import { readNbdMap } from './nbd-map.ts'
 import type { QmpReply } from './qmp.ts'
+import { removeStaleBitmaps, removedAny, type StaleRemoved } from './qemu-stale.ts'
 
 /** Reads the dirty extents of `bitmap` from `exportName` on the NBD server at `socket`. */
 export type DirtyMapReader = (socket: string, exportName: string, bitmap: string, o: { timeoutMs: number, signal?: AbortSignal }) => Promise<Range[]>
@@ -71,6 +72,8 @@ export interface QemuBitmapComponents {
   told: { tell: (file: string, t: Tell) => void }
   /** Reads a bitmap's dirty extents. @default nbdDirtyMap */
   map?: DirtyMapReader
+  /** Hears what an earlier process left in QEMU and start() removed (qemu-stale.ts). */
+  onStaleRemoved?: (r: StaleRemoved) => void
 }
 
 export interface QemuBitmapInit {
@@ -139,10 +142,15 @@ export class QemuBitmapTracker {
   /** The bitmap recording writes now (null before start()). */
   get bitmap (): string | null { return this.current }
 
-  /** Starts the NBD server if needed and a new chain: a fresh bitmap, told as `since: null`. */
+  /**
+   * Starts the NBD server if needed and a new chain: a fresh bitmap, told as `since: null`. An
+   * earlier process's bitmaps on the node go first (they would record writes forever).
+   */
   async start (): Promise<void> {
     const r = await ensureNbdServer(this.components.qmp, this.init.nbdSocket)
     if (r.error !== undefined) this.fail('nbd-server-start', r)
+    const stale = await removeStaleBitmaps(this.components.qmp, { prefix: this.prefix, keepEpoch: this.epoch, formatNode: this.init.node })
+    if (removedAny(stale)) this.components.onStaleRemoved?.(stale)
     const name = this.nextName()
     await this.ok('block-dirty-bitmap-add', this.addArgs(name))
     this.current = name

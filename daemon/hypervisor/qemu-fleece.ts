@@ -51,6 +51,7 @@ import { HypervisorCommandFailedError, HypervisorOutputError } from './errors.ts
 import { NbdReader } from './nbd-reader.ts'
 import { ensureNbdServer, formatNodeOf, nbdDirtyMap, qmpFailure, qmpOk, type DirtyMapReader } from './qemu-bitmaps.ts'
 import type { QmpReply } from './qmp.ts'
+import { removeStaleBitmaps, removeStaleJobsAndNodes, removedAny, type StaleRemoved } from './qemu-stale.ts'
 import { defaultRunner } from './run.ts'
 import type { CommandRunner } from './run.ts'
 
@@ -66,6 +67,8 @@ export interface PointCaptureComponents {
   run?: CommandRunner
   /** Reads a bitmap's dirty extents. @default nbdDirtyMap */
   map?: DirtyMapReader
+  /** Hears what an earlier process left in QEMU (bitmaps, a fleecing job, nodes, scratch files) and the first capture removed. */
+  onStaleRemoved?: (r: StaleRemoved) => void
 }
 
 export interface PointCaptureInit {
@@ -139,7 +142,14 @@ export class QemuPointCapture {
    * first after QEMU lost our bitmap) has `since: null` and the whole file as its ranges.
    */
   async capture (signal?: AbortSignal): Promise<PointCapture> {
-    if (this.nodes === null) this.nodes = await this.findNodes()
+    if (this.nodes === null) {
+      // a point an earlier process held keeps copying writes into its scratch, and hides the
+      // image file from query-block: gone first (qemu-stale.ts)
+      const stale = await removeStaleJobsAndNodes(this.components.qmp, { prefix: this.prefix, keepEpoch: this.epoch, scratchDir: this.init.scratchDir }, async (ms) => { await this.components.clock.sleep(ms) })
+      this.nodes = await this.findNodes()
+      await removeStaleBitmaps(this.components.qmp, { prefix: this.prefix, keepEpoch: this.epoch, formatNode: this.nodes.fmt }, stale)
+      if (removedAny(stale)) this.components.onStaleRemoved?.(stale)
+    }
     const r = await ensureNbdServer(this.components.qmp, this.init.nbdSocket)
     if (r.error !== undefined) this.fail('nbd-server-start', r)
     if (r.started) this.startedServer = true

@@ -43,6 +43,7 @@ import { mkdir } from 'node:fs/promises'
 import { fileMayGrow, readDiskLayout } from '../../storage/formats/layout.ts'
 import { QemuBitmapTracker, bitmapGranularity, formatNodeOf, type DirtyMapReader } from '../hypervisor/qemu-bitmaps.ts'
 import { FleecingRefusedError, QemuPointCapture, type PointCapture } from '../hypervisor/qemu-fleece.ts'
+import { removeStaleJobsAndNodes, removedAny } from '../hypervisor/qemu-stale.ts'
 import type { CommandRunner } from '../hypervisor/run.ts'
 import { PointGate, type HeldPoint, type PointLease } from './point-gate.ts'
 import type { QmpReply } from '../hypervisor/qmp.ts'
@@ -249,8 +250,17 @@ export class ToldSourceRunner {
         await this.fleeceRound(d, file, told, socket, link, signal)
       } else {
         if (d.tracker === null || d.socket !== socket) {
+          // what an earlier process left (a held fleecing point hides the image from query-block)
+          const stale = await removeStaleJobsAndNodes(qmp, { prefix: 'vmesh' }, async (ms) => { await this.components.clock.sleep(ms, signal) })
+          if (removedAny(stale)) this.components.log.warn({ vm: this.init.vm, file, ...stale }, 'removed what an earlier daemon process left in QEMU')
           const node = await formatNodeOf(qmp, file)
-          d.tracker = new QemuBitmapTracker({ clock: this.components.clock, qmp: async (c, a) => await link.command(c, a), told, ...(this.components.map !== undefined ? { map: this.components.map } : {}) }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket), granularityBytes: this.granularity })
+          d.tracker = new QemuBitmapTracker({
+            clock: this.components.clock,
+            qmp: async (c, a) => await link.command(c, a),
+            told,
+            ...(this.components.map !== undefined ? { map: this.components.map } : {}),
+            onStaleRemoved: (r) => { this.components.log.warn({ vm: this.init.vm, file, ...r }, 'removed what an earlier daemon process left in QEMU') }
+          }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket), granularityBytes: this.granularity })
           d.socket = socket
           this.components.log.info({ vm: this.init.vm, file, blockNode: node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
         }
@@ -305,7 +315,8 @@ export class ToldSourceRunner {
         qmp: async (c, a) => await link.command(c, a),
         told,
         ...(this.components.map !== undefined ? { map: this.components.map } : {}),
-        ...(this.components.run !== undefined ? { run: this.components.run } : {})
+        ...(this.components.run !== undefined ? { run: this.components.run } : {}),
+        onStaleRemoved: (r) => { this.components.log.warn({ vm: this.init.vm, file, ...r }, 'removed what an earlier daemon process left in QEMU') }
       }, { file: resolve(file), nbdSocket: nbdSocketFor(socket), scratchDir, mode: 'fleece', granularityBytes: this.granularity })
       d.socket = socket
       this.components.log.info({ vm: this.init.vm, file }, 'QEMU dirty bitmap with fleecing started; one hash scan, then consistent points')

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=1
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=131072 node --max-semi-space-size=1
 // vmesh runs from the compiled dist/ tree when it is up to date (lower memory and faster
 // start: no TypeScript loader), and from the TypeScript sources through tsx otherwise, so a
 // developer's edit is never shadowed by a stale build. `npm run build` refreshes dist/.
@@ -17,6 +17,14 @@ import { fileURLToPath } from 'node:url'
 //   own, up to 8 per core, and freed memory stays in the arena it came from. With two arenas the
 //   same run (same seed) grew +8 MiB outside V8 and 6.3 % at most, and every daemon's RSS was
 //   lower (README: Chaos soak).
+// MALLOC_MMAP_THRESHOLD_=131072 (glibc): the threshold fixed at its default, 128 KiB. glibc
+//   otherwise raises it to the size of each mmapped block freed (up to 32 MiB), so after the first
+//   short-lived 1 MiB buffer (journal appenders, undo and read chunks, the receiver's 4 MiB) all of
+//   them come from the heap, where small allocations that outlive them pin the freed pages: a host
+//   daemon keeps the high-water mark of the work it once did. Measured (malloc_stats via gdb, the
+//   soak's cluster without faults, a host sourcing three VMs ~7 min after a takeover): 32 MB free
+//   but kept in glibc's heaps; with the fixed threshold 18 MB, RSS 153 → 143 MiB. The price: a
+//   fresh mmap (page faults) for each such buffer, ~0.8 ms more per 1 MiB in a micro-benchmark.
 // No --heap-growing-percent: 0.2.1 ran with 300 (a 4x old-generation growth factor), which cut
 //   the receiver's major GCs during a seed (~60 → ~10 per GiB; seed 186 → ~245 MB/s). The chaos
 //   soak then showed host daemons' RSS climbing ~8-10 MiB a minute for many minutes: V8 let

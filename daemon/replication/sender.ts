@@ -145,6 +145,8 @@ export class TargetSender implements Startable {
   private pathRate = 0
   private nextNumber: number | undefined
   private readonly skip = new Map<string, Set<number>>()
+  /** Per file with a skip set: the manifest generation its hashes were compared at. */
+  private readonly skipSince = new Map<string, number>()
   private knownSizes = new Map<string, number>()
   private pendingBytes = 0
   private seedTotal = 0
@@ -399,6 +401,7 @@ export class TargetSender implements Startable {
     const r = reconcile(book, ts, { existing: this.vm.vm.seed === 'existing' })
     this.log.info({ vm: this.vm.name, target: this.target, reconcile: r.kind, targetApplied: ts.appliedGeneration, seeding: ts.seeding?.generation ?? null, acked: book.acked, inFlight: book.inFlight }, 'replication session open')
     this.skip.clear()
+    this.skipSince.clear()
     this.nextNumber = undefined
     switch (r.kind) {
       case 'ack':
@@ -465,6 +468,8 @@ export class TargetSender implements Startable {
       const file = this.vm.files.find(f => f.fileId === r.fileId)
       if (file === undefined) continue
       const { first, end } = innerBlocks(r, bs)
+      // read before the entries: an entry a scan rewrites from here on has a later generation
+      if (!this.skipSince.has(file.path)) this.skipSince.set(file.path, (await this.vm.manifest.file(file.path).meta())?.generation ?? 0)
       const set = this.skip.get(file.path) ?? new Set<number>()
       const zero = zeroChecksum(bs)
       // windows of HASH_WINDOW blocks: memory stays bounded whatever the disk size
@@ -484,6 +489,30 @@ export class TargetSender implements Startable {
     let skipped = 0
     for (const s of this.skip.values()) skipped += s.size
     this.log.info({ vm: this.vm.name, target: this.target, compared, skipped }, 'seed resumes; blocks the target already holds are skipped')
+  }
+
+  /**
+   * A skipped block is one whose manifest hash equalled the target's when the skip set was
+   * built. A scan that rehashed it since (the file changed) marked it dirty — but if that mark
+   * came before this generation's inFlight, it merged into the block's pending bit, which the
+   * ack of a generation that skipped the block clears: the write is lost (found by the chaos
+   * soak: a write 88 ms before an adopt-seed session, missing from every later recovery point).
+   * So, after inFlight, every skipped block the manifest changed since is sent after all; a scan
+   * that commits later marks it after inFlight, and that mark survives the ack.
+   */
+  private async dropRehashedSkips (): Promise<void> {
+    for (const [path, set] of this.skip) {
+      const since = this.skipSince.get(path)
+      if (since === undefined || set.size === 0) continue
+      const meta = await this.vm.manifest.file(path).meta()
+      if (meta !== null && meta.generation === since && !meta.scanning) continue
+      let lo = Infinity
+      let hi = -1
+      for (const i of set) { if (i < lo) lo = i; if (i > hi) hi = i }
+      let dropped = 0
+      for await (const e of this.vm.manifest.file(path).entries(lo, hi + 1)) if (e.generation > since && set.delete(e.index)) dropped++
+      if (dropped > 0) this.log.info({ vm: this.vm.name, target: this.target, file: path, blocks: dropped }, 'blocks rehashed since the seed comparison are sent after all')
+    }
   }
 
   private async requestHashes (ch: Channel, fileId: number, offset: number, length: number, signal: AbortSignal): Promise<Uint8Array[]> {
@@ -618,6 +647,7 @@ export class TargetSender implements Startable {
     const consistent = !partial && !this.forceFuzzy && isConsistentCapture(captures, { seqBefore, seqAfter: seqBefore, busyBefore, busyAfter: vm.scanBusy > 0 })
     await vm.books.setTarget(t, { acked: vm.books.target(t).acked, inFlight: number })
     for (const inc of included) if (inc.ranges.length > 0) await vm.dirty.inFlight(t, number, inc.file.path, inc.ranges)
+    await this.dropRehashedSkips()
     const createdAtMs = vm.books.meta(number)?.createdAtMs ?? Math.round(this.clock.wallNow())
     let total = 0
     for (const inc of included) for (const r of inc.ranges) total += r.length
@@ -757,6 +787,7 @@ export class TargetSender implements Startable {
         this.forceFuzzy = false
         this.ackedFuzzy = !consistent
         this.skip.clear()
+        this.skipSince.clear()
         this.error = undefined
         for (const inc of included) this.knownSizes.set(inc.file.path, inc.before.size)
         const full = this.chunkOf

@@ -85,8 +85,15 @@ describe('integration: failover — a real qemu guest', function () {
     const failed = this.currentTest?.state === 'failed'
     if (failed) await dumpFailure(c, this.currentTest?.title ?? '')
     for (const pid of await guestPids(c.dir)) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    // The watchdogs go too: a daemon's watchdog outlives it and, at its VM's lease deadline,
+    // fences by killing every qemu of `-name guest=vm1` on the host (the qemu driver's fence
+    // action: one daemon per host) — which, seconds later, was the next case's guest, just
+    // started on its own cluster ("no qemu process for the guest on a", npm test, 2026-12-07).
+    const watchdogs: number[] = []
+    for (const n of ['a', 'b']) for (const e of await watchdogLog(c, n)) if (e.type === 'start' && typeof e.pid === 'number') watchdogs.push(e.pid)
     // a failure keeps the cluster folder (daemon logs, the guest's QEMU log) as the evidence
     await c.destroy({ keep: failed })
+    for (const pid of watchdogs) { try { process.kill(pid, 'SIGKILL') } catch {} }
   })
 
   // dynamic: not fleeced (QEMU 7.2 aborts when a fleeced file grows); fixed: fleeced — the case

@@ -46,8 +46,8 @@ export async function removeStaleJobsAndNodes (qmp: Qmp, scope: { prefix: string
     jobs.push(j.device)
   }
   out.jobs.push(...jobs)
-  // bounded: a cancelled job leaves within a few ms; 2 s at most
-  for (let i = 0; i < 200 && jobs.length > 0 && array(await qmp('query-block-jobs')).some(j => jobs.includes(j.device as string)); i++) await sleep(10)
+  // a cancelled job leaves within a few ms; its node can go only then
+  await untilGone(qmp, 'query-block-jobs', 'device', jobs, sleep)
   const exports: string[] = []
   for (const e of array(await qmp('query-block-exports'))) {
     if (!stale(e.id)) continue
@@ -55,7 +55,7 @@ export async function removeStaleJobsAndNodes (qmp: Qmp, scope: { prefix: string
   }
   out.exports.push(...exports)
   // an export's deletion completes asynchronously: then its node can go
-  for (let i = 0; i < 200 && exports.length > 0 && array(await qmp('query-block-exports')).some(e => exports.includes(e.id as string)); i++) await sleep(10)
+  await untilGone(qmp, 'query-block-exports', 'id', exports, sleep)
   for (const n of array(await qmp('query-named-block-nodes', { flat: true }))) {
     if (!stale(n['node-name'])) continue
     if ((await qmp('blockdev-del', { 'node-name': n['node-name'] })).error === undefined) out.nodes.push(n['node-name'])
@@ -68,6 +68,11 @@ export async function removeStaleJobsAndNodes (qmp: Qmp, scope: { prefix: string
     }
   }
   return out
+}
+
+/** Waits (bounded: 2 s) until `query` lists none of `names` under `key`. */
+async function untilGone (qmp: Qmp, query: string, key: string, names: string[], sleep: (ms: number) => Promise<void>): Promise<void> {
+  for (let i = 0; i < 200 && names.length > 0 && array(await qmp(query)).some(x => names.includes(x[key] as string)); i++) await sleep(10)
 }
 
 /** Our bitmaps on `formatNode` that are not `keepEpoch`'s. */

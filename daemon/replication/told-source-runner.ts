@@ -43,7 +43,7 @@ import { mkdir } from 'node:fs/promises'
 import { fileMayGrow, readDiskLayout } from '../../storage/formats/layout.ts'
 import { QemuBitmapTracker, bitmapGranularity, formatNodeOf, type DirtyMapReader } from '../hypervisor/qemu-bitmaps.ts'
 import { FleecingRefusedError, QemuPointCapture, type PointCapture } from '../hypervisor/qemu-fleece.ts'
-import { removeStaleJobsAndNodes, removedAny } from '../hypervisor/qemu-stale.ts'
+import { removeStaleJobsAndNodes, removedAny, type StaleRemoved } from '../hypervisor/qemu-stale.ts'
 import type { CommandRunner } from '../hypervisor/run.ts'
 import { PointGate, type HeldPoint, type PointLease } from './point-gate.ts'
 import type { QmpReply } from '../hypervisor/qmp.ts'
@@ -252,14 +252,14 @@ export class ToldSourceRunner {
         if (d.tracker === null || d.socket !== socket) {
           // what an earlier process left (a held fleecing point hides the image from query-block)
           const stale = await removeStaleJobsAndNodes(qmp, { prefix: 'vmesh' }, async (ms) => { await this.components.clock.sleep(ms, signal) })
-          if (removedAny(stale)) this.components.log.warn({ vm: this.init.vm, file, ...stale }, 'removed what an earlier daemon process left in QEMU')
+          if (removedAny(stale)) this.staleRemoved(file)(stale)
           const node = await formatNodeOf(qmp, file)
           d.tracker = new QemuBitmapTracker({
             clock: this.components.clock,
             qmp: async (c, a) => await link.command(c, a),
             told,
             ...(this.components.map !== undefined ? { map: this.components.map } : {}),
-            onStaleRemoved: (r) => { this.components.log.warn({ vm: this.init.vm, file, ...r }, 'removed what an earlier daemon process left in QEMU') }
+            onStaleRemoved: this.staleRemoved(file)
           }, { file: resolve(file), node, nbdSocket: nbdSocketFor(socket), granularityBytes: this.granularity })
           d.socket = socket
           this.components.log.info({ vm: this.init.vm, file, blockNode: node }, 'QEMU dirty bitmap started; one hash scan, then bitmaps')
@@ -316,7 +316,7 @@ export class ToldSourceRunner {
         told,
         ...(this.components.map !== undefined ? { map: this.components.map } : {}),
         ...(this.components.run !== undefined ? { run: this.components.run } : {}),
-        onStaleRemoved: (r) => { this.components.log.warn({ vm: this.init.vm, file, ...r }, 'removed what an earlier daemon process left in QEMU') }
+        onStaleRemoved: this.staleRemoved(file)
       }, { file: resolve(file), nbdSocket: nbdSocketFor(socket), scratchDir, mode: 'fleece', granularityBytes: this.granularity })
       d.socket = socket
       this.components.log.info({ vm: this.init.vm, file }, 'QEMU dirty bitmap with fleecing started; one hash scan, then consistent points')
@@ -324,6 +324,11 @@ export class ToldSourceRunner {
     const point = await d.capture.capture(signal)
     d.gate.hold(point)
     d.view = point.view
+  }
+
+  /** Logs what an earlier daemon process left in QEMU for `file` and was removed (qemu-stale.ts). */
+  private staleRemoved (file: string): (r: StaleRemoved) => void {
+    return (r) => { this.components.log.warn({ vm: this.init.vm, file, ...r }, 'removed what an earlier daemon process left in QEMU') }
   }
 
   /** Releases the disk's held point (stop, QEMU gone) and forgets the capture. */

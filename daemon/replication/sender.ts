@@ -571,8 +571,11 @@ export class TargetSender implements Startable {
     const tPrep = this.clock.now()
     await this.letScanFinish(signal)
     // leased before the pending ranges are read, and no change round runs until released: the
-    // ranges are exactly those up to the point the disk is read from
-    const points = await this.leasePoints(signal)
+    // ranges are exactly those up to the point the disk is read from. Not for a seed: it may
+    // take hours on a WAN link, and a point held that long stops every target's rounds and grows
+    // its scratch with each first write; a seed of a running VM reads the live file (fuzzy) and
+    // the told generations after it are consistent
+    const points = this.applied === 0 ? new Map<string, PointLease>() : await this.leasePoints(signal)
     try {
       await this.shipGeneration(ch, signal, tPrep, points)
     } finally {

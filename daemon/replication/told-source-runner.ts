@@ -295,7 +295,7 @@ export class ToldSourceRunner {
   private async checkFleeceable (d: DiskState, file: string): Promise<void> {
     let why: string | null
     try {
-      why = fileMayGrow((await readDiskLayout(file)).layout) ? 'a dynamic image grows as the guest writes, and QEMU aborts when a fleeced file grows' : null
+      why = fileMayGrow(await readDiskLayout(file)) ? 'the file grows as the guest writes (a dynamic image, or a fixed VHDX with blocks not yet present), and QEMU aborts when a fleeced file grows' : null
     } catch (err) {
       why = `its layout cannot be read: ${errorMessage(err)}`
     }

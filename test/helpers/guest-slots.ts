@@ -7,10 +7,22 @@
  */
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import type { ChildProcess } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 
 export const SLOTS = 32
+
+/** The test bed's guest source (`nasm -f bin` makes its boot sector), undefined when the test bed is not beside the checkout. */
+export const DISKWRITER_ASM: string | undefined = [fileURLToPath(new URL('../../../shared/testbed/diskwriter.asm', import.meta.url)), '/work/shared/testbed/diskwriter.asm'].find(p => existsSync(p))
+
+/** SIGKILLs a QEMU still running and waits for its exit. */
+export async function killQemu (qemu: ChildProcess | undefined): Promise<void> {
+  if (qemu === undefined || qemu.exitCode !== null || qemu.signalCode !== null) return
+  qemu.kill('SIGKILL')
+  await new Promise(resolve => qemu.once('exit', resolve))
+}
 
 /** The record numbers in the 32 slots of a disk image (0: never written), read through its format driver. */
 export function slotsOf (image: string, dir: string, format = 'vhdx'): number[] {
@@ -42,4 +54,24 @@ export function pointOf (slots: number[]): { n: number } | { torn: string } {
     if (slots[k] !== expect) return { torn: `slot ${k} holds ${slots[k] as number}, the point after record ${n} has ${expect}` }
   }
   return { n }
+}
+
+/**
+ * A fixed VHDX whose payload blocks are all present, as Hyper-V makes them — so the file keeps
+ * its size under a guest. (`qemu-img create -o subformat=fixed` on a fresh file marks every
+ * block ZERO and allocates it at the file's end on its first write: that file grows.) Made by
+ * converting an empty raw file with every block written (`-S 0`); the boot sector `bin`, when
+ * given, is written at offset 0.
+ */
+export function presentFixedVhdx (path: string, dir: string, size: string, blockSize = '1M', bin?: string): void {
+  const raw = join(dir, 'fixed-src.raw')
+  for (const argv of [
+    ['qemu-img', 'create', '-q', '-f', 'raw', raw, size],
+    ...(bin !== undefined ? [['qemu-io', '-f', 'raw', '-c', `write -q -s ${bin} 0 512`, raw]] : []),
+    ['qemu-img', 'convert', '-S', '0', '-f', 'raw', '-O', 'vhdx', '-o', `subformat=fixed,block_size=${blockSize}`, raw, path],
+    ['rm', '-f', raw]
+  ]) {
+    const r = spawnSync(argv[0] as string, argv.slice(1))
+    assert.equal(r.status, 0, `${argv.join(' ')}: ${String(r.stderr)}`)
+  }
 }

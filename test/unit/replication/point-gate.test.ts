@@ -134,9 +134,22 @@ describe('replication/PointGate', () => {
 })
 
 describe('formats/fileMayGrow (which disks are fleeced)', () => {
-  it('raw and fixed images keep their size; dynamic and differencing ones grow', () => {
-    assert.equal(fileMayGrow({ subformat: 'fixed' }), false)
-    assert.equal(fileMayGrow({ subformat: 'dynamic' }), true)
-    assert.equal(fileMayGrow({ subformat: 'differencing' }), true)
+  const vhdx = (states: number[], chunkRatio = 4): Parameters<typeof fileMayGrow>[0] => {
+    const bat = new Uint8Array(states.length * 8)
+    states.forEach((st, i) => { new DataView(bat.buffer).setUint32(i * 8, ((i + 4) << 20) | st, true) })
+    return { layout: { subformat: 'fixed', format: 'vhdx', chunkRatio, bat: { offset: 2 << 20, length: bat.length, entryBytes: 8 } }, bat }
+  }
+  it('raw and fixed VHD keep their size; dynamic and differencing images grow', () => {
+    const flat = { format: 'raw', chunkRatio: 0, bat: null } as const
+    assert.equal(fileMayGrow({ layout: { ...flat, subformat: 'fixed' }, bat: null }), false)
+    assert.equal(fileMayGrow({ layout: { ...flat, format: 'vhd', subformat: 'fixed' }, bat: null }), false)
+    assert.equal(fileMayGrow({ layout: { ...flat, format: 'vhd', subformat: 'dynamic' }, bat: null }), true)
+    assert.equal(fileMayGrow({ layout: { ...flat, format: 'vhdx', subformat: 'differencing' }, bat: null }), true)
+  })
+  it('a fixed VHDX keeps its size only when every payload block is present (qemu-img marks them ZERO and allocates on write)', () => {
+    // 6 = fully present, 2 = zero; entry 4 is the chunk's sector bitmap (not payload, state 0)
+    assert.equal(fileMayGrow(vhdx([6, 6, 6, 6, 0, 6])), false)
+    assert.equal(fileMayGrow(vhdx([6, 6, 2, 6, 0, 6])), true)
+    assert.equal(fileMayGrow({ ...vhdx([6]), bat: null }), true)
   })
 })

@@ -50,6 +50,8 @@ export interface VmConfig {
   qmpPath?: string
   /** Read bitmap generations of a one-disk VM from a fleecing point (see schema.ts). */
   fleece: boolean
+  /** Bytes a copied point may hold (0: fleecing jobs only; see schema.ts). */
+  pointCopyBudgetBytes: number
   /** The VM's RPO target (alerts: `rpo-breach`). */
   rpoMs: number
 }
@@ -235,6 +237,7 @@ function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): V
     changeSource: v.changeSource,
     ...(v.qmp !== undefined ? { qmpPath: abs(v.qmp) } : {}),
     fleece: v.fleece,
+    pointCopyBudgetBytes: v.pointCopyBudget,
     rpoMs: v.rpo
   }
 }

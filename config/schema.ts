@@ -172,6 +172,13 @@ export const vmSchema = z.strictObject({
    * @default true
    */
   fleece: z.boolean().default(true),
+  /**
+   * With `fleece`: a round whose changed blocks fit in this many bytes takes its point by
+   * reading them while no guest write completes (kept in memory, no copy-before-write I/O); a
+   * larger change set gets a fleecing job. `0`: every point is a fleecing job.
+   * @default 16MiB
+   */
+  pointCopyBudget: size.default(16 * 1024 * 1024),
   /** The VM's recovery point objective: a target whose RPO exceeds it raises an `rpo-breach` alert. @default 60 s */
   rpo: duration.default(60_000)
 })

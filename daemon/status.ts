@@ -49,6 +49,12 @@ export interface CaptureStatus {
   scanAnswers?: number
   /** qemu-bitmap: generations are read from fleecing points (consistent); false: from the live file (fuzzy). */
   fleecing?: boolean
+  /**
+   * qemu-bitmap with fleecing: how its points were taken — `copied` (the changed blocks read
+   * while no guest write completed), `fleeced` (a copy-before-write job), `raced` (copies lost
+   * to a write that completed meanwhile), `tooLarge` (change sets over the copy budget).
+   */
+  points?: { copied: number, fleeced: number, raced: number, tooLarge: number }
   /** Bytes one full scan of the VM's files reads at most (their sizes). */
   scanBytes: number
   /** The host's `scan.budget` (null: unbounded) and this VM's fair share of it. */

@@ -5,6 +5,14 @@
  * bitmap rotation while the guest keeps writing. Falls back to pausing the guest (stop/cont)
  * only when fleecing is refused, and measures the pause.
  *
+ * Copy mode (`copy`, see copyPoint): after the first point of a chain, a round whose changed
+ * blocks fit the copy budget reads them right after the rotation and keeps them in memory; the
+ * new bitmap's dirty count, asked after the reads, proves no guest write completed meanwhile
+ * (else the round starts again with those writes, and after COPY_ATTEMPTS is fleeced). That is
+ * the same crash-consistent point without a job, a scratch image or QEMU copying a 64 KiB
+ * cluster before each first write under a held point (17 bytes read per byte changed on the
+ * capture bench, QEMU 7.2 copies at no finer grain).
+ *
  * Flow of capture():
  *   scratch.qcow2: a copy of an empty qcow2 of the file node's size now (no backing in its
  *     header), made once per size with qemu-img and copied per point (a process per point cost
@@ -40,22 +48,26 @@
  * action, so the bitmap rotation and the start of copy-before-write could not be one instant;
  * the backup action is, and in QEMU 7.2 it is the same copy-before-write filter underneath.
  */
-import { copyFile, rm } from 'node:fs/promises'
+import { copyFile, open, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Clock } from '../../common/clock.ts'
-import { errorMessage } from '../../common/errors.ts'
-import type { Range } from '../../storage/changes/range.ts'
+import { AbortedError, errorMessage } from '../../common/errors.ts'
+import { totalBytes, type Range } from '../../storage/changes/range.ts'
 import { checkSpan, type ByteReader } from '../../storage/formats/reader.ts'
 import type { Tell } from '../../storage/changes/told.ts'
 import { HypervisorCommandFailedError, HypervisorOutputError } from './errors.ts'
 import { NbdReader } from './nbd-reader.ts'
+import type { PointCopy } from './point-copy.ts'
 import { ensureNbdServer, formatNodeOf, nbdDirtyMap, qmpFailure, qmpOk, type DirtyMapReader } from './qemu-bitmaps.ts'
 import type { QmpReply } from './qmp.ts'
 import { removeStaleBitmaps, removeStaleJobsAndNodes, removedAny, type StaleRemoved } from './qemu-stale.ts'
 import { defaultRunner } from './run.ts'
 import type { CommandRunner } from './run.ts'
 
-export type CaptureMode = 'fleece' | 'pause'
+export type CaptureMode = 'fleece' | 'pause' | 'copy'
+
+/** Attempts at a copied point before the round is fleeced instead (each lost to a write that completed meanwhile). */
+const COPY_ATTEMPTS = 3
 
 export interface PointCaptureComponents {
   clock: Clock
@@ -86,8 +98,26 @@ export interface PointCaptureInit {
   granularityBytes?: number
   /** Per dirty-map read / qemu-img call. @default 30000 */
   timeoutMs?: number
+  /**
+   * Copy mode (see copyPoint): a point is the changed blocks read while no guest write
+   * completes, kept in `cache`, instead of a fleecing job. `plan` gives the file ranges holding
+   * the virtual ranges (aligned to the cache's blocks); null, or more than the cache's budget:
+   * that round is fleeced. Only for a file that keeps its size. @default undefined (fleece every point)
+   */
+  copy?: { plan: (virtual: Range[]) => Range[] | null, cache: PointCopy }
 }
 
+/** How the points of a capture were taken (status, bench). */
+export interface PointStats {
+  /** Points taken by copy. */
+  copied: number
+  /** Points taken by fleecing (the first of a chain, copy refused, too large, or lost to writes). */
+  fleeced: number
+  /** Copy attempts lost to a guest write that completed while the blocks were read. */
+  raced: number
+  /** Rounds whose change set was over the copy budget. */
+  tooLarge: number
+}
 /** One point in time of the file, open for reading until release(). */
 export interface PointCapture {
   /** The bitmap rotation this point is (the told chain's reference point). */
@@ -105,6 +135,8 @@ export interface PointCapture {
   readonly view: ByteReader
   /** Bytes of the file as they were at the point (clipped to `fileSize`). */
   read: (offset: number, length: number) => Promise<Buffer>
+  /** Copy mode: whether `read` can serve every byte of `ranges` (otherwise it fails for them). Absent: it serves the whole file. */
+  covers?: (ranges: readonly Range[]) => boolean
   /** ok: the point was used (its bitmap dropped); not ok: its changes are reported again with the next point. Idempotent. */
   release: (ok: boolean) => Promise<void>
 }
@@ -127,6 +159,11 @@ export class QemuPointCapture {
   private template: { size: number, path: string } | null = null
   /** Why fleecing was given up (null while it works). */
   fleecingRefused: string | null = null
+  /** Why copy mode was given up (null while it works or when not configured). */
+  copyRefused: string | null = null
+  /** The NBD server was started or found ours (checked again after any failed capture). */
+  private serverUp = false
+  readonly stats: PointStats = { copied: 0, fleeced: 0, raced: 0, tooLarge: 0 }
 
   constructor (private readonly components: PointCaptureComponents, private readonly init: PointCaptureInit) {
     this.prefix = init.prefix ?? 'vmesh'
@@ -150,13 +187,21 @@ export class QemuPointCapture {
       await removeStaleBitmaps(this.components.qmp, { prefix: this.prefix, keepEpoch: this.epoch, formatNode: this.nodes.fmt }, stale)
       if (removedAny(stale)) this.components.onStaleRemoved?.(stale)
     }
-    const r = await ensureNbdServer(this.components.qmp, this.init.nbdSocket)
-    if (r.error !== undefined) this.fail('nbd-server-start', r)
-    if (r.started) this.startedServer = true
+    if (!this.serverUp) {
+      const r = await ensureNbdServer(this.components.qmp, this.init.nbdSocket)
+      if (r.error !== undefined) this.fail('nbd-server-start', r)
+      if (r.started) this.startedServer = true
+      this.serverUp = true
+    }
     for (let attempt = 0; ; attempt++) {
       try {
+        if (this.init.copy !== undefined && this.copyRefused === null && this.current !== null && this.mode === 'fleece') {
+          const p = await this.copyPoint(this.nodes, this.init.copy, signal)
+          if (p !== null) return p
+        }
         return await this.tryCapture(this.nodes, signal)
       } catch (err) {
+        this.serverUp = false
         if (err instanceof SizeRaceError && attempt < 20) continue
         if (err instanceof BitmapLostError) {
           // QEMU restarted (or someone removed our bitmap): what was written meanwhile is
@@ -195,6 +240,8 @@ export class QemuPointCapture {
   }
 
   private async tryCapture (nodes: Nodes, signal?: AbortSignal): Promise<PointCapture> {
+    // the copied blocks are of the last copied point; this one moves the chain without them
+    this.init.copy?.cache.clear()
     const { qmp, clock } = this.components
     const { fmt, file } = nodes
     const id = `${this.prefix}-fl-${this.epoch}-${++this.seq}`
@@ -262,6 +309,7 @@ export class QemuPointCapture {
       const since = cur === null ? null : this.told
       this.components.told?.tell(resolve(this.init.file), { since, until: next, ranges: virtualRanges, space: 'virtual', consistent: true })
       this.told = next
+      if (fleece) this.stats.fleeced++
       const view: ByteReader = {
         size,
         read: async (offset, length) => { checkSpan(offset, length, size); return await reader.read(offset, length) }
@@ -291,6 +339,137 @@ export class QemuPointCapture {
       await undo()
       throw err
     }
+  }
+
+  /**
+   * A point taken by copy, without fleecing and without pausing the guest:
+   *   transaction { block-dirty-bitmap-add NEXT, block-dirty-bitmap-disable CUR }   (instant T)
+   *   CUR's extents → plan → those file ranges read from the file (the guest keeps writing)
+   *   NEXT's dirty count (query-block): 0 → no guest write completed since T, so every byte
+   *     read is the file at this moment (a write still in flight may or may not be in it —
+   *     as after a power cut: crash-consistent). Not 0 → CUR merged into NEXT, again (at most
+   *     COPY_ATTEMPTS times, then null: the caller fleeces this round).
+   * QEMU marks a block dirty when its write completes, before the guest hears of it, so a
+   * write that changed a byte we read either completed before the count (seen) or had not
+   * been acknowledged to the guest yet.
+   * The blocks go into the cache, which keeps older points' blocks that were not written since
+   * (point-copy.ts): a sender's pending ranges are read from it when it covers them.
+   * Costs per point: 4 QMP commands and the changed blocks read once (no scratch image, no
+   * copy-before-write of 64 KiB clusters, no job, no second export). Null when the change set
+   * cannot be mapped or is over the cache's budget, or writes kept completing in the window.
+   */
+  private async copyPoint (nodes: Nodes, copy: NonNullable<PointCaptureInit['copy']>, signal?: AbortSignal): Promise<PointCapture | null> {
+    const { qmp } = this.components
+    const { fmt } = nodes
+    const { cache } = copy
+    const g = this.init.granularityBytes
+    for (let attempt = 0; attempt < COPY_ATTEMPTS; attempt++) {
+      const cur = this.current as string
+      const next = this.nextName()
+      const t = await qmp('transaction', {
+        actions: [
+          { type: 'block-dirty-bitmap-add', data: { node: fmt, name: next, persistent: false, ...(g !== undefined ? { granularity: g } : {}) } },
+          { type: 'block-dirty-bitmap-disable', data: { node: fmt, name: cur } }
+        ]
+      })
+      if (t.error !== undefined) {
+        cache.clear()
+        if (/bitmap/i.test(t.error.desc ?? '') && /not found/i.test(t.error.desc ?? '')) throw new BitmapLostError(t.error.desc ?? '')
+        this.fail('transaction', t)
+      }
+      this.current = next
+      let virtualRanges: Range[]
+      let planned: Range[] | null
+      let bufs: Buffer[]
+      let size: number
+      try {
+        virtualRanges = await this.readDirty(fmt, cur, signal)
+        planned = copy.plan(virtualRanges)
+        if (planned === null || totalBytes(planned) > cache.maxBytes) {
+          this.stats.tooLarge++
+          await this.mergeBack(fmt, cur, next)
+          cache.clear()
+          return null
+        }
+        ;({ bufs, size } = await readRanges(this.init.file, planned, signal))
+        const dirty = await this.dirtyBytes(fmt, next)
+        if (dirty === null) {
+          this.copyRefused = `QEMU does not report the dirty count of bitmap ${next}`
+          await this.mergeBack(fmt, cur, next)
+          cache.clear()
+          return null
+        }
+        if (dirty > 0) {
+          this.stats.raced++
+          await this.mergeBack(fmt, cur, next)
+          continue
+        }
+      } catch (err) {
+        cache.clear()
+        await this.mergeBack(fmt, cur, next).catch(() => {})
+        throw err
+      }
+      planned.forEach((r, i) => { cache.put(r.offset, bufs[i] as Buffer) })
+      const since = this.told
+      this.components.told?.tell(resolve(this.init.file), { since, until: next, ranges: virtualRanges, space: 'virtual', consistent: true })
+      this.told = next
+      this.stats.copied++
+      return this.copiedPoint(fmt, cur, next, since, virtualRanges, size, cache)
+    }
+    cache.clear()
+    return null
+  }
+
+  /** The PointCapture of a copied point: reads from the cache (the told source's layout reads fall back to the live file, see below). */
+  private copiedPoint (fmt: string, cur: string, next: string, since: string | null, virtualRanges: Range[], size: number, cache: PointCopy): PointCapture {
+    const file = this.init.file
+    let released = false
+    const view: ByteReader = {
+      size,
+      // the told source reads the layout and its metadata fingerprints here. A fixed image's
+      // layout does not move; a metadata block that did change since the last point is in
+      // the answer's ranges, which then are not covered: that target's generation reads the
+      // live file and is fuzzy (the sender asks covers() first).
+      read: async (offset, length) => {
+        checkSpan(offset, length, size)
+        if (cache.covers([{ offset, length }])) return cache.read(offset, length)
+        return (await readRanges(file, [{ offset, length }])).bufs[0] as Buffer
+      }
+    }
+    const capture: PointCapture = {
+      point: next,
+      since,
+      virtualRanges,
+      fileSize: size,
+      mode: 'copy',
+      pauseMs: 0,
+      view,
+      read: async (offset, length) => cache.read(offset, Math.max(0, Math.min(length, size - offset))),
+      covers: (ranges) => cache.covers(ranges),
+      release: async (ok) => {
+        if (released) return
+        released = true
+        if (!ok) { await this.mergeBack(fmt, cur, next); return }
+        await this.components.qmp('block-dirty-bitmap-remove', { node: fmt, name: cur }).catch(() => {})
+      }
+    }
+    return capture
+  }
+
+  /** Bytes `bitmap` on `fmt` holds dirty now (query-block), null when QEMU does not say. */
+  private async dirtyBytes (fmt: string, bitmap: string): Promise<number | null> {
+    const r = await this.components.qmp('query-block')
+    if (r.error !== undefined || !Array.isArray(r.return)) throw new HypervisorOutputError('qmp query-block', r.error?.desc ?? 'not an array')
+    for (const d of r.return as Array<{ inserted?: { 'node-name'?: unknown, 'dirty-bitmaps'?: unknown }, 'dirty-bitmaps'?: unknown }>) {
+      if (d.inserted?.['node-name'] !== fmt) continue
+      const lists = [d.inserted['dirty-bitmaps'], d['dirty-bitmaps']]
+      for (const l of lists) {
+        if (!Array.isArray(l)) continue
+        const b = (l as Array<{ name?: unknown, count?: unknown }>).find(x => x.name === bitmap)
+        if (b !== undefined) return Number.isSafeInteger(b.count) && (b.count as number) >= 0 ? b.count as number : null
+      }
+    }
+    return null
   }
 
   /** The dirty extents of `bitmap` (virtual offsets), through a short-lived read-only export of the format node. */
@@ -366,6 +545,30 @@ export class QemuPointCapture {
 }
 
 interface Nodes { fmt: string, file: string }
+
+/** The bytes of `ranges` of `file` (read through the page cache, as the live-file path does) and its size. */
+async function readRanges (file: string, ranges: readonly Range[], signal?: AbortSignal): Promise<{ bufs: Buffer[], size: number }> {
+  const fh = await open(file, 'r')
+  try {
+    const size = (await fh.stat()).size
+    const bufs: Buffer[] = []
+    for (const r of ranges) {
+      if (signal?.aborted === true) throw new AbortedError('reading a copied point aborted', { cause: signal.reason })
+      const buf = Buffer.alloc(r.length)
+      let got = 0
+      // bounded: each pass advances or ends (past the end of the file reads zeros, as a view does)
+      while (got < r.length) {
+        const { bytesRead } = await fh.read(buf, got, r.length - got, r.offset + got)
+        if (bytesRead <= 0) break
+        got += bytesRead
+      }
+      bufs.push(buf)
+    }
+    return { bufs, size }
+  } finally {
+    await fh.close()
+  }
+}
 
 class SizeRaceError extends Error {}
 class BitmapLostError extends Error {}

@@ -24,6 +24,8 @@ import { AbortedError } from '../../common/errors.ts'
 export interface HeldPoint {
   readonly fileSize: number
   read: (offset: number, length: number) => Promise<Buffer>
+  /** Whether `read` serves every byte of `ranges` (a copied point holds only some blocks). Absent: the whole file. */
+  covers?: (ranges: ReadonlyArray<{ offset: number, length: number }>) => boolean
   /** ok: its changes were recorded; not ok: they are reported again by the next point. */
   release: (ok: boolean) => Promise<void>
 }
@@ -32,6 +34,8 @@ export interface HeldPoint {
 export interface PointLease {
   readonly fileSize: number
   read: (offset: number, length: number) => Promise<Buffer>
+  /** Whether `read` serves every byte of `ranges`; false: read the live file (a fuzzy generation). */
+  covers: (ranges: ReadonlyArray<{ offset: number, length: number }>) => boolean
   /** Ends the lease (idempotent): the next round may replace the point. */
   release: () => void
 }
@@ -98,6 +102,7 @@ export class PointGate {
         if (done) throw new AbortedError('read after the point lease ended')
         return await h.point.read(offset, length)
       },
+      covers: (ranges) => h.point.covers?.(ranges) ?? true,
       release: () => {
         if (done) return
         done = true

@@ -613,7 +613,14 @@ export class TargetSender implements Startable {
     for (const f of vm.files) {
       const ranges: Array<{ offset: number, length: number }> = []
       if (vm.dirty.files().some(x => x.file === f.path)) for await (const r of vm.dirty.pending(t, f.path)) ranges.push(r)
-      const point = points.get(f.path)
+      let point = points.get(f.path)
+      if (point !== undefined && !point.covers(clipRanges(ranges, point.fileSize))) {
+        // a copied point holds the blocks of its recent rounds only: a target further behind
+        // reads the live file for this generation (fuzzy), and is consistent again once caught up
+        point.release()
+        points.delete(f.path)
+        point = undefined
+      }
       const live = await nodeScanIO.stat(f.path)
       // a fleeced disk is the point: its size, whatever the live file has become since
       const before = point !== undefined ? { ...live, size: point.fileSize } : live

@@ -25,6 +25,10 @@
  * point-gate.ts) until the next round: the told answer's layout is read from it, and the
  * senders read every pending range of the disk from it, so each generation is consistent. A
  * round waits until no sender reads the held point, releases it, and takes the next one.
+ * Most rounds take the point by copy instead (qemu-fleece.ts copyPoint, budget `pointCopyBudget`):
+ * the changed blocks read while no guest write completes, kept in memory (point-copy.ts); a
+ * sender whose pending ranges the copy does not hold (a target further behind) reads the live
+ * file for that generation, which is then fuzzy.
  * Only a disk whose file keeps its size is fleeced (raw, fixed VHD/VHDX: see checkFleeceable);
  * QEMU refusing fleecing (an old QEMU, a job on the node) → plain bitmaps for that disk, fuzzy
  * generations, logged once; the guest is never paused by the daemon (the pause fallback of
@@ -40,9 +44,11 @@ import type { VmConfig } from '../../config/load.ts'
 import { HashScanSource, ToldRangesSource, type ChangeOptions, type ChangeSet, type ChangeSource, type ChangeToken } from '../../storage/changes/index.ts'
 import { ToldScanSource, type AnswerKind } from '../../storage/changes/told-scan.ts'
 import { mkdir } from 'node:fs/promises'
-import { fileMayGrow, readDiskLayout } from '../../storage/formats/layout.ts'
+import { fileMayGrow, readDiskLayout, type LayoutSnapshot } from '../../storage/formats/layout.ts'
+import type { Range } from '../../storage/changes/range.ts'
 import { QemuBitmapTracker, bitmapGranularity, formatNodeOf, type DirtyMapReader } from '../hypervisor/qemu-bitmaps.ts'
-import { FleecingRefusedError, QemuPointCapture, type PointCapture } from '../hypervisor/qemu-fleece.ts'
+import { FleecingRefusedError, QemuPointCapture, type PointCapture, type PointStats } from '../hypervisor/qemu-fleece.ts'
+import { PointCopy, copyPlan } from '../hypervisor/point-copy.ts'
 import { removeStaleJobsAndNodes, removedAny, type StaleRemoved } from '../hypervisor/qemu-stale.ts'
 import type { CommandRunner } from '../hypervisor/run.ts'
 import { PointGate, type HeldPoint, type PointLease } from './point-gate.ts'
@@ -100,7 +106,16 @@ export interface ToldRunnerInit {
    * @default undefined (fuzzy generations)
    */
   fleeceScratchDir?: string
+  /**
+   * Budget of a fleeced disk's copied points (qemu-fleece.ts copyPoint): a round whose changed
+   * blocks fit is a point read while no guest write completes, kept in memory (0: every point
+   * is a fleecing job). @default 16 MiB
+   */
+  copyMaxBytes?: number
 }
+
+/** @see ToldRunnerInit.copyMaxBytes */
+export const DEFAULT_COPY_MAX_BYTES = 16 * 1024 * 1024
 
 export interface ToldRunnerStatus {
   /** A QMP socket answered at the last round. */
@@ -111,6 +126,8 @@ export interface ToldRunnerStatus {
   toldAnswers: number
   /** Generations are read from fleecing points (consistent); false: from the live file (fuzzy). */
   fleecing?: boolean
+  /** How the fleeced disk's points were taken (copied, fleecing jobs, copies lost to a write). */
+  points?: PointStats
 }
 
 interface DiskState {
@@ -123,6 +140,8 @@ interface DiskState {
   replacing: { point: HeldPoint, ok: boolean } | null
   view: PointCapture['view'] | undefined
   fleeceRefused: string | null
+  /** The fixed file's layout (read when fleecing was checked): copied points map through it. */
+  layout: LayoutSnapshot | null
 }
 
 /**
@@ -156,7 +175,7 @@ export class ToldSourceRunner {
   private toldAnswers = 0
 
   constructor (private readonly components: ToldRunnerComponents, private readonly init: ToldRunnerInit) {
-    for (const d of init.disks) this.disks.set(resolve(d), { tracker: null, socket: null, capture: null, gate: new PointGate(components.clock), replacing: null, view: undefined, fleeceRefused: null })
+    for (const d of init.disks) this.disks.set(resolve(d), { tracker: null, socket: null, capture: null, gate: new PointGate(components.clock), replacing: null, view: undefined, fleeceRefused: null, layout: null })
     this.granularity = bitmapGranularity(init.blockSizeBytes)
     const told = new ToldRangesSource({}, { blockSizeBytes: init.blockSizeBytes })
     this.scan = new ToldScanSource({
@@ -177,7 +196,8 @@ export class ToldSourceRunner {
   gapReason (file: string): string | undefined { return this.scan.gapReason(resolve(file)) }
 
   status (): ToldRunnerStatus {
-    return { live: this.live, scanAnswers: this.scanAnswers, toldAnswers: this.toldAnswers, fleecing: [...this.disks.values()].some(d => d.capture !== null) }
+    const captures = [...this.disks.values()].flatMap(d => d.capture !== null ? [d.capture] : [])
+    return { live: this.live, scanAnswers: this.scanAnswers, toldAnswers: this.toldAnswers, fleecing: captures.length > 0, ...(captures[0] !== undefined ? { points: { ...captures[0].stats } } : {}) }
   }
 
   private fleeces (d: DiskState): boolean { return this.init.fleeceScratchDir !== undefined && this.disks.size === 1 && d.fleeceRefused === null }
@@ -295,7 +315,9 @@ export class ToldSourceRunner {
   private async checkFleeceable (d: DiskState, file: string): Promise<void> {
     let why: string | null
     try {
-      why = fileMayGrow(await readDiskLayout(file)) ? 'the file grows as the guest writes (a dynamic image, or a fixed VHDX with blocks not yet present), and QEMU aborts when a fleeced file grows' : null
+      const snap = await readDiskLayout(file)
+      why = fileMayGrow(snap) ? 'the file grows as the guest writes (a dynamic image, or a fixed VHDX with blocks not yet present), and QEMU aborts when a fleeced file grows' : null
+      d.layout = why === null ? snap : null
     } catch (err) {
       why = `its layout cannot be read: ${errorMessage(err)}`
     }
@@ -310,6 +332,7 @@ export class ToldSourceRunner {
     if (d.capture === null || d.socket !== socket) {
       await d.capture?.stop().catch(() => {})
       await mkdir(scratchDir, { recursive: true })
+      const copy = this.copyPlan(d)
       d.capture = new QemuPointCapture({
         clock: this.components.clock,
         qmp: async (c, a) => await link.command(c, a),
@@ -317,13 +340,20 @@ export class ToldSourceRunner {
         ...(this.components.map !== undefined ? { map: this.components.map } : {}),
         ...(this.components.run !== undefined ? { run: this.components.run } : {}),
         onStaleRemoved: this.staleRemoved(file)
-      }, { file: resolve(file), nbdSocket: nbdSocketFor(socket), scratchDir, mode: 'fleece', granularityBytes: this.granularity })
+      }, { file: resolve(file), nbdSocket: nbdSocketFor(socket), scratchDir, mode: 'fleece', granularityBytes: this.granularity, ...(copy !== undefined ? { copy } : {}) })
       d.socket = socket
       this.components.log.info({ vm: this.init.vm, file }, 'QEMU dirty bitmap with fleecing started; one hash scan, then consistent points')
     }
     const point = await d.capture.capture(signal)
     d.gate.hold(point)
     d.view = point.view
+  }
+
+  /** Copied points (qemu-fleece.ts copyPoint) of the fixed file, unless the budget is 0. */
+  private copyPlan (d: DiskState): { plan: (virtual: Range[]) => Range[] | null, cache: PointCopy } | undefined {
+    const max = this.init.copyMaxBytes ?? DEFAULT_COPY_MAX_BYTES
+    const plan = max > 0 && d.layout !== null ? copyPlan(d.layout, this.init.blockSizeBytes) : null
+    return plan === null ? undefined : { plan, cache: new PointCopy(this.init.blockSizeBytes, max) }
   }
 
   /** Logs what an earlier daemon process left in QEMU for `file` and was removed (qemu-stale.ts). */

@@ -129,7 +129,7 @@ export class VmSource implements SenderSource {
     if (components.rct !== undefined) {
       this.told = new RctSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, rct: components.rct.rct, vmId: components.rct.vmId }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize, stateFile: components.rct.stateFile })
     } else if (components.qmpSocket !== undefined) {
-      const fleece = components.fleeceDir !== undefined && init.vm.fleece && disks.size === 1 ? { fleeceScratchDir: join(components.fleeceDir, vmSublevelName(this.name)) } : {}
+      const fleece = components.fleeceDir !== undefined && init.vm.fleece && disks.size === 1 ? { fleeceScratchDir: join(components.fleeceDir, vmSublevelName(this.name)), copyMaxBytes: init.vm.pointCopyBudgetBytes } : {}
       this.told = new ToldSourceRunner({ clock: components.clock, log: components.log, hashScan: this.hashScan, qmpSocket: components.qmpSocket }, { vm: this.name, disks: [...disks], blockSizeBytes: this.blockSize, ...fleece })
     }
   }

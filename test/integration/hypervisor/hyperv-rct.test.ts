@@ -278,7 +278,7 @@ describe('integration: Hyper-V RCT (scripted fake, real VHDX) â†’ told ranges â†
     const vm: VmConfig = {
       // a name with a space, as on Hyper-V (its LevelDB sublevel is percent-encoded)
       name: NAME, disks: [disk], files: [], replicateTo: [], failover: 'auto', priority: 0, startOrder: 0, blockSizeBytes: 64 * KiB,
-      scanIntervalMs: 3_600_000, quietBudgetMs: 1000, recoveryPoints: { count: 1, keepAllWithinMs: 0, hourlyBeyond: false }, seed: 'full', changeSource: 'rct', fleece: true, rpoMs: 60_000, startAfter: [], startAfterTimeoutMs: 120_000
+      scanIntervalMs: 3_600_000, quietBudgetMs: 1000, recoveryPoints: { count: 1, keepAllWithinMs: 0, hourlyBeyond: false }, seed: 'full', changeSource: 'rct', fleece: true, pointCopyBudgetBytes: 16 * 1024 * 1024, rpoMs: 60_000, startAfter: [], startAfterTimeoutMs: 120_000
     }
     const noop = (): void => {}
     const log = { info: noop, warn: noop, debug: noop, error: noop, child: () => log } as unknown as Logger

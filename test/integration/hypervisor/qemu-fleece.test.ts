@@ -17,7 +17,6 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { open, readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { systemClock } from '../../../common/clock.ts'
 import { qmpCommand, type QmpReply } from '../../../daemon/hypervisor/qmp.ts'
 import { QemuPointCapture, type PointCapture } from '../../../daemon/hypervisor/qemu-fleece.ts'
@@ -25,7 +24,7 @@ import { totalBytes } from '../../../storage/changes/range.ts'
 import type { ChangeSet } from '../../../storage/changes/source.ts'
 import { ToldRangesSource } from '../../../storage/changes/told.ts'
 import { tempDir } from '../../helpers/tmp.ts'
-import { SLOTS, pointOf, slotsOf } from '../../helpers/guest-slots.ts'
+import { DISKWRITER_ASM, SLOTS, killQemu, pointOf, slotsOf } from '../../helpers/guest-slots.ts'
 
 const has = (cmd: string, arg = '--version'): boolean => spawnSync(cmd, [arg], { stdio: 'ignore' }).status === 0
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -39,18 +38,14 @@ describe('integration: fleecing — every generation is one point of a guest tha
   let serial: string
 
   before(function () {
-    const ok = has('qemu-system-x86_64') && has('qemu-img') && has('nasm', '-v') && asmPath() !== undefined
+    const ok = has('qemu-system-x86_64') && has('qemu-img') && has('nasm', '-v') && DISKWRITER_ASM !== undefined
     if (!ok) this.skip()
   })
   beforeEach(async () => { ({ dir, cleanup } = await tempDir('vmesh-fleece-it-')) })
   afterEach(async () => {
-    if (qemu !== undefined && qemu.exitCode === null && qemu.signalCode === null) { qemu.kill('SIGKILL'); await new Promise(resolve => qemu?.once('exit', resolve)) }
+    await killQemu(qemu)
     await cleanup()
   })
-
-  function asmPath (): string | undefined {
-    return [fileURLToPath(new URL('../../../../shared/testbed/diskwriter.asm', import.meta.url)), '/work/shared/testbed/diskwriter.asm'].find(p => existsSync(p))
-  }
   const writesSeen = async (): Promise<number> => ((await readFile(serial, 'utf8').catch(() => '')).match(/W /g) ?? []).length
   const qmp = async (command: string, args?: Record<string, unknown>): Promise<QmpReply> =>
     await qmpCommand(qmpSock, command, args, { clock: systemClock, timeoutMs: 20_000 })
@@ -78,7 +73,7 @@ describe('integration: fleecing — every generation is one point of a guest tha
 
   async function bootGuest (): Promise<string> {
     const bin = join(dir, 'diskwriter.bin')
-    assert.equal(spawnSync('nasm', ['-f', 'bin', '-o', bin, asmPath() as string]).status, 0)
+    assert.equal(spawnSync('nasm', ['-f', 'bin', '-o', bin, DISKWRITER_ASM as string]).status, 0)
     const image = join(dir, 'guest.vhdx')
     assert.equal(spawnSync('qemu-img', ['create', '-q', '-f', 'vhdx', '-o', 'block_size=1M', image, '64M']).status, 0)
     assert.equal(spawnSync('qemu-io', ['-f', 'vhdx', '-c', `write -q -s ${bin} 0 512`, image]).status, 0)

@@ -31,6 +31,7 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
   let qemu: ChildProcess | undefined
   let image: string
   let qmpSock: string
+  let section: { vms: Array<Record<string, unknown>> }
   let serial: string
 
   const writesSeen = async (): Promise<number> => ((await readFile(serial, 'utf8').catch(() => '')).match(/W /g) ?? []).length
@@ -58,7 +59,7 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
       if (Date.now() > end || qemu.exitCode !== null) throw new Error('the guest did not start writing')
       await sleep(50)
     }
-    const section = vmsSection([{ name: 'web01', disks: [image], replicateTo: ['hv-b'] }]) as { vms: Array<Record<string, unknown>> }
+    section = vmsSection([{ name: 'web01', disks: [image], replicateTo: ['hv-b'] }]) as { vms: Array<Record<string, unknown>> }
     for (const v of section.vms) { v.changeSource = 'qemu-bitmap'; v.qmp = qmpSock }
     await c.writeConfig('hv-a', section)
     await c.startAll()
@@ -121,13 +122,23 @@ describe('replication: QEMU dirty bitmaps with real daemons (integration)', func
     assert.equal(scans.filter(s => s.source !== 'told').length, 1, `answers by source: ${JSON.stringify([...bySource])}`)
     assert.ok(scans.every(s => s.source !== 'told' || s.consistent), 'told answers are consistent (fleecing)')
     assert.equal(cap?.fleecing, true)
+    // most points copied (the changed blocks read while no write completed), the first one a fleecing job
+    assert.ok((cap?.points?.copied ?? 0) > 10 && (cap?.points?.fleeced ?? 0) >= 1, JSON.stringify(cap?.points))
     const toldBytes = scans.filter(s => s.source === 'told').reduce((a, s) => a + s.scannedBytes, 0)
-    console.log(`      ${await writesSeen() - before} guest writes; ${scans.length} answers ${JSON.stringify([...bySource])}; told answers read ${toldBytes} bytes in all; restored points at records ${restoredAt.join(', ')}; paused ${Date.now() - pausedAt} ms until compared`)
+    console.log(`      ${await writesSeen() - before} guest writes; ${scans.length} answers ${JSON.stringify([...bySource])}; told answers read ${toldBytes} bytes in all; restored points at records ${restoredAt.join(', ')}; points ${JSON.stringify(cap?.points)}; paused ${Date.now() - pausedAt} ms until compared`)
   })
 
   it('the source daemon killed while it held a fleecing point: the next process removes what it left in QEMU and fleeces again', async () => {
     const cl = c as LocalCluster
     assert.equal((await qmp('cont')).error, undefined) // the first case paused the guest
+    // what this case is about is a held fleecing *job*: points by job only from here on
+    // (`pointCopyBudget: 0`; a copied point leaves nothing in QEMU but its bitmaps)
+    for (const v of section.vms) v.pointCopyBudget = 0
+    await cl.writeConfig('hv-a', section)
+    await cl.signal('hv-a', 'SIGTERM')
+    await cl.start('hv-a')
+    const fleeced = async (): Promise<number> => vmOf(await cl.status('hv-a'), 'web01')?.capture?.points?.fleeced ?? 0
+    await cl.waitFor('two points by fleecing job', async () => (await fleeced()) >= 2, 60_000, 100)
     await cl.kill('hv-a')
     const jobs = async (): Promise<string[]> => (((await qmp('query-block-jobs')).return ?? []) as Array<{ device: string }>).map(j => j.device)
     assert.equal((await jobs()).length, 1, 'the killed process held a point (its copy-before-write job)')

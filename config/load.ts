@@ -50,6 +50,8 @@ export interface VmConfig {
   qmpPath?: string
   /** Read bitmap generations of a one-disk VM from a fleecing point (see schema.ts). */
   fleece: boolean
+  /** Shortest time between two change rounds of a disk (see schema.ts); absent: by source. */
+  captureGapMs?: number
   /** Bytes a copied point may hold (0: fleecing jobs only; see schema.ts). */
   pointCopyBudgetBytes: number
   /** The VM's RPO target (alerts: `rpo-breach`). */
@@ -237,6 +239,7 @@ function toVmConfig (v: RawConfig['vms'][number], abs: (p: string) => string): V
     changeSource: v.changeSource,
     ...(v.qmp !== undefined ? { qmpPath: abs(v.qmp) } : {}),
     fleece: v.fleece,
+    ...(v.captureGap !== undefined ? { captureGapMs: v.captureGap } : {}),
     pointCopyBudgetBytes: v.pointCopyBudget,
     rpoMs: v.rpo
   }

@@ -57,12 +57,21 @@ export interface VmSourceComponents {
   rct?: Pick<RctRunnerComponents, 'rct' | 'vmId'> & { stateFile: string }
 }
 
+/** Default shortest gap between hash scans of a file (each reads it). */
+export const SCAN_GAP_MS = 250
+/**
+ * Default shortest gap between told rounds (bitmaps, RCT): a round costs the source ~40 ms of CPU
+ * whatever it carries (capture bench, 2026-12-08), so rounds every 250 ms were 14 % of a core
+ * under 10 small writes a second; 500 ms halves that and keeps write → durable p99 under 1 s.
+ */
+export const TOLD_GAP_MS = 500
+
 export interface VmSourceInit {
   vm: VmConfig
   nodeName: string
   /** Delay from a file-system event to the scan it triggers (a burst of writes is caught whole, and the change reaches the target soon after it ends). @default 100 */
   debounceMs?: number
-  /** Shortest gap between scans of one file. @default 250 */
+  /** Shortest gap between scans of one file. @default the VM's captureGapMs, else TOLD_GAP_MS for a told source and SCAN_GAP_MS for the hash scan */
   minGapMs?: number
   /** Use fs.watch. @default true */
   watch?: boolean
@@ -179,7 +188,7 @@ export class VmSource implements SenderSource {
       scanIntervalMs: this.vm.scanIntervalMs,
       quietBudgetMs: this.vm.quietBudgetMs,
       debounceMs: this.init.debounceMs ?? 100,
-      minGapMs: this.init.minGapMs ?? 250,
+      minGapMs: this.init.minGapMs ?? this.vm.captureGapMs ?? (this.told !== undefined ? TOLD_GAP_MS : SCAN_GAP_MS),
       files: this.files.map(f => f.path)
     })
     this.tracker.onChange(async (e) => { await this.onScan(e) })

@@ -117,6 +117,18 @@ bandwidth:
     assert.doesNotThrow(() => parseConfigText(base('hypervisor: { driver: hyperv }\nvms:\n  - { name: a, disks: ["/d/a.vhdx"], changeSource: rct }'), '/x/vmesh.yaml'))
   })
 
+  it('captureGap and pointCopyBudget: by source unless set, units normalized, bad values refused', () => {
+    const ok = parseConfigText(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"] }\n  - { name: b, disks: ["/d/b.vhdx"], captureGap: 2s, pointCopyBudget: 0 }\n  - { name: c, disks: ["/d/c.vhdx"], pointCopyBudget: 4MiB }'), '/x/vmesh.yaml')
+    const c = normalizeConfig(ok.raw, '/x/vmesh.yaml')
+    assert.equal(c.vms[0]?.captureGapMs, undefined)
+    assert.equal(c.vms[0]?.pointCopyBudgetBytes, 16 * 1024 * 1024)
+    assert.equal(c.vms[1]?.captureGapMs, 2000)
+    assert.equal(c.vms[1]?.pointCopyBudgetBytes, 0)
+    assert.equal(c.vms[2]?.pointCopyBudgetBytes, 4 * 1024 * 1024)
+    assert.ok(invalid(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"], captureGap: soon }')).issues.some(i => i.path === 'vms[0].captureGap'))
+    assert.ok(invalid(base('vms:\n  - { name: a, disks: ["/d/a.vhdx"], pointCopyBudget: -1 }')).issues.some(i => i.path === 'vms[0].pointCopyBudget'))
+  })
+
   it('refuses a YAML syntax error with a typed error and line', () => {
     assert.throws(() => parseConfigText('node:\n  name: [unclosed\n', '/x/v.yaml'), (err: Error) => err.name === 'ConfigParseError')
   })

@@ -30,6 +30,7 @@ import { ApiServer } from './api/server.ts'
 import { tokenPathFor } from './api/client.ts'
 import { BandwidthService, type BandwidthSettings } from './bandwidth/service.ts'
 import { createMetrics, type VmeshMetrics } from './metrics/registry.ts'
+import { levelMemoryBytes } from '../storage/manifest/db.ts'
 import { ReplicationService, type ReplicationSettings } from './replication/service.ts'
 import { ReplicationOwnershipHost, type OwnershipHostSettings } from './replication/ownership-host.ts'
 import { createDriver } from './hypervisor/index.ts'
@@ -205,6 +206,7 @@ export async function createComponents (loaded: LoadedConfig, base: { clock: Clo
     ? new Watchdog({ clock, log: ownershipLog.child({ svc: 'watchdog' }), fenceAction: async (vm) => await driver.fenceAction(vm) }, { logFile: join(dataDir, 'watchdog.log'), stateFile: join(dataDir, 'watchdog-state.json') })
     : undefined
   const ownershipDb = new Level<string, string>(join(dataDir, 'ownership'), { valueEncoding: 'utf8' })
+  metrics.storage.watchDb('ownership', () => levelMemoryBytes(ownershipDb))
   const ownershipHost = new ReplicationOwnershipHost({
     log: ownershipLog,
     replication,

@@ -55,12 +55,19 @@ export interface BandwidthMetrics {
   forgetPeer: (peer: string) => void
 }
 
+/** Memory of the node's LevelDB databases, read when /metrics is scraped. */
+export interface StorageMetrics {
+  /** Reports `db`'s memory (undefined: closed) until the returned function is called. */
+  watchDb: (db: string, memoryBytes: () => number | undefined) => () => void
+}
+
 export class VmeshMetrics {
   readonly registry: Registry
   readonly replication: ReplicationMetrics
   readonly replica: ReplicaMetrics
   readonly members: MemberMetrics
   readonly bandwidth: BandwidthMetrics
+  readonly storage: StorageMetrics
 
   constructor (init: MetricsInit = {}) {
     const registry = new Registry()
@@ -79,6 +86,18 @@ export class VmeshMetrics {
     const state = new Gauge({ name: 'vmesh_replication_state', help: 'Replication state of the target, one-hot over the state label', labelNames: [...pair, 'state'] as const, registers })
     const applied = new Gauge({ name: 'vmesh_replica_applied_generation', help: 'Newest generation applied to the replica held here', labelNames: ['vm', 'source'] as const, registers })
     const member = new Gauge({ name: 'vmesh_member_state', help: 'Failure detector view of the peer, one-hot over the state label', labelNames: ['peer', 'state'] as const, registers })
+    const dbs = new Map<string, () => number | undefined>()
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'vmesh_leveldb_memory_bytes',
+      help: 'Memory a LevelDB database holds: memtables and block cache (leveldb.approximate-memory-usage), bounded by its write buffer and cache sizes',
+      labelNames: ['db'] as const,
+      registers,
+      collect () {
+        this.reset()
+        for (const [db, read] of dbs) { const v = read(); if (v !== undefined && Number.isFinite(v)) this.set({ db }, v) }
+      }
+    })
     const limit = new Gauge({ name: 'vmesh_bandwidth_limit_bytes_per_second', help: 'Bandwidth limit in force (scope node, or scope peer with the peer label); +Inf = unlimited', labelNames: ['scope', 'peer'] as const, registers })
 
     this.replication = {
@@ -101,6 +120,12 @@ export class VmeshMetrics {
     this.members = {
       setState: (peer, s) => { for (const x of MEMBER_STATES) member.set({ peer, state: x }, x === s ? 1 : 0) },
       forget: (peer) => { for (const x of MEMBER_STATES) member.remove({ peer, state: x }) }
+    }
+    this.storage = {
+      watchDb: (db, memoryBytes) => {
+        dbs.set(db, memoryBytes)
+        return () => { if (dbs.get(db) === memoryBytes) dbs.delete(db) }
+      }
     }
     this.bandwidth = {
       setLimit: (bps) => { limit.set({ scope: 'node', peer: '' }, bps) },

@@ -17,7 +17,7 @@ import type { Level } from 'level'
 import type { Clock } from '../../common/clock.ts'
 import { errorMessage } from '../../common/errors.ts'
 import type { Config, VmConfig } from '../../config/load.ts'
-import { binarySublevel, openBinaryLevel } from '../../storage/manifest/db.ts'
+import { binarySublevel, levelMemoryBytes, openBinaryLevel } from '../../storage/manifest/db.ts'
 import { WorkerPool } from '../../storage/workers/pool.ts'
 import { ContentIndex, DEFAULT_CONTENT_INDEX_MAX_ENTRIES, type ContentIndexStats } from '../../storage/content-index/index.ts'
 import { replicationProtocols } from '../../protocol/replication/index.ts'
@@ -147,7 +147,9 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
     const ci = this.config.contentIndex ?? { enabled: false, maxEntries: DEFAULT_CONTENT_INDEX_MAX_ENTRIES }
     if (ci.enabled) {
       try {
-        this.contentIndex = await ContentIndex.open({ log: this.components.log }, { dir: join(this.config.dataDir, 'content-index'), root: resolve(this.config.dataDir, 'replicas'), maxEntries: ci.maxEntries })
+        const index = await ContentIndex.open({ log: this.components.log }, { dir: join(this.config.dataDir, 'content-index'), root: resolve(this.config.dataDir, 'replicas'), maxEntries: ci.maxEntries })
+        this.contentIndex = index
+        this.components.metrics?.storage.watchDb('content-index', () => index.memoryBytes())
       } catch (err) {
         // a hint only: without it every block travels as data
         this.components.log.warn({ err: errorMessage(err) }, 'content index could not be opened; blocks this node holds will be received again')
@@ -176,7 +178,11 @@ export class ReplicationService implements ReplicaSeam, Startable<ReplicationSet
   }
 
   private async ensureSourceInfra (): Promise<void> {
-    if (this.db === undefined) this.db = await openBinaryLevel(join(this.config.dataDir, 'source'))
+    if (this.db === undefined) {
+      const db = await openBinaryLevel(join(this.config.dataDir, 'source'))
+      this.db = db
+      this.components.metrics?.storage.watchDb('source', () => levelMemoryBytes(db))
+    }
     if (this.pool === undefined) {
       this.pool = new WorkerPool({}, { size: this.init.workers ?? 2 })
       await this.pool.start()

@@ -28,7 +28,7 @@ import { Level } from 'level'
 import type { AbstractSublevel } from 'abstract-level'
 import { blake3 } from '../../common/blake3.ts'
 import { errorMessage } from '../../common/errors.ts'
-import { decodeUtf8, encodeUtf8, readU32be, readU64be, u64be } from '../manifest/db.ts'
+import { decodeUtf8, encodeUtf8, levelMemoryBytes, readU32be, readU64be, u64be } from '../manifest/db.ts'
 
 /** Bytes of a content hash (BLAKE3 truncated: the delta checksum; see protocol/replication HASH_LENGTH). */
 export const CONTENT_HASH_BYTES = 16
@@ -109,6 +109,9 @@ export class ContentIndex {
     this.maxQueued = Math.max(1, Math.floor(init.maxQueuedEntries ?? 65536))
     this.readsInFlight = Math.max(1, Math.floor(init.readsInFlight ?? 8))
   }
+
+  /** LevelDB's memory for the index (memtables + block cache; undefined once closed). */
+  memoryBytes (): number | undefined { return levelMemoryBytes(this.db) }
 
   static async open (components: ContentIndexComponents, init: ContentIndexInit): Promise<ContentIndex> {
     const db = new Level<Uint8Array, Uint8Array>(init.dir, { keyEncoding: 'view', valueEncoding: 'view', writeBufferSize: WRITE_BUFFER_BYTES, cacheSize: CACHE_BYTES })

@@ -23,6 +23,18 @@ export async function openBinaryLevel (dir: string): Promise<Level<Uint8Array, U
   return db
 }
 
+/** LevelDB's own figure of the memory it holds (memtables + block cache); undefined when closed or not LevelDB. */
+export function levelMemoryBytes (db: object): number | undefined {
+  // `level`'s type is the browser/node union; on Node it is classic-level, which has getProperty
+  const get = (db as { getProperty?: (p: string) => string }).getProperty
+  try {
+    const v = Number(get?.call(db, 'leveldb.approximate-memory-usage'))
+    return Number.isFinite(v) ? v : undefined
+  } catch {
+    return undefined
+  }
+}
+
 const utf8 = new TextEncoder()
 const utf8d = new TextDecoder('utf-8', { fatal: true })
 

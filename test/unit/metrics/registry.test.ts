@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict'
 import { register as globalRegistry } from 'prom-client'
 import { createMetrics } from '../../../daemon/metrics/registry.ts'
+import { levelMemoryBytes, openBinaryLevel } from '../../../storage/manifest/db.ts'
+import { tempDir } from '../../helpers/tmp.ts'
 
 /** The value of one series in a text exposition, or undefined when absent. */
 function sample (text: string, name: string, labels: Record<string, string>): string | undefined {
@@ -40,6 +42,38 @@ describe('metrics registry', () => {
     for (const s of ['seeding', 'behind', 'disconnected', 'error']) assert.equal(sample(text, 'vmesh_replication_state', { ...l, state: s }), '0')
     assert.match(text, /# TYPE vmesh_replication_sent_bytes_total counter/)
     assert.match(text, /# TYPE vmesh_replication_lag_seconds gauge/)
+  })
+
+  it('reports each watched LevelDB\'s memory at scrape time, until unwatched; a closed one is left out', async () => {
+    const m = createMetrics({ defaultMetrics: false })
+    let source: number | undefined = 1000
+    const unwatch = m.storage.watchDb('source', () => source)
+    m.storage.watchDb('ownership', () => 2048)
+    let text = await m.text()
+    assert.equal(sample(text, 'vmesh_leveldb_memory_bytes', { db: 'source' }), '1000')
+    assert.equal(sample(text, 'vmesh_leveldb_memory_bytes', { db: 'ownership' }), '2048')
+    source = 5000
+    assert.equal(sample(await m.text(), 'vmesh_leveldb_memory_bytes', { db: 'source' }), '5000')
+    source = undefined
+    assert.equal(sample(await m.text(), 'vmesh_leveldb_memory_bytes', { db: 'source' }), undefined)
+    source = 7
+    unwatch()
+    text = await m.text()
+    assert.equal(sample(text, 'vmesh_leveldb_memory_bytes', { db: 'source' }), undefined)
+    assert.equal(sample(text, 'vmesh_leveldb_memory_bytes', { db: 'ownership' }), '2048')
+  })
+
+  it('levelMemoryBytes: LevelDB\'s own figure for an open database, undefined once closed', async () => {
+    const { dir, cleanup } = await tempDir()
+    try {
+      const db = await openBinaryLevel(dir)
+      await db.put(new Uint8Array([1]), new Uint8Array(1000))
+      const v = levelMemoryBytes(db)
+      assert.ok(v !== undefined && v > 1000, String(v))
+      await db.close()
+      assert.equal(levelMemoryBytes(db), undefined)
+      assert.equal(levelMemoryBytes({}), undefined)
+    } finally { await cleanup() }
   })
 
   it('exposes replica, member and bandwidth series; Infinity is +Inf', async () => {

@@ -24,8 +24,9 @@
  *    writer's timestamps: at time T, T − the oldest write not yet on the target (0 if none).
  *  - generations in the window and how many of them are recovery points on the target (a
  *    consistent generation is one): the bitmap phase fleeces (the disk is raw: its file keeps
- *    its size), so every generation should be one; the hash scan's, of a disk written all along,
- *    are fuzzy.
+ *    its size) — copied points, a fleecing job for the chain's first point — so every generation
+ *    should be one; the hash scan's, of a disk written all along, are fuzzy. `capture.points`
+ *    (status) says how the points were taken.
  *  - guest pause per generation: the daemon never pauses the guest (fleecing is copy-before-
  *    write); the cost of a point (QemuPointCapture) is measured separately on the same disk
  *    first: how long its QMP transaction (a drained section: guest I/O waits, the vCPUs run)

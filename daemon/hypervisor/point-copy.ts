@@ -9,8 +9,11 @@
  * target one generation behind still finds its pending ranges here. Anything that breaks that
  * chain (a point not taken by copy, a failed capture, a new bitmap chain) clears the cache.
  *
- * The budget evicts the oldest blocks first; a read of a block that is not here is a
- * PointRangeMissError (the caller asks covers() first and reads the live file otherwise).
+ * The budget evicts the oldest blocks first, and blocks not rewritten for `keepPoints` points go
+ * too: a target that far behind reads the live file anyway, and memory falls back to what the
+ * recent rounds changed once a burst is over (the budget is per VM, for as long as it runs). A
+ * read of a block that is not here is a PointRangeMissError (the caller asks covers() first and
+ * reads the live file otherwise).
  */
 import { alignRanges, type Range } from '../../storage/changes/range.ts'
 import { mapVirtualRanges, type LayoutSnapshot } from '../../storage/formats/layout.ts'
@@ -22,12 +25,26 @@ export class PointRangeMissError extends VmeshError {
 }
 
 export class PointCopy {
-  /** block index → the block's bytes (insertion order = age: the oldest first) */
-  private readonly blocks = new Map<number, Buffer>()
+  /** block index → the block's bytes and the point that copied it (insertion order = age: the oldest first) */
+  private readonly blocks = new Map<number, { buf: Buffer, point: number }>()
   private held = 0
+  private point = 0
 
-  /** @param blockSize bytes per block (ranges put here are aligned to it, or end at the file's end) */
-  constructor (readonly blockSize: number, readonly maxBytes: number) {}
+  /**
+   * @param blockSize bytes per block (ranges put here are aligned to it, or end at the file's end)
+   * @param keepPoints points a block stays after it was last copied @default 8
+   */
+  constructor (readonly blockSize: number, readonly maxBytes: number, readonly keepPoints = 8) {}
+
+  /** A new point's blocks follow (put): blocks last copied `keepPoints` points ago go. */
+  nextPoint (): void {
+    this.point++
+    for (const [b, v] of this.blocks) {
+      if (v.point > this.point - this.keepPoints) break
+      this.blocks.delete(b)
+      this.held -= v.buf.length
+    }
+  }
 
   /** Bytes held. */
   get bytes (): number { return this.held }
@@ -39,16 +56,16 @@ export class PointCopy {
     for (let o = 0; o < buf.length; o += bs) {
       const b = (offset + o) / bs
       const old = this.blocks.get(b)
-      if (old !== undefined) { this.held -= old.length; this.blocks.delete(b) }
+      if (old !== undefined) { this.held -= old.buf.length; this.blocks.delete(b) }
       // a copy of the slice: the read buffer of a whole range is not kept alive by one block
       const part = Buffer.from(buf.subarray(o, Math.min(buf.length, o + bs)))
-      this.blocks.set(b, part)
+      this.blocks.set(b, { buf: part, point: this.point })
       this.held += part.length
     }
     for (const [b, v] of this.blocks) {
       if (this.held <= this.maxBytes) break
       this.blocks.delete(b)
-      this.held -= v.length
+      this.held -= v.buf.length
     }
   }
 
@@ -59,7 +76,7 @@ export class PointCopy {
       if (r.length === 0) continue
       const end = r.offset + r.length
       for (let b = Math.floor(r.offset / bs); b * bs < end; b++) {
-        const v = this.blocks.get(b)
+        const v = this.blocks.get(b)?.buf
         if (v === undefined || b * bs + v.length < Math.min(end, (b + 1) * bs)) return false
       }
     }
@@ -72,7 +89,7 @@ export class PointCopy {
     const out = Buffer.allocUnsafe(length)
     for (let at = offset; at < offset + length;) {
       const b = Math.floor(at / bs)
-      const v = this.blocks.get(b)
+      const v = this.blocks.get(b)?.buf
       const from = at - b * bs
       const n = Math.min(bs - from, offset + length - at)
       if (v === undefined || from + n > v.length) throw new PointRangeMissError(offset, length)

@@ -409,6 +409,7 @@ export class QemuPointCapture {
         await this.mergeBack(fmt, cur, next).catch(() => {})
         throw err
       }
+      cache.nextPoint()
       planned.forEach((r, i) => { cache.put(r.offset, bufs[i] as Buffer) })
       const since = this.told
       this.components.told?.tell(resolve(this.init.file), { since, until: next, ranges: virtualRanges, space: 'virtual', consistent: true })

@@ -46,6 +46,21 @@ describe('hypervisor/point-copy', () => {
     assert.throws(() => { c.put(100, fill(10, 0)) }, RangeError)
   })
 
+  it('a block not copied again for keepPoints points goes (memory falls back after a burst)', () => {
+    const c = new PointCopy(4096, 1 << 20, 2)
+    c.nextPoint()
+    c.put(0, fill(8192, 1)) // point 1: blocks 0, 1
+    c.nextPoint()
+    c.put(4096, fill(4096, 2)) // point 2: block 1 again
+    assert.equal(c.covers([{ offset: 0, length: 8192 }]), true)
+    c.nextPoint() // point 3: block 0 (last copied at 1) goes, block 1 (2) stays
+    assert.equal(c.covers([{ offset: 0, length: 4096 }]), false)
+    assert.equal(c.read(4096, 1)[0], 2)
+    assert.equal(c.bytes, 4096)
+    c.nextPoint()
+    assert.equal(c.bytes, 0)
+  })
+
   it('plan: raw maps 1:1 to blocks; a fixed VHDX maps through its BAT', () => {
     const raw = copyPlan({ layout: rawLayout(1 << 20), bat: null }, 4096)
     assert.ok(raw !== null)

@@ -5,6 +5,7 @@
  * States are exported one-hot (one series per possible state, 1 for the current one), which is
  * what alert rules and Grafana state timelines expect.
  */
+import { getHeapStatistics } from 'node:v8'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { MemberStatus, TargetStatus } from '../status.ts'
 
@@ -96,6 +97,20 @@ export class VmeshMetrics {
       collect () {
         this.reset()
         for (const [db, read] of dbs) { const v = read(); if (v !== undefined && Number.isFinite(v)) this.set({ db }, v) }
+      }
+    })
+    // V8's memory outside its heap that it allocates itself (compiler zones, parser, …): with RSS,
+    // the heap and LevelDB's figure, what is left of RSS is glibc's and the native modules'
+    // eslint-disable-next-line no-new
+    new Gauge({
+      name: 'vmesh_v8_malloced_bytes',
+      help: 'Memory V8 has malloc()ed outside its heap (compiler zones and the like): now, and the peak since start',
+      labelNames: ['at'] as const,
+      registers,
+      collect () {
+        const h = getHeapStatistics()
+        this.set({ at: 'now' }, h.malloced_memory)
+        this.set({ at: 'peak' }, h.peak_malloced_memory)
       }
     })
     const limit = new Gauge({ name: 'vmesh_bandwidth_limit_bytes_per_second', help: 'Bandwidth limit in force (scope node, or scope peer with the peer label); +Inf = unlimited', labelNames: ['scope', 'peer'] as const, registers })

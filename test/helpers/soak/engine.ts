@@ -99,12 +99,12 @@ export interface SoakResult {
     vmStarts: number
     writerStates: number
   }
-  rss: Array<{ node: string, pid: number, livedMs: number, baselineKiB: number, endKiB: number, growthPct: number, /** [age s, RSS MiB, V8 heap committed MiB, external MiB, LevelDB MiB] every ~5 s (-1: not read) */ samples: Array<[number, number, number, number, number]> }>
+  rss: Array<{ node: string, pid: number, livedMs: number, baselineKiB: number, endKiB: number, growthPct: number, /** [age s, RSS MiB, V8 heap committed MiB, external MiB, LevelDB MiB, V8 malloced peak MiB] every ~5 s (-1: not read) */ samples: Array<[number, number, number, number, number, number]> }>
   violations: string[]
   clusterDir?: string
 }
 
-interface DaemonWatch { pid: number, node: string, startedAt: number, expectedExit: boolean, rss: Array<{ age: number, kib: number, heapKib?: number, extKib?: number, levelKib?: number }> }
+interface DaemonWatch { pid: number, node: string, startedAt: number, expectedExit: boolean, rss: Array<{ age: number, kib: number, heapKib?: number, extKib?: number, levelKib?: number, mallocPeakKib?: number }> }
 
 const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
@@ -324,7 +324,8 @@ export async function runSoak (opts: SoakOptions): Promise<SoakResult> {
         // and LevelDB's memtables and block caches (native, bounded by their configured sizes)
         const levels = [...metrics.matchAll(/^vmesh_leveldb_memory_bytes\{[^}]*\} (\d+(?:\.\d+)?(?:e\+\d+)?)$/gm)].map(x => Number(x[1]))
         const levelKib = levels.length > 0 ? Math.round(levels.reduce((a, b) => a + b, 0) / 1024) : undefined
-        w.rss.push({ age: Date.now() - w.startedAt, kib: Number(m[1]), ...(heapKib !== undefined ? { heapKib } : {}), ...(extKib !== undefined ? { extKib } : {}), ...(levelKib !== undefined ? { levelKib } : {}) })
+        const mallocPeakKib = gauge('vmesh_v8_malloced_bytes\\{[^}]*at="peak"[^}]*\\}')
+        w.rss.push({ age: Date.now() - w.startedAt, kib: Number(m[1]), ...(heapKib !== undefined ? { heapKib } : {}), ...(extKib !== undefined ? { extKib } : {}), ...(levelKib !== undefined ? { levelKib } : {}), ...(mallocPeakKib !== undefined ? { mallocPeakKib } : {}) })
       }
     }
 
@@ -583,7 +584,7 @@ function rssGrowth (watches: DaemonWatch[], warmupMs: number): SoakResult['rss']
     const end = w.rss.slice(-3).map(s => s.kib)
     if (base.length === 0) continue
     const b = median(base); const e = median(end)
-    out.push({ node: w.node, pid: w.pid, livedMs: last.age, baselineKiB: b, endKiB: e, growthPct: Math.round((e / b - 1) * 1000) / 10, samples: w.rss.map(s => [Math.round(s.age / 1000), Math.round(s.kib / 1024), s.heapKib !== undefined ? Math.round(s.heapKib / 1024) : -1, s.extKib !== undefined ? Math.round(s.extKib / 1024) : -1, s.levelKib !== undefined ? Math.round(s.levelKib / 1024) : -1]) })
+    out.push({ node: w.node, pid: w.pid, livedMs: last.age, baselineKiB: b, endKiB: e, growthPct: Math.round((e / b - 1) * 1000) / 10, samples: w.rss.map(s => [Math.round(s.age / 1000), Math.round(s.kib / 1024), s.heapKib !== undefined ? Math.round(s.heapKib / 1024) : -1, s.extKib !== undefined ? Math.round(s.extKib / 1024) : -1, s.levelKib !== undefined ? Math.round(s.levelKib / 1024) : -1, s.mallocPeakKib !== undefined ? Math.round(s.mallocPeakKib / 1024) : -1]) })
   }
   return out
 }

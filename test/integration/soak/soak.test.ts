@@ -29,7 +29,7 @@ describe('integration: chaos soak on real processes (3 minutes)', function () {
     }
     const f = result.figures
     console.log(`      ${result.mode}: ${f.actions} faults, ${f.vmStarts} VM starts, ${f.replicaChecks} replica reads (${f.qemuCompares} qemu-img compares), max time to running ${f.maxTimeToRunningMs} ms, to in sync ${f.maxTimeToInSyncMs} ms, RSS growth ${f.rssGrowthPct} %${Object.keys(result.unavailable).length > 0 ? `; not injected here: ${JSON.stringify(result.unavailable)}` : ''}`)
-    // the evidence behind the RSS figure: [age s, RSS MiB, V8 heap committed MiB, external MiB, LevelDB MiB]
+    // the evidence behind the RSS figure: [age s, RSS MiB, V8 heap committed MiB, external MiB, LevelDB MiB, V8 malloced peak MiB]
     for (const r of result.rss) console.log(`      RSS ${r.node} pid ${r.pid}: ${r.growthPct} % (${Math.round(r.baselineKiB / 1024)} → ${Math.round(r.endKiB / 1024)} MiB) ${JSON.stringify(r.samples)}`)
     assert.ok(f.actions >= 4, `the nemesis acted ${f.actions} times in ${DURATION_MS} ms`)
     assert.ok(f.replicaChecks > 0, 'replicas were read at rest and checked')

@@ -61,6 +61,10 @@ describe('metrics registry', () => {
     text = await m.text()
     assert.equal(sample(text, 'vmesh_leveldb_memory_bytes', { db: 'source' }), undefined)
     assert.equal(sample(text, 'vmesh_leveldb_memory_bytes', { db: 'ownership' }), '2048')
+    // V8's own malloc()ed memory, now and its peak
+    const peak = Number(sample(text, 'vmesh_v8_malloced_bytes', { at: 'peak' }))
+    const now = Number(sample(text, 'vmesh_v8_malloced_bytes', { at: 'now' }))
+    assert.ok(peak > 0 && now > 0, `${peak} ${now}`)
   })
 
   it('levelMemoryBytes: LevelDB\'s own figure for an open database, undefined once closed', async () => {

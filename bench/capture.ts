@@ -240,13 +240,18 @@ export async function run (argv: string[]): Promise<object> {
         }
       })()
       const ioRates: number[] = []
+      // bytes per second over each sample's real length: a sample is ≥ 1 s (a timer that fires
+      // late), and the bytes of a 1.3 s sample are not a second's
       const ioSampler = (async () => {
         let last = procIo(daemonPid).readBytes
+        let lastAt = performance.now()
         while (writing) {
           await sleep(1000)
           const now = procIo(daemonPid).readBytes
-          ioRates.push(now - last)
+          const at = performance.now()
+          ioRates.push(Math.round((now - last) / ((at - lastAt) / 1000)))
           last = now
+          lastAt = at
         }
       })()
       const poller = (async () => {

@@ -50,7 +50,7 @@ export class PointCopy {
   get bytes (): number { return this.held }
 
   /** Stores `buf`, the file's bytes at `offset` (block-aligned) at the newest point, and evicts past the budget. */
-  put (offset: number, buf: Buffer): void {
+  put (offset: number, buf: Uint8Array): void {
     const bs = this.blockSize
     if (offset % bs !== 0) throw new RangeError(`copied range at ${offset} is not aligned to ${bs}`)
     for (let o = 0; o < buf.length; o += bs) {

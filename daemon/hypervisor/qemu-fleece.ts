@@ -48,12 +48,12 @@
  * action, so the bitmap rotation and the start of copy-before-write could not be one instant;
  * the backup action is, and in QEMU 7.2 it is the same copy-before-write filter underneath.
  */
-import { copyFile, open, rm } from 'node:fs/promises'
+import { copyFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import type { Clock } from '../../common/clock.ts'
 import { AbortedError, errorMessage } from '../../common/errors.ts'
 import { totalBytes, type Range } from '../../storage/changes/range.ts'
-import { checkSpan, type ByteReader } from '../../storage/formats/reader.ts'
+import { FileReader, checkSpan, type ByteReader } from '../../storage/formats/reader.ts'
 import type { Tell } from '../../storage/changes/told.ts'
 import { HypervisorCommandFailedError, HypervisorOutputError } from './errors.ts'
 import { NbdReader } from './nbd-reader.ts'
@@ -273,8 +273,7 @@ export class QemuPointCapture {
       await this.emptyScratch(scratch, size, signal)
       await this.ok('blockdev-add', { driver: 'qcow2', 'node-name': id, file: { driver: 'file', filename: scratch }, backing: file, 'read-only': !fleece })
       cleanup.push(async () => await qmp('blockdev-del', { 'node-name': id }))
-      const g = this.init.granularityBytes
-      const actions: unknown[] = [{ type: 'block-dirty-bitmap-add', data: { node: fmt, name: next, persistent: false, ...(g !== undefined ? { granularity: g } : {}) } }]
+      const actions: unknown[] = [this.addAction(fmt, next)]
       if (cur !== null) actions.push({ type: 'block-dirty-bitmap-disable', data: { node: fmt, name: cur } })
       if (fleece) actions.push({ type: 'blockdev-backup', data: { device: file, target: id, sync: 'none', 'job-id': id } })
       // The backup action wants the scratch exactly the file's size, and a guest that
@@ -284,7 +283,7 @@ export class QemuPointCapture {
       const t = await qmp('transaction', { actions })
       if (t.error !== undefined) {
         const desc = t.error.desc ?? ''
-        if (cur !== null && /bitmap/i.test(desc) && /not found/i.test(desc)) throw new BitmapLostError(desc)
+        if (cur !== null && bitmapLost(desc)) throw new BitmapLostError(desc)
         if (/size|length/i.test(desc) && (await this.nodeSize(file)) !== size) throw new SizeRaceError(desc)
         if (fleece) throw new FleecingRefusedError(desc)
         this.fail('transaction', t)
@@ -359,71 +358,83 @@ export class QemuPointCapture {
    * cannot be mapped or is over the cache's budget, or writes kept completing in the window.
    */
   private async copyPoint (nodes: Nodes, copy: NonNullable<PointCaptureInit['copy']>, signal?: AbortSignal): Promise<PointCapture | null> {
-    const { qmp } = this.components
     const { fmt } = nodes
     const { cache } = copy
-    const g = this.init.granularityBytes
-    for (let attempt = 0; attempt < COPY_ATTEMPTS; attempt++) {
-      const cur = this.current as string
-      const next = this.nextName()
-      const t = await qmp('transaction', {
-        actions: [
-          { type: 'block-dirty-bitmap-add', data: { node: fmt, name: next, persistent: false, ...(g !== undefined ? { granularity: g } : {}) } },
-          { type: 'block-dirty-bitmap-disable', data: { node: fmt, name: cur } }
-        ]
-      })
-      if (t.error !== undefined) {
-        cache.clear()
-        if (/bitmap/i.test(t.error.desc ?? '') && /not found/i.test(t.error.desc ?? '')) throw new BitmapLostError(t.error.desc ?? '')
-        this.fail('transaction', t)
+    // one open file per point: the window's reads and the told source's layout reads after it
+    const file = await FileReader.open(this.init.file)
+    let handedOver = false
+    try {
+      for (let attempt = 0; attempt < COPY_ATTEMPTS; attempt++) {
+        const p = await this.copyAttempt(fmt, copy, file, signal)
+        if (p === 'raced') continue
+        handedOver = p !== null
+        return p
       }
-      this.current = next
-      let virtualRanges: Range[]
-      let planned: Range[] | null
-      let bufs: Buffer[]
-      let size: number
-      try {
-        virtualRanges = await this.readDirty(fmt, cur, signal)
-        planned = copy.plan(virtualRanges)
-        if (planned === null || totalBytes(planned) > cache.maxBytes) {
-          this.stats.tooLarge++
-          await this.mergeBack(fmt, cur, next)
-          cache.clear()
-          return null
-        }
-        ;({ bufs, size } = await readRanges(this.init.file, planned, signal))
-        const dirty = await this.dirtyBytes(fmt, next)
-        if (dirty === null) {
-          this.copyRefused = `QEMU does not report the dirty count of bitmap ${next}`
-          await this.mergeBack(fmt, cur, next)
-          cache.clear()
-          return null
-        }
-        if (dirty > 0) {
-          this.stats.raced++
-          await this.mergeBack(fmt, cur, next)
-          continue
-        }
-      } catch (err) {
-        cache.clear()
-        await this.mergeBack(fmt, cur, next).catch(() => {})
-        throw err
-      }
-      cache.nextPoint()
-      planned.forEach((r, i) => { cache.put(r.offset, bufs[i] as Buffer) })
-      const since = this.told
-      this.components.told?.tell(resolve(this.init.file), { since, until: next, ranges: virtualRanges, space: 'virtual', consistent: true })
-      this.told = next
-      this.stats.copied++
-      return this.copiedPoint(fmt, cur, next, since, virtualRanges, size, cache)
+      cache.clear()
+      return null
+    } finally {
+      if (!handedOver) await file.close().catch(() => {})
     }
-    cache.clear()
-    return null
+  }
+
+  /** One attempt of copyPoint: the point, null (not by copy this round), or 'raced' (a write completed in the window; merged back). */
+  private async copyAttempt (fmt: string, copy: NonNullable<PointCaptureInit['copy']>, file: FileReader, signal?: AbortSignal): Promise<PointCapture | null | 'raced'> {
+    const { qmp } = this.components
+    const { cache } = copy
+    const cur = this.current as string
+    const next = this.nextName()
+    const t = await qmp('transaction', { actions: [this.addAction(fmt, next), { type: 'block-dirty-bitmap-disable', data: { node: fmt, name: cur } }] })
+    if (t.error !== undefined) {
+      cache.clear()
+      if (bitmapLost(t.error.desc ?? '')) throw new BitmapLostError(t.error.desc ?? '')
+      this.fail('transaction', t)
+    }
+    this.current = next
+    let virtualRanges: Range[]
+    let planned: Range[] | null
+    const bufs: Uint8Array[] = []
+    try {
+      virtualRanges = await this.readDirty(fmt, cur, signal)
+      planned = copy.plan(virtualRanges)
+      if (planned === null || totalBytes(planned) > cache.maxBytes) {
+        this.stats.tooLarge++
+        await this.mergeBack(fmt, cur, next)
+        cache.clear()
+        return null
+      }
+      for (const r of planned) {
+        if (signal?.aborted === true) throw new AbortedError('reading a copied point aborted', { cause: signal.reason })
+        bufs.push(await file.read(r.offset, r.length))
+      }
+      const dirty = await this.dirtyBytes(fmt, next)
+      if (dirty === null) {
+        this.copyRefused = `QEMU does not report the dirty count of bitmap ${next}`
+        await this.mergeBack(fmt, cur, next)
+        cache.clear()
+        return null
+      }
+      if (dirty > 0) {
+        this.stats.raced++
+        await this.mergeBack(fmt, cur, next)
+        return 'raced'
+      }
+    } catch (err) {
+      cache.clear()
+      await this.mergeBack(fmt, cur, next).catch(() => {})
+      throw err
+    }
+    cache.nextPoint()
+    planned.forEach((r, i) => { cache.put(r.offset, bufs[i] as Uint8Array) })
+    const since = this.told
+    this.components.told?.tell(resolve(this.init.file), { since, until: next, ranges: virtualRanges, space: 'virtual', consistent: true })
+    this.told = next
+    this.stats.copied++
+    return this.copiedPoint(fmt, cur, next, since, virtualRanges, file, cache)
   }
 
   /** The PointCapture of a copied point: reads from the cache (the told source's layout reads fall back to the live file, see below). */
-  private copiedPoint (fmt: string, cur: string, next: string, since: string | null, virtualRanges: Range[], size: number, cache: PointCopy): PointCapture {
-    const file = this.init.file
+  private copiedPoint (fmt: string, cur: string, next: string, since: string | null, virtualRanges: Range[], file: FileReader, cache: PointCopy): PointCapture {
+    const size = file.size
     let released = false
     const view: ByteReader = {
       size,
@@ -434,7 +445,7 @@ export class QemuPointCapture {
       read: async (offset, length) => {
         checkSpan(offset, length, size)
         if (cache.covers([{ offset, length }])) return cache.read(offset, length)
-        return (await readRanges(file, [{ offset, length }])).bufs[0] as Buffer
+        return await file.read(offset, length)
       }
     }
     const capture: PointCapture = {
@@ -450,6 +461,7 @@ export class QemuPointCapture {
       release: async (ok) => {
         if (released) return
         released = true
+        await file.close().catch(() => {})
         if (!ok) { await this.mergeBack(fmt, cur, next); return }
         await this.components.qmp('block-dirty-bitmap-remove', { node: fmt, name: cur }).catch(() => {})
       }
@@ -538,6 +550,12 @@ export class QemuPointCapture {
     if (r.code !== 0) throw new HypervisorCommandFailedError(argv[0] as string, r.code, r.stderr.slice(-2000), 'creating the fleecing scratch image')
   }
 
+  /** The transaction action that adds our next bitmap on the format node. */
+  private addAction (fmt: string, name: string): { type: string, data: Record<string, unknown> } {
+    const g = this.init.granularityBytes
+    return { type: 'block-dirty-bitmap-add', data: { node: fmt, name, persistent: false, ...(g !== undefined ? { granularity: g } : {}) } }
+  }
+
   private nextName (): string { return `${this.prefix}-p-${this.epoch}-${++this.seq}` }
 
   private async ok (command: string, args: Record<string, unknown>): Promise<unknown> { return await qmpOk(this.components.qmp, command, args) }
@@ -547,32 +565,12 @@ export class QemuPointCapture {
 
 interface Nodes { fmt: string, file: string }
 
-/** The bytes of `ranges` of `file` (read through the page cache, as the live-file path does) and its size. */
-async function readRanges (file: string, ranges: readonly Range[], signal?: AbortSignal): Promise<{ bufs: Buffer[], size: number }> {
-  const fh = await open(file, 'r')
-  try {
-    const size = (await fh.stat()).size
-    const bufs: Buffer[] = []
-    for (const r of ranges) {
-      if (signal?.aborted === true) throw new AbortedError('reading a copied point aborted', { cause: signal.reason })
-      const buf = Buffer.alloc(r.length)
-      let got = 0
-      // bounded: each pass advances or ends (past the end of the file reads zeros, as a view does)
-      while (got < r.length) {
-        const { bytesRead } = await fh.read(buf, got, r.length - got, r.offset + got)
-        if (bytesRead <= 0) break
-        got += bytesRead
-      }
-      bufs.push(buf)
-    }
-    return { bufs, size }
-  } finally {
-    await fh.close()
-  }
-}
 
 class SizeRaceError extends Error {}
 class BitmapLostError extends Error {}
+
+/** QEMU's answer when our current bitmap is gone (QEMU restarted, or someone removed it). */
+function bitmapLost (desc: string): boolean { return /bitmap/i.test(desc) && /not found/i.test(desc) }
 
 /**
  * The protocol (file) node under which QEMU holds `file` (query-named-block-nodes: driver
